@@ -1,0 +1,175 @@
+"""The Python API: `load`, `synth`, `train` (and later `run`, `open_run`).
+
+    import autolfads
+    ds = autolfads.load("session.mat")              # neurons x time x trials
+    res = autolfads.train(ds, out="runs/s1", epochs=200)
+    res.rates                                        # trials x time x neurons, original order
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autolfads.config import Config, DataConfig, load_config
+from autolfads.data.dataset import Dataset
+from autolfads.data.io import from_array, load_dataset
+from autolfads.data.synthetic import lorenz_dataset, write_lorenz
+from autolfads.errors import UserInputError
+from autolfads.results import (
+    compute_metrics,
+    prepare_run_dir,
+    write_config,
+    write_results,
+    write_text_atomic,
+)
+from autolfads.train.loop import Trainer
+from autolfads.train.sampling import posterior_outputs
+
+DataLike = str | Path | Dataset | np.ndarray | None
+
+
+@dataclass
+class TrainResult:
+    out: Path | None
+    dataset: Dataset
+    config: Config
+    metrics: dict[str, float]
+    posterior: dict[str, np.ndarray]  # train_/valid_ rates, factors, inferred_inputs, ic_mean
+    history: list[dict] = field(default_factory=list)
+    trainer: Trainer | None = None
+
+    def _all(self, key: str) -> np.ndarray:
+        return self.dataset.to_original_order(self.posterior[f"train_{key}"],
+                                              self.posterior[f"valid_{key}"])
+
+    @property
+    def rates(self) -> np.ndarray:
+        """Posterior-averaged rates, trials x time x neurons in the original trial order."""
+        return self._all("rates")
+
+    @property
+    def factors(self) -> np.ndarray:
+        return self._all("factors")
+
+    @property
+    def inferred_inputs(self) -> np.ndarray:
+        return self._all("inferred_inputs")
+
+
+def load(path: str | Path, **data_options) -> Dataset:
+    """Read and validate a dataset (.mat, LFADS .h5, .npz); options are `data` config keys."""
+    return load_dataset(path, _data_config(data_options))
+
+
+def synth(kind: str = "lorenz", seed: int = 0, out: str | Path | None = None,
+          fmt: str = "h5") -> Dataset:
+    """The built-in synthetic dataset (with true rates); written to `out` when given."""
+    if kind != "lorenz":
+        raise UserInputError(f"synth: unknown dataset '{kind}'; available: lorenz")
+    if out is not None:
+        write_lorenz(out, seed=seed, fmt=fmt)
+    return lorenz_dataset(seed=seed)
+
+
+def resolve_data(data: DataLike, cfg: DataConfig) -> Dataset:
+    if data is None:
+        return lorenz_dataset(seed=0, cfg=cfg)
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, np.ndarray):
+        layout = "trials_time_neurons" if cfg.layout == "auto" else cfg.layout
+        return from_array(data, layout=layout, cfg=cfg)
+    return load_dataset(data, cfg)
+
+
+def train(
+    data: DataLike = None,
+    out: str | Path | None = None,
+    *,
+    config: str | Path | Config | None = None,
+    overrides: list[str] | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+    force: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train one LFADS model with fixed hyperparameters and write the outputs to `out`.
+
+    `data`: a path, a Dataset, an array (trials x time x neurons unless data.layout says
+    otherwise) or None for the built-in Lorenz data.
+    """
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    if seed is not None:
+        cfg.train.seed = seed
+    say = (lambda _m: None) if quiet else (log or _stderr)
+    dataset = resolve_data(data, cfg.data)
+    out_dir = prepare_run_dir(out, force) if out is not None else None
+
+    say(f"data: {dataset.source}: {dataset.summary()}")
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, dataset)
+    say(f"training LFADS on {trainer.device} for up to {cfg.train.epochs} epochs")
+    if out_dir is not None:
+        write_config(out_dir, cfg)
+    state = trainer.fit(log=say)
+    trainer.use_best_weights()
+    if out_dir is not None:
+        trainer.save(out_dir / "model" / "checkpoint.pt")
+        _write_history(out_dir / "train_log.csv", state.history)
+    say(f"posterior sample-and-average ({cfg.train.n_samples} samples per trial)")
+    post = posterior_outputs(trainer)
+    extra = {
+        "valid_recon": state.best,
+        "best_epoch": state.best_epoch + 1,
+        "epochs": state.epoch,
+        "wall_s": time.perf_counter() - t0,
+        "device": str(trainer.device),
+    }
+    if out_dir is not None:
+        metrics = write_results(out_dir, dataset, post, extra)
+    else:
+        metrics = {**extra, **compute_metrics(dataset, post)}
+    say(summary_line(metrics, out_dir))
+    return TrainResult(out_dir, dataset, cfg, metrics, post, state.history, trainer)
+
+
+def summary_line(m: dict, out_dir: Path | None) -> str:
+    parts = [f"done in {m['wall_s']:.0f}s ({m['epochs']} epochs)",
+             f"valid recon {m['valid_recon']:.4f}", f"bits/spike {m['bps']:.3f}"]
+    if "r2_rates" in m:
+        parts.append(f"R^2 vs true rates {m['r2_rates']:.3f} (smoothing {m['r2_smoothing']:.3f})")
+    if out_dir is not None:
+        parts.append(f"outputs in {out_dir / 'output'}")
+    return "; ".join(parts)
+
+
+def _data_config(options: dict) -> DataConfig:
+    try:
+        return DataConfig(**options)
+    except Exception as e:  # pydantic's message names the key
+        raise UserInputError(f"data options: {str(e).splitlines()[0]}") from None
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

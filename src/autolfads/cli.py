@@ -1,0 +1,87 @@
+"""The `autolfads` command (DESIGN.md §2).
+
+Bad input of any kind ends in one `error: ...` line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from autolfads.errors import UserInputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="AutoLFADS: single-trial rates, factors and inputs from spiking data.")
+synth_app = typer.Typer(no_args_is_help=True, help="Write a built-in synthetic dataset.")
+app.add_typer(synth_app, name="synth")
+
+SET_HELP = "Override a config key, e.g. --set model.gen_dim=100 (repeatable)."
+LAYOUT_HELP = ("Axis order of the data variable, e.g. neurons_time_trials (the .mat default) "
+               "or trials_time_neurons.")
+
+
+@synth_app.command("lorenz")
+def synth_lorenz(
+    out: Path = typer.Option(..., "--out", help="File to write (.h5 or .mat)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    fmt: str = typer.Option(None, "--format", help="h5 or mat (default: from the file name)."),
+) -> None:
+    """Synthetic Lorenz dataset with ground-truth rates (the built-in demo data)."""
+    from autolfads.api import synth
+
+    fmt = fmt or (out.suffix.lstrip(".") or "h5")
+    if fmt not in ("h5", "mat"):
+        raise UserInputError(f"--format {fmt}: expected h5 or mat")
+    if out.exists():
+        raise UserInputError(f"--out {out}: file exists; remove it or choose another name")
+    ds = synth("lorenz", seed=seed, out=out, fmt=fmt)
+    typer.echo(f"wrote {out}: {ds.summary()}, true rates included")
+
+
+@app.command()
+def train(
+    data: str = typer.Argument(None, help="Data file (.mat, .h5, .npz); default: built-in Lorenz."),
+    out: Path = typer.Option(..., "--out", help="Run directory to create."),
+    epochs: int = typer.Option(None, help="Maximum epochs (default from config: train.epochs)."),
+    seed: int = typer.Option(None, help="Random seed (train.seed)."),
+    config: Path = typer.Option(None, "--config", help="YAML config file."),
+    set_: list[str] = typer.Option(None, "--set", help=SET_HELP),
+    layout: str = typer.Option(None, "--layout", help=LAYOUT_HELP),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier run in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final summary."),
+) -> None:
+    """Train one LFADS model with fixed hyperparameters; write rates, factors, inputs, metrics."""
+    from autolfads.api import summary_line
+    from autolfads.api import train as train_api
+
+    overrides = list(set_ or [])
+    if layout:
+        overrides.append(f"data.layout={layout}")
+    res = train_api(data, out, config=config, overrides=overrides, epochs=epochs, seed=seed,
+                    force=force, quiet=quiet)
+    if quiet:
+        typer.echo(summary_line(res.metrics, res.out))
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

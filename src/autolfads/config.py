@@ -1,0 +1,135 @@
+"""Typed configuration: one YAML file with sections `data`, `model`, `train` (more sections join later).
+
+Every key can be overridden from the command line as `--set section.key=value`. Unknown keys and
+invalid values raise `UserInputError` naming the key, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from autolfads.errors import UserInputError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    variable: str = "data"  # name of the spike-count variable in .mat / .npz files
+    layout: str = "auto"  # axis order of that variable, e.g. neurons_time_trials; auto = per format
+    split: Literal["every_nth", "random"] = "every_nth"
+    valid_every: int = Field(5, ge=2)  # every_nth: trials 5, 10, 15, ... (1-based) are validation
+    valid_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # random split
+    split_seed: int = 0
+    bin_size_ms: float | None = Field(None, gt=0)  # bin width, when the file does not say
+
+
+class ModelConfig(_Section):
+    """LFADS sizes, named as in the original LFADS code."""
+
+    ic_enc_dim: int = Field(64, ge=1)  # IC encoder GRU units (each direction)
+    ci_enc_dim: int = Field(64, ge=1)  # controller-input encoder GRU units (each direction)
+    ci_lag: int = Field(1, ge=0)  # controller sees encoded inputs this many steps back/ahead
+    con_dim: int = Field(64, ge=1)  # controller GRU units
+    co_dim: int = Field(4, ge=0)  # inferred-input dimensions; 0 switches the controller off
+    ic_dim: int = Field(64, ge=1)  # initial-condition latent dimensions
+    gen_dim: int = Field(64, ge=1)  # generator GRU units
+    fac_dim: int = Field(40, ge=1)  # latent factors
+    dropout_rate: float = Field(0.05, ge=0.0, lt=1.0)
+    cd_rate: float = Field(0.3, ge=0.0, lt=1.0)  # coordinated dropout: fraction of inputs masked
+    sv_rate: float = Field(0.0, ge=0.0, lt=1.0)  # sample validation: fraction of entries held out
+    cell_clip: float = Field(5.0, gt=0.0)  # generator/controller hidden-state clip
+    ic_prior_var: float = Field(0.1, gt=0.0)
+    ic_post_var_min: float = Field(1e-4, gt=0.0)
+    co_prior_tau: float = Field(10.0, gt=0.0)  # AR(1) prior time constant, in bins (learned)
+    co_prior_nvar: float = Field(0.1, gt=0.0)  # AR(1) prior innovation variance (learned)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(400, ge=1)
+    batch_size: int = Field(200, ge=1)
+    lr: float = Field(4e-3, gt=0.0)
+    adam_eps: float = Field(1e-8, gt=0.0)
+    grad_clip: float = Field(200.0, gt=0.0)
+    loss_scale: float = Field(1e4, gt=0.0)
+    kl_ic_scale: float = Field(1e-4, ge=0.0)
+    kl_co_scale: float = Field(1e-4, ge=0.0)
+    l2_gen_scale: float = Field(1e-3, ge=0.0)
+    l2_con_scale: float = Field(1e-3, ge=0.0)
+    kl_start_epoch: int = Field(0, ge=0)
+    kl_increase_epochs: int = Field(50, ge=0)  # linear ramp of the KL weight from 0 to 1
+    l2_start_epoch: int = Field(0, ge=0)
+    l2_increase_epochs: int = Field(50, ge=0)
+    smoothing: float = Field(0.7, ge=0.0, lt=1.0)  # EMA weight on the old smoothed valid cost
+    patience: int = Field(50, ge=1)  # epochs without smoothed-valid improvement before stopping
+    n_samples: int = Field(50, ge=1)  # posterior samples averaged for the outputs
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = Field(0, ge=0)  # torch threads; 0 = leave torch's default
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def _describe(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: unknown config key '{where}' (check the spelling; see `autolfads train --help`)"
+    return f"{origin}: invalid value for '{where}': {first['msg']}"
+
+
+def _parse_value(text: str) -> Any:
+    # YAML gives numbers, booleans and null the way a user types them: 1e-3, true, null.
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    """Apply `section.key=value` strings to a nested dict (validated later, all at once)."""
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise UserInputError(f"--set {item}: expected section.key=value, e.g. train.lr=0.002")
+        section, name = parts
+        if not isinstance(raw.setdefault(section, {}), dict):
+            raise UserInputError(f"--set {item}: '{section}' is not a config section")
+        raw[section][name] = _parse_value(value.strip())
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file (if any), then `--set` overrides; validated as a whole."""
+    raw: dict = {}
+    origin = "--set"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserInputError(f"{p}: config file not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserInputError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise UserInputError(f"{p}: expected a mapping with sections data, model, train")
+        origin = str(p)
+    raw = apply_overrides(raw, overrides)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise UserInputError(_describe(e, origin if not overrides else f"{origin} / --set")) from None
+
+
+def config_to_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,80 @@
+"""The Dataset: spike counts split into train/valid trials, with the bookkeeping to undo the split.
+
+Internally every array is trials x time x neurons (the LFADS layout). The user's own layout and
+trial order are recorded so that outputs can be written back the way the data came in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Axis names a user can give in `data.layout`, e.g. "neurons_time_trials" (the tutorial's .mat).
+AXES = ("trials", "time", "neurons")
+INTERNAL_LAYOUT = "trials_time_neurons"
+MATLAB_LAYOUT = "neurons_time_trials"
+
+
+@dataclass
+class Dataset:
+    train_data: np.ndarray  # (n_train, T, N) spike counts, float32
+    valid_data: np.ndarray  # (n_valid, T, N)
+    train_inds: np.ndarray  # (n_train,) 0-based positions in the user's original trial order
+    valid_inds: np.ndarray  # (n_valid,)
+    train_truth: np.ndarray | None = None  # (n_train, T, N) true rates, expected counts per bin
+    valid_truth: np.ndarray | None = None
+    train_ext_input: np.ndarray | None = None  # (n_train, T, E) optional external inputs
+    valid_ext_input: np.ndarray | None = None
+    conditions: np.ndarray | None = None  # (n_trials,) condition label per original trial
+    bin_size_s: float | None = None  # bin width, when known (for plots in Hz)
+    source: str = ""  # where the data came from, for messages and the report
+    layout: str = MATLAB_LAYOUT  # the user's axis order, used when writing .mat outputs
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.train_inds) + len(self.valid_inds)
+
+    @property
+    def n_time(self) -> int:
+        return int(self.train_data.shape[1])
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.train_data.shape[2])
+
+    @property
+    def ext_input_dim(self) -> int:
+        return 0 if self.train_ext_input is None else int(self.train_ext_input.shape[2])
+
+    @property
+    def has_truth(self) -> bool:
+        return self.train_truth is not None and self.valid_truth is not None
+
+    def to_original_order(self, train: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Interleave per-split arrays (trials first) back into the user's original trial order."""
+        out = np.empty((self.n_trials, *train.shape[1:]), dtype=np.result_type(train, valid))
+        out[self.train_inds] = train
+        out[self.valid_inds] = valid
+        return out
+
+    def all_data(self) -> np.ndarray:
+        return self.to_original_order(self.train_data, self.valid_data)
+
+    def all_truth(self) -> np.ndarray | None:
+        if not self.has_truth:
+            return None
+        return self.to_original_order(self.train_truth, self.valid_truth)
+
+    def summary(self) -> str:
+        return (
+            f"{self.n_trials} trials x {self.n_time} bins x {self.n_neurons} neurons "
+            f"({len(self.train_inds)} train / {len(self.valid_inds)} valid)"
+        )
+
+
+def permutation(src_layout: str, dst_layout: str) -> tuple[int, int, int]:
+    """Axis permutation taking an array laid out as `src_layout` to `dst_layout`."""
+    src, dst = src_layout.split("_"), dst_layout.split("_")
+    return tuple(src.index(a) for a in dst)  # type: ignore[return-value]

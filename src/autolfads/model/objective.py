@@ -1,0 +1,79 @@
+"""The LFADS training objective (a beta-weighted negative ELBO plus weight decay):
+
+    loss = loss_scale * ( recon + w_kl(epoch) * (kl_ic_scale * KL_ic + kl_co_scale * KL_co)
+                                + w_l2(epoch) * L2 )
+
+    recon  = mean over trials, bins and neurons of -log p(x | lambda)   (CD / SV masks applied)
+    KL_ic  = mean over trials of KL(q(z0|x) || p(z0))
+    KL_co  = mean over trials of sum_t KL(q(u_t|x) || p(u_t|u_{t-1}))
+    L2     = (l2_gen_scale * |U_gen|^2 + l2_con_scale * |U_con|^2) / (2 * #recurrent weights)
+
+w_kl and w_l2 ramp linearly from 0 to 1 (train/loop.py) so the model first learns to reconstruct.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from autolfads.model.augment import gradient_only_through
+from autolfads.model.lfads import LFADS, LFADSOutput
+from autolfads.model.observations import poisson_nll
+
+
+@dataclass
+class Costs:
+    recon: torch.Tensor  # scalar, differentiable (CD: gradient only through dropped entries)
+    kl_ic: torch.Tensor
+    kl_co: torch.Tensor
+    l2: torch.Tensor
+    sv_recon: torch.Tensor | None = None  # cost on the held-out sample-validation entries
+
+
+@dataclass
+class Weights:
+    kl_ic_scale: float
+    kl_co_scale: float
+    l2_gen_scale: float
+    l2_con_scale: float
+    kl_ramp: float = 1.0
+    l2_ramp: float = 1.0
+    loss_scale: float = 1.0
+
+
+def compute_costs(
+    model: LFADS,
+    out: LFADSOutput,
+    counts: torch.Tensor,
+    weights: Weights,
+    cd_grad_mask: torch.Tensor | None = None,
+    sv_held_out: torch.Tensor | None = None,
+) -> Costs:
+    nll = gradient_only_through(poisson_nll(counts, out.log_rates), cd_grad_mask)  # (B, T, N)
+    sv_recon = None
+    if sv_held_out is None:
+        recon = nll.mean()
+    else:
+        seen = (~sv_held_out).to(nll.dtype)
+        recon = (nll * seen).sum() / seen.sum().clamp_min(1.0)
+        held = sv_held_out.to(nll.dtype)
+        sv_recon = ((nll * held).sum() / held.sum().clamp_min(1.0)).detach()
+
+    kl_ic = model.ic_prior.kl(out.ic_mean, out.ic_logvar).mean()
+    if model.use_con:
+        kl_co = model.co_prior.kl(out.inferred_inputs, out.co_mean, out.co_logvar).mean()
+    else:
+        kl_co = torch.zeros((), device=counts.device)
+
+    gen_sq, con_sq, n_rec = model.recurrent_l2()
+    l2 = weights.l2_gen_scale * gen_sq
+    if con_sq is not None:
+        l2 = l2 + weights.l2_con_scale * con_sq
+    l2 = l2 / (2.0 * n_rec)
+    return Costs(recon, kl_ic, kl_co, l2, sv_recon)
+
+
+def total_loss(c: Costs, w: Weights) -> torch.Tensor:
+    kl = w.kl_ic_scale * c.kl_ic + w.kl_co_scale * c.kl_co
+    return w.loss_scale * (c.recon + w.kl_ramp * kl + w.l2_ramp * c.l2)

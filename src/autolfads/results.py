@@ -1,0 +1,88 @@
+"""Run directories and the files a finished model leaves in them (DESIGN.md §3).
+
+Shared by `autolfads train` and, later, the PBT runner: both end with one trained model whose
+posterior-averaged outputs, metrics and config are written here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from autolfads.analysis.metrics import bits_per_spike, r2_per_neuron, r2_rates, smoothing_baseline
+from autolfads.config import Config, config_to_yaml
+from autolfads.data.dataset import Dataset
+from autolfads.data.io import write_outputs
+from autolfads.errors import UserInputError
+
+RUN_MARKERS = ("config.yaml", "metrics.json")
+
+
+def prepare_run_dir(out: str | Path, force: bool = False) -> Path:
+    """Create DIR for a new run. An existing non-empty DIR is an error unless `force`; even then,
+    only a directory that holds an earlier autolfads run is replaced, never arbitrary user files."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserInputError(f"--out {path}: exists and is not a directory; choose another path")
+    if path.is_dir() and any(path.iterdir()):
+        if not force:
+            raise UserInputError(
+                f"--out {path}: directory exists and is not empty; use --force to replace an "
+                "earlier run there, or choose another --out"
+            )
+        if not any((path / m).exists() for m in RUN_MARKERS):
+            raise UserInputError(
+                f"--out {path}: not an autolfads run directory (no config.yaml); refusing to "
+                "delete it even with --force — choose another --out"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_config(out_dir: Path, cfg: Config) -> Path:
+    return write_text_atomic(out_dir / "config.yaml", config_to_yaml(cfg))
+
+
+def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray]) -> dict[str, float]:
+    """Bits/spike on held-out (validation) trials and, with ground truth, R^2 against the true rates
+    for the model and for a Gaussian-smoothing baseline."""
+    m: dict[str, float] = {
+        "bps_valid": bits_per_spike(post["valid_rates"], dataset.valid_data),
+        "bps_train": bits_per_spike(post["train_rates"], dataset.train_data),
+    }
+    m["bps"] = m["bps_valid"]
+    if dataset.has_truth:
+        rates = dataset.to_original_order(post["train_rates"], post["valid_rates"])
+        truth = dataset.all_truth()
+        m["r2_rates"] = r2_rates(rates, truth)
+        m["r2_rates_valid"] = r2_rates(post["valid_rates"], dataset.valid_truth)
+        m["r2_per_neuron"] = r2_per_neuron(rates, truth)
+        base = smoothing_baseline(dataset.all_data(), truth)
+        m["r2_smoothing"] = float(base["r2_rates"])
+        m["smoothing_sigma_bins"] = float(base["sigma_bins"])
+    return {k: float(v) for k, v in m.items()}
+
+
+def write_results(
+    out_dir: Path, dataset: Dataset, post: dict[str, np.ndarray], extra: dict
+) -> dict[str, float]:
+    """Write output/lfads_output.{h5,mat} and metrics.json; return the metrics."""
+    write_outputs(out_dir, dataset, post)
+    metrics = {**extra, **compute_metrics(dataset, post)}
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics

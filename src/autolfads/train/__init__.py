@@ -1,0 +1,1 @@
+"""Training one LFADS model: the epoch loop, checkpoints and posterior sample-and-average."""

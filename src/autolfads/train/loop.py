@@ -1,0 +1,290 @@
+"""Training one LFADS model: Adam with gradient clipping, KL/L2 ramps, a smoothed validation cost
+(the PBT score), early stopping and exact checkpoints.
+
+The Trainer holds everything a checkpoint must restore (weights, optimizer moments, epoch,
+smoothed cost, RNG state), so "train k epochs, save, load, continue" equals training straight
+through with the same seed. PBT (pbt/) drives the same object one generation at a time and
+changes hyperparameters between generations with `set_hparams`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autolfads.config import Config
+from autolfads.data.dataset import Dataset
+from autolfads.model import LFADS
+from autolfads.model.augment import (
+    coordinated_dropout,
+    hide_entries,
+    sample_validation_mask,
+)
+from autolfads.model.objective import Weights, compute_costs, total_loss
+
+# Hyperparameters PBT may change between generations (name -> config section).
+TUNABLE = {
+    "lr": "train",
+    "dropout_rate": "model",
+    "cd_rate": "model",
+    "kl_ic_scale": "train",
+    "kl_co_scale": "train",
+    "l2_gen_scale": "train",
+    "l2_con_scale": "train",
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def ramp(epoch: int, start: int, length: int) -> float:
+    """Linear 0 -> 1 over `length` epochs from `start` (1 from the start when length is 0)."""
+    if length <= 0:
+        return 1.0 if epoch >= start else 0.0
+    return float(min(1.0, max(0.0, (epoch - start + 1) / length)))
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_recon: float
+    valid_recon: float
+    smoothed_valid_recon: float
+    kl_ic: float
+    kl_co: float
+    l2: float
+    train_sv_recon: float | None = None
+    valid_sv_recon: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    smoothed: float = math.nan  # smoothed validation reconstruction cost
+    best: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, data: Dataset, device: str | None = None):
+        self.cfg = cfg.model_copy(deep=True)
+        self.data = data
+        self.device = resolve_device(device or cfg.train.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        torch.manual_seed(cfg.train.seed)
+        np.random.seed(cfg.train.seed % 2**32)
+
+        def to(a: np.ndarray | None) -> torch.Tensor | None:
+            return None if a is None else torch.as_tensor(a, dtype=torch.float32, device=self.device)
+
+        self.train_x, self.valid_x = to(data.train_data), to(data.valid_data)
+        self.train_ext, self.valid_ext = to(data.train_ext_input), to(data.valid_ext_input)
+        sv = cfg.model.sv_rate
+        seed = cfg.train.seed + 7919  # the SV mask is fixed for the run, apart from the batch RNG
+        self.train_sv = _on(sample_validation_mask(tuple(self.train_x.shape), sv, seed), self.device)
+        self.valid_sv = _on(sample_validation_mask(tuple(self.valid_x.shape), sv, seed + 1), self.device)
+
+        self.model = LFADS(cfg.model, data.n_neurons, data.ext_input_dim).to(self.device)
+        self.model.init_readout_bias(self.train_x.mean(dim=(0, 1)))
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps
+        )
+        self.state = TrainState()
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    # -- hyperparameters -----------------------------------------------------------------------
+
+    def hparams(self) -> dict[str, float]:
+        return {k: getattr(getattr(self.cfg, sec), k) for k, sec in TUNABLE.items()}
+
+    def set_hparams(self, values: dict[str, float]) -> None:
+        """Apply new hyperparameters (after a restore too: the lr wins over the optimizer's)."""
+        for key, value in values.items():
+            if key not in TUNABLE:
+                raise KeyError(f"not a tunable hyperparameter: {key}")
+            setattr(getattr(self.cfg, TUNABLE[key]), key, float(value))
+        self.model.dropout_rate = self.cfg.model.dropout_rate
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.train.lr
+
+    def weights(self, epoch: int) -> Weights:
+        t = self.cfg.train
+        return Weights(
+            kl_ic_scale=t.kl_ic_scale,
+            kl_co_scale=t.kl_co_scale,
+            l2_gen_scale=t.l2_gen_scale,
+            l2_con_scale=t.l2_con_scale,
+            kl_ramp=ramp(epoch, t.kl_start_epoch, t.kl_increase_epochs),
+            l2_ramp=ramp(epoch, t.l2_start_epoch, t.l2_increase_epochs),
+            loss_scale=t.loss_scale,
+        )
+
+    # -- one epoch -----------------------------------------------------------------------------
+
+    def train_epoch(self) -> dict[str, float]:
+        self.model.train()
+        t = self.cfg.train
+        w = self.weights(self.state.epoch)
+        n = self.train_x.shape[0]
+        order = torch.randperm(n, device=self.device)
+        sums = {"loss": 0.0, "recon": 0.0, "kl_ic": 0.0, "kl_co": 0.0, "l2": 0.0, "sv": 0.0}
+        for idx in order.split(t.batch_size):
+            x = self.train_x[idx]
+            sv = None if self.train_sv is None else self.train_sv[idx]
+            ext = None if self.train_ext is None else self.train_ext[idx]
+            x_in, cd_mask = coordinated_dropout(hide_entries(x, sv, self.cfg.model.sv_rate),
+                                                self.cfg.model.cd_rate)
+            out = self.model(x_in, ext, sample=True)
+            costs = compute_costs(self.model, out, x, w, cd_mask, sv)
+            loss = total_loss(costs, w)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            self.optimizer.step()
+            frac = len(idx) / n
+            # One host sync per batch for the running sums; a batch is tens of milliseconds.
+            vals = torch.stack([loss.detach(), costs.recon.detach(), costs.kl_ic.detach(),
+                                costs.kl_co.detach(), costs.l2.detach(),
+                                costs.sv_recon if costs.sv_recon is not None else loss.new_zeros(())])
+            for k, v in zip(sums, vals.tolist(), strict=True):
+                sums[k] += frac * v
+        return sums
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, ext: torch.Tensor | None, sv: torch.Tensor | None
+                 ) -> tuple[float, float | None]:
+        """Reconstruction cost on a whole split with posterior means (no dropout, no CD)."""
+        self.model.eval()
+        w = self.weights(self.state.epoch)
+        total, sv_total, n = 0.0, 0.0, x.shape[0]
+        for idx in torch.arange(n, device=self.device).split(max(self.cfg.train.batch_size, 256)):
+            xb = x[idx]
+            svb = None if sv is None else sv[idx]
+            out = self.model(hide_entries(xb, svb, self.cfg.model.sv_rate),
+                             None if ext is None else ext[idx], sample=False)
+            c = compute_costs(self.model, out, xb, w, None, svb)
+            total += float(c.recon) * len(idx) / n
+            if c.sv_recon is not None:
+                sv_total += float(c.sv_recon) * len(idx) / n
+        return total, (sv_total if sv is not None else None)
+
+    def run_epoch(self) -> EpochStats:
+        start = time.perf_counter()
+        tr = self.train_epoch()
+        valid, valid_sv = self.evaluate(self.valid_x, self.valid_ext, self.valid_sv)
+        s = self.state
+        a = self.cfg.train.smoothing
+        s.smoothed = valid if math.isnan(s.smoothed) else a * s.smoothed + (1 - a) * valid
+        if s.smoothed < s.best:
+            s.best, s.best_epoch, s.bad_epochs = s.smoothed, s.epoch, 0
+            self.best_weights = copy.deepcopy(self.model.state_dict())
+        else:
+            s.bad_epochs += 1
+        stats = EpochStats(
+            epoch=s.epoch, train_loss=tr["loss"], train_recon=tr["recon"], valid_recon=valid,
+            smoothed_valid_recon=s.smoothed, kl_ic=tr["kl_ic"], kl_co=tr["kl_co"], l2=tr["l2"],
+            train_sv_recon=tr["sv"] if self.train_sv is not None else None,
+            valid_sv_recon=valid_sv, seconds=time.perf_counter() - start,
+        )
+        s.history.append(stats.__dict__.copy())
+        s.epoch += 1
+        return stats
+
+    def should_stop(self) -> bool:
+        s = self.state
+        return s.bad_epochs >= self.cfg.train.patience or not math.isfinite(s.smoothed)
+
+    def fit(self, epochs: int | None = None, log: Callable[[str], None] | None = None,
+            early_stop: bool = True) -> TrainState:
+        """Train up to `epochs` more epochs (default: until cfg.train.epochs are done)."""
+        target = self.cfg.train.epochs if epochs is None else self.state.epoch + epochs
+        t0 = time.perf_counter()
+        while self.state.epoch < target:
+            st = self.run_epoch()
+            if log is not None:
+                log(format_epoch(st, target, time.perf_counter() - t0))
+            if early_stop and self.should_stop():
+                if log is not None:
+                    log(f"stopping early at epoch {st.epoch + 1}: smoothed validation cost has "
+                        f"not improved for {self.state.bad_epochs} epochs")
+                break
+        return self.state
+
+    def use_best_weights(self) -> None:
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def checkpoint(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": 1,
+            "model": self.model.state_dict(),
+            "best_model": self.best_weights,
+            "optimizer": self.optimizer.state_dict(),
+            "state": self.state.__dict__,
+            "hparams": self.hparams(),
+            "rng": rng,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the checkpoint atomically (temp file + rename): a crash never leaves half a file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(self.checkpoint(), tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def load(self, path: str | Path, restore_rng: bool = True) -> None:
+        ck = torch.load(path, map_location=self.device, weights_only=True)
+        self.load_checkpoint(ck, restore_rng)
+
+    def load_checkpoint(self, ck: dict, restore_rng: bool = True) -> None:
+        self.model.load_state_dict(ck["model"])
+        self.best_weights = ck.get("best_model")
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.state = TrainState(**ck["state"])
+        self.set_hparams(ck["hparams"])  # the checkpoint's hparams, incl. its lr
+        if restore_rng:
+            torch.set_rng_state(ck["rng"]["torch"].cpu())
+            if "cuda" in ck["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu(), self.device)
+
+
+def _on(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if t is None else t.to(device)
+
+
+def format_epoch(st: EpochStats, total: int, elapsed: float) -> str:
+    sv = f" sv {st.valid_sv_recon:.4f}" if st.valid_sv_recon is not None else ""
+    return (
+        f"epoch {st.epoch + 1:>4}/{total}  loss {st.train_loss:9.2f}  recon train "
+        f"{st.train_recon:.4f} valid {st.valid_recon:.4f} (smoothed {st.smoothed_valid_recon:.4f})"
+        f"{sv}  kl ic {st.kl_ic:.1f} co {st.kl_co:.1f}  {st.seconds:.1f}s/epoch  {elapsed:.0f}s"
+    )

@@ -1,0 +1,58 @@
+"""Posterior sample-and-average: the LFADS output.
+
+For each trial, draw N samples of z0 and u_{1:T} from the posterior (dropout off) and average the
+rates, factors and inferred inputs over samples. All N samples of a chunk of trials run as one
+batch of size chunk * N, so the cost is a few large passes instead of N small ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from autolfads.model import LFADS
+
+KEYS = ("rates", "factors", "inferred_inputs", "ic_mean")
+
+
+@torch.no_grad()
+def sample_and_average(
+    model: LFADS,
+    data: torch.Tensor,
+    ext_input: torch.Tensor | None = None,
+    n_samples: int = 50,
+    max_batch: int = 4096,
+) -> dict[str, np.ndarray]:
+    """data: (B, T, N) -> {'rates': (B,T,N), 'factors': (B,T,F), 'inferred_inputs': (B,T,U),
+    'ic_mean': (B, ic_dim)} averaged over `n_samples` posterior samples."""
+    model.eval()
+    B = data.shape[0]
+    chunk = max(1, max_batch // n_samples)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in KEYS}
+    for start in range(0, B, chunk):
+        x = data[start : start + chunk]
+        b = x.shape[0]
+        # Sample s of trial i sits at row s * b + i, so a reshape to (S, b, ...) averages cleanly.
+        xs = x.repeat(n_samples, 1, 1)
+        es = None if ext_input is None else ext_input[start : start + chunk].repeat(n_samples, 1, 1)
+        out = model(xs, es, sample=True)
+
+        def avg(t: torch.Tensor, b: int = b) -> np.ndarray:
+            return t.reshape(n_samples, b, *t.shape[1:]).mean(0).cpu().numpy()
+
+        parts["rates"].append(avg(torch.exp(out.log_rates)))
+        parts["factors"].append(avg(out.factors))
+        parts["inferred_inputs"].append(avg(out.inferred_inputs))
+        parts["ic_mean"].append(out.ic_mean[:b].cpu().numpy())
+    return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
+
+
+def posterior_outputs(trainer, n_samples: int | None = None) -> dict[str, np.ndarray]:
+    """Sample-and-average both splits of a trainer's data; keys train_rates, valid_factors, ..."""
+    n = n_samples or trainer.cfg.train.n_samples
+    post: dict[str, np.ndarray] = {}
+    for split, x, ext in (("train", trainer.train_x, trainer.train_ext),
+                          ("valid", trainer.valid_x, trainer.valid_ext)):
+        for k, v in sample_and_average(trainer.model, x, ext, n).items():
+            post[f"{split}_{k}"] = v
+    return post

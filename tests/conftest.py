@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+import torch
+
+from autolfads.config import Config
+from autolfads.data.dataset import Dataset
+
+TINY_MODEL = dict(ic_enc_dim=12, ci_enc_dim=12, con_dim=12, co_dim=2, ic_dim=8, gen_dim=16,
+                  fac_dim=6)
+
+
+def tiny_dataset(n_trials=40, T=15, N=8, seed=0) -> Dataset:
+    """Poisson counts from smooth, trial-specific rates (with truth), split every 5th trial."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, T)
+    phase = rng.uniform(0, 2 * np.pi, size=(n_trials, 1, 1))
+    gain = rng.uniform(0.5, 1.5, size=(1, 1, N))
+    rates = np.exp(np.sin(2 * np.pi * t[None, :, None] + phase) * gain).astype(np.float32)
+    spikes = rng.poisson(rates).astype(np.float32)
+    valid = np.arange(4, n_trials, 5)
+    train = np.setdiff1d(np.arange(n_trials), valid)
+    return Dataset(spikes[train], spikes[valid], train, valid, rates[train], rates[valid],
+                   source="tiny test data")
+
+
+def tiny_config(**train) -> Config:
+    cfg = Config()
+    for k, v in TINY_MODEL.items():
+        setattr(cfg.model, k, v)
+    cfg.train.batch_size = 16
+    cfg.train.kl_increase_epochs = 2
+    cfg.train.l2_increase_epochs = 2
+    cfg.train.n_samples = 4
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return tiny_dataset()
