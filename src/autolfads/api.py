@@ -70,7 +70,7 @@ def load(path: str | Path, **data_options) -> Dataset:
 
 
 def synth(kind: str = "lorenz", seed: int = 0, out: str | Path | None = None,
-          fmt: str = "h5") -> Dataset:
+          fmt: str | None = None) -> Dataset:
     """The built-in synthetic dataset (with true rates); written to `out` when given."""
     if kind != "lorenz":
         raise UserInputError(f"synth: unknown dataset '{kind}'; available: lorenz")

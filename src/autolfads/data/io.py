@@ -1,0 +1,388 @@
+"""Read spike data (.mat v5/v7.3, LFADS .h5, .npz, numpy arrays) into a `Dataset`.
+
+Every reader funnels into `_build`, so files and in-memory arrays get the same checks (see
+`validate.py`) and the same train/valid split. The writers live in `writers.py` and are
+re-exported here, so `autolfads.data.io` is the one import for data in and out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.io
+
+from autolfads.config import DataConfig
+from autolfads.data.dataset import INTERNAL_LAYOUT, MATLAB_LAYOUT, Dataset, permutation
+from autolfads.data.validate import (
+    as_numeric,
+    check_3d,
+    check_counts,
+    check_rates,
+    check_scalar,
+    check_trials,
+    parse_layout,
+    resolve_inds,
+)
+from autolfads.data.writers import write_lfads_h5, write_outputs, write_tutorial_mat
+from autolfads.errors import UserInputError
+
+__all__ = [
+    "from_array",
+    "load_dataset",
+    "split_trials",
+    "write_lfads_h5",
+    "write_outputs",
+    "write_tutorial_mat",
+]
+
+SUPPORTED = ".mat (MATLAB v5 or v7.3), .h5/.hdf5 (LFADS: train_data/valid_data), .npz (data)"
+OPTIONAL_VARS = ("truth", "conditions", "train_inds", "valid_inds", "bin_size_ms", "dt", "layout")
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def load_dataset(path: str | Path, cfg: DataConfig | None = None) -> Dataset:
+    """Read a data file (format from its extension) into a validated, split `Dataset`.
+
+    .mat (v5 via scipy, v7.3 via h5py) and .npz: variable `cfg.variable` (default "data"),
+    neurons x time x trials unless `cfg.layout` (or, for .npz only, a `layout` entry) says
+    otherwise; optional truth, conditions, train_inds/valid_inds, bin_size_ms (ms) or dt (s).
+    LFADS .h5: train_data/valid_data (trials x time x neurons) and the usual LFADS extras.
+    A split stored in the file wins over `cfg.split`; `cfg.bin_size_ms` wins over the file's.
+    """
+    cfg = cfg or DataConfig()
+    p = Path(path)
+    if not p.exists():
+        raise UserInputError(f"{p}: file not found")
+    if not p.is_file():
+        raise UserInputError(f"{p}: is not a file; give the path of a {SUPPORTED} file")
+    suffix = p.suffix.lower()
+    if suffix in (".h5", ".hdf5"):
+        return _read_lfads_h5(p, cfg)
+    if suffix == ".mat":
+        names, values = _read_mat(p, cfg.variable)
+        return _from_table(p, names, values, cfg, conditions_one_based=True)
+    if suffix == ".npz":
+        names, values = _read_npz(p, cfg.variable)
+        return _from_table(p, names, values, cfg, conditions_one_based=False)
+    raise UserInputError(f"{p}: unsupported file type '{p.suffix}'; supported: {SUPPORTED}")
+
+
+def from_array(
+    data: np.ndarray,
+    *,
+    layout: str = INTERNAL_LAYOUT,
+    truth: np.ndarray | None = None,
+    conditions: np.ndarray | None = None,
+    cfg: DataConfig | None = None,
+    source: str = "array",
+    train_inds: np.ndarray | None = None,
+    valid_inds: np.ndarray | None = None,
+    ext_input: np.ndarray | None = None,
+    bin_size_s: float | None = None,
+) -> Dataset:
+    """A `Dataset` from in-memory arrays, with the same checks and split as `load_dataset`.
+
+    `layout` names the axes of `data` (and `truth`); `cfg.layout` is not consulted here.
+    `ext_input` is trials x time x inputs. Indices may be 0- or 1-based (detected).
+    """
+    return _build(
+        data, layout, label=source, noun="argument", cfg=cfg, truth=truth,
+        conditions=conditions, train_inds=train_inds, valid_inds=valid_inds,
+        ext_input=ext_input, bin_size_s=bin_size_s,
+    )  # fmt: skip
+
+
+def split_trials(n_trials: int, cfg: DataConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """0-based (train_inds, valid_inds), both sorted.
+
+    every_nth: trials valid_every-1, 2*valid_every-1, ... (every 5th, as the tutorial) are valid.
+    random: a permutation seeded by split_seed; round(valid_fraction * n) trials, at least 1.
+    """
+    cfg = cfg or DataConfig()
+    all_inds = np.arange(n_trials)
+    if cfg.split == "every_nth":
+        if cfg.valid_every > n_trials:
+            raise UserInputError(
+                f"data.valid_every={cfg.valid_every} is larger than the {n_trials} trials, leaving "
+                "no validation trials; use a smaller value"
+            )
+        valid = all_inds[cfg.valid_every - 1 :: cfg.valid_every]
+    else:
+        n_valid = min(max(1, round(cfg.valid_fraction * n_trials)), n_trials - 1)
+        perm = np.random.default_rng(cfg.split_seed).permutation(n_trials)
+        valid = np.sort(perm[:n_valid])
+    train = np.setdiff1d(all_inds, valid)
+    return train.astype(np.int64), valid.astype(np.int64)
+
+
+def _build(
+    data: object,
+    layout: str,
+    *,
+    label: str,
+    noun: str,
+    cfg: DataConfig | None,
+    truth: object = None,
+    conditions: object = None,
+    train_inds: object = None,
+    valid_inds: object = None,
+    ext_input: object = None,
+    bin_size_s: float | None = None,
+    data_name: str = "data",
+    can_relayout: bool = True,
+) -> Dataset:
+    cfg = cfg or DataConfig()
+
+    def describe(name: str) -> str:
+        return f"{label}: {noun} '{name}'"
+
+    what = describe(data_name)
+    layout = parse_layout(layout, what)
+    a = as_numeric(data, what)
+    check_3d(a, what, layout)
+    check_trials(a.shape, layout, what, can_relayout)
+    check_counts(a, what)
+    perm = permutation(layout, INTERNAL_LAYOUT)
+    x = np.ascontiguousarray(a.transpose(perm), dtype=np.float32)
+    n = x.shape[0]
+
+    true_rates = None
+    if truth is not None:
+        t = as_numeric(truth, describe("truth"))
+        if t.shape != a.shape:
+            raise UserInputError(
+                f"{describe('truth')}: shape {t.shape} does not match the data's {a.shape}; truth "
+                "must hold the true rates in the same layout as the data"
+            )
+        check_rates(t, describe("truth"))
+        true_rates = np.ascontiguousarray(t.transpose(perm), dtype=np.float32)
+    cond = _conditions(conditions, n, describe("conditions"))
+    ext = _ext_input(ext_input, x.shape, describe("ext_input"))
+
+    if train_inds is None and valid_inds is None:
+        tr, va = split_trials(n, cfg)
+        split = cfg.split
+    else:
+        tr, va = resolve_inds(train_inds, valid_inds, n, label)
+        split = "from the data (train_inds/valid_inds)"
+    if cfg.bin_size_ms is not None:  # an explicit setting beats what the file says
+        bin_size_s = cfg.bin_size_ms / 1000.0
+
+    def pick(arr: np.ndarray | None, inds: np.ndarray) -> np.ndarray | None:
+        return None if arr is None else np.ascontiguousarray(arr[inds])
+
+    return Dataset(
+        train_data=pick(x, tr), valid_data=pick(x, va), train_inds=tr, valid_inds=va,
+        train_truth=pick(true_rates, tr), valid_truth=pick(true_rates, va),
+        train_ext_input=pick(ext, tr), valid_ext_input=pick(ext, va),
+        conditions=cond, bin_size_s=bin_size_s, source=label, layout=layout,
+        meta={"split": split},
+    )  # fmt: skip
+
+
+def _conditions(conditions: object, n: int, what: str) -> np.ndarray | None:
+    if conditions is None:
+        return None
+    c = np.asarray(conditions)
+    if c.dtype.kind == "O":  # a MATLAB cell array of labels: one 1-element array per cell
+        cells = [np.asarray(e).ravel() for e in c.ravel()]
+        if all(e.size == 1 and e.dtype.kind in "iufUS" for e in cells):
+            c = np.array([e[0] for e in cells])
+    if c.dtype.kind in "OV" or c.size != n:
+        raise UserInputError(
+            f"{what}: expected one numeric or text label per trial ({n}), found shape {c.shape}"
+        )
+    return c.ravel()
+
+
+def _ext_input(ext: object, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    if ext is None:
+        return None
+    e = as_numeric(ext, what)
+    if e.ndim != 3 or e.shape[:2] != shape[:2]:
+        raise UserInputError(
+            f"{what}: expected trials x time x inputs with {shape[0]} trials and {shape[1]} bins, "
+            f"found shape {e.shape}"
+        )
+    if e.dtype.kind == "f" and not np.isfinite(e).all():
+        raise UserInputError(f"{what}: contains NaN/Inf; external inputs must be finite")
+    return np.ascontiguousarray(e, dtype=np.float32)
+
+
+def _unreadable(p: Path, kind: str, err: Exception) -> UserInputError:
+    first = (str(err).splitlines() or [type(err).__name__])[0]
+    return UserInputError(
+        f"{p}: could not be read as {kind} ({first}); check the file is complete and not corrupt"
+    )
+
+
+def _read_mat(p: Path, variable: str) -> tuple[list[str], dict[str, object]]:
+    """Variables of a .mat file: MATLAB v7.3 is HDF5 (via h5py), older versions via scipy."""
+    if h5py.is_hdf5(p):
+        return _read_mat73(p, {variable, *OPTIONAL_VARS})
+    wanted = [variable, *OPTIONAL_VARS]
+    try:
+        names = [entry[0] for entry in scipy.io.whosmat(p)]
+        values = scipy.io.loadmat(p, variable_names=[v for v in wanted if v in names])
+    except Exception as e:  # scipy raises many types for truncated / non-MAT files
+        raise _unreadable(p, "a MATLAB .mat file", e) from None
+    return names, {k: v for k, v in values.items() if not k.startswith("__")}
+
+
+def _read_mat73(p: Path, wanted: set[str]) -> tuple[list[str], dict[str, object]]:
+    try:
+        with h5py.File(p, "r") as f:
+            names = sorted(k for k in f if not k.startswith("#"))
+            return names, {k: _mat73_value(f[k]) for k in names if k in wanted}
+    except (OSError, RuntimeError, KeyError) as e:
+        raise _unreadable(p, "a MATLAB v7.3 (HDF5) file", e) from None
+
+
+def _mat73_value(obj: h5py.Dataset | h5py.Group) -> object:
+    if not isinstance(obj, h5py.Dataset):
+        return np.array([None], dtype=object)  # a struct: reported as non-numeric later
+    cls = obj.attrs.get("MATLAB_class", b"double")
+    cls = cls.decode() if isinstance(cls, bytes) else str(cls)
+    if obj.attrs.get("MATLAB_empty", 0):
+        return np.zeros((0,))
+    arr = np.asarray(obj[()])
+    if cls == "char":
+        return "".join(chr(c) for c in arr.ravel())
+    # MATLAB stores column-major, so HDF5 sees the axes reversed; .T restores MATLAB's order.
+    arr = arr.T
+    return arr.astype(bool) if cls == "logical" else arr
+
+
+def _read_npz(p: Path, variable: str) -> tuple[list[str], dict[str, object]]:
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            names = sorted(z.files)
+            values = {k: z[k] for k in {variable, *OPTIONAL_VARS} if k in names}
+    except Exception as e:  # zipfile.BadZipFile, pickled objects, truncation, ...
+        raise _unreadable(p, "a numpy .npz archive", e) from None
+    if "layout" in values:
+        values["layout"] = str(np.asarray(values["layout"]).ravel()[0])
+    return names, values
+
+
+def _bin_size_s(values: dict[str, object], label: str, noun: str) -> float | None:
+    if "bin_size_ms" in values:
+        return check_scalar(values["bin_size_ms"], f"{label}: {noun} 'bin_size_ms'") / 1000.0
+    if "dt" in values:  # LFADS convention: dt is the bin width in seconds
+        return check_scalar(values["dt"], f"{label}: {noun} 'dt'")
+    return None
+
+
+def _from_table(
+    p: Path,
+    names: list[str],
+    values: dict[str, object],
+    cfg: DataConfig,
+    conditions_one_based: bool,
+) -> Dataset:
+    var = cfg.variable
+    if var not in values:
+        found = ", ".join(names) or "none"
+        raise UserInputError(
+            f"{p}: no variable '{var}' (found: {found}); name the spike-count variable with "
+            f"--set data.variable=NAME"
+        )
+    layout = cfg.layout
+    if layout == "auto":  # only .npz may say its own layout; .mat is the tutorial's layout
+        is_npz = p.suffix.lower() == ".npz"
+        layout = str(values.get("layout", MATLAB_LAYOUT)) if is_npz else MATLAB_LAYOUT
+    cond = values.get("conditions")
+    if conditions_one_based and cond is not None:
+        cond = _from_matlab_labels(np.asarray(cond))
+    return _build(
+        values[var], layout, label=str(p), noun="variable", cfg=cfg, truth=values.get("truth"),
+        conditions=cond, train_inds=values.get("train_inds"), valid_inds=values.get("valid_inds"),
+        bin_size_s=_bin_size_s(values, str(p), "variable"), data_name=var,
+    )  # fmt: skip
+
+
+def _from_matlab_labels(c: np.ndarray) -> np.ndarray:
+    """Integer labels starting at 1 (MATLAB style, as `write_tutorial_mat` writes) -> 0-based."""
+    if c.dtype.kind in "iuf" and c.size and np.all(c == np.round(c)) and c.min() == 1:
+        return (c - 1).astype(np.int64)
+    return c
+
+
+def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
+    if cfg.layout not in ("auto", INTERNAL_LAYOUT):
+        raise UserInputError(
+            f"{p}: data.layout={cfg.layout} does not apply to LFADS .h5 files, which are always "
+            "trials x time x neurons; remove the layout setting"
+        )
+    try:
+        with h5py.File(p, "r") as f:
+            names = sorted(f.keys())
+            vals = {k: np.asarray(f[k][()]) for k in names if isinstance(f[k], h5py.Dataset)}
+            for key in ("bin_size_ms", "dt"):
+                if key in f.attrs and key not in vals:
+                    vals[key] = np.asarray(f.attrs[key])
+    except (OSError, RuntimeError) as e:
+        raise _unreadable(p, "an HDF5 file", e) from None
+    label = str(p)
+    missing = [k for k in ("train_data", "valid_data") if k not in vals]
+    if missing:
+        raise UserInputError(
+            f"{p}: no dataset '{missing[0]}' (found: {', '.join(names) or 'none'}); an LFADS .h5 "
+            "needs train_data and valid_data (trials x time x neurons)"
+        )
+    parts = {}
+    for key in ("train_data", "valid_data"):
+        what = f"{label}: dataset '{key}'"
+        parts[key] = as_numeric(vals[key], what)
+        check_3d(parts[key], what, INTERNAL_LAYOUT)
+        check_counts(parts[key], what)
+    tr_x, va_x = parts["train_data"], parts["valid_data"]
+    if tr_x.shape[1:] != va_x.shape[1:]:
+        raise UserInputError(
+            f"{p}: train_data is {tr_x.shape} but valid_data is {va_x.shape}; time and neuron "
+            "axes (the last two) must match"
+        )
+    n_tr, n = len(tr_x), len(tr_x) + len(va_x)
+    if "train_inds" in vals or "valid_inds" in vals:
+        tr, va = resolve_inds(vals.get("train_inds"), vals.get("valid_inds"), n, label)
+        if len(tr) != n_tr:
+            raise UserInputError(
+                f"{p}: train_inds has {len(tr)} entries but train_data has {n_tr} trials"
+            )
+    else:  # no indices: train trials came first, then valid, each in original order
+        tr, va = np.arange(n_tr), np.arange(n_tr, n)
+
+    def merge(stem: str, check: Callable[[np.ndarray, str], None] | None) -> np.ndarray | None:
+        a, b = vals.get(f"train_{stem}"), vals.get(f"valid_{stem}")
+        if a is None and b is None:
+            return None
+        if a is None or b is None:
+            have = f"train_{stem}" if b is None else f"valid_{stem}"
+            raise UserInputError(f"{p}: has {have} but not its train/valid partner; give both")
+        a, b = as_numeric(a, f"{label}: train_{stem}"), as_numeric(b, f"{label}: valid_{stem}")
+        if len(a) != n_tr or len(b) != n - n_tr or a.shape[1:] != b.shape[1:]:
+            raise UserInputError(
+                f"{p}: train_{stem} {a.shape} / valid_{stem} {b.shape} do not match train_data "
+                f"{tr_x.shape} / valid_data {va_x.shape}"
+            )
+        if check is not None:
+            check(a, f"{label}: dataset 'train_{stem}'")
+            check(b, f"{label}: dataset 'valid_{stem}'")
+        out = np.empty((n, *a.shape[1:]), dtype=np.float32)
+        out[tr], out[va] = a, b
+        return out
+
+    full = np.empty((n, *tr_x.shape[1:]), dtype=np.float32)
+    full[tr], full[va] = tr_x, va_x
+    return _build(
+        full, INTERNAL_LAYOUT, label=label, noun="dataset", cfg=cfg,
+        truth=merge("truth", check_rates), conditions=vals.get("conditions"),
+        train_inds=tr, valid_inds=va, ext_input=merge("ext_input", None),
+        bin_size_s=_bin_size_s(vals, label, "dataset"), data_name="train_data/valid_data",
+        can_relayout=False,
+    )  # fmt: skip

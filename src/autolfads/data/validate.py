@@ -1,0 +1,179 @@
+"""Checks shared by every reader (and `from_array`): each failure is one `UserInputError` line.
+
+`what` is always a prefix like "data.mat: variable 'data'" so the message names the file and the
+variable; the rest of the message says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autolfads.data.dataset import AXES
+from autolfads.errors import UserInputError
+
+MIN_TRIALS = 10
+LAYOUT_HINT = "(CLI --layout, config data.layout)"
+
+
+def parse_layout(layout: str, what: str) -> str:
+    parts = str(layout).strip().lower().split("_")
+    if sorted(parts) != sorted(AXES):
+        raise UserInputError(
+            f"{what}: invalid layout '{layout}'; use the three axis names trials, time, neurons "
+            f"joined by '_' in the array's axis order, e.g. neurons_time_trials {LAYOUT_HINT}"
+        )
+    return "_".join(parts)
+
+
+def _index(flat: int, shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(int(i)) for i in np.unravel_index(flat, shape)) + ")"
+
+
+def as_numeric(arr: object, what: str) -> np.ndarray:
+    """Return a real numeric array (bool -> 0/1); anything else is an error."""
+    a = np.asarray(arr)
+    if a.dtype == bool:
+        return a.astype(np.uint8)
+    if a.dtype.kind not in "iuf":
+        kind = {"O": "a cell/object array", "U": "text", "S": "text", "V": "a struct/record",
+                "c": "complex"}.get(a.dtype.kind, f"dtype {a.dtype}")
+        raise UserInputError(f"{what}: is {kind}; expected a numeric array of spike counts")
+    return a
+
+
+def check_3d(a: np.ndarray, what: str, layout: str) -> None:
+    expected = " x ".join(layout.split("_"))
+    if a.ndim != 3:
+        raise UserInputError(
+            f"{what}: expected a 3-D array {expected}, found shape {tuple(a.shape)}"
+        )
+    if a.size == 0:
+        raise UserInputError(
+            f"{what}: is empty (shape {tuple(a.shape)} read as {expected}); every axis needs "
+            "at least one element"
+        )
+
+
+def check_trials(shape: tuple[int, ...], layout: str, what: str, can_relayout: bool) -> None:
+    """At least MIN_TRIALS trials; a tiny trials axis next to a big one is probably a transpose."""
+    axes = layout.split("_")
+    t_ax = axes.index("trials")
+    n = shape[t_ax]
+    if n >= MIN_TRIALS:
+        return
+    big = int(np.argmax(shape))
+    if can_relayout and shape[big] >= MIN_TRIALS:
+        fixed = list(axes)
+        fixed[t_ax], fixed[big] = fixed[big], fixed[t_ax]
+        raise UserInputError(
+            f"{what}: shape {tuple(shape)} read as {' x '.join(axes)} gives only {n} trials, so "
+            f"the data looks transposed; if axis {big} holds the trials pass "
+            f"--layout {'_'.join(fixed)} (config data.layout)"
+        )
+    raise UserInputError(
+        f"{what}: only {n} trials (shape {tuple(shape)} read as {' x '.join(axes)}); "
+        f"LFADS needs at least {MIN_TRIALS} trials to train and validate"
+    )
+
+
+def _check_finite(a: np.ndarray, what: str) -> None:
+    if a.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise UserInputError(
+            f"{what}: {int(bad.sum())} NaN/Inf value(s), first {a.flat[first]} at index "
+            f"{_index(first, a.shape)} (0-based); remove or replace them (values must be finite)"
+        )
+
+
+def _check_nonnegative(a: np.ndarray, what: str, noun: str) -> None:
+    if a.dtype.kind == "u":
+        return
+    neg = a < 0
+    if neg.any():
+        first = int(np.flatnonzero(neg)[0])
+        raise UserInputError(
+            f"{what}: {int(neg.sum())} negative value(s), first {a.flat[first]} at index "
+            f"{_index(first, a.shape)} (0-based); {noun} cannot be negative"
+        )
+
+
+def check_counts(a: np.ndarray, what: str) -> None:
+    """Finite, non-negative, whole numbers: the Poisson observation model needs spike counts."""
+    _check_finite(a, what)
+    _check_nonnegative(a, what, "spike counts")
+    if a.dtype.kind == "f":
+        frac = a != np.round(a)
+        if frac.any():
+            first = int(np.flatnonzero(frac)[0])
+            raise UserInputError(
+                f"{what}: {int(frac.sum())} non-integer value(s), found {a.flat[first]:g} at "
+                f"index {_index(first, a.shape)} (0-based); the Poisson model needs spike counts "
+                "per bin, not rates or smoothed data"
+            )
+
+
+def check_rates(a: np.ndarray, what: str) -> None:
+    _check_finite(a, what)
+    _check_nonnegative(a, what, "rates")
+
+
+def check_scalar(value: object, what: str) -> float:
+    a = np.asarray(value)
+    if a.dtype.kind not in "iuf" or a.size != 1 or not np.isfinite(a).all() or a.ravel()[0] <= 0:
+        shown = a.ravel()[:3].tolist() if a.dtype.kind in "iufb" else f"a {a.dtype} value"
+        raise UserInputError(f"{what}: expected one positive number, found {shown}")
+    return float(a.ravel()[0])
+
+
+def _as_index_vector(value: object, what: str) -> np.ndarray:
+    a = np.asarray(value)
+    if a.dtype.kind == "f" and a.size and (
+        not np.isfinite(a).all() or (a != np.round(a)).any()
+    ):
+        raise UserInputError(f"{what}: trial indices must be whole numbers")
+    if a.dtype.kind not in "iuf" or (a.ndim > 1 and sorted(a.shape)[-2] > 1):
+        raise UserInputError(f"{what}: expected a vector of trial indices, found shape {a.shape}")
+    return a.ravel().astype(np.int64)
+
+
+def resolve_inds(train: object, valid: object, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a user-supplied split and return it 0-based.
+
+    MATLAB writes 1-based indices; a split that is exactly a partition of 1..n (so 0 is absent and
+    n is present) is taken as 1-based, one that is a partition of 0..n-1 as 0-based.
+    """
+    if (train is None) != (valid is None):
+        have, miss = ("train_inds", "valid_inds") if valid is None else ("valid_inds", "train_inds")
+        raise UserInputError(f"{what}: has {have} but no {miss}; provide both or neither")
+    tr = _as_index_vector(train, f"{what}: train_inds")
+    va = _as_index_vector(valid, f"{what}: valid_inds")
+    both = np.concatenate([tr, va])
+    ordered = np.sort(both)
+    if np.array_equal(ordered, np.arange(n)):
+        base = 0
+    elif np.array_equal(ordered, np.arange(1, n + 1)):
+        base = 1
+    else:
+        raise UserInputError(
+            f"{what}: train_inds/valid_inds must together list each of the {n} trials exactly "
+            f"once (0..{n - 1}, or 1..{n} from MATLAB); {_partition_problem(both, n)}"
+        )
+    if len(tr) == 0 or len(va) == 0:
+        empty = "train_inds" if len(tr) == 0 else "valid_inds"
+        raise UserInputError(f"{what}: {empty} is empty; both splits need at least one trial")
+    return tr - base, va - base
+
+
+def _partition_problem(both: np.ndarray, n: int) -> str:
+    values, counts = np.unique(both, return_counts=True)
+    if (counts > 1).any():
+        return f"index {values[counts > 1][0]} appears {counts[counts > 1][0]} times"
+    base = 0 if both.size and both.min() <= 0 else 1  # the likelier convention, for the message
+    outside = both[(both < base) | (both >= base + n)]
+    if outside.size:
+        return f"index {outside[0]} is out of range for {n} trials"
+    missing = np.setdiff1d(np.arange(base, base + n), both)
+    return f"trial {missing[0]} is in neither list ({len(missing)} missing)"

@@ -1,0 +1,117 @@
+"""The CLI contract: one `error:` line and exit status 2 for every bad input; files written."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.io
+
+from autolfads.cli import main
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["autolfads", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def good_counts(n=29, t=20, k=30, seed=0):
+    return np.random.default_rng(seed).poisson(1.0, size=(n, t, k)).astype(float)
+
+
+def bad_inputs(tmp):
+    """(case name, path to give the CLI, words the message must contain)."""
+    cases = []
+
+    def mat(name, **variables):
+        p = tmp / f"{name}.mat"
+        scipy.io.savemat(p, variables)
+        return p
+
+    cases.append(("missing file", tmp / "nope.mat", ["nope.mat", "not found"]))
+    cases.append(("missing variable", mat("novar", spikes=good_counts()), ["'data'", "spikes"]))
+    cases.append(("wrong ndim", mat("ndim", data=np.ones((29, 20))), ["3", "neurons x time x trials"]))
+    cases.append(("empty", mat("empty", data=np.zeros((29, 0, 30))), ["empty"]))
+    nan = good_counts()
+    nan[3, 4, 5] = np.nan
+    cases.append(("nan", mat("nan", data=nan), ["NaN"]))
+    inf = good_counts()
+    inf[0, 0, 0] = np.inf
+    cases.append(("inf", mat("inf", data=inf), ["Inf"]))
+    neg = good_counts()
+    neg[1, 2, 3] = -1
+    cases.append(("negative", mat("neg", data=neg), ["negative"]))
+    frac = good_counts()
+    frac[1, 2, 3] = 2.5
+    cases.append(("non-integer", mat("frac", data=frac), ["integer", "2.5"]))
+    cases.append(("too few trials", mat("few", data=good_counts(n=5, t=8, k=6)), ["trials", "10"]))
+    cases.append(("transposed", mat("transposed", data=good_counts(n=300, t=20, k=5)),
+                  ["transposed", "--layout"]))
+    bad_ext = tmp / "data.csv"
+    bad_ext.write_text("1,2,3\n")
+    cases.append(("unsupported format", bad_ext, [".csv"]))
+    corrupt = tmp / "corrupt.mat"
+    corrupt.write_bytes(b"this is not a mat file at all" * 10)
+    cases.append(("corrupt", corrupt, ["corrupt.mat"]))
+    return cases
+
+
+CASE_NAMES = ["missing file", "missing variable", "wrong ndim", "empty", "nan", "inf", "negative",
+              "non-integer", "too few trials", "transposed", "unsupported format", "corrupt"]
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_bad_input_gives_one_error_line_and_exit_2(case, tmp_path, monkeypatch, capsys):
+    name, path, words = next(c for c in bad_inputs(tmp_path) if c[0] == case)
+    before = path.read_bytes() if path.exists() else None
+    code, _, err = run_cli(monkeypatch, capsys, "train", path, "--out", tmp_path / "run",
+                           "--epochs", "1")
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for w in words:
+        assert w.lower() in lines[0].lower(), (w, lines[0])
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing created for a failed start
+    if before is not None:
+        assert path.read_bytes() == before  # the user's file is untouched
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--set", "model.gen_dimm=3"], ["model.gen_dimm", "unknown"]),
+    (["--set", "train.lr=-1"], ["train.lr"]),
+    (["--set", "nonsense"], ["section.key=value"]),
+    (["--config", "missing.yaml"], ["missing.yaml", "not found"]),
+])
+def test_bad_config_gives_one_error_line(args, words, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--out", tmp_path / "run", *args)
+    assert code == 2
+    line = err.strip()
+    assert "\n" not in line and line.startswith("error: ")
+    assert all(w in line for w in words), line
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    keep = out / "notes.txt"
+    keep.write_text("mine")
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--out", out, "--epochs", "1")
+    assert code == 2 and "--force" in err
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--out", out, "--epochs", "1", "--force")
+    assert code == 2 and "not an autolfads run" in err  # --force never deletes foreign files
+    assert keep.read_text() == "mine"
+
+
+def test_entry_point_runs_as_a_real_process(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "autolfads.cli", "train", str(tmp_path / "x.mat"),
+         "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1

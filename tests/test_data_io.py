@@ -1,0 +1,472 @@
+"""Reading and writing data: round trips for every format, the split, every bad-input message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+
+from autolfads.config import DataConfig
+from autolfads.data.dataset import Dataset
+from autolfads.data.io import (
+    from_array,
+    load_dataset,
+    split_trials,
+    write_lfads_h5,
+    write_outputs,
+    write_tutorial_mat,
+)
+from autolfads.errors import UserInputError
+
+N_NEURONS, N_TIME, N_TRIALS = 6, 8, 20
+
+
+def _counts(seed: int = 0, shape: tuple[int, ...] = (N_NEURONS, N_TIME, N_TRIALS)) -> np.ndarray:
+    """Spike counts in the tutorial layout, neurons x time x trials."""
+    return np.random.default_rng(seed).poisson(1.5, size=shape).astype(np.float64)
+
+
+def _truth(data: np.ndarray) -> np.ndarray:
+    return data * 0.5 + 0.25
+
+
+def write_mat73(path: Path, variables: dict[str, object], userblock: bool = True) -> Path:
+    """Write a .mat the way MATLAB's `save -v7.3` does: HDF5, axes reversed, MATLAB_class attrs."""
+    with h5py.File(path, "w", userblock_size=512 if userblock else 0) as f:
+        for name, value in variables.items():
+            if isinstance(value, str):
+                arr = np.array([[ord(c)] for c in value], dtype=np.uint16)  # 1 x L, reversed
+                f.create_dataset(name, data=arr).attrs["MATLAB_class"] = np.bytes_("char")
+                continue
+            arr = np.asarray(value)
+            arr = arr.reshape(1, -1) if arr.ndim < 2 else arr  # MATLAB arrays are at least 2-D
+            cls = "logical" if arr.dtype == bool else "double"
+            stored = arr.astype(np.uint8 if cls == "logical" else np.float64).T
+            f.create_dataset(name, data=stored).attrs["MATLAB_class"] = np.bytes_(cls)
+    if userblock:
+        header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 "
+        header += b"HDF5 schema 1.00 ."
+        with open(path, "r+b") as fh:
+            fh.write(header.ljust(116, b" ") + bytes(8) + b"\x00\x02" + b"IM")
+    return path
+
+
+def _check_tutorial_roundtrip(ds: Dataset, data: np.ndarray, truth: np.ndarray) -> None:
+    np.testing.assert_array_equal(ds.all_data(), data.transpose(2, 1, 0))
+    np.testing.assert_allclose(ds.all_truth(), truth.transpose(2, 1, 0), rtol=1e-6)
+    assert ds.train_data.dtype == np.float32 and ds.train_data.flags.c_contiguous
+    assert ds.n_trials == N_TRIALS and ds.n_time == N_TIME and ds.n_neurons == N_NEURONS
+
+
+# ------------------------------------------------------------------------- round trips
+
+
+def test_mat_v5_roundtrip_with_one_based_inds_and_conditions(tmp_path: Path) -> None:
+    data = _counts()
+    valid_1b = np.array([2, 7, 12, 17])  # MATLAB indices
+    train_1b = np.setdiff1d(np.arange(1, N_TRIALS + 1), valid_1b)
+    cond_1b = np.repeat(np.arange(1, 5), 5)
+    path = tmp_path / "d.mat"
+    scipy.io.savemat(path, {
+        "data": data, "truth": _truth(data), "train_inds": train_1b, "valid_inds": valid_1b,
+        "conditions": cond_1b, "bin_size_ms": 20.0,
+    })  # fmt: skip
+    ds = load_dataset(path)
+    _check_tutorial_roundtrip(ds, data, _truth(data))
+    np.testing.assert_array_equal(ds.valid_inds, valid_1b - 1)
+    np.testing.assert_array_equal(ds.train_inds, train_1b - 1)
+    np.testing.assert_array_equal(ds.valid_data, data.transpose(2, 1, 0)[valid_1b - 1])
+    np.testing.assert_array_equal(ds.conditions, cond_1b - 1)
+    assert ds.bin_size_s == pytest.approx(0.02)
+    assert ds.layout == "neurons_time_trials"
+    assert ds.source == str(path)
+
+
+@pytest.mark.parametrize("userblock", [True, False])
+def test_mat_v73_roundtrip(tmp_path: Path, userblock: bool) -> None:
+    data = _counts(1)
+    path = write_mat73(tmp_path / "d73.mat", {
+        "data": data, "truth": _truth(data), "train_inds": np.arange(1, 16),
+        "valid_inds": np.arange(16, 21), "dt": 0.01, "note": "hello",
+    }, userblock=userblock)  # fmt: skip
+    if userblock:
+        assert path.read_bytes()[:10] == b"MATLAB 7.3"
+    ds = load_dataset(path)
+    _check_tutorial_roundtrip(ds, data, _truth(data))
+    np.testing.assert_array_equal(ds.valid_inds, np.arange(15, 20))
+    assert ds.bin_size_s == pytest.approx(0.01)
+
+
+def test_mat_v73_logical_data_and_default_split(tmp_path: Path) -> None:
+    data = _counts(2) > 1
+    ds = load_dataset(write_mat73(tmp_path / "b.mat", {"data": data}))
+    np.testing.assert_array_equal(ds.all_data(), data.transpose(2, 1, 0).astype(np.float32))
+    np.testing.assert_array_equal(ds.valid_inds, [4, 9, 14, 19])
+    assert ds.meta["split"] == "every_nth"
+
+
+def test_lfads_h5_roundtrip_via_writer(tmp_path: Path) -> None:
+    x = _counts(3, (N_TRIALS, N_TIME, N_NEURONS))
+    cfg = DataConfig(split="random", split_seed=4)
+    ext = np.random.default_rng(0).normal(size=(N_TRIALS, N_TIME, 2))
+    src = from_array(x, truth=_truth(x), conditions=np.arange(N_TRIALS) % 4, cfg=cfg,
+                     ext_input=ext, bin_size_s=0.005)  # fmt: skip
+    path = write_lfads_h5(tmp_path / "d.h5", src)
+    ds = load_dataset(path)
+    np.testing.assert_array_equal(ds.train_inds, src.train_inds)
+    np.testing.assert_array_equal(ds.valid_inds, src.valid_inds)
+    np.testing.assert_array_equal(ds.all_data(), x)
+    np.testing.assert_allclose(ds.all_truth(), _truth(x), rtol=1e-6)
+    np.testing.assert_allclose(ds.to_original_order(ds.train_ext_input, ds.valid_ext_input),
+                               ext, rtol=1e-6)  # fmt: skip
+    np.testing.assert_array_equal(ds.conditions, np.arange(N_TRIALS) % 4)
+    assert ds.bin_size_s == pytest.approx(0.005)
+    assert ds.layout == "trials_time_neurons"
+
+
+def test_lfads_h5_without_inds_puts_train_first(tmp_path: Path) -> None:
+    x = _counts(4, (N_TRIALS, N_TIME, N_NEURONS))
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f["train_data"], f["valid_data"] = x[:16].astype(np.int64), x[16:].astype(np.int64)
+        f.attrs["bin_size_ms"] = 10.0
+    ds = load_dataset(path)
+    np.testing.assert_array_equal(ds.train_inds, np.arange(16))
+    np.testing.assert_array_equal(ds.valid_inds, np.arange(16, 20))
+    np.testing.assert_array_equal(ds.all_data(), x)
+    assert ds.bin_size_s == pytest.approx(0.01) and not ds.has_truth
+
+
+def test_lfads_h5_one_based_inds_interleave(tmp_path: Path) -> None:
+    x = _counts(5, (N_TRIALS, N_TIME, N_NEURONS))
+    valid = np.array([0, 5, 10, 15])
+    train = np.setdiff1d(np.arange(N_TRIALS), valid)
+    path = tmp_path / "oneb.h5"
+    with h5py.File(path, "w") as f:
+        f["train_data"], f["valid_data"] = x[train], x[valid]
+        f["train_inds"], f["valid_inds"] = train + 1, valid + 1
+    ds = load_dataset(path)
+    np.testing.assert_array_equal(ds.valid_inds, valid)
+    np.testing.assert_array_equal(ds.all_data(), x)
+
+
+def test_npz_with_layout_entry_and_cfg_override(tmp_path: Path) -> None:
+    x = _counts(6, (N_TRIALS, N_TIME, N_NEURONS))
+    path = tmp_path / "d.npz"
+    np.savez(path, data=x.astype(np.int16), truth=_truth(x), layout="trials_time_neurons")
+    ds = load_dataset(path)
+    np.testing.assert_array_equal(ds.all_data(), x)
+    assert ds.layout == "trials_time_neurons" and ds.has_truth
+    # the config beats the file's own entry
+    path2 = tmp_path / "d2.npz"
+    np.savez(path2, data=x.transpose(1, 0, 2), layout="trials_time_neurons")
+    ds2 = load_dataset(path2, DataConfig(layout="time_trials_neurons"))
+    np.testing.assert_array_equal(ds2.all_data(), x)
+
+
+def test_mat_custom_variable_and_layout(tmp_path: Path) -> None:
+    x = _counts(7, (N_TRIALS, N_TIME, N_NEURONS))
+    path = tmp_path / "spk.mat"
+    scipy.io.savemat(path, {"spikes": x})
+    ds = load_dataset(path, DataConfig(variable="spikes", layout="trials_time_neurons"))
+    np.testing.assert_array_equal(ds.all_data(), x)
+
+
+def test_to_original_order_after_random_split() -> None:
+    x = _counts(8, (N_TRIALS, N_TIME, N_NEURONS))
+    ds = from_array(x, truth=_truth(x), cfg=DataConfig(split="random", valid_fraction=0.3))
+    assert len(ds.valid_inds) == 6 and not np.array_equal(ds.valid_inds, np.arange(14, 20))
+    np.testing.assert_array_equal(ds.all_data(), x)
+    np.testing.assert_array_equal(ds.train_data, x[ds.train_inds])
+    np.testing.assert_allclose(ds.all_truth(), _truth(x), rtol=1e-6)
+
+
+def test_split_trials() -> None:
+    train, valid = split_trials(20)
+    np.testing.assert_array_equal(valid, [4, 9, 14, 19])
+    assert len(train) == 16 and not set(train) & set(valid)
+    tr1, va1 = split_trials(101, DataConfig(split="random", valid_fraction=0.1, split_seed=3))
+    tr2, va2 = split_trials(101, DataConfig(split="random", valid_fraction=0.1, split_seed=3))
+    np.testing.assert_array_equal(va1, va2)
+    assert len(va1) == 10 and len(tr1) == 91
+    np.testing.assert_array_equal(np.sort(np.concatenate([tr1, va1])), np.arange(101))
+    _, va3 = split_trials(101, DataConfig(split="random", valid_fraction=0.1, split_seed=4))
+    assert not np.array_equal(va1, va3)
+    _, tiny = split_trials(10, DataConfig(split="random", valid_fraction=0.01))
+    assert len(tiny) == 1  # never an empty validation set
+    with pytest.raises(UserInputError, match="valid_every"):
+        split_trials(10, DataConfig(valid_every=11))
+
+
+# ------------------------------------------------------------------------- bad input
+
+Case = Callable[[Path], tuple[Path, DataConfig | None]]
+
+
+def _mat(name: str, **variables: object) -> Case:
+    def make(tmp: Path) -> tuple[Path, DataConfig | None]:
+        path = tmp / name
+        scipy.io.savemat(path, variables)
+        return path, None
+
+    return make
+
+
+def _raw(name: str, content: bytes) -> Case:
+    def make(tmp: Path) -> tuple[Path, DataConfig | None]:
+        (tmp / name).write_bytes(content)
+        return tmp / name, None
+
+    return make
+
+
+def _with_cfg(case: Case, **cfg: object) -> Case:
+    def make(tmp: Path) -> tuple[Path, DataConfig | None]:
+        return case(tmp)[0], DataConfig(**cfg)
+
+    return make
+
+
+def _h5(name: str, **datasets: np.ndarray) -> Case:
+    def make(tmp: Path) -> tuple[Path, DataConfig | None]:
+        with h5py.File(tmp / name, "w") as f:
+            for key, value in datasets.items():
+                f[key] = value
+        return tmp / name, None
+
+    return make
+
+
+def _npz(name: str, **arrays: object) -> Case:
+    def make(tmp: Path) -> tuple[Path, DataConfig | None]:
+        np.savez(tmp / name, **arrays)
+        return tmp / name, None
+
+    return make
+
+
+def _missing(tmp: Path) -> tuple[Path, DataConfig | None]:
+    return tmp / "nope.mat", None
+
+
+def _with_value(value: float, at: tuple[int, int, int] = (1, 2, 3)) -> np.ndarray:
+    d = _counts()
+    d[at] = value
+    return d
+
+
+def _with_nan_count(n: int) -> np.ndarray:
+    d = _counts()
+    d.reshape(-1)[[5, 9, 11][:n]] = np.nan
+    return d
+
+
+GOOD = _counts()
+TTN = _counts(0, (N_TRIALS, N_TIME, N_NEURONS))
+VALID_1B = np.array([5, 10, 15, 20])
+TRAIN_1B = np.setdiff1d(np.arange(1, 21), VALID_1B)
+
+
+def bad(case_id: str, case: Case, *needles: str) -> object:
+    return pytest.param(case, list(needles), id=case_id)
+
+
+def _h5_split(name: str, **extra: np.ndarray) -> Case:
+    return _h5(name, train_data=TTN[:15], valid_data=TTN[15:], **extra)
+
+
+BAD_CASES = [
+    bad("missing_file", _missing, "nope.mat", "not found"),
+    bad("corrupt_mat", _raw("bad.mat", b"not a mat file" * 20), "bad.mat", "could not be read"),
+    bad("corrupt_h5", _raw("bad.h5", b"\x89HDF garbage" * 50), "bad.h5", "could not be read"),
+    bad("corrupt_npz", _raw("bad.npz", b"PK\x03\x04 broken"), "bad.npz", "could not be read"),
+    bad("unsupported_ext", _raw("d.csv", b"1,2,3\n"), "d.csv", ".mat", ".h5", ".npz"),
+    bad("missing_variable", _mat("m.mat", spikes=GOOD, t=np.arange(3)),
+        "'data'", "spikes", "data.variable"),
+    bad("wrong_ndim", _mat("w.mat", data=GOOD[:, :, 0]),
+        "'data'", "3-D", "neurons x time x trials", "(6, 8)"),
+    bad("empty_axis", _npz("e.npz", data=np.zeros((6, 0, 20))), "'data'", "empty", "(6, 0, 20)"),
+    bad("nan", _mat("n.mat", data=_with_nan_count(3)), "'data'", "3 NaN/Inf", "(0, 0, 5)"),
+    bad("inf", _mat("i.mat", data=_with_value(np.inf)), "'data'", "1 NaN/Inf", "(1, 2, 3)"),
+    bad("negative", _mat("neg.mat", data=_with_value(-1.0)), "'data'", "negative", "(1, 2, 3)"),
+    bad("non_integer", _mat("f.mat", data=_with_value(2.5)),
+        "'data'", "non-integer", "2.5", "(1, 2, 3)"),
+    bad("few_trials", _mat("few.mat", data=_counts(0, (6, 8, 5))),
+        "'data'", "only 5 trials", "at least 10"),
+    bad("transposed", _mat("t.mat", data=TTN),
+        "'data'", "transposed", "--layout trials_time_neurons", "(20, 8, 6)"),
+    bad("truth_shape", _mat("ts.mat", data=GOOD, truth=GOOD[:, :, :10]),
+        "'truth'", "(6, 8, 10)", "(6, 8, 20)"),
+    bad("truth_nan", _mat("tn.mat", data=GOOD, truth=_with_nan_count(1)), "'truth'", "NaN"),
+    bad("inds_duplicate",
+        _mat("dup.mat", data=GOOD, train_inds=np.r_[TRAIN_1B[:-1], 5], valid_inds=VALID_1B),
+        "train_inds/valid_inds", "appears 2 times"),
+    bad("inds_missing", _mat("mis.mat", data=GOOD, train_inds=TRAIN_1B[:-1], valid_inds=VALID_1B),
+        "train_inds/valid_inds", "missing"),
+    bad("inds_range",
+        _mat("rng.mat", data=GOOD, train_inds=TRAIN_1B, valid_inds=np.r_[VALID_1B[:-1], 25]),
+        "train_inds/valid_inds", "25", "out of range"),
+    bad("inds_half", _mat("half.mat", data=GOOD, train_inds=TRAIN_1B),
+        "train_inds", "valid_inds", "both"),
+    bad("inds_fractional",
+        _mat("fr.mat", data=GOOD, train_inds=TRAIN_1B + 0.5, valid_inds=VALID_1B),
+        "train_inds", "whole numbers"),
+    bad("bad_layout", _with_cfg(_mat("l.mat", data=GOOD), layout="neurons_trials_bins"),
+        "neurons_trials_bins", "layout"),
+    bad("bad_layout_npz_entry", _npz("l.npz", data=GOOD, layout="time_neurons"),
+        "time_neurons", "layout"),
+    bad("cell_array", _mat("c.mat", data=np.array([GOOD, GOOD[:2]], dtype=object)),
+        "'data'", "cell"),
+    bad("bad_bin_size", _mat("bs.mat", data=GOOD, bin_size_ms=-5.0), "bin_size_ms", "positive"),
+    bad("h5_missing_valid", _h5("nv.h5", train_data=TTN), "nv.h5", "valid_data", "train_data"),
+    bad("h5_shape_mismatch", _h5("sm.h5", train_data=TTN, valid_data=TTN[:5, :, :3]),
+        "sm.h5", "must match"),
+    bad("h5_negative", _h5("hn.h5", train_data=-TTN - 1, valid_data=TTN),
+        "'train_data'", "negative"),
+    bad("h5_inds_count",
+        _h5_split("ic.h5", train_inds=np.arange(14), valid_inds=np.arange(14, 20)),
+        "ic.h5", "train_inds has 14"),
+    bad("h5_layout_setting", _with_cfg(_h5_split("lay.h5"), layout="neurons_time_trials"),
+        "lay.h5", "data.layout"),
+    bad("mat73_missing_variable", lambda tmp: (write_mat73(tmp / "v.mat", {"spk": GOOD}), None),
+        "v.mat", "'data'", "spk"),
+]
+
+
+@pytest.mark.parametrize(("make", "needles"), BAD_CASES)
+def test_bad_input_is_one_line_user_error(tmp_path: Path, make: Case, needles: list[str]) -> None:
+    path, cfg = make(tmp_path)
+    before = path.read_bytes() if path.exists() else None
+    with pytest.raises(UserInputError) as info:
+        load_dataset(path, cfg)
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    for needle in needles:
+        assert needle in msg, f"{needle!r} not in: {msg}"
+    if before is not None:
+        assert path.read_bytes() == before  # the user's file is untouched
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"data": np.zeros((20, 8))}, "3-D"),
+        ({"data": np.zeros((20, 8, 6)), "layout": "trials_time"}, "invalid layout"),
+        ({"data": TTN, "truth": TTN[:, :, :2]}, "'truth'"),
+        ({"data": TTN, "conditions": np.arange(5)}, "'conditions'"),
+        ({"data": TTN, "ext_input": np.zeros((20, 7, 2))}, "'ext_input'"),
+        ({"data": TTN.astype(str)}, "text"),
+        ({"data": TTN, "train_inds": np.arange(16), "valid_inds": np.arange(16, 19)}, "missing"),
+    ],
+)
+def test_from_array_errors(kwargs: dict, needle: str) -> None:
+    data = kwargs.pop("data")
+    with pytest.raises(UserInputError, match=needle) as info:
+        from_array(data, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_from_array_accepts_bool_and_ints() -> None:
+    ds = from_array(TTN > 1)
+    assert ds.train_data.dtype == np.float32 and set(np.unique(ds.all_data())) <= {0.0, 1.0}
+    ds = from_array(TTN.astype(np.uint8), layout="trials_time_neurons")
+    np.testing.assert_array_equal(ds.all_data(), TTN)
+
+
+# ------------------------------------------------------------------------- writing
+
+
+def _fake_post(ds: Dataset, co_dim: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    post = {}
+    for split, data in (("train", ds.train_data), ("valid", ds.valid_data)):
+        k = len(data)
+        post[f"{split}_rates"] = data + 0.5
+        post[f"{split}_factors"] = rng.normal(size=(k, ds.n_time, 3)).astype(np.float32)
+        post[f"{split}_inferred_inputs"] = np.zeros((k, ds.n_time, co_dim), np.float32)
+        post[f"{split}_ic_mean"] = rng.normal(size=(k, 4)).astype(np.float32)
+    return post
+
+
+def test_write_outputs_mat_and_h5(tmp_path: Path) -> None:
+    x = _counts(9, (N_TRIALS, N_TIME, N_NEURONS))
+    ds = from_array(x, truth=_truth(x), cfg=DataConfig(split="random"), bin_size_s=0.01)
+    post = _fake_post(ds)
+    paths = write_outputs(tmp_path / "run", ds, post)
+    assert paths["h5"] == tmp_path / "run" / "output" / "lfads_output.h5"
+    assert sorted(p.name for p in paths["h5"].parent.iterdir()) == [
+        "lfads_output.h5", "lfads_output.mat",
+    ]  # fmt: skip  (no temp files left behind)
+
+    m = scipy.io.loadmat(paths["mat"])
+    assert m["rates"].shape == (N_NEURONS, N_TIME, N_TRIALS)
+    np.testing.assert_allclose(m["rates"], (x + 0.5).transpose(2, 1, 0))  # original order
+    np.testing.assert_allclose(m["truth"], _truth(x).transpose(2, 1, 0), rtol=1e-6)
+    assert m["factors"].shape == (3, N_TIME, N_TRIALS)
+    assert m["inferred_inputs"].shape == (0, N_TIME, N_TRIALS)
+    assert m["ic_mean"].shape == (4, N_TRIALS)
+    np.testing.assert_allclose(m["ic_mean"][:, ds.valid_inds], post["valid_ic_mean"].T)
+    assert m["train_inds"].dtype == np.float64 and m["train_inds"].shape == (1, len(ds.train_inds))
+    np.testing.assert_array_equal(m["valid_inds"].ravel(), ds.valid_inds + 1)
+    assert str(m["layout"][0]) == "trials_time_neurons"
+
+    with h5py.File(paths["h5"], "r") as f:
+        expected = {f"{s}_{k}" for s in ("train", "valid")
+                    for k in ("rates", "factors", "inferred_inputs", "ic_mean")}  # fmt: skip
+        expected |= {"train_inds", "valid_inds", "rates", "factors", "inferred_inputs", "ic_mean",
+                     "truth"}  # fmt: skip
+        assert expected <= set(f.keys())
+        np.testing.assert_allclose(f["rates"][()], x + 0.5)
+        np.testing.assert_array_equal(f["valid_inds"][()], ds.valid_inds)
+        assert f["train_rates"].shape == (len(ds.train_inds), N_TIME, N_NEURONS)
+        assert f["ic_mean"].shape == (N_TRIALS, 4)
+
+
+def test_write_outputs_matlab_layout_has_no_layout_var(tmp_path: Path) -> None:
+    path = tmp_path / "in.mat"
+    scipy.io.savemat(path, {"data": GOOD})
+    ds = load_dataset(path)
+    m = scipy.io.loadmat(write_outputs(tmp_path / "run", ds, _fake_post(ds, co_dim=2))["mat"])
+    assert "layout" not in m and m["inferred_inputs"].shape == (2, N_TIME, N_TRIALS)
+    np.testing.assert_allclose(m["rates"], GOOD + 0.5)
+
+
+def test_writers_never_overwrite_input(tmp_path: Path) -> None:
+    path = tmp_path / "in.h5"
+    with h5py.File(path, "w") as f:
+        f["train_data"], f["valid_data"] = TTN[:15], TTN[15:]
+    before = path.read_bytes()
+    ds = load_dataset(path)
+    with pytest.raises(UserInputError, match="input data file"):
+        write_lfads_h5(path, ds)
+    assert path.read_bytes() == before
+
+
+def test_tutorial_mat_roundtrip(tmp_path: Path) -> None:
+    x = _counts(10, (N_TRIALS, N_TIME, N_NEURONS))
+    src = from_array(x, truth=_truth(x), conditions=np.arange(N_TRIALS) // 5, bin_size_s=0.01,
+                     cfg=DataConfig(split="random"))  # fmt: skip
+    path = write_tutorial_mat(tmp_path / "tut.mat", src)
+    m = scipy.io.loadmat(path)
+    assert m["data"].shape == (N_NEURONS, N_TIME, N_TRIALS)
+    np.testing.assert_array_equal(m["conditions"].ravel(), np.arange(N_TRIALS) // 5 + 1)
+    np.testing.assert_array_equal(m["valid_inds"].ravel(), src.valid_inds + 1)
+    ds = load_dataset(path)
+    np.testing.assert_array_equal(ds.all_data(), x)
+    np.testing.assert_array_equal(ds.valid_inds, src.valid_inds)
+    np.testing.assert_array_equal(ds.conditions, np.arange(N_TRIALS) // 5)
+    np.testing.assert_allclose(ds.all_truth(), _truth(x), rtol=1e-6)
+    assert ds.bin_size_s == pytest.approx(0.01)
+
+
+def test_mat_cellstr_conditions(tmp_path: Path) -> None:
+    labels = np.empty(N_TRIALS, dtype=object)
+    labels[:] = ["left" if i % 2 else "right" for i in range(N_TRIALS)]
+    path = tmp_path / "cell.mat"
+    scipy.io.savemat(path, {"data": GOOD, "conditions": labels})
+    ds = load_dataset(path)
+    assert list(ds.conditions[:3]) == ["right", "left", "right"]

@@ -1,0 +1,86 @@
+"""Metrics: R^2 conventions, bits per spike, the smoothing baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autolfads.analysis.metrics import (
+    bits_per_spike,
+    gaussian_smooth,
+    r2_per_neuron,
+    r2_per_neuron_vector,
+    r2_rates,
+    smoothing_baseline,
+)
+from autolfads.data.synthetic import lorenz_dataset
+
+
+def test_r2_rates_known_values() -> None:
+    truth = np.random.default_rng(0).gamma(2.0, size=(4, 5, 3))
+    assert r2_rates(truth, truth) == pytest.approx(1.0)
+    assert r2_rates(3 * truth + 1, truth) == pytest.approx(1.0)  # correlation ignores scale/offset
+    assert r2_rates(-truth, truth) == pytest.approx(1.0)  # squared, as compare_rates.m
+    # corr([1,2,3,4], [1,3,2,4]) = 4/5
+    assert r2_rates(np.array([1, 3, 2, 4.0]), np.array([1, 2, 3, 4.0])) == pytest.approx(0.64)
+
+
+def test_r2_per_neuron_known_values() -> None:
+    truth = np.array([0, 1, 2, 3.0])[None, :, None].repeat(2, axis=2)  # 1 trial, 4 bins, 2 neurons
+    pred = truth.copy()
+    pred[0, 3, 0] = 4.0  # SS_res 1, SS_tot 5 -> 0.8 for neuron 0; neuron 1 perfect
+    np.testing.assert_allclose(r2_per_neuron_vector(pred, truth), [0.8, 1.0])
+    assert r2_per_neuron(pred, truth) == pytest.approx(0.9)
+    assert r2_per_neuron(truth + 1.0, truth) < 0.9  # unlike r2_rates, an offset is penalised
+
+
+def test_bits_per_spike_known_value() -> None:
+    spikes = np.array([0.0, 2.0]).reshape(1, 2, 1)
+    rates = np.array([0.5, 1.5]).reshape(1, 2, 1)
+    # null rate 1: LL_null = -2; LL_model = -0.5 + 2 ln 1.5 - 1.5 -> 2 ln 1.5 / (2 ln 2)
+    assert bits_per_spike(rates, spikes) == pytest.approx(np.log2(1.5))
+
+
+def test_bits_per_spike_truth_positive_null_zero() -> None:
+    rng = np.random.default_rng(1)
+    truth = rng.gamma(2.0, 0.3, size=(50, 20, 8)) * np.linspace(0.2, 2, 8)
+    spikes = rng.poisson(truth).astype(float)
+    null = np.broadcast_to(spikes.reshape(-1, 8).mean(axis=0), spikes.shape)
+    assert bits_per_spike(null, spikes) == pytest.approx(0.0, abs=1e-12)
+    assert bits_per_spike(truth, spikes) > 0.05
+    assert np.isfinite(bits_per_spike(np.zeros_like(truth), spikes))  # floored, not -inf
+
+
+def test_gaussian_smooth_properties() -> None:
+    const = np.full((2, 30, 3), 0.7)
+    np.testing.assert_allclose(gaussian_smooth(const, 3.0), const)  # edge-corrected
+    impulse = np.zeros((1, 41, 1))
+    impulse[0, 20, 0] = 1.0
+    out = gaussian_smooth(impulse, 2.0)[0, :, 0]
+    assert out.sum() == pytest.approx(1.0) and out.argmax() == 20
+    np.testing.assert_allclose(out[:20], out[21:][::-1])
+    np.testing.assert_array_equal(gaussian_smooth(impulse, 0), impulse)
+
+
+def test_smoothing_baseline_without_truth() -> None:
+    spikes = np.random.default_rng(2).poisson(1.0, size=(3, 10, 2)).astype(float)
+    base = smoothing_baseline(spikes)
+    assert base["sigma_bins"] == 2.0 and base["r2_rates"] is None
+    np.testing.assert_allclose(base["rates"], gaussian_smooth(spikes, 2.0))
+
+
+def test_smoothing_baseline_on_lorenz() -> None:
+    ds = lorenz_dataset(seed=0)
+    valid = smoothing_baseline(ds.valid_data, ds.valid_truth)
+    every = smoothing_baseline(ds.all_data(), ds.all_truth())
+    print(
+        f"smoothing baseline, Lorenz seed 0: valid r2_rates={valid['r2_rates']:.4f} "
+        f"(sigma {valid['sigma_bins']:g}, r2_per_neuron {valid['r2_per_neuron']:.4f}); "
+        f"all trials r2_rates={every['r2_rates']:.4f} (sigma {every['sigma_bins']:g})"
+    )
+    assert 0.3 < valid["r2_rates"] < 0.95
+    assert 0.3 < every["r2_rates"] < 0.95
+    # the oracle pick really is the best of the candidates
+    for sigma in (1, 8):
+        assert r2_rates(gaussian_smooth(ds.valid_data, sigma), ds.valid_truth) <= valid["r2_rates"]
+    assert bits_per_spike(ds.valid_truth, ds.valid_data) > 0
