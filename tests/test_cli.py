@@ -36,7 +36,8 @@ def bad_inputs(tmp):
 
     cases.append(("missing file", tmp / "nope.mat", ["nope.mat", "not found"]))
     cases.append(("missing variable", mat("novar", spikes=good_counts()), ["'data'", "spikes"]))
-    cases.append(("wrong ndim", mat("ndim", data=np.ones((29, 20))), ["3", "neurons x time x trials"]))
+    cases.append(("wrong ndim", mat("ndim", data=np.ones((29, 20))),
+                  ["3", "neurons x time x trials"]))
     cases.append(("empty", mat("empty", data=np.zeros((29, 0, 30))), ["empty"]))
     nan = good_counts()
     nan[3, 4, 5] = np.nan

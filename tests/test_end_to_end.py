@@ -1,4 +1,4 @@
-"""`autolfads synth` + `autolfads train` from the command line, outputs read back as a user would."""
+"""`autolfads synth` + `autolfads train` on the command line; outputs read back as a user would."""
 
 import json
 import sys

@@ -1,4 +1,4 @@
-"""Typed configuration: one YAML file with sections `data`, `model`, `train` (more sections join later).
+"""Typed configuration: one YAML file with sections `data`, `model`, `train` (more join later).
 
 Every key can be overridden from the command line as `--set section.key=value`. Unknown keys and
 invalid values raise `UserInputError` naming the key, so a typo never silently does nothing.
@@ -73,17 +73,41 @@ class TrainConfig(_Section):
     threads: int = Field(0, ge=0)  # torch threads; 0 = leave torch's default
 
 
+class HPOverride(_Section):
+    """Changes to one hyperparameter of the PBT search space (pbt/search_space.py)."""
+
+    low: float | None = None
+    high: float | None = None
+    init: Literal["uniform", "log_uniform", "fixed"] | None = None
+    value: float | None = None  # the start value when init is "fixed"
+    explore_weight: float | None = Field(None, ge=0.0, lt=1.0)  # 0 = never perturbed
+    enforce_limits: bool | None = None
+
+
+class PBTConfig(_Section):
+    population: int = Field(10, ge=2)
+    generations: int = Field(30, ge=1)  # maximum number of generations
+    epochs_per_generation: int = Field(25, ge=1)
+    stop_generations: int = Field(4, ge=1)  # improvement is measured over this many generations
+    stop_min_improvement: float = Field(5e-4, ge=0.0)  # relative; 5e-4 = 0.05%
+    seed: int = 0
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    workers_per_gpu: int = Field(0, ge=0)  # 0 = CPU workers; N = each worker takes 1/N of a GPU
+    search_space: dict[str, HPOverride] = Field(default_factory=dict)
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    pbt: PBTConfig = PBTConfig()
 
 
 def _describe(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
-        return f"{origin}: unknown config key '{where}' (check the spelling; see `autolfads train --help`)"
+        return f"{origin}: unknown config key '{where}' (check the spelling against config.yaml)"
     return f"{origin}: invalid value for '{where}': {first['msg']}"
 
 
@@ -128,7 +152,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise UserInputError(_describe(e, origin if not overrides else f"{origin} / --set")) from None
+        where = origin if not overrides else f"{origin} / --set"
+        raise UserInputError(_describe(e, where)) from None
 
 
 def config_to_yaml(cfg: BaseModel) -> str:

@@ -92,14 +92,16 @@ class Trainer:
         np.random.seed(cfg.train.seed % 2**32)
 
         def to(a: np.ndarray | None) -> torch.Tensor | None:
-            return None if a is None else torch.as_tensor(a, dtype=torch.float32, device=self.device)
+            if a is None:
+                return None
+            return torch.as_tensor(a, dtype=torch.float32, device=self.device)
 
         self.train_x, self.valid_x = to(data.train_data), to(data.valid_data)
         self.train_ext, self.valid_ext = to(data.train_ext_input), to(data.valid_ext_input)
         sv = cfg.model.sv_rate
         seed = cfg.train.seed + 7919  # the SV mask is fixed for the run, apart from the batch RNG
-        self.train_sv = _on(sample_validation_mask(tuple(self.train_x.shape), sv, seed), self.device)
-        self.valid_sv = _on(sample_validation_mask(tuple(self.valid_x.shape), sv, seed + 1), self.device)
+        self.train_sv = _sv_mask(self.train_x, sv, seed)
+        self.valid_sv = _sv_mask(self.valid_x, sv, seed + 1)
 
         self.model = LFADS(cfg.model, data.n_neurons, data.ext_input_dim).to(self.device)
         self.model.init_readout_bias(self.train_x.mean(dim=(0, 1)))
@@ -144,7 +146,8 @@ class Trainer:
         w = self.weights(self.state.epoch)
         n = self.train_x.shape[0]
         order = torch.randperm(n, device=self.device)
-        sums = {"loss": 0.0, "recon": 0.0, "kl_ic": 0.0, "kl_co": 0.0, "l2": 0.0, "sv": 0.0}
+        names = ("loss", "recon", "kl_ic", "kl_co", "l2", "sv")
+        sums = torch.zeros(len(names), device=self.device)
         for idx in order.split(t.batch_size):
             x = self.train_x[idx]
             sv = None if self.train_sv is None else self.train_sv[idx]
@@ -158,14 +161,11 @@ class Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.optimizer.step()
-            frac = len(idx) / n
-            # One host sync per batch for the running sums; a batch is tens of milliseconds.
-            vals = torch.stack([loss.detach(), costs.recon.detach(), costs.kl_ic.detach(),
-                                costs.kl_co.detach(), costs.l2.detach(),
-                                costs.sv_recon if costs.sv_recon is not None else loss.new_zeros(())])
-            for k, v in zip(sums, vals.tolist(), strict=True):
-                sums[k] += frac * v
-        return sums
+            sv_cost = loss.new_zeros(()) if costs.sv_recon is None else costs.sv_recon
+            terms = (loss, costs.recon, costs.kl_ic, costs.kl_co, costs.l2, sv_cost)
+            # Accumulated on the device: one host sync per epoch, not per batch.
+            sums += torch.stack([v.detach() for v in terms]) * (len(idx) / n)
+        return dict(zip(names, sums.tolist(), strict=True))
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, ext: torch.Tensor | None, sv: torch.Tensor | None
@@ -248,7 +248,7 @@ class Trainer:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the checkpoint atomically (temp file + rename): a crash never leaves half a file."""
+        """Write the checkpoint atomically (temp file + rename): never half a file on a crash."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-", suffix=".tmp")
@@ -277,8 +277,9 @@ class Trainer:
                 torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu(), self.device)
 
 
-def _on(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
-    return None if t is None else t.to(device)
+def _sv_mask(x: torch.Tensor, rate: float, seed: int) -> torch.Tensor | None:
+    mask = sample_validation_mask(tuple(x.shape), rate, seed)
+    return None if mask is None else mask.to(x.device)
 
 
 def format_epoch(st: EpochStats, total: int, elapsed: float) -> str:
