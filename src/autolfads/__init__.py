@@ -7,13 +7,13 @@ recordings with AutoLFADS (LFADS tuned by Population Based Training).
 
 from autolfads.errors import UserInputError
 
-__all__ = ["TrainResult", "UserInputError", "load", "synth", "train"]
+__all__ = ["TrainResult", "UserInputError", "load", "run", "synth", "train"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
     # The API pulls in torch; importing it lazily keeps `autolfads --help` and config use light.
-    if name in ("TrainResult", "load", "synth", "train"):
+    if name in ("TrainResult", "load", "run", "synth", "train"):
         from autolfads import api
 
         return getattr(api, name)

@@ -1,4 +1,4 @@
-"""The Python API: `load`, `synth`, `train` (and later `run`, `open_run`).
+"""The Python API: `load`, `synth`, `train`, `run`.
 
     import autolfads
     ds = autolfads.load("session.mat")              # neurons x time x trials
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -127,21 +128,106 @@ def train(
     if out_dir is not None:
         trainer.save(out_dir / "model" / "checkpoint.pt")
         _write_history(out_dir / "train_log.csv", state.history)
+    extra = {"valid_recon": state.best, "best_epoch": state.best_epoch + 1,
+             "epochs": state.epoch}
+    return _finish(trainer, dataset, cfg, out_dir, extra, t0, say)
+
+
+def _finish(trainer: Trainer, dataset: Dataset, cfg: Config, out_dir: Path | None, extra: dict,
+            t0: float, say: Callable[[str], None]) -> TrainResult:
+    """Posterior sample-and-average with the chosen model, then outputs and metrics."""
     say(f"posterior sample-and-average ({cfg.train.n_samples} samples per trial)")
     post = posterior_outputs(trainer)
-    extra = {
-        "valid_recon": state.best,
-        "best_epoch": state.best_epoch + 1,
-        "epochs": state.epoch,
-        "wall_s": time.perf_counter() - t0,
-        "device": str(trainer.device),
-    }
+    extra = {**extra, "wall_s": time.perf_counter() - t0, "device": str(trainer.device)}
     if out_dir is not None:
         metrics = write_results(out_dir, dataset, post, extra)
     else:
         metrics = {**extra, **compute_metrics(dataset, post)}
     say(summary_line(metrics, out_dir))
-    return TrainResult(out_dir, dataset, cfg, metrics, post, state.history, trainer)
+    return TrainResult(out_dir, dataset, cfg, metrics, post, trainer.state.history, trainer)
+
+
+def run(
+    data: DataLike = None,
+    out: str | Path = "runs/autolfads",
+    *,
+    population: int | None = None,
+    generations: int | None = None,
+    epochs_per_generation: int | None = None,
+    address: str | None = None,
+    workers_per_gpu: int | None = None,
+    cpus_per_worker: float | None = None,
+    config: str | Path | Config | None = None,
+    overrides: list[str] | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """AutoLFADS: train a population of LFADS models with PBT, then sample the best one.
+
+    The returned result's `metrics` include the best worker and its hyperparameters;
+    per-generation logs are in `out/pbt/`. `resume=True` continues an interrupted run in `out`
+    from its last completed generation (same data, same config unless overridden here).
+    """
+    from autolfads.pbt.runner import run_pbt
+
+    say = (lambda _m: None) if quiet else (log or _stderr)
+    out_dir = Path(out)
+    if resume:
+        if not (out_dir / "config.yaml").is_file():
+            raise UserInputError(f"--resume: {out_dir} holds no autolfads run (no config.yaml)")
+        cfg = load_config(out_dir / "config.yaml", overrides)
+        data = _recorded_data(out_dir) if data is None else data
+    else:
+        cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    for key, value in (("population", population), ("generations", generations),
+                       ("epochs_per_generation", epochs_per_generation), ("seed", seed),
+                       ("workers_per_gpu", workers_per_gpu), ("cpus_per_worker", cpus_per_worker)):
+        if value is not None:
+            setattr(cfg.pbt, key, value)
+    dataset = resolve_data(data, cfg.data)
+    if not resume:
+        out_dir = prepare_run_dir(out_dir, force)
+        _write_json(out_dir / "run.json", {"data": _data_location(data)})
+    write_config(out_dir, cfg)
+
+    p = cfg.pbt
+    say(f"data: {dataset.source}: {dataset.summary()}")
+    say(f"AutoLFADS: population {p.population}, up to {p.generations} generations of "
+        f"{p.epochs_per_generation} epochs, {p.cpus_per_worker:g} CPU per worker")
+    t0 = time.perf_counter()
+    result = run_pbt(dataset, cfg, out_dir, address=address, resume=resume, log=say)
+    say(f"best worker {result.best.worker} (score {result.best.score:.5f}) after "
+        f"{result.generations} generations" +
+        (f"; stopped: {result.stopped_reason}" if result.stopped_reason else ""))
+
+    best_cfg = cfg.model_copy(deep=True)
+    trainer = Trainer(best_cfg, dataset)
+    trainer.load(result.best_checkpoint)
+    trainer.set_hparams(result.best.hparams)
+    extra = {"valid_recon": result.best.score, "generations": result.generations,
+             "epochs": trainer.state.epoch, "best_worker": result.best.worker,
+             "pbt_wall_s": result.wall_s, "stopped_reason": result.stopped_reason or "",
+             **{f"hp_{k}": v for k, v in result.best.hparams.items()}}
+    return _finish(trainer, dataset, best_cfg, out_dir, extra, t0, say)
+
+
+def _data_location(data: DataLike) -> str | None:
+    """What --resume reads the data from: an absolute path, so it works from any directory."""
+    if isinstance(data, (str, Path)):
+        return str(data) if "://" in str(data) else str(Path(data).resolve())
+    return None  # built-in data, or arrays passed from Python (pass them again to resume)
+
+
+def _recorded_data(out_dir: Path) -> str | None:
+    path = out_dir / "run.json"
+    return json.loads(path.read_text()).get("data") if path.is_file() else None
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def summary_line(m: dict, out_dir: Path | None) -> str:

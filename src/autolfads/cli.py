@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from autolfads.errors import UserInputError
+from autolfads.errors import RunInterrupted, UserInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="AutoLFADS: single-trial rates, factors and inputs from spiking data.")
@@ -65,14 +65,53 @@ def train(
         typer.echo(summary_line(res.metrics, res.out))
 
 
+@app.command()
+def run(
+    data: str = typer.Argument(None, help="Data file (.mat, .h5, .npz); default: built-in Lorenz."),
+    out: Path = typer.Option(..., "--out", help="Run directory to create (or to --resume)."),
+    population: int = typer.Option(None, help="Number of LFADS workers (pbt.population)."),
+    generations: int = typer.Option(None, help="Maximum generations (pbt.generations)."),
+    epochs_per_generation: int = typer.Option(None, help="Epochs per generation."),
+    address: str = typer.Option(None, help="Ray cluster address; default: local Ray."),
+    workers_per_gpu: int = typer.Option(None, help="Workers sharing one GPU (0 = CPU only)."),
+    cpus_per_worker: float = typer.Option(None, help="CPU cores per worker."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
+    seed: int = typer.Option(None, help="PBT random seed (pbt.seed)."),
+    config: Path = typer.Option(None, "--config", help="YAML config file."),
+    set_: list[str] = typer.Option(None, "--set", help=SET_HELP),
+    layout: str = typer.Option(None, "--layout", help=LAYOUT_HELP),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier run in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final summary."),
+) -> None:
+    """AutoLFADS: tune LFADS hyperparameters by Population Based Training on Ray Tune."""
+    from autolfads.api import run as run_api
+    from autolfads.api import summary_line
+
+    overrides = list(set_ or [])
+    if layout:
+        overrides.append(f"data.layout={layout}")
+    if resume and force:
+        raise UserInputError("--resume and --force: choose one (continue the run, or replace it)")
+    res = run_api(data, out, population=population, generations=generations,
+                  epochs_per_generation=epochs_per_generation, address=address,
+                  workers_per_gpu=workers_per_gpu, cpus_per_worker=cpus_per_worker,
+                  config=config, overrides=overrides, seed=seed, resume=resume, force=force,
+                  quiet=quiet)
+    if quiet:
+        typer.echo(summary_line(res.metrics, res.out))
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except RunInterrupted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(130)
     except (typer.Abort, KeyboardInterrupt):
-        print("error: interrupted", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:
         import click

@@ -120,16 +120,20 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
-    """Apply `section.key=value` strings to a nested dict (validated later, all at once)."""
+    """Apply `section.key=value` strings (deeper keys too, e.g. pbt.search_space.lr.low=1e-4)
+    to a nested dict (validated later, all at once)."""
     for item in overrides or []:
         key, sep, value = item.partition("=")
         parts = key.strip().split(".")
-        if not sep or len(parts) != 2 or not all(parts):
+        if not sep or len(parts) < 2 or not all(parts):
             raise UserInputError(f"--set {item}: expected section.key=value, e.g. train.lr=0.002")
-        section, name = parts
-        if not isinstance(raw.setdefault(section, {}), dict):
-            raise UserInputError(f"--set {item}: '{section}' is not a config section")
-        raw[section][name] = _parse_value(value.strip())
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node.setdefault(part, {}), dict):
+                where = ".".join(parts[: depth + 1])
+                raise UserInputError(f"--set {item}: '{where}' is a value, not a config section")
+            node = node[part]
+        node[parts[-1]] = _parse_value(value.strip())
     return raw
 
 

@@ -8,3 +8,7 @@ single `error: ...` line and exits with status 2; the Python API lets it propaga
 
 class UserInputError(ValueError):
     """Bad input from the user: printed as one `error:` line, exit status 2, no traceback."""
+
+
+class RunInterrupted(RuntimeError):
+    """A run stopped before its end (Ctrl-C); the message says how to continue it. Exit 130."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 
 
-def coordinated_dropout(data: torch.Tensor, rate: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+def coordinated_dropout(data: torch.Tensor, rate: float
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """data (B, T, N) -> (input for the encoders, gradient mask: 1 where the input was dropped)."""
     if rate <= 0.0:
         return data, None

@@ -15,6 +15,17 @@ Costs per trial: reconstruction -log p(x | lambda) (observations.py); KL(q(z0) |
 Gaussian prior and KL(q(u) || p(u)) with an AR(1) prior (priors.py); L2 on the recurrent weights
 of the generator and controller. With co_dim = 0 the controller and CI encoder do not exist and
 the generator is driven by its initial state (and external inputs, if any) alone.
+
+Optionally the model reconstructs more bins and neurons than it encodes (`recon_seq_len`,
+`n_outputs`, e.g. held-out neurons and a forward-prediction window): the encoders read the
+T_enc given bins, the controller sees zero encoder input after them, and the generator runs
+recon_seq_len bins.
+
+How it is computed (the equations above are the contract; reference.py computes them plainly):
+all random draws are made up front (noise.py); the four encoder GRUs run as one batched
+recurrence and the controller + generator loop as one autograd.Function, both with
+hand-written backward passes (gru.py, recurrence.py). tests/test_fast_path.py checks losses and
+gradients against reference.py.
 """
 
 from __future__ import annotations
@@ -22,11 +33,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from autolfads.config import ModelConfig
-from autolfads.model.layers import ClippedGRUCell, NormalizedLinear, dropout_masks
+from autolfads.model.gru import bidirectional
+from autolfads.model.layers import ClippedGRUCell, NormalizedLinear
+from autolfads.model.noise import Noise, draw_noise
 from autolfads.model.priors import AR1Prior, GaussianPrior
+from autolfads.model.recurrence import Decoder
 
 
 @dataclass
@@ -41,10 +56,15 @@ class LFADSOutput:
 
 
 class LFADS(nn.Module):
-    def __init__(self, cfg: ModelConfig, n_neurons: int, ext_input_dim: int = 0):
+    def __init__(self, cfg: ModelConfig, n_neurons: int, ext_input_dim: int = 0,
+                 n_outputs: int | None = None, recon_seq_len: int | None = None):
+        """n_neurons: encoder input width; n_outputs: readout width (default n_neurons);
+        recon_seq_len: bins the generator runs (default: as many as the input has)."""
         super().__init__()
         self.cfg = cfg
         self.n_neurons = n_neurons
+        self.n_outputs = n_outputs or n_neurons
+        self.recon_seq_len = recon_seq_len
         self.ext_input_dim = ext_input_dim
         self.use_con = cfg.co_dim > 0
         self.dropout_rate = cfg.dropout_rate  # plain attribute: PBT changes it between epochs
@@ -67,18 +87,14 @@ class LFADS(nn.Module):
         # Generator input columns: [u_t (co_dim) ; ext_t (ext_input_dim)]; may be empty.
         self.gen = ClippedGRUCell(cfg.co_dim + ext_input_dim, cfg.gen_dim, cfg.cell_clip)
         self.fac = NormalizedLinear(cfg.gen_dim, cfg.fac_dim)
-        self.readout = nn.Linear(cfg.fac_dim, n_neurons)
+        self.readout = nn.Linear(cfg.fac_dim, self.n_outputs)
 
     # -- helpers -------------------------------------------------------------------------------
 
     def init_readout_bias(self, mean_counts: torch.Tensor) -> None:
-        """Start each neuron's log-rate at its mean count per bin, so training starts near the null."""
+        """Start each neuron's log-rate at its mean count per bin: training starts at the null."""
         with torch.no_grad():
             self.readout.bias.copy_(torch.log(mean_counts.clamp_min(1e-3)))
-
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        mask = dropout_masks(x.shape, self.dropout_rate, x) if self.training else None
-        return x if mask is None else x * mask
 
     def recurrent_l2(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
         """(sum of squared generator U, same for the controller, number of recurrent weights)."""
@@ -88,89 +104,82 @@ class LFADS(nn.Module):
         con = self.con.weight_hh.pow(2).sum()
         return gen, con, self.gen.weight_hh.numel() + self.con.weight_hh.numel()
 
+    def draw_noise(self, data: torch.Tensor, sample: bool = True) -> Noise:
+        """The random draws a forward pass on `data` makes (dropout masks in train mode only)."""
+        return draw_noise(self, data.shape[0], data.shape[1], data, sample)
+
     # -- forward -------------------------------------------------------------------------------
 
     def forward(
-        self, data: torch.Tensor, ext_input: torch.Tensor | None = None, sample: bool = True
+        self, data: torch.Tensor, ext_input: torch.Tensor | None = None, sample: bool = True,
+        noise: Noise | None = None,
     ) -> LFADSOutput:
-        """data: (B, T, N) encoder input; ext_input: (B, T, E) or None.
+        """data: (B, T, N) encoder input; ext_input: (B, T_recon, E) or None.
 
         sample=True draws z0 and u_t from their posteriors (training, posterior sampling);
-        sample=False passes the posterior means (deterministic validation).
+        sample=False passes the posterior means (deterministic validation). `noise` replaces
+        the random draws (tests use it to feed two implementations the same draws).
         """
         cfg = self.cfg
-        B, T, _ = data.shape
-        x = self._drop(data)
+        B, T_enc, _ = data.shape
+        T = self.recon_seq_len or T_enc
+        nz = self.draw_noise(data, sample) if noise is None else noise
+        x = data if nz.data is None else data * nz.data
+
+        encoders = [self.ic_enc] + ([self.ci_enc] if self.use_con else [])
+        h0s = [self.ic_enc_h0] + ([self.ci_enc_h0] if self.use_con else [])
+        if len({e.hidden_size for e in encoders}) == 1:
+            states = bidirectional(encoders, h0s, x)
+        else:
+            states = [s for e, h in zip(encoders, h0s, strict=True)
+                      for s in bidirectional([e], [h], x)]
 
         # IC encoder -> q(z0 | x)
-        _, h_n = self.ic_enc(x, self.ic_enc_h0.expand(-1, B, -1).contiguous())  # (2, B, H)
-        e = self._drop(torch.cat([h_n[0], h_n[1]], dim=-1))  # (B, 2H)
-        ic_mean, ic_logvar = self.ic_linear(e).chunk(2, dim=-1)  # (B, ic_dim) each
+        fwd, rev = states[0]
+        e = torch.cat([fwd[-1], rev[-1]], dim=-1)  # (B, 2H)
+        if nz.ic_enc is not None:
+            e = e * nz.ic_enc
+        ic_mean, ic_logvar = self.ic_linear(e).chunk(2, dim=-1)
         ic_logvar = torch.log(torch.exp(ic_logvar) + cfg.ic_post_var_min)
-        z0 = ic_mean + torch.exp(0.5 * ic_logvar) * torch.randn_like(ic_mean) if sample else ic_mean
+        z0 = ic_mean if nz.z0 is None else ic_mean + torch.exp(0.5 * ic_logvar) * nz.z0
+        g0 = self.ic_to_g0(z0)
 
-        g = self.ic_to_g0(z0)  # (B, gen_dim)
-        w_fac = self.fac.normalized_weight()  # (fac_dim, gen_dim)
-        gen_masks = None
-        if self.training and self.dropout_rate > 0:
-            gen_masks = dropout_masks((T + 1, B, cfg.gen_dim), self.dropout_rate, g).unbind(0)
-
-        def factors_of(g: torch.Tensor, t: int) -> torch.Tensor:
-            return (g if gen_masks is None else g * gen_masks[t]) @ w_fac.t()
-
-        f = factors_of(g, 0)  # f_{-1}: the controller's first view of the factors
-
-        # Inputs of known value for all bins are projected once, outside the time loop.
-        gen_xg = self.gen.bias_ih.expand(T, B, -1)
+        # Input gates of known value for all bins are projected once, outside the time loop.
+        K = cfg.co_dim
         if self.ext_input_dim:
-            ext_cols = slice(cfg.co_dim, cfg.co_dim + self.ext_input_dim)
-            gen_xg = gen_xg + self.gen.input_gates(ext_input.transpose(0, 1), ext_cols)
-        # unbind() once: indexing [t] inside the loop would make autograd write a full-size
-        # zero gradient per step (quadratic in T).
-        gen_xg = gen_xg.unbind(0)
-        if self.use_con:
-            con_xg, con_h, w_con_f, w_gen_u, eps = self._controller_setup(x, B, T)
-
-        factors, us, co_means, co_logvars = [], [], [], []
-        for t in range(T):
-            xg = gen_xg[t]
-            if self.use_con:
-                con_h = self.con.step(con_xg[t] + self._drop(f) @ w_con_f.t(), con_h)
-                co_mean, co_logvar = self.co_linear(con_h).chunk(2, dim=-1)  # (B, co_dim)
-                u = co_mean + torch.exp(0.5 * co_logvar) * eps[t] if sample else co_mean
-                xg = xg + u @ w_gen_u.t()
-                us.append(u)
-                co_means.append(co_mean)
-                co_logvars.append(co_logvar)
-            g = self.gen.step(xg, g)
-            f = factors_of(g, t + 1)
-            factors.append(f)
-
-        fac = torch.stack(factors, dim=1)  # (B, T, fac_dim)
-        log_rates = self.readout(fac)  # (B, T, N)
-        if self.use_con:
-            u_all = torch.stack(us, dim=1)
-            co_mean_all, co_logvar_all = torch.stack(co_means, 1), torch.stack(co_logvars, 1)
+            gen_xg = F.linear(ext_input.transpose(0, 1), self.gen.weight_ih[:, K:],
+                              self.gen.bias_ih)
         else:
-            u_all = co_mean_all = co_logvar_all = fac.new_zeros(B, T, 0)
-        return LFADSOutput(log_rates, fac, ic_mean, ic_logvar, co_mean_all, co_logvar_all, u_all)
+            gen_xg = self.gen.bias_ih.expand(T, B, -1)
+        con_args = [None] * 9
+        if self.use_con:
+            ci = self._controller_inputs(*states[1], T, nz)
+            con_xg = F.linear(ci, self.con.weight_ih[:, : ci.shape[-1]], self.con.bias_ih)
+            con_args = [con_xg, None, None, self.con_h0.expand(B, -1),
+                        self.con.weight_ih[:, ci.shape[-1]:], self.con.weight_hh,
+                        self.con.bias_hh, self.co_linear.weight, self.co_linear.bias]
+        fac, u, co = Decoder.apply(
+            con_args[0], gen_xg, g0, *con_args[3:], self.gen.weight_ih[:, :K],
+            self.gen.weight_hh, self.gen.bias_hh, self.fac.normalized_weight(), nz.fac, nz.gen,
+            nz.u, cfg.cell_clip,
+        )
+        log_rates = self.readout(fac)  # (T, B, N)
+        bt = lambda a: a.transpose(0, 1)  # noqa: E731  (time-major inside, batch-major outside)
+        return LFADSOutput(bt(log_rates), bt(fac), ic_mean, ic_logvar, bt(co[..., :K]),
+                           bt(co[..., K:]), bt(u))
 
-    def _controller_setup(self, x: torch.Tensor, B: int, T: int):
-        """Encode controller inputs for all bins and project them into the controller's gates."""
-        cfg = self.cfg
-        H = cfg.ci_enc_dim
-        ci, _ = self.ci_enc(x, self.ci_enc_h0.expand(-1, B, -1).contiguous())  # (B, T, 2H)
-        fwd, bwd = ci[..., :H], ci[..., H:]
-        lag = cfg.ci_lag
-        if lag:
-            # The controller at bin t sees the forward encoder up to t-lag and the backward one
-            # from t+lag on, so it cannot read the very bin it is about to explain.
-            fwd = torch.cat([fwd.new_zeros(B, lag, H), fwd[:, :-lag]], dim=1)
-            bwd = torch.cat([bwd[:, lag:], bwd.new_zeros(B, lag, H)], dim=1)
-        ci = self._drop(torch.cat([fwd, bwd], dim=-1)).transpose(0, 1)  # (T, B, 2H)
-        con_xg = self.con.input_gates(ci, slice(0, 2 * H)) + self.con.bias_ih  # (T, B, 3*con)
-        w_con_f = self.con.weight_ih[:, 2 * H :]  # (3*con, fac_dim)
-        w_gen_u = self.gen.weight_ih[:, : cfg.co_dim]  # (3*gen, co_dim)
-        eps = torch.randn(T, B, cfg.co_dim, dtype=x.dtype, device=x.device).unbind(0)
-        con_h = self.con_h0.expand(B, -1)
-        return con_xg.unbind(0), con_h, w_con_f, w_gen_u, eps
+    def _controller_inputs(self, fwd: torch.Tensor, rev: torch.Tensor, T: int, nz: Noise):
+        """c_t (T, B, 2H) from the CI encoder states (fwd in time order, rev in reversed order)."""
+        T_enc, B, H = fwd.shape
+        lag = min(self.cfg.ci_lag, T_enc)
+        # The controller at bin t sees the forward encoder up to t-lag and the backward one from
+        # t+lag on, so it cannot read the very bin it is about to explain.
+        pad = fwd.new_zeros(lag, B, H)
+        fwd = torch.cat([pad, fwd[: T_enc - lag]])
+        bwd = torch.cat([rev[: T_enc - lag].flip(0), pad])
+        ci = torch.cat([fwd, bwd], dim=-1)
+        if nz.ci is not None:
+            ci = ci * nz.ci
+        if T_enc < T:
+            ci = torch.cat([ci, ci.new_zeros(T - T_enc, B, 2 * H)])
+        return ci

@@ -53,7 +53,8 @@ class AR1Prior(nn.Module):
         rest = gaussian_log_prob(u[:, 1:], alpha * u[:, :-1], self.lognvar)
         return first.sum(dim=-1) + rest.sum(dim=(1, 2))
 
-    def kl(self, u: torch.Tensor, post_mean: torch.Tensor, post_logvar: torch.Tensor) -> torch.Tensor:
+    def kl(self, u: torch.Tensor, post_mean: torch.Tensor, post_logvar: torch.Tensor
+           ) -> torch.Tensor:
         """Single-sample KL estimate; all (B, T, D) -> (B,)."""
         log_q = gaussian_log_prob(u, post_mean, post_logvar).sum(dim=(1, 2))
         return log_q - self.log_prob(u)

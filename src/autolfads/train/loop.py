@@ -247,14 +247,14 @@ class Trainer:
             "rng": rng,
         }
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, **extra) -> Path:
         """Write the checkpoint atomically (temp file + rename): never half a file on a crash."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-", suffix=".tmp")
         os.close(fd)
         try:
-            torch.save(self.checkpoint(), tmp)
+            torch.save({**self.checkpoint(), **extra}, tmp)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

@@ -1,0 +1,268 @@
+"""Start or resume an AutoLFADS run: Ray (local on 127.0.0.1, or a cluster), the population,
+per-generation logs, and the best worker's checkpoint.
+
+Run directory (DESIGN.md §3):
+  pbt/hp_log.csv          generation, worker, score, <hyperparameters used in that generation>
+  pbt/decision_log.csv    generation, worker, exploited, source_worker, score, source_score
+  pbt/best_worker.json    the best worker of the latest generation
+  pbt/population.json     where each worker starts the next generation (what --resume reads)
+  pbt/checkpoints/        each worker's state at the end of the latest generation
+  best_model/             checkpoint.pt + hparams.json of the best worker
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autolfads.config import Config
+from autolfads.data.dataset import Dataset
+from autolfads.errors import RunInterrupted, UserInputError
+from autolfads.pbt.scheduler import (
+    BinaryTournamentPBT,
+    Decision,
+    GenerationRecord,
+    member_config,
+)
+from autolfads.pbt.search_space import build_space, sample_initial
+from autolfads.pbt.stopper import PBTStopper
+from autolfads.pbt.trainable import lfads_worker, worker_checkpoint
+
+
+@dataclass
+class PBTResult:
+    out_dir: Path
+    generations: int
+    best: Decision
+    best_checkpoint: Path
+    stopped_reason: str | None
+    wall_s: float
+
+
+class RunLog:
+    """The run's own record of the population, written after every generation."""
+
+    def __init__(self, out_dir: Path, hp_names: list[str]):
+        self.dir = out_dir / "pbt"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.hp_names = hp_names
+
+    def append(self, record: GenerationRecord) -> None:
+        g = record.generation
+        hp_rows = [[g, d.worker, d.score, *(d.hparams[k] for k in self.hp_names)]
+                   for d in record.decisions]
+        dec_rows = [[g, d.worker, str(d.exploited).lower(),
+                     "" if d.source is None else d.source, d.score,
+                     "" if d.source_score is None else d.source_score]
+                    for d in record.decisions]
+        _append_csv(self.dir / "hp_log.csv", ["generation", "worker", "score", *self.hp_names],
+                    hp_rows)
+        _append_csv(self.dir / "decision_log.csv", ["generation", "worker", "exploited",
+                    "source_worker", "score", "source_score"], dec_rows)
+        best = record.best()
+        _write_json(self.dir / "best_worker.json", {
+            "worker": best.worker, "generation": g, "score": best.score,
+            "hyperparameters": best.hparams})
+
+    def write_population(self, record: GenerationRecord) -> None:
+        members = []
+        for d in record.decisions:
+            start = d.source if d.exploited else d.worker
+            hp = d.new_hparams if d.exploited else d.hparams
+            members.append({"worker": d.worker, "hp": hp,
+                            "checkpoint": str(worker_checkpoint(self.dir.parent, start,
+                                                                record.generation))})
+        _write_json(self.dir / "population.json",
+                    {"generation": record.generation, "members": members})
+
+    def read_population(self) -> dict:
+        path = self.dir / "population.json"
+        if not path.is_file():
+            raise UserInputError(f"--resume: {path} not found; the run has no completed "
+                                 "generation to continue from (start it again with --force)")
+        return json.loads(path.read_text())
+
+    def truncate_after(self, generation: int) -> None:
+        """Drop log rows of a generation that was logged but not saved for resume (an
+        interruption between the two); the resumed run writes them again."""
+        for name in ("hp_log.csv", "decision_log.csv"):
+            path = self.dir / name
+            if not path.is_file():
+                continue
+            lines = path.read_text().splitlines(keepends=True)
+            kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= generation]
+            if len(kept) != len(lines):
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text("".join(kept))
+                os.replace(tmp, path)
+
+    def best_by_generation(self) -> list[float]:
+        path = self.dir / "hp_log.csv"
+        if not path.is_file():
+            return []
+        best: dict[int, float] = {}
+        with path.open() as f:
+            for row in csv.DictReader(f):
+                g, s = int(row["generation"]), float(row["score"])
+                best[g] = min(best.get(g, np.inf), s) if np.isfinite(s) else best.get(g, np.inf)
+        return [best[g] for g in sorted(best)]
+
+
+def run_pbt(
+    dataset: Dataset,
+    cfg: Config,
+    out_dir: Path,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> PBTResult:
+    import ray
+    from ray import tune
+
+    p = cfg.pbt
+    space = build_space(p.search_space)
+    names = list(space)
+    runlog = RunLog(out_dir, names)
+    start_gen = 0
+    if resume:
+        pop = runlog.read_population()
+        start_gen = int(pop["generation"])
+        runlog.truncate_after(start_gen)
+        members = [member_config(m["worker"], m["hp"], m["checkpoint"]) for m in pop["members"]]
+        if len(members) != p.population:
+            raise UserInputError(f"--resume: the run has {len(members)} workers, not "
+                                 f"--population {p.population}; resume with the same population")
+        log(f"resuming from generation {start_gen}")
+    else:
+        rng = np.random.default_rng(p.seed)
+        members = [member_config(w, hp) for w, hp in enumerate(sample_initial(space, p.population,
+                                                                              rng))]
+    if start_gen >= p.generations:
+        raise UserInputError(f"--generations {p.generations}: the run already completed "
+                             f"{start_gen} generations; raise --generations to continue")
+
+    t0 = time.perf_counter()
+    stopper = PBTStopper(p.generations, p.stop_generations, p.stop_min_improvement)
+    for g, best in enumerate(runlog.best_by_generation(), start=1):
+        stopper.record(g, best)  # a resumed run's history counts towards the stop rule
+
+    def on_generation(record: GenerationRecord) -> None:
+        runlog.append(record)
+        runlog.write_population(record)
+        _keep_best_model(out_dir, record)
+        _prune_checkpoints(out_dir, record.generation)
+        n_exp = sum(d.exploited for d in record.decisions)
+        best = record.best()
+        log(f"generation {record.generation:>3}/{p.generations}  best score {best.score:.5f} "
+            f"(worker {best.worker})  exploits {n_exp}/{len(record.decisions)}  "
+            f"elapsed {time.perf_counter() - t0:.0f}s")
+
+    scheduler = BinaryTournamentPBT(space, stopper, seed=p.seed + start_gen,
+                                    on_generation=on_generation)
+    started_here = start_ray(address, out_dir)
+    try:
+        resources = {"cpu": p.cpus_per_worker}
+        if p.workers_per_gpu:
+            resources["gpu"] = 1.0 / p.workers_per_gpu
+        trainable = tune.with_resources(
+            tune.with_parameters(lfads_worker, dataset=dataset,
+                                 base=cfg.model_dump(mode="json"), run_dir=str(out_dir)),
+            resources)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"member": tune.grid_search([m["member"] for m in members])},
+            tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=f"tune-from-gen{start_gen}",
+                storage_path=str((out_dir / "pbt" / "tune").resolve()),
+                stop=stopper,
+                verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                failure_config=tune.FailureConfig(max_failures=3),
+            ),
+        )
+        grid = tuner.fit()
+    finally:
+        if started_here:
+            ray.shutdown()
+    if not scheduler.history:
+        if grid.errors:
+            raise RuntimeError(f"AutoLFADS workers failed: {grid.errors[0]}")
+        raise RunInterrupted("interrupted before the first generation finished; start again "
+                             f"with: autolfads run --force --out {out_dir}")
+    last = scheduler.history[-1]
+    if stopper.stopped_reason is None and last.generation < p.generations:
+        raise RunInterrupted(f"interrupted after generation {last.generation}; continue with: "
+                             f"autolfads run --resume --out {out_dir}")
+    best = last.best()
+    return PBTResult(out_dir, last.generation, best,
+                     out_dir / "best_model" / "checkpoint.pt",
+                     stopper.stopped_reason, time.perf_counter() - t0)
+
+
+def start_ray(address: str | None, out_dir: Path) -> bool:
+    """Connect to `address`, or start a private local Ray bound to 127.0.0.1. True if started."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our own logs suffice
+    os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", "1")
+    if address:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        return True
+    # With this variable Ray binds every port to 127.0.0.1 instead of the machine's address
+    # (measured, see RAY_NOTES.md); it rules out multi-node, which a local run never needs.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    # Unix socket paths are limited to ~107 bytes, so Ray's temp dir goes under /tmp.
+    temp = tempfile.mkdtemp(prefix="autolfads-ray-")
+    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
+             object_store_memory=300 * 1024**2, logging_level="WARNING", log_to_driver=False)
+    return True
+
+
+def _keep_best_model(out_dir: Path, record: GenerationRecord) -> None:
+    best = record.best()
+    dst = out_dir / "best_model"
+    dst.mkdir(exist_ok=True)
+    tmp = dst / ".checkpoint.pt.tmp"
+    shutil.copyfile(worker_checkpoint(out_dir, best.worker, record.generation), tmp)
+    os.replace(tmp, dst / "checkpoint.pt")
+    _write_json(dst / "hparams.json", {"worker": best.worker, "generation": record.generation,
+                                        "score": best.score, "hyperparameters": best.hparams})
+
+
+def _prune_checkpoints(out_dir: Path, generation: int) -> None:
+    """Keep only the latest generation's worker checkpoints (what --resume needs)."""
+    for path in (out_dir / "pbt" / "checkpoints").glob("w*/gen*.pt"):
+        if int(path.stem[3:]) < generation:
+            path.unlink(missing_ok=True)
+
+
+def _append_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    new = not path.exists()
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if new:
+        w.writerow(header)
+    w.writerows(rows)
+    with path.open("a") as f:
+        f.write(buf.getvalue())
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)

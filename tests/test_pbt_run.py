@@ -1,0 +1,114 @@
+"""AutoLFADS on real Ray (bound to 127.0.0.1): the tournament, logs, best model, outputs, resume."""
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import scipy.io
+from conftest import TINY_MODEL, tiny_dataset
+
+from autolfads.data.writers import write_lfads_h5
+from autolfads.pbt.search_space import build_space, is_perturbation_of
+
+TINY = [f"model.{k}={v}" for k, v in TINY_MODEL.items()] + [
+    "train.batch_size=16", "train.n_samples=3", "train.kl_increase_epochs=2",
+    "train.l2_increase_epochs=2"]
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def check_logs(run, population, generations):
+    hp = read_csv(run / "pbt" / "hp_log.csv")
+    dec = read_csv(run / "pbt" / "decision_log.csv")
+    gens = [int(r["generation"]) for r in hp]
+    assert sorted(gens) == sorted(list(range(1, generations + 1)) * population)  # none redone
+    assert len(dec) == len(hp)
+    space = build_space(None)
+    names = list(space)
+    table = {(int(r["generation"]), int(r["worker"])): {k: float(r[k]) for k in names}
+             for r in hp}
+    exploits = [r for r in dec if r["exploited"] == "true"]
+    assert exploits, "the worst worker always copies, so every generation has an exploit"
+    for r in exploits:
+        g, w, s = int(r["generation"]), int(r["worker"]), int(r["source_worker"])
+        assert float(r["source_score"]) < float(r["score"]) or math.isnan(float(r["score"]))
+        if g < generations:  # the next generation ran with a perturbation of the source's HPs
+            assert is_perturbation_of(table[(g + 1, w)], table[(g, s)], space)
+            assert table[(g + 1, w)] != table[(g, s)]
+    for r in dec:
+        if r["exploited"] == "false" and int(r["generation"]) < generations:
+            g, w = int(r["generation"]), int(r["worker"])
+            assert table[(g + 1, w)] == table[(g, w)]
+    best = json.loads((run / "pbt" / "best_worker.json").read_text())
+    last = [r for r in hp if int(r["generation"]) == generations]
+    assert best["generation"] == generations
+    assert best["score"] == pytest.approx(min(float(r["score"]) for r in last))
+    return hp, dec
+
+
+@pytest.mark.slow
+def test_autolfads_run_end_to_end(tmp_path):
+    import autolfads
+
+    run = tmp_path / "run"
+    res = autolfads.run(tiny_dataset(n_trials=40), run, population=4, generations=3,
+                        epochs_per_generation=2, overrides=TINY, quiet=True)
+    check_logs(run, population=4, generations=3)
+    assert (run / "best_model" / "checkpoint.pt").is_file()
+    assert json.loads((run / "best_model" / "hparams.json").read_text())["generation"] == 3
+    mat = scipy.io.loadmat(run / "output" / "lfads_output.mat")
+    assert mat["rates"].shape == (8, 15, 40)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["generations"] == 3 and metrics["epochs"] == 6
+    assert 0 <= metrics["best_worker"] < 4 and "hp_lr" in metrics
+    assert res.rates.shape == (40, 15, 8)
+    # Only the latest generation's worker checkpoints are kept.
+    kept = sorted(p.name for p in (run / "pbt" / "checkpoints").glob("w*/*.pt"))
+    assert kept == ["gen003.pt"] * 4
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_without_redoing_generations(tmp_path):
+    data = tmp_path / "tiny.h5"
+    write_lfads_h5(data, tiny_dataset(n_trials=40))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "autolfads.cli", "run", str(data), "--out", str(run),
+           "--population", "3", "--generations", "4", "--epochs-per-generation", "2",
+           *[a for s in TINY for a in ("--set", s)]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        pop = run / "pbt" / "population.json"
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if pop.is_file() and json.loads(pop.read_text())["generation"] >= 1:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1]
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "--resume" in err.splitlines()[-1]
+    done = json.loads(pop.read_text())["generation"]
+    assert 1 <= done < 4
+    assert not (run / "output").exists()
+
+    resumed = subprocess.run([*cmd[:4], "--out", str(run), "--resume", "--quiet"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from generation {done}" not in resumed.stdout  # --quiet
+    check_logs(run, population=3, generations=4)
+    assert (run / "output" / "lfads_output.h5").is_file()
