@@ -116,3 +116,21 @@ def test_entry_point_runs_as_a_real_process(tmp_path):
          "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+def test_run_guards_its_run_directory(tmp_path, monkeypatch, capsys):
+    """`autolfads run` never replaces a directory without --force and never resumes nothing."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--out", out, "--population", "2")
+    assert code == 2 and "--force" in err and "--resume" in err
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--out", out, "--resume", "--force")
+    assert code == 2 and "choose one" in err
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--out", tmp_path / "none", "--resume")
+    assert code == 2 and "no autolfads run" in err
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--out", tmp_path / "r2",
+                           "--set", "pbt.search_space.lr.low=1", "--set",
+                           "pbt.search_space.lr.high=0.1")
+    assert code == 2 and err.startswith("error: pbt.search_space.lr") and "\n" not in err.strip()
+    assert (out / "mine.txt").read_text() == "keep" and len(list(out.iterdir())) == 1

@@ -172,6 +172,7 @@ def run(
     from its last completed generation (same data, same config unless overridden here).
     """
     from autolfads.pbt.runner import run_pbt
+    from autolfads.pbt.search_space import build_space
 
     say = (lambda _m: None) if quiet else (log or _stderr)
     out_dir = Path(out)
@@ -187,9 +188,10 @@ def run(
                        ("workers_per_gpu", workers_per_gpu), ("cpus_per_worker", cpus_per_worker)):
         if value is not None:
             setattr(cfg.pbt, key, value)
+    build_space(cfg.pbt.search_space)  # a bad search space is reported before anything starts
     dataset = resolve_data(data, cfg.data)
     if not resume:
-        out_dir = prepare_run_dir(out_dir, force)
+        out_dir = prepare_run_dir(out_dir, force, resumable=True)
         _write_json(out_dir / "run.json", {"data": _data_location(data)})
     write_config(out_dir, cfg)
 

@@ -23,7 +23,7 @@ from autolfads.errors import UserInputError
 RUN_MARKERS = ("config.yaml", "metrics.json")
 
 
-def prepare_run_dir(out: str | Path, force: bool = False) -> Path:
+def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = False) -> Path:
     """Create DIR for a new run. An existing non-empty DIR is an error unless `force`; even then,
     only a directory that holds an earlier autolfads run is replaced, never arbitrary user files."""
     path = Path(out)
@@ -32,8 +32,9 @@ def prepare_run_dir(out: str | Path, force: bool = False) -> Path:
     if path.is_dir() and any(path.iterdir()):
         if not force:
             raise UserInputError(
-                f"--out {path}: directory exists and is not empty; use --force to replace an "
-                "earlier run there, or choose another --out"
+                f"--out {path}: directory exists and is not empty; use "
+                + ("--resume to continue the run there, " if resumable else "")
+                + "--force to replace an earlier run there, or choose another --out"
             )
         if not any((path / m).exists() for m in RUN_MARKERS):
             raise UserInputError(

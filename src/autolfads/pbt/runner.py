@@ -12,14 +12,16 @@ Run directory (DESIGN.md §3):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,10 +129,10 @@ def run_pbt(
     resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> PBTResult:
-    import ray
     from ray import tune
 
     p = cfg.pbt
+    out_dir = Path(out_dir).resolve()  # Ray runs each worker in a directory of its own
     space = build_space(p.search_space)
     names = list(space)
     runlog = RunLog(out_dir, names)
@@ -169,9 +171,8 @@ def run_pbt(
             f"elapsed {time.perf_counter() - t0:.0f}s")
 
     scheduler = BinaryTournamentPBT(space, stopper, seed=p.seed + start_gen,
-                                    on_generation=on_generation)
-    started_here = start_ray(address, out_dir)
-    try:
+                                    start_generation=start_gen, on_generation=on_generation)
+    with ray_session(address):
         resources = {"cpu": p.cpus_per_worker}
         if p.workers_per_gpu:
             resources["gpu"] = 1.0 / p.workers_per_gpu
@@ -193,9 +194,6 @@ def run_pbt(
             ),
         )
         grid = tuner.fit()
-    finally:
-        if started_here:
-            ray.shutdown()
     if not scheduler.history:
         if grid.errors:
             raise RuntimeError(f"AutoLFADS workers failed: {grid.errors[0]}")
@@ -211,26 +209,43 @@ def run_pbt(
                      stopper.stopped_reason, time.perf_counter() - t0)
 
 
-def start_ray(address: str | None, out_dir: Path) -> bool:
-    """Connect to `address`, or start a private local Ray bound to 127.0.0.1. True if started."""
+@contextlib.contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Connect to `address`, or start a private local Ray bound to 127.0.0.1 (stopped and its
+    temp files removed on exit). An already initialised Ray is used as it is."""
     import ray
 
     if ray.is_initialized():
-        return False
+        yield
+        return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our own logs suffice
     os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", "1")
+    # Our one line per generation replaces Ray's progress tables (the old reporter at verbose=0
+    # prints nothing; the new one still prints its boxes).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ray's own warnings (token auth notice, no result.json since our logs replace it, waiting
+    # for resources at generation boundaries) are noise next to our per-generation lines.
+    for name in ("ray", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    temp = None
     if address:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-        return True
-    # With this variable Ray binds every port to 127.0.0.1 instead of the machine's address
-    # (measured, see RAY_NOTES.md); it rules out multi-node, which a local run never needs.
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    # Unix socket paths are limited to ~107 bytes, so Ray's temp dir goes under /tmp.
-    temp = tempfile.mkdtemp(prefix="autolfads-ray-")
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
-             object_store_memory=300 * 1024**2, logging_level="WARNING", log_to_driver=False)
-    return True
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    else:
+        # With this variable Ray binds every port to 127.0.0.1 instead of the machine's address
+        # (measured, see RAY_NOTES.md); it rules out multi-node, which a local run never needs.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        # Unix socket paths are limited to ~107 bytes, so Ray's temp dir goes under /tmp.
+        temp = tempfile.mkdtemp(prefix="autolfads-ray-")
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
+                 object_store_memory=300 * 1024**2, logging_level=logging.ERROR,
+                 log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def _keep_best_model(out_dir: Path, record: GenerationRecord) -> None:
@@ -245,10 +260,15 @@ def _keep_best_model(out_dir: Path, record: GenerationRecord) -> None:
 
 
 def _prune_checkpoints(out_dir: Path, generation: int) -> None:
-    """Keep only the latest generation's worker checkpoints (what --resume needs)."""
+    """Keep only the latest generation's worker checkpoints (what --resume needs), and the last
+    two of Ray's copies per trial (Ray keeps all so that PBT can always find a source's)."""
     for path in (out_dir / "pbt" / "checkpoints").glob("w*/gen*.pt"):
         if int(path.stem[3:]) < generation:
             path.unlink(missing_ok=True)
+    for trial_dir in (out_dir / "pbt" / "tune").glob("*/*/"):
+        ckpts = sorted(trial_dir.glob("checkpoint_*"), key=lambda p: p.name)
+        for old in ckpts[:-2]:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _append_csv(path: Path, header: list[str], rows: list[list]) -> None:

@@ -87,6 +87,7 @@ class BinaryTournamentPBT(PopulationBasedTraining):
         space: dict[str, HyperParam],
         stopper: PBTStopper,
         seed: int = 0,
+        start_generation: int = 0,
         on_generation: Callable[[GenerationRecord], None] | None = None,
     ):
         super().__init__(
@@ -94,6 +95,9 @@ class BinaryTournamentPBT(PopulationBasedTraining):
             metric=SCORE,
             mode="min",
             perturbation_interval=1,
+            # A resumed run's first generation is start_generation + 1; Ray's synchronous PBT
+            # waits for that time before its first round (its default would wait for time 1).
+            burn_in_period=start_generation + 1,
             synch=True,
             custom_explore_fn=lambda config: config,  # unused: _get_new_config is ours
             log_config=False,
