@@ -10,12 +10,14 @@ from pathlib import Path
 
 import typer
 
+from autolfads.cloud.cli import cloud_app
 from autolfads.errors import RunInterrupted, UserInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="AutoLFADS: single-trial rates, factors and inputs from spiking data.")
 synth_app = typer.Typer(no_args_is_help=True, help="Write a built-in synthetic dataset.")
 app.add_typer(synth_app, name="synth")
+app.add_typer(cloud_app, name="cloud")
 
 SET_HELP = "Override a config key, e.g. --set model.gen_dim=100 (repeatable)."
 LAYOUT_HELP = ("Axis order of the data variable, e.g. neurons_time_trials (the .mat default) "
