@@ -31,6 +31,7 @@ from autolfads.results import (
     write_results,
     write_text_atomic,
 )
+from autolfads.storage import RunStore
 from autolfads.train.loop import Trainer
 from autolfads.train.sampling import posterior_outputs
 
@@ -175,12 +176,13 @@ def run(
     from autolfads.pbt.search_space import build_space
 
     say = (lambda _m: None) if quiet else (log or _stderr)
-    out_dir = Path(out)
+    store = RunStore(out)
     if resume:
-        if not (out_dir / "config.yaml").is_file():
-            raise UserInputError(f"--resume: {out_dir} holds no autolfads run (no config.yaml)")
-        cfg = load_config(out_dir / "config.yaml", overrides)
-        data = _recorded_data(out_dir) if data is None else data
+        if not store.has_run():
+            raise UserInputError(f"--resume: {out} holds no autolfads run (no config.yaml)")
+        store.fetch(*RESUME_FILES)
+        cfg = load_config(store.local / "config.yaml", overrides)
+        data = _recorded_data(store.local) if data is None else data
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
     for key, value in (("population", population), ("generations", generations),
@@ -191,16 +193,18 @@ def run(
     build_space(cfg.pbt.search_space)  # a bad search space is reported before anything starts
     dataset = resolve_data(data, cfg.data)
     if not resume:
-        out_dir = prepare_run_dir(out_dir, force, resumable=True)
-        _write_json(out_dir / "run.json", {"data": _data_location(data)})
+        _prepare_store(store, force)
+        _write_json(store.local / "run.json", {"data": _data_location(data)})
+    out_dir = store.local
     write_config(out_dir, cfg)
+    store.sync()
 
     p = cfg.pbt
     say(f"data: {dataset.source}: {dataset.summary()}")
     say(f"AutoLFADS: population {p.population}, up to {p.generations} generations of "
         f"{p.epochs_per_generation} epochs, {p.cpus_per_worker:g} CPU per worker")
     t0 = time.perf_counter()
-    result = run_pbt(dataset, cfg, out_dir, address=address, resume=resume, log=say)
+    result = run_pbt(dataset, cfg, store, address=address, resume=resume, log=say)
     say(f"best worker {result.best.worker} (score {result.best.score:.5f}) after "
         f"{result.generations} generations" +
         (f"; stopped: {result.stopped_reason}" if result.stopped_reason else ""))
@@ -213,7 +217,32 @@ def run(
              "epochs": trainer.state.epoch, "best_worker": result.best.worker,
              "pbt_wall_s": result.wall_s, "stopped_reason": result.stopped_reason or "",
              **{f"hp_{k}": v for k, v in result.best.hparams.items()}}
-    return _finish(trainer, dataset, best_cfg, out_dir, extra, t0, say)
+    res = _finish(trainer, dataset, best_cfg, out_dir, extra, t0, say)
+    if store.remote:
+        store.sync()
+        say(f"run uploaded to {store.location} (local copy: {out_dir})")
+    return res
+
+
+# What `--resume` needs from a run kept in a bucket (the checkpoints stay there).
+RESUME_FILES = ("config.yaml", "run.json", "pbt/hp_log.csv", "pbt/decision_log.csv",
+                "pbt/population.json", "pbt/best_worker.json")
+
+
+def _prepare_store(store: RunStore, force: bool) -> None:
+    """A new run never lands on an existing one unless --force, and never on foreign files."""
+    if not store.remote:
+        prepare_run_dir(store.local, force, resumable=True)
+        return
+    if store.is_empty():
+        return
+    if not force:
+        raise UserInputError(f"--out {store.location}: not empty; use --resume to continue the "
+                             "run there, --force to replace it, or choose another --out")
+    if not store.has_run():
+        raise UserInputError(f"--out {store.location}: not an autolfads run (no config.yaml); "
+                             "refusing to delete it even with --force")
+    store.clear()
 
 
 def _data_location(data: DataLike) -> str | None:

@@ -70,7 +70,9 @@ def train(
 @app.command()
 def run(
     data: str = typer.Argument(None, help="Data file (.mat, .h5, .npz); default: built-in Lorenz."),
-    out: Path = typer.Option(..., "--out", help="Run directory to create (or to --resume)."),
+    # str, not Path: Path would turn gs://bucket/run into gs:/bucket/run.
+    out: str = typer.Option(..., "--out", help="Run directory or bucket URI (gs://, s3://) to "
+                            "create, or to --resume."),
     population: int = typer.Option(None, help="Number of LFADS workers (pbt.population)."),
     generations: int = typer.Option(None, help="Maximum generations (pbt.generations)."),
     epochs_per_generation: int = typer.Option(None, help="Epochs per generation."),

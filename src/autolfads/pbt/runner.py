@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from ray.tune import Callback
 
+from autolfads import storage
 from autolfads.config import Config
 from autolfads.data.dataset import Dataset
 from autolfads.errors import RunInterrupted, UserInputError
@@ -39,6 +41,7 @@ from autolfads.pbt.scheduler import (
 from autolfads.pbt.search_space import build_space, sample_initial
 from autolfads.pbt.stopper import PBTStopper
 from autolfads.pbt.trainable import lfads_worker, worker_checkpoint
+from autolfads.storage import RunStore, get_bytes, join, put_bytes
 
 
 @dataclass
@@ -54,8 +57,9 @@ class PBTResult:
 class RunLog:
     """The run's own record of the population, written after every generation."""
 
-    def __init__(self, out_dir: Path, hp_names: list[str]):
+    def __init__(self, out_dir: Path, run: str, hp_names: list[str]):
         self.dir = out_dir / "pbt"
+        self.run = run  # where the workers' checkpoints are (a bucket for a remote run)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.hp_names = hp_names
 
@@ -82,8 +86,7 @@ class RunLog:
             start = d.source if d.exploited else d.worker
             hp = d.new_hparams if d.exploited else d.hparams
             members.append({"worker": d.worker, "hp": hp,
-                            "checkpoint": str(worker_checkpoint(self.dir.parent, start,
-                                                                record.generation))})
+                            "checkpoint": worker_checkpoint(self.run, start, record.generation)})
         _write_json(self.dir / "population.json",
                     {"generation": record.generation, "members": members})
 
@@ -93,6 +96,11 @@ class RunLog:
             raise UserInputError(f"--resume: {path} not found; the run has no completed "
                                  "generation to continue from (start it again with --force)")
         return json.loads(path.read_text())
+
+    def event(self, message: str) -> None:
+        """Append a timestamped line to pbt/events.log (restarts, failures)."""
+        with (self.dir / "events.log").open("a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}\n")
 
     def truncate_after(self, generation: int) -> None:
         """Drop log rows of a generation that was logged but not saved for resume (an
@@ -123,7 +131,7 @@ class RunLog:
 def run_pbt(
     dataset: Dataset,
     cfg: Config,
-    out_dir: Path,
+    store: RunStore,
     *,
     address: str | None = None,
     resume: bool = False,
@@ -132,10 +140,12 @@ def run_pbt(
     from ray import tune
 
     p = cfg.pbt
-    out_dir = Path(out_dir).resolve()  # Ray runs each worker in a directory of its own
+    # Ray runs each worker in a directory of its own: a local run location must be absolute.
+    run = store.location if store.remote else str(Path(store.location).resolve())
+    out_dir = store.local
     space = build_space(p.search_space)
     names = list(space)
-    runlog = RunLog(out_dir, names)
+    runlog = RunLog(out_dir, run, names)
     start_gen = 0
     if resume:
         pop = runlog.read_population()
@@ -162,8 +172,15 @@ def run_pbt(
     def on_generation(record: GenerationRecord) -> None:
         runlog.append(record)
         runlog.write_population(record)
-        _keep_best_model(out_dir, record)
-        _prune_checkpoints(out_dir, record.generation)
+        _keep_best_model(out_dir, run, record)
+        _prune_checkpoints(run, record.generation)
+        try:  # the report is for people watching the run: it must never break the run
+            from autolfads.analysis.report import write_report
+
+            write_report(out_dir, dataset=dataset)
+        except Exception as e:
+            log(f"report not updated: {type(e).__name__}: {e}")
+        store.sync()
         n_exp = sum(d.exploited for d in record.decisions)
         best = record.best()
         log(f"generation {record.generation:>3}/{p.generations}  best score {best.score:.5f} "
@@ -178,7 +195,7 @@ def run_pbt(
             resources["gpu"] = 1.0 / p.workers_per_gpu
         trainable = tune.with_resources(
             tune.with_parameters(lfads_worker, dataset=dataset,
-                                 base=cfg.model_dump(mode="json"), run_dir=str(out_dir)),
+                                 base=cfg.model_dump(mode="json"), run_dir=run),
             resources)
         tuner = tune.Tuner(
             trainable,
@@ -186,11 +203,14 @@ def run_pbt(
             tune_config=tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=f"tune-from-gen{start_gen}",
-                storage_path=str((out_dir / "pbt" / "tune").resolve()),
+                storage_path=join(run, "pbt", "tune"),
                 stop=stopper,
                 verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+                # A lost node or a crashed worker: the trial restarts from its last checkpoint
+                # (the end of its last generation) on whatever node has room.
                 failure_config=tune.FailureConfig(max_failures=3),
+                callbacks=[_Restarts(lambda m: (log(m), runlog.event(m)))],
             ),
         )
         grid = tuner.fit()
@@ -198,15 +218,39 @@ def run_pbt(
         if grid.errors:
             raise RuntimeError(f"AutoLFADS workers failed: {grid.errors[0]}")
         raise RunInterrupted("interrupted before the first generation finished; start again "
-                             f"with: autolfads run --force --out {out_dir}")
+                             f"with: autolfads run --force --out {store.location}")
     last = scheduler.history[-1]
     if stopper.stopped_reason is None and last.generation < p.generations:
         raise RunInterrupted(f"interrupted after generation {last.generation}; continue with: "
-                             f"autolfads run --resume --out {out_dir}")
+                             f"autolfads run --resume --out {store.location}")
     best = last.best()
     return PBTResult(out_dir, last.generation, best,
                      out_dir / "best_model" / "checkpoint.pt",
                      stopper.stopped_reason, time.perf_counter() - t0)
+
+
+class _Restarts(Callback):
+    """Says when Ray restarts a worker after a failure (e.g. its node was lost)."""
+
+    def __init__(self, say: Callable[[str], object]):
+        self.say = say
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.say(f"worker {trial.config['member']['worker']} failed "
+                 f"({_first_line(trial.error_file)}); restarting it from its last checkpoint")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.say(f"worker {trial.config['member']['worker']} failed for good "
+                 f"({_first_line(trial.error_file)})")
+
+
+def _first_line(error_file: str | None) -> str:
+    """The exception line of a Ray error file (its last non-empty line)."""
+    try:
+        lines = [ln.strip() for ln in Path(error_file or "").read_text().splitlines()]
+        return next(ln for ln in reversed(lines) if ln)[:200]
+    except (OSError, StopIteration):
+        return "no error details"
 
 
 @contextlib.contextmanager
@@ -248,27 +292,27 @@ def ray_session(address: str | None) -> Iterator[None]:
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def _keep_best_model(out_dir: Path, record: GenerationRecord) -> None:
+def _keep_best_model(out_dir: Path, run: str, record: GenerationRecord) -> None:
     best = record.best()
     dst = out_dir / "best_model"
-    dst.mkdir(exist_ok=True)
-    tmp = dst / ".checkpoint.pt.tmp"
-    shutil.copyfile(worker_checkpoint(out_dir, best.worker, record.generation), tmp)
-    os.replace(tmp, dst / "checkpoint.pt")
+    put_bytes(dst / "checkpoint.pt", get_bytes(worker_checkpoint(run, best.worker,
+                                                                 record.generation)))
     _write_json(dst / "hparams.json", {"worker": best.worker, "generation": record.generation,
                                         "score": best.score, "hyperparameters": best.hparams})
 
 
-def _prune_checkpoints(out_dir: Path, generation: int) -> None:
+def _prune_checkpoints(run: str, generation: int) -> None:
     """Keep only the latest generation's worker checkpoints (what --resume needs), and the last
     two of Ray's copies per trial (Ray keeps all so that PBT can always find a source's)."""
-    for path in (out_dir / "pbt" / "checkpoints").glob("w*/gen*.pt"):
-        if int(path.stem[3:]) < generation:
-            path.unlink(missing_ok=True)
-    for trial_dir in (out_dir / "pbt" / "tune").glob("*/*/"):
-        ckpts = sorted(trial_dir.glob("checkpoint_*"), key=lambda p: p.name)
-        for old in ckpts[:-2]:
-            shutil.rmtree(old, ignore_errors=True)
+    for path in storage.glob(join(run, "pbt", "checkpoints", "w*", "gen*.pt")):
+        if int(path.rsplit("gen", 1)[1][:3]) < generation:
+            storage.remove(path)
+    trials: dict[str, list[str]] = {}
+    for path in storage.glob(join(run, "pbt", "tune", "*", "*", "checkpoint_*")):
+        trials.setdefault(path.rsplit("/", 1)[0], []).append(path)
+    for ckpts in trials.values():
+        for old in sorted(ckpts)[:-2]:
+            storage.remove_tree(old)
 
 
 def _append_csv(path: Path, header: list[str], rows: list[list]) -> None:

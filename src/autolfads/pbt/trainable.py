@@ -7,6 +7,7 @@ checkpoint: its own (continue exactly, RNG included) or, after an exploit, anoth
 
 from __future__ import annotations
 
+import io
 import math
 import tempfile
 from pathlib import Path
@@ -17,15 +18,16 @@ from ray import tune
 from autolfads.config import Config
 from autolfads.data.dataset import Dataset
 from autolfads.pbt.scheduler import GENERATION, SCORE
+from autolfads.storage import get_bytes, join, put_bytes
 from autolfads.train.loop import Trainer
 
 CHECKPOINT = "checkpoint.pt"
 
 
-def worker_checkpoint(run_dir: str | Path, worker: int, generation: int) -> Path:
-    """Where a worker's end-of-generation state is kept in the run directory (for resume and
-    for best_model/); Ray keeps its own copies for exploiting."""
-    return Path(run_dir) / "pbt" / "checkpoints" / f"w{worker:02d}" / f"gen{generation:03d}.pt"
+def worker_checkpoint(run: str | Path, worker: int, generation: int) -> str:
+    """Where a worker's end-of-generation state is kept in the run (a path or a bucket URI), for
+    resume and best_model/; Ray keeps its own copies for exploiting."""
+    return join(run, "pbt", "checkpoints", f"w{worker:02d}", f"gen{generation:03d}.pt")
 
 
 def lfads_worker(config: dict, dataset: Dataset, base: dict, run_dir: str) -> None:
@@ -51,9 +53,12 @@ def lfads_worker(config: dict, dataset: Dataset, base: dict, run_dir: str) -> No
         generation = trainer.state.epoch // epochs
         score = trainer.state.smoothed
         last = trainer.state.history[-1]
-        trainer.save(worker_checkpoint(run_dir, worker, generation), worker=worker)
         with tempfile.TemporaryDirectory() as d:
             trainer.save(Path(d) / CHECKPOINT, worker=worker)
+            # Written by the worker itself: on a cluster it may be another machine than the
+            # driver's, so the run location must be a bucket or a shared filesystem.
+            put_bytes(worker_checkpoint(run_dir, worker, generation),
+                      (Path(d) / CHECKPOINT).read_bytes())
             tune.report(
                 {SCORE: score if math.isfinite(score) else math.nan, GENERATION: generation,
                  "worker": worker, "epoch": trainer.state.epoch,
@@ -68,5 +73,6 @@ def _starting_checkpoint(member: dict) -> dict | None:
         with ckpt.as_directory() as d:
             return torch.load(Path(d) / CHECKPOINT, map_location="cpu", weights_only=True)
     if member.get("init_checkpoint"):  # a resumed run starts from the run directory's copies
-        return torch.load(member["init_checkpoint"], map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(get_bytes(member["init_checkpoint"])), map_location="cpu",
+                          weights_only=True)
     return None

@@ -1,0 +1,145 @@
+"""Where a run lives: a local directory or a bucket (`gs://`, `s3://`, any fsspec URI).
+
+A run directory in a bucket is worked on through a local mirror: the driver writes its logs,
+best model and outputs to the mirror and uploads it after every generation (`RunStore.sync`), so
+the bucket always holds the latest completed generation. PBT workers, which may run on other
+machines, write their end-of-generation checkpoints straight to the store's location (`put_bytes`),
+and Ray Tune keeps its own checkpoints under `<run>/pbt/tune` through its storage_path.
+
+This module sits below `pbt/` (the workers use it), not in `cloud/`: storage is not GCP-specific.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+import posixpath
+import shutil
+import tempfile
+from pathlib import Path
+
+from autolfads.errors import UserInputError
+
+
+def is_uri(location: str | Path) -> bool:
+    return "://" in str(location)
+
+
+def join(base: str | Path, *parts: str) -> str:
+    if is_uri(base):
+        return posixpath.join(str(base).rstrip("/"), *parts)
+    return str(Path(base, *parts))
+
+
+def _fs(location: str):
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(location)
+    except (ImportError, ValueError) as e:
+        scheme = location.split("://", 1)[0]
+        extra = {"gs": "gcsfs", "s3": "s3fs"}.get(scheme, f"the fsspec driver for {scheme}://")
+        raise UserInputError(f"{location}: cannot open ({e}); install {extra} "
+                             "(pip install 'autolfads[cloud]')") from None
+    # Workers on other machines write into the same bucket: a cached listing would be stale.
+    fs.invalidate_cache()
+    return fs, path
+
+
+def put_bytes(location: str | Path, data: bytes) -> None:
+    """Write a whole file; never half a file (temp + rename locally, one PUT in a bucket)."""
+    if is_uri(location):
+        fs, path = _fs(str(location))
+        fs.pipe_file(path, data)
+        return
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def get_bytes(location: str | Path) -> bytes:
+    if is_uri(location):
+        fs, path = _fs(str(location))
+        return fs.cat_file(path)
+    return Path(location).read_bytes()
+
+
+def exists(location: str | Path) -> bool:
+    if is_uri(location):
+        fs, path = _fs(str(location))
+        return fs.exists(path)
+    return Path(location).exists()
+
+
+def remove(location: str | Path) -> None:
+    if is_uri(location):
+        fs, path = _fs(str(location))
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    else:
+        Path(location).unlink(missing_ok=True)
+
+
+def remove_tree(location: str | Path) -> None:
+    if is_uri(location):
+        remove(location)
+    else:
+        shutil.rmtree(location, ignore_errors=True)
+
+
+def glob(pattern: str) -> list[str]:
+    """Paths matching `pattern`, as locations of the same kind (URI or local path)."""
+    if is_uri(pattern):
+        fs, path = _fs(pattern)
+        scheme = pattern.split("://", 1)[0]
+        return sorted(f"{scheme}://{p}" for p in fs.glob(path))
+    return sorted(_glob.glob(pattern))
+
+
+class RunStore:
+    """A run directory that may be in a bucket; `local` is where the driver writes."""
+
+    def __init__(self, location: str | Path, local: Path | None = None):
+        self.location = str(location)
+        self.remote = is_uri(location)
+        if self.remote:
+            self.local = local or Path(tempfile.mkdtemp(prefix="autolfads-run-"))
+        else:
+            self.local = Path(location)
+
+    def path(self, *parts: str) -> str:
+        """A location inside the run (in the bucket for a remote run)."""
+        return join(self.location, *parts)
+
+    def has_run(self) -> bool:
+        return exists(self.path("config.yaml"))
+
+    def is_empty(self) -> bool:
+        if not self.remote:
+            return not self.local.exists() or not any(self.local.iterdir())
+        fs, path = _fs(self.location)
+        return not fs.exists(path) or not fs.ls(path)
+
+    def clear(self) -> None:
+        fs, path = _fs(self.location)
+        fs.rm(path, recursive=True)
+
+    def fetch(self, *names: str) -> None:
+        """Copy these run files from the bucket into the local mirror (for --resume)."""
+        if not self.remote:
+            return
+        for name in names:
+            if exists(self.path(name)):
+                put_bytes(self.local / name, get_bytes(self.path(name)))
+
+    def sync(self, skip: tuple[str, ...] = ("pbt/tune", "pbt/checkpoints")) -> None:
+        """Upload the local mirror (everything but what workers and Ray write themselves)."""
+        if not self.remote:
+            return
+        for file in sorted(self.local.rglob("*")):
+            rel = file.relative_to(self.local).as_posix()
+            if file.is_file() and not rel.startswith(skip) and not file.name.startswith("."):
+                put_bytes(self.path(rel), file.read_bytes())

@@ -1,0 +1,81 @@
+"""Runs kept in a bucket: an S3 protocol server (moto) on 127.0.0.1 stands in for gs:// / s3://."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.io
+from conftest import TINY_MODEL, tiny_dataset
+
+from autolfads import storage
+from autolfads.storage import RunStore
+
+TINY = [f"model.{k}={v}" for k, v in TINY_MODEL.items()] + [
+    "train.batch_size=16", "train.n_samples=3", "train.kl_increase_epochs=2",
+    "train.l2_increase_epochs=2"]
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    """An empty S3 bucket on a moto server bound to 127.0.0.1; its URI prefix."""
+    pytest.importorskip("s3fs", reason="s3fs is needed for s3:// runs (pip install s3fs)")
+    server_mod = pytest.importorskip("moto.server", reason="moto[server] is a test dependency")
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for k, v in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
+                     "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        import boto3
+        import fsspec
+
+        boto3.client("s3").create_bucket(Bucket="lab")
+        fsspec.config.conf.pop("s3", None)
+        yield "s3://lab"
+    finally:
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()
+
+
+def test_storage_primitives_local_and_s3(tmp_path, bucket):
+    for base in (str(tmp_path / "run"), f"{bucket}/run"):
+        loc = storage.join(base, "pbt", "checkpoints", "w00", "gen001.pt")
+        storage.put_bytes(loc, b"abc")
+        assert storage.exists(loc) and storage.get_bytes(loc) == b"abc"
+        assert storage.glob(storage.join(base, "pbt", "checkpoints", "w*", "gen*.pt")) == [loc]
+        storage.remove(loc)
+        assert not storage.exists(loc)
+    store = RunStore(f"{bucket}/r2")
+    assert store.remote and store.is_empty() and not store.has_run()
+    (store.local / "config.yaml").write_text("x: 1\n")
+    (store.local / "pbt").mkdir()
+    (store.local / "pbt" / "hp_log.csv").write_text("generation\n1\n")
+    store.sync()
+    assert store.has_run() and not store.is_empty()
+    again = RunStore(f"{bucket}/r2")
+    again.fetch("config.yaml", "pbt/hp_log.csv", "pbt/missing.json")
+    assert (again.local / "pbt" / "hp_log.csv").read_text() == "generation\n1\n"
+
+
+@pytest.mark.slow
+def test_autolfads_run_into_an_s3_bucket(bucket):
+    import autolfads
+
+    out = f"{bucket}/runs/tiny"
+    res = autolfads.run(tiny_dataset(n_trials=40), out, population=3, generations=2,
+                        epochs_per_generation=2, overrides=TINY, quiet=True)
+    for name in ("config.yaml", "metrics.json", "pbt/hp_log.csv", "pbt/decision_log.csv",
+                 "pbt/best_worker.json", "best_model/checkpoint.pt", "output/lfads_output.mat"):
+        assert storage.exists(f"{out}/{name}"), name
+    metrics = json.loads(storage.get_bytes(f"{out}/metrics.json"))
+    assert metrics["generations"] == 2
+    # Workers wrote their checkpoints to the bucket; only the last generation's are kept.
+    kept = storage.glob(f"{out}/pbt/checkpoints/w*/gen*.pt")
+    assert [k.rsplit("/", 1)[1] for k in kept] == ["gen002.pt"] * 3
+    local = res.out / "output" / "lfads_output.mat"
+    assert scipy.io.loadmat(local)["rates"].shape == (8, 15, 40)
+    np.testing.assert_allclose(scipy.io.loadmat(local)["rates"].transpose(2, 1, 0), res.rates,
+                               rtol=1e-6)
