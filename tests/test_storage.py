@@ -65,8 +65,14 @@ def test_autolfads_run_into_an_s3_bucket(bucket):
     import autolfads
 
     out = f"{bucket}/runs/tiny"
-    res = autolfads.run(tiny_dataset(n_trials=40), out, population=3, generations=2,
-                        epochs_per_generation=2, overrides=TINY, quiet=True)
+    ds = tiny_dataset(n_trials=40)
+    autolfads.run(ds, out, population=3, generations=1, epochs_per_generation=2,
+                  overrides=TINY, quiet=True)
+    # As after a lost driver: a new process (here: a fresh local mirror) continues from the
+    # bucket's last completed generation.
+    res = autolfads.run(ds, out, generations=2, resume=True, quiet=True)
+    hp = storage.get_bytes(f"{out}/pbt/hp_log.csv").decode().splitlines()[1:]
+    assert sorted(int(r.split(",")[0]) for r in hp) == [1, 1, 1, 2, 2, 2]
     for name in ("config.yaml", "metrics.json", "pbt/hp_log.csv", "pbt/decision_log.csv",
                  "pbt/best_worker.json", "best_model/checkpoint.pt", "output/lfads_output.mat"):
         assert storage.exists(f"{out}/{name}"), name
