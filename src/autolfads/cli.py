@@ -105,6 +105,41 @@ def run(
         typer.echo(summary_line(res.metrics, res.out))
 
 
+@app.command()
+def status(
+    run_dir: str = typer.Argument(..., metavar="DIR", help="Run directory (local, gs://, s3://)."),
+    all_generations: bool = typer.Option(False, "--all", help="Every generation, not the latest."),
+) -> None:
+    """Table of the population: score, hyperparameters, exploits; best so far; stop progress."""
+    from autolfads.analysis.status import status as show
+
+    show(run_dir, all_generations=all_generations)
+
+
+@app.command()
+def report(
+    run_dir: str = typer.Argument(..., metavar="DIR", help="Run directory (local)."),
+) -> None:
+    """Write DIR/report/index.html: summary, hyperparameters, trials, latents, metrics."""
+    from autolfads.analysis.report import write_report
+
+    typer.echo(f"wrote {write_report(run_dir)}")
+
+
+@app.command()
+def export(
+    run_dir: str = typer.Argument(..., metavar="DIR", help="Run directory (local, gs://, s3://)."),
+    fmt: str = typer.Option(..., "--format", help="mat, h5 or npz."),
+    out: str = typer.Option(None, "--out", help="File to write (default "
+                             "DIR/output/lfads_output.<format>)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+) -> None:
+    """Re-export the outputs (.mat: neurons x time x trials, original order, 1-based indices)."""
+    from autolfads.analysis.export import export as do_export
+
+    typer.echo(f"wrote {do_export(run_dir, fmt, out, force)}")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

@@ -1,0 +1,328 @@
+"""`autolfads report DIR`: DIR/report/index.html with its PNG figures beside it.
+
+One page, no network (no scripts, fonts or styles from elsewhere), five sections:
+summary, hyperparameters (evolution per worker, exploits marked, scores), trials (rasters with
+inferred and true rates), latents (factor PCs, inferred inputs) and metrics (R^2 and bits/spike
+against the smoothing baseline). Sections whose inputs do not exist yet (a live run has no
+outputs; a train-only run has no population) are kept with a sentence saying why, so the page
+always has the same shape.
+
+Writes are atomic and in an order that keeps the page consistent while a browser reloads it:
+each PNG is replaced whole, then index.html, then PNGs the new page no longer uses are removed.
+The runner calls `write_report` after every generation; while a run is live the page reloads
+itself every REFRESH_S seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from autolfads.analysis import plots
+from autolfads.analysis import report_data as rdata
+from autolfads.analysis.atomic import atomic_write
+from autolfads.analysis.report_data import RunView
+from autolfads.analysis.rundir import RunDir, has_scheme
+from autolfads.data.dataset import Dataset
+from autolfads.errors import UserInputError
+
+SECTIONS = (("summary", "Run summary"), ("hyperparameters", "Hyperparameters and scores"),
+            ("trials", "Example trials"), ("latents", "Latent factors and inferred inputs"),
+            ("metrics", "R^2 and bits per spike"))
+REFRESH_S = 30
+CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
+color:#222}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;
+text-align:left;font-variant-numeric:tabular-nums}th{background:#f4f4f4}img{max-width:100%}
+.note{color:#775;background:#fffbe8;border-left:3px solid #eb5;padding:.4em .8em}
+figure{margin:1em 0}figcaption{color:#555;font-size:.9em}nav a{margin-right:1em}"""
+
+
+def write_report(run_dir: str | Path, dataset: Dataset | None = None) -> Path:
+    """Write DIR/report/index.html (+ PNGs) and return its path. `dataset`: the run's data when
+    the caller has it in memory (the runner), else it is found from the run directory."""
+    if has_scheme(run_dir):  # checked before fsspec is involved: no cloud client for nothing
+        raise UserInputError(f"{run_dir}: report needs a local run directory, since it writes "
+                             "DIR/report; copy the run first (e.g. gsutil -m cp -r URI DIR)")
+    rd = RunDir(run_dir)
+    out_dir = rd.local("report")
+    rd.check("report")
+    view = rdata.gather(rd, dataset)
+    page = _Page(out_dir)
+    body = [f'<section id="{sid}"><h2>{title}</h2>\n{build(view, page)}\n</section>'
+            for (sid, title), build in zip(SECTIONS, BUILDERS, strict=True)]
+    index = out_dir / "index.html"
+    atomic_write(index, lambda tmp: tmp.write_text(_html(view, body), encoding="utf-8"))
+    for old in out_dir.glob("*.png"):
+        if old.name not in page.images:
+            old.unlink(missing_ok=True)
+    return index
+
+
+class _Page:
+    """Collects the figures of one page: each saved as report/NAME.png and referenced by name."""
+
+    def __init__(self, out_dir: Path):
+        self.dir = out_dir
+        self.images: list[str] = []
+
+    def figure(self, name: str, fig, caption: str, alt: str) -> str:
+        fname = f"{name}.png"
+        plots.save_png(fig, self.dir / fname)
+        self.images.append(fname)
+        return (f'<figure><img src="{fname}" alt="{_e(alt)}">'
+                f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+# ---------------------------------------------------------------------- sections
+
+
+def _summary(v: RunView, page: _Page) -> str:
+    p, d = v.section("pbt"), v.section("data")
+    rows: list[tuple[str, str]] = []
+    rows.append(("run", "AutoLFADS (population based training)" if v.pbt
+                 else "single LFADS model (autolfads train)"))
+    rows.append(("status", _status(v)))
+    rows.append(("data", _data_line(v)))
+    split = _split_line(v, d)
+    if split:
+        rows.append(("split", split))
+    if v.bin_ms:
+        rows.append(("bin width", f"{v.bin_ms:g} ms"))
+    if v.pbt:
+        gens = max(v.log.generations) if v.log.rows else 0
+        rows.append(("population", f"{p.get('population', len(v.log.workers))} workers"))
+        rows.append(("generations", f"{gens} done of at most {p.get('generations', '?')}, "
+                     f"{p.get('epochs_per_generation', '?')} epochs each"))
+    elif v.metrics:
+        rows.append(("epochs", f"{v.metrics.get('epochs', '?')} (best at epoch "
+                     f"{v.metrics.get('best_epoch', '?')})"))
+    wall = v.elapsed_s()
+    if wall is not None and math.isfinite(wall):
+        rows.append(("wall time" if v.finished else "running for", _duration(wall)))
+    best = _best_line(v)
+    if best:
+        rows.append(("best worker", best))
+    m = v.metrics or {}
+    final = [f"{label} {m[k]:.4g}" for k, label in (
+        ("valid_recon", "valid recon cost"), ("bps", "bits/spike (validation)"),
+        ("r2_rates", "R^2 vs true rates"), ("r2_smoothing", "R^2 of smoothing"))
+        if isinstance(m.get(k), (int, float)) and v.finished]
+    rows.append(("final metrics", ", ".join(final) if final else "when the run finishes"))
+    html_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(val)}</td></tr>" for k, val in rows)
+    out = f"<table>{html_rows}</table>"
+    hp = (v.best or {}).get("hyperparameters")
+    if isinstance(hp, dict) and hp:
+        cells = "".join(f"<tr><td>{_e(k)}</td><td>{_num(x)}</td></tr>" for k, x in hp.items())
+        out += f"<h3>Best worker's hyperparameters</h3><table>{cells}</table>"
+    return out
+
+
+def _hyperparameters(v: RunView, page: _Page) -> str:
+    if not v.pbt:
+        if not v.train_log:
+            return _note("a single model (autolfads train) has no population to show, and "
+                         "train_log.csv is not written yet")
+        fig = plots.training_curve(v.train_log)
+        return (_note("a single model (autolfads train): no population or hyperparameter search; "
+                      "its training curve instead")
+                + page.figure("training", fig, "Reconstruction costs per epoch; the model with "
+                              "the best smoothed validation cost is kept.", "training curve"))
+    if not v.log.rows:
+        return _note("no generation has finished yet; pbt/hp_log.csv appears after the first")
+    space = _space(v)
+    names = v.log.names
+    log_scale = {n: _is_log(n, space, v) for n in names}
+    labels = {n: n + (" (log axis)" if log_scale[n] else "") for n in names}
+    fig = plots.population_evolution(v.log, v.decisions, names, log_scale, labels)
+    hp_html = page.figure(
+        "hyperparameters", fig,
+        "Each worker's hyperparameters in each generation (log axis where the search range is "
+        "logarithmic). A dashed segment ending in a triangle is an exploit: after generation g "
+        "the worker copied the weights and hyperparameters of a better worker, then perturbed "
+        "the hyperparameters (explore).", "hyperparameter evolution")
+    fig = plots.population_evolution(v.log, v.decisions, ["score"], {"score": False},
+                                     {"score": "smoothed validation recon cost (lower is better)"})
+    n_exp = sum(d.exploited for d in v.decisions.values())
+    score_html = page.figure(
+        "scores", fig, f"Score of every worker in every generation; {n_exp} exploits in all, "
+        "marked as above.", "scores per worker and generation")
+    return hp_html + score_html
+
+
+def _trials(v: RunView, page: _Page) -> str:
+    if v.outputs is None or v.outputs.get("rates") is None:
+        return _note(v.notes.get("outputs", "no outputs yet"))
+    rates = v.outputs.arrays["rates"]
+    spikes, truth = rdata.spikes_and_truth(v)
+    trials = rdata.example_trials(v)
+    fig = plots.example_trials(rates, trials, spikes, truth, v.bin_ms)
+    unit = plots.rate_units(v.bin_ms)[1]
+    caption = (f"Validation trials {', '.join(str(k + 1) for k in trials)} (1-based, original "
+               f"order). Top: inferred rates ({unit}) per neuron over time"
+               + ("; circles are spikes (larger = more spikes in the bin)" if spikes is not None
+                  else "") + ". Bottom: the three busiest neurons, inferred rate (solid)"
+               + (" and true rate (dashed)" if truth is not None else "") + ".")
+    out = ""
+    if spikes is None:
+        out += _note(v.notes.get("data", "spikes not available"))
+    if truth is None:
+        out += _note("the data has no true rates, so inferred rates are shown without them")
+    return out + page.figure("trials", fig, caption, "example trials")
+
+
+def _latents(v: RunView, page: _Page) -> str:
+    out = v.outputs
+    if out is None or out.get("factors") is None:
+        return _note(v.notes.get("outputs", "no outputs yet"))
+    fig, caption = plots.factor_trajectories(out.arrays["factors"], rdata.conditions(v))
+    html_out = page.figure("factors", fig, "Latent factors projected on their first three "
+                           f"principal components: {caption}", "factor trajectories")
+    inputs = out.get("inferred_inputs")
+    if inputs is None or inputs.ndim != 3 or inputs.shape[2] == 0:
+        return html_out + _note("no inferred inputs: the controller is off (model.co_dim = 0)")
+    fig = plots.inferred_inputs(inputs, rdata.example_trials(v), v.bin_ms)
+    return html_out + page.figure(
+        "inputs", fig, "Inferred inputs over time for the example trials, with the mean +- sd "
+        "over all trials (grey).", "inferred inputs")
+
+
+def _metrics(v: RunView, page: _Page) -> str:
+    rows, panels = rdata.metric_rows(v)
+    if not rows:
+        return _note(v.notes.get("outputs", "no metrics yet"))
+    head = ("<tr><th>method</th><th>trials</th><th>R^2 vs true rates (pooled, as "
+            "compare_rates.m)</th><th>mean R^2 per neuron</th><th>bits/spike</th></tr>")
+    body = "".join(f"<tr><td>{_e(r['method'])}</td><td>{_e(r['trials'])}</td>"
+                   f"<td>{_num(r['r2'])}</td><td>{_num(r['r2n'])}</td><td>{_num(r['bps'])}</td>"
+                   "</tr>" for r in rows)
+    out = f"<table>{head}{body}</table>"
+    out += ("<p>R^2: squared correlation of inferred and true rates over all trials, bins and "
+            "neurons. Bits/spike: Poisson log-likelihood gain over each neuron's mean rate, per "
+            "spike (higher is better). The smoothing width is the one that matches the true "
+            "rates best (an oracle choice, so the baseline is strong). Its bits/spike use rates "
+            "made without each bin's own count (a rate cannot be scored on the spike it was made "
+            "from), mixed with the neuron's mean rate; width and weight are chosen on the "
+            "training trials.</p>")
+    if "__truth__" not in panels:
+        if not any(r["r2"] is not None for r in rows):
+            out += _note("no true rates in the data: R^2 needs ground truth (synthetic data); "
+                         "bits/spike is the measure for real recordings")
+        return out
+    truth = panels.pop("__truth__")
+    fig = plots.rates_vs_truth(list(panels.items()), truth, v.bin_ms)
+    return out + page.figure("rates_vs_truth", fig, "Inferred vs true rates (a random sample of "
+                             "trials x bins x neurons); the line is y = x.", "rates vs truth")
+
+
+BUILDERS: tuple[Callable[[RunView, _Page], str], ...] = (
+    _summary, _hyperparameters, _trials, _latents, _metrics)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _status(v: RunView) -> str:
+    if v.finished:
+        reason = (v.metrics or {}).get("stopped_reason")
+        return "finished" + (f" ({reason})" if reason else "")
+    if v.pbt and v.log.rows:
+        return (f"in progress: generation {max(v.log.generations)} of at most "
+                f"{v.section('pbt').get('generations', '?')} done (this page reloads every "
+                f"{REFRESH_S} s)")
+    return "in progress (no results yet)"
+
+
+def _data_line(v: RunView) -> str:
+    ds, out = v.dataset, v.outputs
+    if ds is not None:
+        return f"{ds.source}: {ds.n_trials} trials x {ds.n_time} bins x {ds.n_neurons} neurons"
+    src = (v.rd.read_json("run.json") or {}).get("data") or (
+        out.attrs.get("source") if out is not None else None)
+    shape = ""
+    if out is not None and out.get("rates") is not None:
+        k, t, n = out.arrays["rates"].shape
+        shape = f"{k} trials x {t} bins x {n} neurons"
+    return ": ".join(x for x in (src, shape) if x) or "not known yet"
+
+
+def _split_line(v: RunView, d: dict) -> str:
+    out, ds = v.outputs, v.dataset
+    if out is not None and out.get("train_inds") is not None and out.get("valid_inds") is not None:
+        n_tr, n_va = len(out.arrays["train_inds"]), len(out.arrays["valid_inds"])
+    elif ds is not None:
+        n_tr, n_va = len(ds.train_inds), len(ds.valid_inds)
+    else:
+        return ""
+    rule = (f"every {d.get('valid_every', 5)}th trial to validation unless the file gives a split"
+            if d.get("split", "every_nth") == "every_nth"
+            else f"seeded random (seed {d.get('split_seed', 0)}) unless the file gives a split")
+    return f"{n_tr} train / {n_va} validation trials ({rule})"
+
+
+def _best_line(v: RunView) -> str:
+    b = v.best
+    if not v.pbt or not b:
+        return ""
+    return (f"worker {b.get('worker')} in generation {b.get('generation')}, score "
+            f"{_num(b.get('score'))}")
+
+
+def _space(v: RunView) -> dict:
+    from autolfads.config import HPOverride
+    from autolfads.pbt.search_space import build_space
+
+    try:
+        raw = v.section("pbt").get("search_space") or {}
+        return build_space({k: HPOverride(**o) for k, o in raw.items()})
+    except Exception:  # a run from another version: fall back on the values themselves
+        return {}
+
+
+def _is_log(name: str, space: dict, v: RunView) -> bool:
+    """Log axis where the search range is logarithmic: a log-uniform start, or a positive range
+    spanning two decades or more (lr starts fixed but is explored over 1e-5..5e-3)."""
+    hp = space.get(name)
+    if hp is not None:
+        return hp.init == "log_uniform" or (hp.low > 0 and hp.high / hp.low >= 100)
+    col = v.log.table(name)
+    col = col[np.isfinite(col)]
+    return bool(col.size and (col > 0).all() and col.max() / col.min() >= 100)
+
+
+def _html(v: RunView, body: list[str]) -> str:
+    title = f"autolfads report: {Path(v.rd.location).resolve().name}"
+    refresh = "" if v.finished else f'<meta http-equiv="refresh" content="{REFRESH_S}">'
+    nav = "".join(f'<a href="#{sid}">{t}</a>' for sid, t in SECTIONS)
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{refresh}'
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n"
+            f"<h1>{_e(title)}</h1><p>{_e(str(Path(v.rd.location).resolve()))} &middot; "
+            f"generated {stamp} &middot; {_e(_status(v))}</p><nav>{nav}</nav>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{_e(text)}</p>'
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x))
+
+
+def _num(x: object) -> str:
+    if x is None or not isinstance(x, (int, float)):
+        return "&ndash;" if x is None else _e(x)
+    if not math.isfinite(x):
+        return _e(x)
+    return f"{x:.3e}" if x != 0 and (abs(x) < 1e-2 or abs(x) >= 1e4) else f"{x:.4g}"
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"

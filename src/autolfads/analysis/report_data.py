@@ -1,0 +1,264 @@
+"""Everything the report shows, gathered from a run directory (and the run's input data).
+
+The outputs hold rates, factors, inputs and (for synthetic data) the true rates, but not the
+spikes: rasters, bits/spike and the smoothing baseline need the input data, which is found from
+run.json or the outputs' `source` attribute (a file path, or the built-in Lorenz data). When it
+cannot be found or no longer matches the outputs, those parts are left out with a note saying why.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autolfads.analysis.rundir import Decision, HPLog, Outputs, RunDir, has_scheme, read_outputs
+from autolfads.data.dataset import Dataset
+from autolfads.errors import UserInputError
+
+LORENZ_SOURCE = re.compile(r"built-in Lorenz \(seed (\d+)\)")
+
+
+@dataclass
+class RunView:
+    rd: RunDir
+    config: dict
+    metrics: dict | None
+    pbt: bool
+    log: HPLog
+    decisions: dict[tuple[int, int], Decision]
+    best: dict | None  # pbt/best_worker.json
+    train_log: list[dict[str, float]]
+    outputs: Outputs | None
+    dataset: Dataset | None
+    notes: dict[str, str] = field(default_factory=dict)  # why a part is missing, by topic
+
+    @property
+    def finished(self) -> bool:
+        if self.metrics is None:
+            return False
+        if not self.pbt or not self.log.rows:
+            return True
+        # A finished run continued with --resume keeps its old metrics.json until it ends again.
+        return int(self.metrics.get("generations", 0)) >= max(self.log.generations)
+
+    @property
+    def bin_ms(self) -> float | None:
+        if self.outputs is not None and self.outputs.bin_size_ms:
+            return self.outputs.bin_size_ms
+        if self.dataset is not None and self.dataset.bin_size_s:
+            return self.dataset.bin_size_s * 1000.0
+        v = (self.config.get("data") or {}).get("bin_size_ms")
+        return float(v) if isinstance(v, (int, float)) and v > 0 else None
+
+    def section(self, name: str) -> dict:
+        v = self.config.get(name)
+        return v if isinstance(v, dict) else {}
+
+    def elapsed_s(self) -> float | None:
+        """Wall time of a finished run, or time since the run started for a live one."""
+        if self.metrics and self.finished:
+            return float(self.metrics.get("wall_s", math.nan))
+        if self.rd.remote or not self.rd.exists("config.yaml"):
+            return None
+        return time.time() - self.rd.local("config.yaml").stat().st_mtime
+
+
+def gather(rd: RunDir, dataset: Dataset | None = None) -> RunView:
+    notes: dict[str, str] = {}
+    try:
+        outputs = read_outputs(rd)
+    except UserInputError as e:
+        outputs, notes["outputs"] = None, str(e)
+    if outputs is None and "outputs" not in notes:
+        notes["outputs"] = ("output/lfads_output.h5 is written when the run finishes; run "
+                            "`autolfads report DIR` then to add rates, factors and inputs")
+    if dataset is None:
+        dataset, why = find_dataset(rd, outputs)
+        if why:
+            notes["data"] = why
+    if outputs is not None and dataset is not None:
+        mismatch = _mismatch(dataset, outputs)
+        if mismatch:
+            dataset, notes["data"] = None, mismatch
+    return RunView(rd, rd.config(), rd.metrics(), rd.is_pbt(), rd.hp_log(), rd.decisions(),
+                   rd.read_json("pbt/best_worker.json"), rd.train_log(), outputs, dataset, notes)
+
+
+def find_dataset(rd: RunDir, outputs: Outputs | None) -> tuple[Dataset | None, str]:
+    """The run's input data, or None and a sentence saying why not."""
+    from autolfads.config import DataConfig
+
+    try:
+        cfg = DataConfig(**(rd.config().get("data") or {}))
+    except Exception:  # config from another version: the defaults still read most files
+        cfg = DataConfig()
+    recorded = (rd.read_json("run.json") or {}).get("data")
+    source = outputs.attrs.get("source") if outputs is not None else None
+    why = "the run does not record where its data came from (data passed from Python)"
+    for src in (recorded, source):
+        if not isinstance(src, str) or not src:
+            continue
+        m = LORENZ_SOURCE.fullmatch(src)
+        if m:
+            from autolfads.data.synthetic import lorenz_dataset
+
+            return lorenz_dataset(seed=int(m.group(1)), cfg=cfg), ""
+        if has_scheme(src):
+            why = f"the data ({src}) is remote; spikes are read only from local files"
+            continue
+        if not Path(src).is_file():
+            why = f"the data file {src} is no longer there"
+            continue
+        from autolfads.data.io import load_dataset
+
+        try:
+            return load_dataset(src, cfg), ""
+        except UserInputError as e:
+            why = f"the data file could not be read again: {e}"
+    return None, f"spikes not shown: {why}"
+
+
+def _mismatch(ds: Dataset, out: Outputs) -> str:
+    rates, tr, va = out.get("rates"), out.get("train_inds"), out.get("valid_inds")
+    if rates is None:
+        return ""
+    if rates.shape != (ds.n_trials, ds.n_time, ds.n_neurons):
+        return (f"spikes not shown: the data ({ds.summary()}) no longer matches the outputs "
+                f"(rates {rates.shape[0]} x {rates.shape[1]} x {rates.shape[2]})")
+    if tr is not None and va is not None and not (
+            np.array_equal(np.sort(tr), np.sort(ds.train_inds))
+            and np.array_equal(np.sort(va), np.sort(ds.valid_inds))):
+        return "spikes not shown: the data's train/valid split differs from the run's"
+    return ""
+
+
+def example_trials(view: RunView, n: int = 4) -> list[int]:
+    """A few validation trials spread over the session (held-out trials show generalisation)."""
+    out = view.outputs
+    assert out is not None
+    pool = out.get("valid_inds")
+    if pool is None or not len(pool):
+        pool = np.arange(out.arrays["rates"].shape[0])
+    pool = np.sort(np.asarray(pool))
+    pick = np.unique(np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int))
+    return [int(pool[i]) for i in pick]
+
+
+def spikes_and_truth(view: RunView) -> tuple[np.ndarray | None, np.ndarray | None]:
+    truth = view.outputs.get("truth") if view.outputs is not None else None
+    spikes = None
+    if view.dataset is not None:
+        spikes = view.dataset.all_data()
+        if truth is None:
+            truth = view.dataset.all_truth()
+    return spikes, truth
+
+
+def conditions(view: RunView) -> np.ndarray | None:
+    c = view.outputs.get("conditions") if view.outputs is not None else None
+    if c is None and view.dataset is not None:
+        c = view.dataset.conditions
+    if c is None or np.asarray(c).dtype.kind not in "iuf":
+        return None
+    return np.asarray(c).ravel()
+
+
+def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The R^2 / bits-per-spike table: LFADS on all/train/valid trials and the smoothing
+    baseline. Computed from the outputs (and spikes when found); metrics.json fills in what
+    cannot be recomputed. Also returns the rate arrays for the scatter plot."""
+    from autolfads.analysis.metrics import (
+        bits_per_spike,
+        r2_per_neuron,
+        r2_rates,
+        smoothing_baseline,
+    )
+
+    m = view.metrics or {}
+    out = view.outputs
+    if out is None or out.get("rates") is None:
+        rows = [{"method": "LFADS", "trials": "validation", "r2": m.get("r2_rates_valid"),
+                 "r2n": None, "bps": m.get("bps_valid")},
+                {"method": "LFADS", "trials": "all", "r2": m.get("r2_rates"),
+                 "r2n": m.get("r2_per_neuron"), "bps": None}]
+        if "r2_smoothing" in m:
+            rows.append({"method": "Gaussian smoothing", "trials": "all",
+                         "r2": m.get("r2_smoothing"), "r2n": None, "bps": None})
+        return ([r for r in rows if any(r[k] is not None for k in ("r2", "r2n", "bps"))], {})
+    rates = out.arrays["rates"]
+    spikes, truth = spikes_and_truth(view)
+    splits = {"all": np.arange(len(rates))}
+    for split in ("train", "valid"):
+        if out.get(f"{split}_inds") is not None:
+            splits[split] = np.asarray(out.arrays[f"{split}_inds"])
+    names = {"all": "all", "train": "train", "valid": "validation"}
+
+    def row(method: str, r: np.ndarray, split: str, r_bps: np.ndarray | None = None) -> dict:
+        idx = splits[split]
+        r_bps = r if r_bps is None else r_bps
+        return {
+            "method": method, "trials": names[split],
+            "r2": r2_rates(r[idx], truth[idx]) if truth is not None else None,
+            "r2n": r2_per_neuron(r[idx], truth[idx]) if truth is not None else None,
+            "bps": bits_per_spike(r_bps[idx], spikes[idx]) if spikes is not None else None,
+        }
+
+    rows = [row("LFADS", rates, s) for s in ("all", "train", "valid") if s in splits]
+    panels = {"LFADS": rates}
+    if spikes is not None:
+        base = smoothing_baseline(spikes, truth)
+        sigma = base["sigma_bins"]
+        label = f"Gaussian smoothing (sigma {sigma:g} bins)"
+        train = splits.get("train", splits["all"])
+        bps_rates, how = smoothing_for_bps(spikes, train)
+        label += f"; for bits/spike: {how}"
+        rows += [row(label, base["rates"], s, bps_rates) for s in ("all", "valid") if s in splits]
+        panels[f"smoothing (sigma {sigma:g} bins)"] = base["rates"]
+    elif "r2_smoothing" in m:
+        rows.append({"method": f"Gaussian smoothing (sigma {m.get('smoothing_sigma_bins', '?')} "
+                     "bins, from metrics.json)", "trials": "all", "r2": m["r2_smoothing"],
+                     "r2n": None, "bps": None})
+    if truth is None:
+        return rows, {}
+    return rows, {**panels, "__truth__": truth}
+
+
+def smooth_without_own_bin(spikes: np.ndarray, sigma_bins: float) -> np.ndarray:
+    """Gaussian smoothing along time that leaves each bin's own count out of its estimate:
+    a rate scored by bits/spike must not contain the very spike it is scored on."""
+    from scipy.ndimage import convolve1d
+
+    x = np.asarray(spikes, dtype=np.float64)
+    half = max(1, int(np.ceil(4 * sigma_bins)))
+    k = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma_bins) ** 2)
+    k[half] = 0.0
+    num = convolve1d(x, k, axis=1, mode="constant", cval=0.0)
+    mass = convolve1d(np.ones(x.shape[1]), k, mode="constant", cval=0.0)
+    return num / np.maximum(mass, 1e-12).reshape(1, -1, *([1] * (x.ndim - 2)))
+
+
+def smoothing_for_bps(spikes: np.ndarray, train: np.ndarray,
+                      sigmas: tuple[float, ...] = (1, 2, 3, 4, 6, 8),
+                      weights: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9, 1.0)
+                      ) -> tuple[np.ndarray, str]:
+    """The smoothing baseline's rates for bits/spike: own bin left out, mixed with the neuron's
+    mean rate (a bin whose neighbours are silent would otherwise get rate ~0, and one spike there
+    costs ~20 nats). Width and weight are chosen by likelihood on the training trials only."""
+    from autolfads.analysis.metrics import RATE_FLOOR
+
+    mean = spikes[train].mean(axis=(0, 1))
+    best = (-np.inf, None, "")
+    for sigma in sigmas:
+        loo = smooth_without_own_bin(spikes, sigma)
+        for w in weights:
+            rates = w * loo + (1 - w) * mean
+            r = np.maximum(rates[train], RATE_FLOOR)
+            ll = float((spikes[train] * np.log(r) - r).sum())  # log(y!) is the same for all
+            if ll > best[0]:
+                best = (ll, rates, f"sigma {sigma:g} bins, weight {w:g}")
+    return best[1], best[2]
