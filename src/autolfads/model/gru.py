@@ -2,63 +2,91 @@
 
 Autograd records ~25 small ops per GRU step and replays them one by one in the backward pass;
 at LFADS sizes (B ~ 200, H ~ 64) each op takes microseconds of bookkeeping next to a few of
-arithmetic. Here the forward pass writes the few activations the backward pass needs into
-preallocated (T, ...) buffers, the backward pass walks the steps with ~10 fused ops each, and all
-weight gradients are left to one large matmul over all T * B rows after the loop.
+arithmetic. Here every step is one matmul and five fused elementwise ops written into
+preallocated buffers, the backward pass walks the steps with ~10 ops each, and the weight
+gradients are left to a few large matmuls per chunk of steps.
 
 The equations are those of layers.ClippedGRUCell (the cuDNN form of the GRU):
 
-    r = sigmoid(x_r + h_r),  z = sigmoid(x_z + h_z),  n = tanh(x_n + r * h_n),
-    h' = n + z * (h - n)   [= lerp(n, h, z)],  with [h_r, h_z, h_n] = U h + b_hh,
+    r = sigmoid(a_r),  z = sigmoid(a_z),  n = tanh(x_n + r * h_n),  h' = n + z * (h - n),
+    [a_r, a_z] = W_rz x + b_irz + U_rz h + b_hrz,   x_n = W_n x + b_in,   h_n = U_n h + b_hn.
 
-and, for a step with incoming gradient dh',
-    dn = dh' (1 - z),   da_n = dn (1 - n^2),   dz = dh' (h - n),   dr = da_n h_n,
-    dh = dh' z + [dr r(1-r), dz z(1-z), da_n r] U.
+Gate buffer (4H columns per step, one layout for the forward and the backward pass):
 
-Gradient buffers use 4H columns per step, [d(x_r + h_r), d(x_z + h_z), d h_n, d x_n], so that
-the hidden-state gradient (first 3H) and the input-gate gradient (columns 0:2H and 3H:4H) are
-both plain strided views of one tensor.
+    forward   P = [a_r, a_z, h_n, 2 x_n]  ->  (in place)  [r, z, h_n, n]
+    backward  d = [d a_r, d a_z, d h_n, d x_n]
+
+The input projection fills all four blocks in one matmul with the weight [W_r; W_z; 0; 2 W_n]
+and bias [b_ir + b_hr, b_iz + b_hz, b_hn, 2 b_in]; the recurrent matmul then adds U h into the
+first 3H columns in place. The hidden-state gradient of a step is d[:, :3H] @ U and the input
+gate gradients are d[:, :2H], d[:, 3H:]. tanh(a) is computed as 2 sigmoid(2 a) - 1 (the factor
+2 is folded into the x_n column and the value=2 of addcmul): the same function, and torch's CPU
+sigmoid is several times faster than its tanh.
+
+Time is processed in chunks of ~2048 rows (steps x batch): each chunk's gate buffer is a
+separate tensor, so no buffer of the size of the whole sequence is allocated and freed per call
+(those are mmapped by malloc and cost a page fault per 4 KiB on every use), and the backward
+pass's gradient buffer is one chunk, reused, and warm in cache for the weight-gradient matmuls.
+
+For a step with incoming gradient dh',
+    dn = dh' (1 - z),   d x_n = dn (1 - n^2),   dz = dh' (h - n),   dr = d x_n h_n,
+    d h_n = d x_n r,    dh = dh' z + [dr r(1-r), dz z(1-z), d h_n] U.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-_tanh_bwd = torch.ops.aten.tanh_backward.grad_input
-_sigmoid_bwd = torch.ops.aten.sigmoid_backward.grad_input
+from autolfads.model import loops
+
+CHUNK_ROWS = 2048  # steps x batch rows per chunk of the time loop
 
 
-def cell_forward(xg_rz, xg_n, hg, h, rz_out, n_out, h_out, H: int) -> None:
-    """One GRU step into preallocated outputs; hg = U h + b_hh (any leading dims)."""
-    torch.add(xg_rz, hg[..., : 2 * H], out=rz_out).sigmoid_()
-    torch.addcmul(xg_n, rz_out[..., :H], hg[..., 2 * H :], out=n_out).tanh_()
-    torch.lerp(n_out, h, rz_out[..., H:], out=h_out)
+def chunks(T: int, B: int) -> list[tuple[int, int]]:
+    """[(t0, t1), ...]: T steps in near-equal chunks of about CHUNK_ROWS rows."""
+    n = max(1, min(T, math.ceil(T * B / CHUNK_ROWS)))
+    k = math.ceil(T / n)
+    return [(t0, min(T, t0 + k)) for t0 in range(0, T, k)]
 
 
-def cell_backward(dh, rz, n, hg, h_prev, d, tmp, H: int) -> torch.Tensor:
-    """Fill d (..., 4H) with the gate gradients of one step; return dh' * z (the direct path)."""
-    hz = dh * rz[..., H:]
-    torch.sub(dh, hz, out=tmp)  # dn
-    d_an = d[..., 3 * H :]
-    _tanh_bwd(tmp, n, grad_input=d_an)
-    torch.mul(d_an, hg[..., 2 * H :], out=d[..., :H])  # dr
-    torch.sub(h_prev, n, out=tmp)
-    torch.mul(dh, tmp, out=d[..., H : 2 * H])  # dz
-    _sigmoid_bwd(d[..., : 2 * H], rz, grad_input=d[..., : 2 * H])
-    torch.mul(d_an, rz[..., :H], out=d[..., 2 * H : 3 * H])
-    return hz
+def input_weight4(w: torch.Tensor, H: int) -> torch.Tensor:
+    """Input weights (..., 3H, D) -> (..., 4H, D) in gate-buffer rows [W_r; W_z; 0; 2 W_n]."""
+    zeros = w.new_zeros(*w.shape[:-2], H, w.shape[-1])
+    return torch.cat([w[..., : 2 * H, :], zeros, 2.0 * w[..., 2 * H :, :]], dim=-2)
 
 
-def input_gate_grad(d: torch.Tensor, H: int) -> torch.Tensor:
-    """(..., 4H) gate gradients -> (..., 3H) gradient of the input gates x_r, x_z, x_n."""
-    return torch.cat([d[..., : 2 * H], d[..., 3 * H :]], dim=-1)
+def input_bias4(b_ih: torch.Tensor, b_hh: torch.Tensor, H: int) -> torch.Tensor:
+    """(..., 3H) biases -> (..., 4H) gate-buffer bias [b_ir + b_hr, b_iz + b_hz, b_hn, 2 b_in]."""
+    return torch.cat([b_ih[..., : 2 * H] + b_hh[..., : 2 * H], b_hh[..., 2 * H :],
+                      2.0 * b_ih[..., 2 * H :]], dim=-1)
+
+
+def grad_weight4(w: torch.Tensor, H: int) -> torch.Tensor:
+    """Input weights (..., 3H, D) -> (..., 4H, D) rows [W_r; W_z; 0; W_n]: d @ this is the
+    gradient of the input of a step from its gate gradients d."""
+    zeros = w.new_zeros(*w.shape[:-2], H, w.shape[-1])
+    return torch.cat([w[..., : 2 * H, :], zeros, w[..., 2 * H :, :]], dim=-2)
+
+
+def rows3(g4: torch.Tensor, H: int) -> torch.Tensor:
+    """(..., 4H, D) gradient in gate-buffer rows -> (..., 3H, D) input-weight gradient rows."""
+    return torch.cat([g4[..., : 2 * H, :], g4[..., 3 * H :, :]], dim=-2)
+
+
+def bias_grads(colsum: torch.Tensor, H: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column sums (..., 4H) of the gate gradients -> (d b_ih, d b_hh)."""
+    d_ih = torch.cat([colsum[..., : 2 * H], colsum[..., 3 * H :]], dim=-1)
+    return d_ih, colsum[..., : 3 * H]
 
 
 class GRUStack(torch.autograd.Function):
     """G independent GRUs of one size run in lockstep, so one bmm per step serves all of them.
 
     x (G, T, B, N), w_ih (G, 3H, N), b_ih (G, 3H), w_hh (G, 3H, H), b_hh (G, 3H), h0 (G, B, H)
-    -> hidden states after each step, (G, T, B, H). No clipping (these are the encoders).
+    -> (last states (G, B, H), then per GRU its states after each step (T, B, H)).
+    No clipping (these are the encoders).
     """
 
     @staticmethod
@@ -66,63 +94,72 @@ class GRUStack(torch.autograd.Function):
         G, T, B, N = x.shape
         H = w_hh.shape[-1]
         xs = x.reshape(G, T * B, N)
-        xg = torch.baddbmm(b_ih.unsqueeze(1), xs, w_ih.transpose(1, 2)).view(G, T, B, 3 * H)
+        w4 = input_weight4(w_ih, H).transpose(1, 2)  # (G, N, 4H)
+        b4 = input_bias4(b_ih, b_hh, H).unsqueeze(1)  # (G, 1, 4H)
+        u = w_hh.transpose(1, 2)  # (G, H, 3H)
         keep = any(ctx.needs_input_grad)
-        steps = T if keep else 1  # without a backward pass one step of scratch is enough
+        neg1 = x.new_full((), -1.0)
         hs = x.new_empty(G, T + 1, B, H)
         hs[:, 0] = h0
-        hg = x.new_empty(steps, G, B, 3 * H)
-        rz = x.new_empty(steps, G, B, 2 * H)
-        n = x.new_empty(steps, G, B, H)
-        w_hh_t, b_hh = w_hh.transpose(1, 2), b_hh.unsqueeze(1)
-        for t in range(T):
-            s = t if keep else 0
-            torch.baddbmm(b_hh, hs[:, t], w_hh_t, out=hg[s])
-            xt = xg[:, t]
-            cell_forward(xt[..., : 2 * H], xt[..., 2 * H :], hg[s], hs[:, t], rz[s], n[s],
-                         hs[:, t + 1], H)
+        bufs, scratch = [], None
+        for t0, t1 in chunks(T, B):
+            c = t1 - t0
+            if keep or scratch is None or scratch.shape[1] != c * B:
+                scratch = x.new_empty(G, c * B, 4 * H)
+            P = torch.baddbmm(b4, xs[:, t0 * B : t1 * B], w4, out=scratch).view(G, c, B, 4 * H)
+            loops.stack_forward(P, hs, u, t0, neg1, H)
+            if keep:
+                bufs.append(P)
         if keep:
             ctx.save_for_backward(xs, w_ih, w_hh)
-            ctx.bufs = (hs, hg, rz, n)
-        return hs[:, 1:]
+            ctx.bufs = (hs, bufs)
+        # Unused outputs get no gradient (not zeros of the whole sequence): the IC encoders
+        # only pass on their last state, the CI encoders their whole sequence.
+        ctx.set_materialize_grads(False)
+        return (hs[:, T], *(hs[g, 1:] for g in range(G)))
 
     @staticmethod
-    def backward(ctx, grad_hs):
+    def backward(ctx, grad_last, *grad_seqs):
         xs, w_ih, w_hh = ctx.saved_tensors
-        hs, hg, rz, n = ctx.bufs
+        hs, bufs = ctx.bufs
         del ctx.bufs
         G, T1, B, H = hs.shape
         T = T1 - 1
-        d = hs.new_empty(G, T, B, 4 * H)
-        tmp = hs.new_empty(G, B, H)
-        dh = hs.new_zeros(G, B, H)
-        for t in reversed(range(T)):
-            if grad_hs is not None:
-                dh = dh + grad_hs[:, t]
-            hz = cell_backward(dh, rz[t], n[t], hg[t], hs[:, t], d[:, t], tmp, H)
-            dh = torch.baddbmm(hz, d[:, t, :, : 3 * H], w_hh)
+        N = xs.shape[-1]
         need = ctx.needs_input_grad
-        d_hid = d[..., : 3 * H].reshape(G, T * B, 3 * H)
-        d_x = [d[..., : 2 * H].reshape(G, T * B, 2 * H), d[..., 3 * H :].reshape(G, T * B, H)]
-        dx = dw_ih = db_ih = dw_hh = db_hh = None
-        if need[0]:
-            dx = sum(torch.bmm(g, w) for g, w in zip(d_x, w_ih.split([2 * H, H], 1), strict=True))
-            dx = dx.view(G, T, B, -1)
-        if need[1]:
-            dw_ih = torch.cat([torch.bmm(g.transpose(1, 2), xs) for g in d_x], dim=1)
-        if need[2]:
-            db_ih = torch.cat([g.sum(1) for g in d_x], dim=1)
-        if need[3]:
-            dw_hh = torch.bmm(d_hid.transpose(1, 2), hs[:, :T].reshape(G, T * B, H))
-        if need[4]:
-            db_hh = d_hid.sum(1)
-        return dx, dw_ih, db_ih, dw_hh, db_hh, dh
+        spans = chunks(T, B)
+        k = max(t1 - t0 for t0, t1 in spans)
+        dbuf = hs.new_empty(G, k, B, 4 * H)
+        tmp = hs.new_empty(G, B, H)
+        dh = hs.new_zeros(G, B, H) if grad_last is None else grad_last.clone()
+        seq_idx = [g for g, s in enumerate(grad_seqs) if s is not None]
+        seq_grads = [grad_seqs[g] for g in seq_idx]
+        dw_hh = hs.new_zeros(G, 3 * H, H)
+        dw4t = hs.new_zeros(G, N, 4 * H)  # transposed: MKL is much faster with N on the left
+        colsum = hs.new_zeros(G, 4 * H)
+        dx = hs.new_empty(G, T, B, N) if need[0] else None
+        w4g = grad_weight4(w_ih, H) if need[0] else None
+        for (t0, t1), P in zip(reversed(spans), reversed(bufs), strict=True):
+            c = t1 - t0
+            d = dbuf if c == k else hs.new_empty(G, c, B, 4 * H)
+            dh = loops.stack_backward(dh, P, hs, d, tmp, w_hh, t0, seq_idx, seq_grads, H)
+            rows = d.reshape(G, c * B, 4 * H)
+            dw_hh.baddbmm_(rows[..., : 3 * H].transpose(1, 2),
+                           hs[:, t0:t1].reshape(G, c * B, H))
+            dw4t.baddbmm_(xs[:, t0 * B : t1 * B].transpose(1, 2), rows)
+            colsum += rows.sum(1)
+            if dx is not None:
+                dx[:, t0:t1] = torch.bmm(rows, w4g).view(G, c, B, N)
+        db_ih, db_hh = bias_grads(colsum, H)
+        return (dx, rows3(dw4t.transpose(1, 2), H) if need[1] else None, db_ih if need[2] else None,
+                dw_hh if need[3] else None, db_hh if need[4] else None, dh)
 
 
-def bidirectional(grus, h0s, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def bidirectional(grus, h0s, x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
     """Run bidirectional nn.GRU modules (one layer, same input x (B, T, N), same hidden size)
     as one GRUStack. h0s: (2, 1, H) initial states. Returns, per module, the forward states
-    (T, B, H) and the backward direction's states in its own (reversed) time order."""
+    (T, B, H), the backward direction's states in its own (reversed) time order, and the final
+    states (B, H) of both directions."""
     E = len(grus)
     x_tb = x.transpose(0, 1)
     xx = torch.stack([x_tb] * E + [x_tb.flip(0)] * E)
@@ -132,6 +169,6 @@ def bidirectional(grus, h0s, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.
         return torch.stack([getattr(g, name + s) for s in (fwd, rev) for g in grus])
 
     h0 = torch.stack([h[d] for d in (0, 1) for h in h0s]).expand(-1, x.shape[0], -1)
-    hs = GRUStack.apply(xx, param("weight_ih"), param("bias_ih"), param("weight_hh"),
-                        param("bias_hh"), h0)
-    return [(hs[e], hs[E + e]) for e in range(E)]
+    last, *seqs = GRUStack.apply(xx, param("weight_ih"), param("bias_ih"), param("weight_hh"),
+                                 param("bias_hh"), h0)
+    return [(seqs[e], seqs[E + e], last[e], last[E + e]) for e in range(E)]

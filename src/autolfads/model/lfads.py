@@ -33,7 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from autolfads.config import ModelConfig
@@ -104,9 +103,10 @@ class LFADS(nn.Module):
         con = self.con.weight_hh.pow(2).sum()
         return gen, con, self.gen.weight_hh.numel() + self.con.weight_hh.numel()
 
-    def draw_noise(self, data: torch.Tensor, sample: bool = True) -> Noise:
-        """The random draws a forward pass on `data` makes (dropout masks in train mode only)."""
-        return draw_noise(self, data.shape[0], data.shape[1], data, sample)
+    def draw_noise(self, data: torch.Tensor, sample: bool = True, map_fn=None) -> Noise:
+        """The random draws a forward pass on `data` makes (dropout masks in train mode only);
+        map_fn: a parallel map to fill the masks with (noise.draw_noise)."""
+        return draw_noise(self, data.shape[0], data.shape[1], data, sample, map_fn)
 
     # -- forward -------------------------------------------------------------------------------
 
@@ -135,8 +135,7 @@ class LFADS(nn.Module):
                       for s in bidirectional([e], [h], x)]
 
         # IC encoder -> q(z0 | x)
-        fwd, rev = states[0]
-        e = torch.cat([fwd[-1], rev[-1]], dim=-1)  # (B, 2H)
+        e = torch.cat(states[0][2:], dim=-1)  # final states of both directions, (B, 2H)
         if nz.ic_enc is not None:
             e = e * nz.ic_enc
         ic_mean, ic_logvar = self.ic_linear(e).chunk(2, dim=-1)
@@ -144,25 +143,18 @@ class LFADS(nn.Module):
         z0 = ic_mean if nz.z0 is None else ic_mean + torch.exp(0.5 * ic_logvar) * nz.z0
         g0 = self.ic_to_g0(z0)
 
-        # Input gates of known value for all bins are projected once, outside the time loop.
-        K = cfg.co_dim
-        if self.ext_input_dim:
-            gen_xg = F.linear(ext_input.transpose(0, 1), self.gen.weight_ih[:, K:],
-                              self.gen.bias_ih)
-        else:
-            gen_xg = self.gen.bias_ih.expand(T, B, -1)
-        con_args = [None] * 9
-        if self.use_con:
-            ci = self._controller_inputs(*states[1], T, nz)
-            con_xg = F.linear(ci, self.con.weight_ih[:, : ci.shape[-1]], self.con.bias_ih)
-            con_args = [con_xg, None, None, self.con_h0.expand(B, -1),
-                        self.con.weight_ih[:, ci.shape[-1]:], self.con.weight_hh,
-                        self.con.bias_hh, self.co_linear.weight, self.co_linear.bias]
+        con, gen = (self.con if self.use_con else None), self.gen
+        ci = self._controller_inputs(*states[1][:2], T, nz) if self.use_con else None
+        ext = None if not self.ext_input_dim else ext_input.transpose(0, 1)
         fac, u, co = Decoder.apply(
-            con_args[0], gen_xg, g0, *con_args[3:], self.gen.weight_ih[:, :K],
-            self.gen.weight_hh, self.gen.bias_hh, self.fac.normalized_weight(), nz.fac, nz.gen,
-            nz.u, cfg.cell_clip,
+            ci, ext, g0,
+            self.con_h0.expand(B, -1) if con else None,
+            *((con.weight_ih, con.bias_ih, con.weight_hh, con.bias_hh, self.co_linear.weight,
+               self.co_linear.bias) if con else (None,) * 6),
+            gen.weight_ih, gen.bias_ih, gen.weight_hh, gen.bias_hh,
+            self.fac.normalized_weight(), nz.fac, nz.gen, nz.u, cfg.cell_clip, T,
         )
+        K = cfg.co_dim
         log_rates = self.readout(fac)  # (T, B, N)
         bt = lambda a: a.transpose(0, 1)  # noqa: E731  (time-major inside, batch-major outside)
         return LFADSOutput(bt(log_rates), bt(fac), ic_mean, ic_logvar, bt(co[..., :K]),

@@ -10,6 +10,7 @@ Masks are inverted-dropout masks: 0 with probability `rate`, 1/(1 - rate) otherw
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,49 +27,80 @@ class Noise:
     z0: torch.Tensor | None  # (B, ic_dim) standard normal; None when not sampling
     u: torch.Tensor | None  # (T, B, co_dim) standard normal; None when not sampling
 
+    def select(self, rows: slice) -> Noise:
+        """The draws of the trials `rows` of the batch (for running a batch in shards)."""
+        def first(a):
+            return None if a is None else a[rows]
 
-def uniform(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        def second(a):
+            return None if a is None else a[:, rows]
+
+        return Noise(first(self.data), first(self.ic_enc), second(self.ci), second(self.fac),
+                     second(self.gen), first(self.z0), second(self.u))
+
+
+def _seed() -> int:
+    return int(torch.randint(0, 2**62, (1,)))
+
+
+def uniform(shape: tuple[int, ...], like: torch.Tensor, seed: int | None = None) -> torch.Tensor:
     """U[0, 1) draws of `like`'s dtype and device.
 
     On CPU, torch's Mersenne Twister costs ~6 ns per float here; numpy's SFC64 is about twice as
-    fast and a training step needs millions of mask entries. Its seed comes from torch's generator,
-    so torch.manual_seed and the checkpointed torch RNG state still fix every draw.
+    fast and a training step needs millions of mask entries. Its seed comes from torch's generator
+    (`seed`: one drawn from it before), so torch.manual_seed and the checkpointed torch RNG state
+    still fix every draw.
     """
     if like.device.type != "cpu":
         return torch.rand(shape, dtype=like.dtype, device=like.device)
-    seed = int(torch.randint(0, 2**62, (1,)))
-    rng = np.random.Generator(np.random.SFC64(seed))
+    rng = np.random.Generator(np.random.SFC64(_seed() if seed is None else seed))
     return torch.from_numpy(rng.random(shape, dtype=np.float32)).to(like.dtype)
 
 
-def keep_mask(shape: tuple[int, ...], rate: float, like: torch.Tensor) -> torch.Tensor | None:
+def keep_mask(shape: tuple[int, ...], rate: float, like: torch.Tensor, seed: int | None = None
+              ) -> torch.Tensor | None:
     """An inverted-dropout mask, or None when dropout is off."""
     if rate <= 0.0:
         return None
     keep = 1.0 - rate
-    u = uniform(shape, like)
-    return torch.where(u < keep, 1.0 / keep, 0.0).to(like.dtype)
+    return uniform(shape, like, seed).lt_(keep).mul_(1.0 / keep)
 
 
-def draw_noise(model, B: int, T_enc: int, like: torch.Tensor, sample: bool) -> Noise:
-    """Every random draw of one forward pass of `model` on a batch of B trials."""
+def draw_noise(model, B: int, T_enc: int, like: torch.Tensor, sample: bool,
+               map_fn: Callable | None = None) -> Noise:
+    """Every random draw of one forward pass of `model` on a batch of B trials.
+
+    map_fn(f, items) -> [f(item) ...] (e.g. train/parallel.Shards.map) fills the dropout masks
+    in parallel; their seeds are drawn here first, in a fixed order, so the draws are the same.
+    """
     cfg = model.cfg
     T = model.recon_seq_len or T_enc
     rate = model.dropout_rate if model.training else 0.0
     con = model.use_con
+    shapes = {
+        "data": (B, T_enc, model.n_neurons),
+        "ic_enc": (B, 2 * cfg.ic_enc_dim),
+        "ci": (T_enc, B, 2 * cfg.ci_enc_dim) if con else None,
+        "fac": (T, B, cfg.fac_dim) if con else None,
+        "gen": (T + 1, B, cfg.gen_dim),
+    }
+    masks: dict[str, torch.Tensor | None] = dict.fromkeys(shapes)
+    todo = [(k, shape) for k, shape in shapes.items() if shape is not None and rate > 0.0]
+    on_cpu = like.device.type == "cpu"
+    seeds = [_seed() if on_cpu else None for _ in todo]
+    jobs = [(k, shape, seed) for (k, shape), seed in zip(todo, seeds, strict=True)]
 
-    def mask(*shape: int) -> torch.Tensor | None:
-        return keep_mask(shape, rate, like)
+    def make(job):
+        return keep_mask(job[1], rate, like, job[2])
+
+    if map_fn is None or not on_cpu:
+        def map_fn(f, items):
+            return [f(i) for i in items]
+
+    made = map_fn(make, jobs)
+    masks.update({k: m for (k, _, _), m in zip(jobs, made, strict=True)})
 
     def normal(*shape: int) -> torch.Tensor | None:
         return torch.randn(shape, dtype=like.dtype, device=like.device) if sample else None
 
-    return Noise(
-        data=mask(B, T_enc, model.n_neurons),
-        ic_enc=mask(B, 2 * cfg.ic_enc_dim),
-        ci=mask(T_enc, B, 2 * cfg.ci_enc_dim) if con else None,
-        fac=mask(T, B, cfg.fac_dim) if con else None,
-        gen=mask(T + 1, B, cfg.gen_dim),
-        z0=normal(B, cfg.ic_dim),
-        u=normal(T, B, cfg.co_dim) if con else None,
-    )
+    return Noise(**masks, z0=normal(B, cfg.ic_dim), u=normal(T, B, cfg.co_dim) if con else None)

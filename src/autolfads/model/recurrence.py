@@ -2,168 +2,219 @@
 
 Per bin t (see lfads.py for the model; noise.py for the masks m and the draws eps):
 
-    controller   h_t = clip(GRU_con(xc_t + W_cf (m^f_t * f_{t-1}), h_{t-1}))
+    controller   h_t = clip(GRU_con([c_t ; m^f_t * f_{t-1}], h_{t-1}))
                  [mu_t, logvar_t] = W_co h_t + b_co,    u_t = mu_t + exp(logvar_t / 2) * eps_t
-    generator    g_t = clip(GRU_gen(xg_t + W_gu u_t, g_{t-1}))
+    generator    g_t = clip(GRU_gen([u_t ; ext_t], g_{t-1}))
     factors      f_t = W_fac (m^g_{t+1} * g_t),         f_{-1} = W_fac (m^g_0 * g_0)
 
-xc_t (controller-input gates from the CI encoder) and xg_t (generator bias + external inputs) do
-not depend on the recurrence; the caller projects them for all bins at once. The backward pass
-runs the same steps in reverse with the chain rule written out (gru.py has the cell's part);
-the gradient of clip is zero where the state was clipped, as for torch.clamp.
+The gate buffers, the cell and its gradient are those of gru.py. The parts of the gate inputs
+that do not depend on the recurrence (c_t, ext_t and the biases) are projected for a chunk of
+bins in one matmul; inside the loop each GRU adds its recurrent matmul (and the controller its
+factor input, the generator its u_t) in place. Posterior means and log-variances are computed for
+all bins in one matmul after the loop; inside it only [mu, logvar / 2] feed u_t. The backward
+pass runs the same steps in reverse with the chain rule written out and forms the weight
+gradients per chunk; the gradient of clip is zero where the state was clipped, as for
+torch.clamp.
 """
 
 from __future__ import annotations
 
 import torch
 
-from autolfads.model.gru import cell_backward, cell_forward, input_gate_grad
-
-_clip_bwd = torch.ops.aten.hardtanh_backward
-
-
-def _spread(w: torch.Tensor, H: int) -> torch.Tensor:
-    """Input weights (3H, D) -> (4H, D) aligned with the 4H gate-gradient columns of gru.py."""
-    return torch.cat([w[: 2 * H], w.new_zeros(H, w.shape[1]), w[2 * H :]])
+from autolfads.model import loops
+from autolfads.model.gru import (
+    bias_grads,
+    chunks,
+    grad_weight4,
+    input_bias4,
+    input_weight4,
+    rows3,
+)
 
 
 class Decoder(torch.autograd.Function):
-    """Inputs (T bins, B trials; C con, G gen, F factors, K inferred-input dims; None = absent):
+    """Inputs (T bins, B trials; C con, G gen, F factors, K inferred-input dims, D controller
+    input width, E external inputs; None = absent):
 
-    con_xg (T, B, 3C) or None [no controller], gen_xg (T, B, 3G), g0 (B, G), hc0 (B, C),
-    w_cf (3C, F), wc_hh (3C, C), bc_hh (3C), w_co (2K, C), b_co (2K), w_gu (3G, K),
-    wg_hh (3G, G), bg_hh (3G), w_fac (F, G), fmask (T, B, F), gmask (T + 1, B, G),
-    eps (T, B, K) or None [u = mu], clip.
+    ci (T, B, D) controller inputs or None [no controller], ext (T, B, E) or None, g0 (B, G),
+    hc0 (B, C), wc_ih (3C, D + F), bc_ih (3C), wc_hh (3C, C), bc_hh (3C), w_co (2K, C),
+    b_co (2K), wg_ih (3G, K + E), bg_ih (3G), wg_hh (3G, G), bg_hh (3G), w_fac (F, G),
+    fmask (T, B, F), gmask (T + 1, B, G), eps (T, B, K) or None [u = mu], clip, T.
 
     Returns factors (T, B, F), u (T, B, K) and [mu, logvar] (T, B, 2K) (K = 0 without controller).
     """
 
     @staticmethod
-    def forward(ctx, con_xg, gen_xg, g0, hc0, w_cf, wc_hh, bc_hh, w_co, b_co, w_gu, wg_hh,
-                bg_hh, w_fac, fmask, gmask, eps, clip):
-        T, B = gen_xg.shape[:2]
-        G, F = wg_hh.shape[1], w_fac.shape[0]
-        con = con_xg is not None
+    def forward(ctx, ci, ext, g0, hc0, wc_ih, bc_ih, wc_hh, bc_hh, w_co, b_co, wg_ih, bg_ih,
+                wg_hh, bg_hh, w_fac, fmask, gmask, eps, clip, T):
+        B, G = g0.shape
+        F = w_fac.shape[0]
+        con = ci is not None
+        K = w_co.shape[0] // 2 if con else 0
         keep = any(ctx.needs_input_grad)
-        steps = T if keep else 1
         new = g0.new_empty
+        neg1 = g0.new_full((), -1.0)
 
         gs = new(T + 1, B, G)  # generator states, gs[0] = g0
         gs[0] = g0
         gm = gs if gmask is None else new(T + 1, B, G)  # the states the factor readout sees
         fs = new(T + 1, B, F)  # fs[0] = f_{-1}, fs[t + 1] = f_t
-        hg_g, rz_g, n_g = new(steps, B, 3 * G), new(steps, B, 2 * G), new(steps, B, G)
         w_fac_t, wg_hh_t = w_fac.t(), wg_hh.t()
+        gen_b4 = input_bias4(bg_ih, bg_hh, G)
+        if ext is not None:
+            E = ext.shape[-1]
+            wge4 = input_weight4(wg_ih[:, K:], G).t()  # (E, 4G)
+        C = D = 0
+        hc = fd = cu = us = eps_kb = wcf4 = wc_hh_t = w_coh = b_coh = wgu4 = None
         if con:
-            C, K = wc_hh.shape[1], w_co.shape[0] // 2
+            D = ci.shape[-1]
+            C = wc_hh.shape[1]
             hc = new(T + 1, B, C)
             hc[0] = hc0
-            hg_c, rz_c, n_c = new(steps, B, 3 * C), new(steps, B, 2 * C), new(steps, B, C)
             fd = fs[:T] if fmask is None else new(T, B, F)  # f_{t-1} as the controller reads it
-            co, us = new(T, B, 2 * K), new(T, B, K)
-            se = None if eps is None else new(T, B, K)  # exp(logvar / 2) * eps
-            w_cf_t, wc_hh_t, w_co_t, w_gu_t = w_cf.t(), wc_hh.t(), w_co.t(), w_gu.t()
+            # Per bin [mu; logvar / 2], then in place [mu; exp(logvar / 2)], and u: trials last
+            # (K x B), since MKL is slow at (B x C) @ (C x 2K) products with 2K this narrow.
+            cu = new(T, 2 * K, B)
+            us = new(T, K, B) if eps is not None else None
+            eps_kb = None if eps is None else eps.transpose(1, 2).contiguous()
+            wci4 = input_weight4(wc_ih[:, :D], C).t()  # (D, 4C)
+            wcf4 = input_weight4(wc_ih[:, D:], C).t()  # (F, 4C)
+            con_b4 = input_bias4(bc_ih, bc_hh, C)
+            wc_hh_t = wc_hh.t()
+            half = torch.cat([w_co.new_ones(K), w_co.new_full((K,), 0.5)])
+            w_coh, b_coh = w_co * half[:, None], (b_co * half)[:, None]
+            wgu4 = input_weight4(wg_ih[:, :K], G).t()  # (K, 4G)
             if gmask is not None:
                 torch.mul(g0, gmask[0], out=gm[0])
             torch.mm(gm[0], w_fac_t, out=fs[0])
-        else:
-            K = 0
-            co = us = new(T, B, 0)
-        for t in range(T):
-            s = t if keep else 0
-            if con:
-                if fmask is not None:
-                    torch.mul(fs[t], fmask[t], out=fd[t])
-                xc = torch.addmm(con_xg[t], fd[t], w_cf_t)
-                torch.addmm(bc_hh, hc[t], wc_hh_t, out=hg_c[s])
-                cell_forward(xc[:, : 2 * C], xc[:, 2 * C :], hg_c[s], hc[t], rz_c[s], n_c[s],
-                             hc[t + 1], C)
-                hc[t + 1].clamp_(-clip, clip)
-                torch.addmm(b_co, hc[t + 1], w_co_t, out=co[t])
-                if eps is None:
-                    us[t] = co[t, :, :K]
-                else:
-                    torch.mul(torch.exp(co[t, :, K:] * 0.5), eps[t], out=se[t])
-                    torch.add(co[t, :, :K], se[t], out=us[t])
-                xg = torch.addmm(gen_xg[t], us[t], w_gu_t)
+
+        pg_bufs, pc_bufs = [], []
+        pg = pc = None
+        for t0, t1 in chunks(T, B):
+            c = t1 - t0
+            if keep or pg is None or pg.shape[0] != c:
+                pg = new(c, B, 4 * G)
+                pc = new(c, B, 4 * C) if con else None
+            if ext is None:
+                pg.copy_(gen_b4.expand(c, B, -1))
             else:
-                xg = gen_xg[t]
-            torch.addmm(bg_hh, gs[t], wg_hh_t, out=hg_g[s])
-            cell_forward(xg[:, : 2 * G], xg[:, 2 * G :], hg_g[s], gs[t], rz_g[s], n_g[s],
-                         gs[t + 1], G)
-            gs[t + 1].clamp_(-clip, clip)
+                torch.addmm(gen_b4, ext[t0:t1].reshape(c * B, E), wge4, out=pg.view(c * B, -1))
+            if con:
+                torch.addmm(con_b4, ci[t0:t1].reshape(c * B, D), wci4, out=pc.view(c * B, -1))
+            loops.decoder_forward(
+                pg, pc, t0, gs, gm, fs, hc, fd, cu, us, fmask, gmask, eps_kb, wcf4, wc_hh_t, w_coh,
+                b_coh, wgu4, wg_hh_t, w_fac_t, neg1, float(clip), C, G, K)
+            if keep:
+                pg_bufs.append(pg)
+                pc_bufs.append(pc)
+        if not con:  # the factors feed nothing back: one matmul for all bins
             if gmask is not None:
-                torch.mul(gs[t + 1], gmask[t + 1], out=gm[t + 1])
-            torch.mm(gm[t + 1], w_fac_t, out=fs[t + 1])
+                torch.mul(gs[1:], gmask[1:], out=gm[1:])
+            torch.mm(gm[1:].view(T * B, G), w_fac_t, out=fs[1:].view(T * B, F))
+            co, us_out = new(T, B, 0), new(T, B, 0)
+        else:
+            co = torch.addmm(b_co, hc[1:].view(T * B, C), w_co.t()).view(T, B, 2 * K)
+            us_out = us if us is not None else cu[:, :K]  # (T, K, B): the u the generator got
+        # Outputs are returned as fresh views: ctx keeps the buffers, not the output tensors.
+        fac_out, u_ret = fs[1:], us_out.transpose(1, 2) if con else us_out.view(us_out.shape)
 
         if keep:
             ctx.clip, ctx.con, ctx.dims = clip, con, (T, B, G, F, K)
-            ctx.save_for_backward(w_cf, wc_hh, w_co, w_gu, wg_hh, w_fac, fmask, gmask)
-            ctx.bufs = (gs, gm, fs, hg_g, rz_g, n_g)
+            ctx.save_for_backward(ci, ext, wc_ih, wc_hh, w_co, wg_ih, wg_hh, w_fac, fmask, gmask,
+                                  eps)
+            ctx.bufs = (gs, gm, fs, pg_bufs)
             if con:
-                ctx.con_bufs = (hc, hg_c, rz_c, n_c, fd, us, se)
-        return fs[1:], us, co
+                ctx.con_bufs = (hc, fd, cu, us_out, pc_bufs)
+        return fac_out, u_ret, co
 
     @staticmethod
     def backward(ctx, d_f, d_u, d_co):
-        w_cf, wc_hh, w_co, w_gu, wg_hh, w_fac, fmask, gmask = ctx.saved_tensors
-        gs, gm, fs, hg_g, rz_g, n_g = ctx.bufs
+        ci, ext, wc_ih, wc_hh, w_co, wg_ih, wg_hh, w_fac, fmask, gmask, eps = ctx.saved_tensors
+        gs, gm, fs, pg_bufs = ctx.bufs
+        del ctx.bufs
         con, clip = ctx.con, ctx.clip
         T, B, G, F, K = ctx.dims
         need = ctx.needs_input_grad
-        new = gs.new_empty
+        new, zeros = gs.new_empty, gs.new_zeros
+        spans = chunks(T, B)
+        kmax = max(t1 - t0 for t0, t1 in spans)
+
         dfs = new(T + 1, B, F)  # total gradient of fs
-        dg_ = new(T, B, 4 * G)
+        dg_buf = new(kmax, B, 4 * G)
         tmp_g = new(B, G)
-        dg = gs.new_zeros(B, G)
-        df_prev = None  # gradient of f_{t-1} through the controller's input
+        dg = zeros(B, G)
+        dwg_hh = zeros(3 * G, G)
+        colsum_g = zeros(4 * G)
+        if ext is not None:
+            E = ext.shape[-1]
+            dwge4t = zeros(E, 4 * G)
+            d_ext = new(T, B, E) if need[1] else None
+            wge4_b = grad_weight4(wg_ih[:, K:], G) if need[1] else None
+        if d_f is None:
+            dfs[1:].zero_()
+        else:
+            dfs[1:] = d_f
+        C = 0
+        hc = fd = us = se = dco = tmp_c = dhc = wgu4_b = wcf4_b = dgm_all = None
         if con:
-            hc, hg_c, rz_c, n_c, fd, us, se = ctx.con_bufs
-            C = hc.shape[-1]
-            dc_ = new(T, B, 4 * C)
+            hc, fd, cu, us, pc_bufs = ctx.con_bufs
+            del ctx.con_bufs
+            C, D = wc_hh.shape[1], ci.shape[-1]
+            dc_buf = new(kmax, B, 4 * C)
             dco = new(T, B, 2 * K)
             tmp_c = new(B, C)
-            dhc = gs.new_zeros(B, C)
-            w_gu4, w_cf4 = _spread(w_gu, G), _spread(w_cf, C)
-        for t in reversed(range(T)):
-            dft = dfs[t + 1]
-            if d_f is None:
-                dft.zero_()
-            else:
-                dft.copy_(d_f[t])
-            if df_prev is not None:
-                dft.add_(df_prev)
-            dgm = dft @ w_fac
-            dg = dg + dgm if gmask is None else torch.addcmul(dg, dgm, gmask[t + 1])
-            dg = _clip_bwd(dg, gs[t + 1], -clip, clip)
-            d = dg_[t]
-            hz = cell_backward(dg, rz_g[t], n_g[t], hg_g[t], gs[t], d, tmp_g, G)
-            dg = torch.addmm(hz, d[:, : 3 * G], wg_hh)
-            if not con:
-                continue
-            du = torch.mm(d, w_gu4) if d_u is None else torch.addmm(d_u[t], d, w_gu4)
-            dmu, dlv = dco[t, :, :K], dco[t, :, K:]
+            dhc = zeros(B, C)
+            dwc_hh = zeros(3 * C, C)
+            # Input-weight gradients are accumulated transposed, (inputs, gates): for narrow
+            # inputs (K = 4) MKL is ~10x faster with the narrow side on the left.
+            dwci4t, dwcf4t, dwgu4t = zeros(D, 4 * C), zeros(F, 4 * C), zeros(K, 4 * G)
+            colsum_c = zeros(4 * C)
+            d_ci = new(T, B, D) if need[0] else None
+            wci4_b = grad_weight4(wc_ih[:, :D], C) if need[0] else None
+            wcf4_b = grad_weight4(wc_ih[:, D:], C)
+            wgu4_b = grad_weight4(wg_ih[:, :K], G).t().contiguous()  # (K, 4G): du^T = W d^T
+            if eps is not None:  # exp(logvar / 2) * eps, (T, K, B)
+                se = cu[:, K:] * eps.transpose(1, 2)
             if d_co is None:
-                dmu.copy_(du)
-                dlv.zero_()
+                dco.zero_()
             else:
-                torch.add(du, d_co[t, :, :K], out=dmu)
-                dlv.copy_(d_co[t, :, K:])
-            if se is not None:
-                dlv.addcmul_(du, se[t], value=0.5)
-            dhc = _clip_bwd(torch.addmm(dhc, dco[t], w_co), hc[t + 1], -clip, clip)
-            d = dc_[t]
-            hz = cell_backward(dhc, rz_c[t], n_c[t], hg_c[t], hc[t], d, tmp_c, C)
-            dhc = torch.addmm(hz, d[:, : 3 * C], wc_hh)
-            df_prev = torch.mm(d, w_cf4)
-            if fmask is not None:
-                df_prev.mul_(fmask[t])
+                dco.copy_(d_co)
+        else:
+            # Without a controller the factors' gradient does not depend on the recurrence.
+            dgm_all = (dfs[1:].view(T * B, F) @ w_fac).view(T, B, G)
+            if gmask is not None:
+                dgm_all.mul_(gmask[1:])
 
-        grads = [None] * 17
-        rows = T * B
-        dhid_g = dg_[..., : 3 * G].reshape(rows, 3 * G)
-        dxg = input_gate_grad(dg_, G)  # (T, B, 3G)
-        grads[1] = dxg
+        df_prev = None  # gradient of f_{t-1} through the controller's input
+        for i in reversed(range(len(spans))):
+            t0, t1 = spans[i]
+            c, pg = t1 - t0, pg_bufs[i]
+            dgc = dg_buf[:c]
+            pc = dcc = None
+            if con:
+                pc, dcc = pc_bufs[i], dc_buf[:c]
+            dg, dhc, df_prev = loops.decoder_backward(
+                pg, pc, t0, dg, dhc, df_prev, dgc, dcc, dfs, dgm_all, gs, hc, dco, se, d_u,
+                fmask, gmask, tmp_g, tmp_c, w_fac, wg_hh, wgu4_b, w_co, wc_hh, wcf4_b,
+                float(clip), C, G, K)
+            rows_g = dgc.reshape(c * B, 4 * G)
+            dwg_hh.addmm_(rows_g[:, : 3 * G].t(), gs[t0:t1].reshape(c * B, G))
+            colsum_g += rows_g.sum(0)
+            if ext is not None:
+                dwge4t.addmm_(ext[t0:t1].reshape(c * B, E).t(), rows_g)
+                if d_ext is not None:
+                    torch.mm(rows_g, wge4_b, out=d_ext[t0:t1].view(c * B, E))
+            if con:
+                rows_c = dcc.reshape(c * B, 4 * C)
+                dwc_hh.addmm_(rows_c[:, : 3 * C].t(), hc[t0:t1].reshape(c * B, C))
+                dwcf4t.addmm_(fd[t0:t1].reshape(c * B, F).t(), rows_c)
+                dwci4t.addmm_(ci[t0:t1].reshape(c * B, D).t(), rows_c)
+                dwgu4t.addmm_(us[t0:t1].transpose(0, 1).reshape(K, c * B), rows_g)
+                colsum_c += rows_c.sum(0)
+                if d_ci is not None:
+                    torch.mm(rows_c, wci4_b, out=d_ci[t0:t1].view(c * B, D))
+
+        grads = [None] * 20
         if con:
             dfs[0] = df_prev
             dgm0 = dfs[0] @ w_fac
@@ -172,24 +223,23 @@ class Decoder(torch.autograd.Function):
         else:
             dfs_used, gm_used = dfs[1:], gm[1:]
         grads[2] = dg
-        grads[10] = dhid_g.t() @ gs[:T].reshape(rows, G) if need[10] else None
-        grads[11] = dhid_g.sum(0) if need[11] else None
-        if need[12]:
-            grads[12] = dfs_used.reshape(-1, F).t() @ gm_used.reshape(-1, G)
+        if need[14]:
+            grads[14] = dfs_used.reshape(-1, F).t() @ gm_used.reshape(-1, G)
+        grads[12] = dwg_hh
+        grads[11], grads[13] = bias_grads(colsum_g, G)
+        gen_in = []
         if con:
-            dhid_c = dc_[..., : 3 * C].reshape(rows, 3 * C)
-            dxc = input_gate_grad(dc_, C)
+            gen_in.append(rows3(dwgu4t.t(), G))
+            rows = T * B
+            grads[0], grads[3] = d_ci, dhc
+            grads[4] = torch.cat([rows3(dwci4t.t(), C), rows3(dwcf4t.t(), C)], dim=1)
+            grads[5], grads[7] = bias_grads(colsum_c, C)
+            grads[6] = dwc_hh
             dco2 = dco.view(rows, 2 * K)
-            grads[0], grads[3] = dxc, dhc
-            if need[4]:
-                grads[4] = dxc.view(rows, 3 * C).t() @ fd.reshape(rows, F)
-            if need[5]:
-                grads[5] = dhid_c.t() @ hc[:T].reshape(rows, C)
-            grads[6] = dhid_c.sum(0) if need[6] else None
-            grads[7] = dco2.t() @ hc[1:].reshape(rows, C) if need[7] else None
-            grads[8] = dco2.sum(0) if need[8] else None
-            grads[9] = dxg.view(rows, 3 * G).t() @ us.view(rows, K) if need[9] else None
-        del ctx.bufs
-        if con:
-            del ctx.con_bufs
-        return tuple(grads)
+            grads[8] = (hc[1:].reshape(rows, C).t() @ dco2).t()
+            grads[9] = dco2.sum(0)
+        if ext is not None:
+            gen_in.append(rows3(dwge4t.t(), G))
+            grads[1] = d_ext
+        grads[10] = torch.cat(gen_in, dim=1) if gen_in else None  # (3G, 0): no inputs
+        return tuple(g if g is None or need[i] else None for i, g in enumerate(grads))

@@ -9,9 +9,12 @@ changes hyperparameters between generations with `set_hparams`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +33,7 @@ from autolfads.model.augment import (
     sample_validation_mask,
 )
 from autolfads.model.objective import Weights, compute_costs, total_loss
+from autolfads.train.parallel import Shards, available_cores
 
 # Hyperparameters PBT may change between generations (name -> config section).
 TUNABLE = {
@@ -47,6 +51,119 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def setup_cpu_threads(n: int) -> int:
+    """Set up this process to use n CPU cores (0: all it may run on); returns n.
+
+    The n cores are used as n threads that each run a shard of the batch (parallel.py), with
+    torch's intra-op (OpenMP/MKL) parallelism at one thread, so nothing waits on per-op barriers.
+    N workers sharing C cores should each get n = C // N (pbt/ sets cfg.train.threads from
+    cpus_per_worker). The inter-op pool can be sized only before it is first used; LFADS runs no
+    inter-op work, so a later call that cannot resize it is harmless.
+    """
+    n = n if n > 0 else available_cores()
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    if torch.get_num_interop_threads() != 1:
+        with contextlib.suppress(RuntimeError):  # already started or already set
+            torch.set_num_interop_threads(1)
+    return n
+
+
+def loss_and_grads(model: LFADS, x_in: torch.Tensor, target: torch.Tensor, w: Weights,
+                   shards: Shards, cd_mask: torch.Tensor | None = None,
+                   sv: torch.Tensor | None = None, ext: torch.Tensor | None = None,
+                   forward: Callable | None = None) -> torch.Tensor:
+    """Forward and backward pass of one training batch: fills the parameters' .grad and
+    returns the detached terms (loss, recon, kl_ic, kl_co, l2, sv_recon) of the batch.
+
+    x_in: encoder input (after CD / SV hiding); target: the counts the cost compares with;
+    forward(model, x, ext, noise) -> LFADSOutput replaces the model's own forward (the bench
+    uses it to time the reference implementation). Run in shards when `shards` has several
+    threads and the batch is large enough; the result is that of the whole batch.
+    """
+    if forward is None:
+        def forward(m, x, e, nz):
+            return m(x, e, sample=True, noise=nz)
+
+    parts = shards.split(x_in.shape[0])
+    if len(parts) == 1:
+        out = forward(model, x_in, ext, None)
+        costs = compute_costs(model, out, target, w, cd_mask, sv)
+        loss = total_loss(costs, w)
+        loss.backward()
+        sv_cost = loss.new_zeros(()) if costs.sv_recon is None else costs.sv_recon
+        return torch.stack([loss, costs.recon, costs.kl_ic, costs.kl_co, costs.l2,
+                            sv_cost]).detach()
+
+    nz = model.draw_noise(x_in, sample=True, map_fn=shards.map)  # same draws as unsharded
+    params = [p for p in model.parameters() if p.requires_grad]
+    B = x_in.shape[0]
+    frac = [(s.stop - s.start) / B for s in parts]
+    if sv is None:
+        recon_w, held_w = frac, [0.0] * len(parts)
+    else:  # the recon cost averages over the seen entries, sv_recon over the held-out ones
+        seen = torch.stack([(~sv[s]).sum() for s in parts]).double()
+        held = torch.stack([sv[s].sum() for s in parts]).double()
+        recon_w = (seen / seen.sum().clamp_min(1.0)).tolist()
+        held_w = (held / held.sum().clamp_min(1.0)).tolist()
+
+    def run(i: int):
+        s = parts[i]
+        out = forward(model, x_in[s], None if ext is None else ext[s], nz.select(s))
+        c = compute_costs(model, out, target[s], w, None if cd_mask is None else cd_mask[s],
+                          None if sv is None else sv[s])
+        l2 = c.l2 if i == 0 else c.l2.new_zeros(())  # not per trial: counted once
+        kl = w.kl_ic_scale * c.kl_ic + w.kl_co_scale * c.kl_co
+        loss = w.loss_scale * (recon_w[i] * c.recon + w.kl_ramp * frac[i] * kl
+                               + w.l2_ramp * l2)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        sv_cost = c.recon.new_zeros(()) if c.sv_recon is None else held_w[i] * c.sv_recon
+        terms = torch.stack([loss, recon_w[i] * c.recon, frac[i] * c.kl_ic,
+                             frac[i] * c.kl_co, l2, sv_cost]).detach()
+        return grads, terms
+
+    results = shards.map(run, range(len(parts)))
+    for j, p in enumerate(params):
+        g = None
+        for grads, _ in results:  # fixed order: reproducible sums
+            if grads[j] is not None:
+                g = grads[j] if g is None else g + grads[j]
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad + g
+    terms = results[0][1]
+    for _, t in results[1:]:
+        terms = terms + t
+    return terms
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
+
+    A training step allocates and frees the same few hundred MB of activations and gradients
+    every time. By default glibc serves blocks over its mmap threshold with fresh mmaps and
+    trims the heap's free top back to the kernel, so the next step touches new pages: a page
+    fault (and a page of zeroing) per 4 KiB, ~10% of a CPU step. Raising the thresholds keeps
+    that memory in the process (RSS stays at its peak, which it reaches every step anyway).
+    Process-wide; a no-op (False) where the C library is not glibc.
+    """
+    global _malloc_tuned
+    if _malloc_tuned is None:
+        _malloc_tuned = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                m_trim_threshold, m_mmap_threshold = -1, -3
+                ok = libc.mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's maximum
+                ok = ok and libc.mallopt(m_trim_threshold, 2**30)
+                _malloc_tuned = bool(ok)
+            except (OSError, AttributeError):
+                pass
+    return _malloc_tuned
+
+
+_malloc_tuned: bool | None = None
 
 
 def ramp(epoch: int, start: int, length: int) -> float:
@@ -86,8 +203,11 @@ class Trainer:
         self.cfg = cfg.model_copy(deep=True)
         self.data = data
         self.device = resolve_device(device or cfg.train.device)
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
+        n = 1
+        if self.device.type == "cpu":
+            n = setup_cpu_threads(cfg.train.threads)
+            keep_freed_memory()
+        self.shards = Shards(n)
         torch.manual_seed(cfg.train.seed)
         np.random.seed(cfg.train.seed % 2**32)
 
@@ -154,17 +274,12 @@ class Trainer:
             ext = None if self.train_ext is None else self.train_ext[idx]
             x_in, cd_mask = coordinated_dropout(hide_entries(x, sv, self.cfg.model.sv_rate),
                                                 self.cfg.model.cd_rate)
-            out = self.model(x_in, ext, sample=True)
-            costs = compute_costs(self.model, out, x, w, cd_mask, sv)
-            loss = total_loss(costs, w)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            terms = loss_and_grads(self.model, x_in, x, w, self.shards, cd_mask, sv, ext)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.optimizer.step()
-            sv_cost = loss.new_zeros(()) if costs.sv_recon is None else costs.sv_recon
-            terms = (loss, costs.recon, costs.kl_ic, costs.kl_co, costs.l2, sv_cost)
             # Accumulated on the device: one host sync per epoch, not per batch.
-            sums += torch.stack([v.detach() for v in terms]) * (len(idx) / n)
+            sums += terms * (len(idx) / n)
         return dict(zip(names, sums.tolist(), strict=True))
 
     @torch.no_grad()
@@ -177,12 +292,25 @@ class Trainer:
         for idx in torch.arange(n, device=self.device).split(max(self.cfg.train.batch_size, 256)):
             xb = x[idx]
             svb = None if sv is None else sv[idx]
-            out = self.model(hide_entries(xb, svb, self.cfg.model.sv_rate),
-                             None if ext is None else ext[idx], sample=False)
-            c = compute_costs(self.model, out, xb, w, None, svb)
-            total += float(c.recon) * len(idx) / n
-            if c.sv_recon is not None:
-                sv_total += float(c.sv_recon) * len(idx) / n
+            xin = hide_entries(xb, svb, self.cfg.model.sv_rate)
+            eb = None if ext is None else ext[idx]
+
+            def run(s: slice, xb=xb, svb=svb, xin=xin, eb=eb):
+                out = self.model(xin[s], None if eb is None else eb[s], sample=False)
+                sub = None if svb is None else svb[s]
+                c = compute_costs(self.model, out, xb[s], w, None, sub)
+                # The chunk's cost averages over its (seen / held-out) entries: weight by them.
+                seen = out.log_rates.numel() if sub is None else int((~sub).sum())
+                held = 0 if sub is None else int(sub.sum())
+                return float(c.recon), seen, (float(c.sv_recon) if held else 0.0), held
+
+            parts = self.shards.map(run, self.shards.split(len(idx)))
+            seen = sum(p[1] for p in parts)
+            held = sum(p[3] for p in parts)
+            recon = sum(p[0] * p[1] for p in parts) / max(seen, 1)
+            total += recon * len(idx) / n
+            if svb is not None:
+                sv_total += sum(p[2] * p[3] for p in parts) / max(held, 1) * len(idx) / n
         return total, (sv_total if sv is not None else None)
 
     def run_epoch(self) -> EpochStats:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from autolfads.model import LFADS
+from autolfads.train.parallel import Shards
 
 KEYS = ("rates", "factors", "inferred_inputs", "ic_mean")
 
@@ -22,10 +23,13 @@ def sample_and_average(
     ext_input: torch.Tensor | None = None,
     n_samples: int = 50,
     max_batch: int = 4096,
+    shards: Shards | None = None,
 ) -> dict[str, np.ndarray]:
     """data: (B, T, N) -> {'rates': (B,T,N), 'factors': (B,T,F), 'inferred_inputs': (B,T,U),
-    'ic_mean': (B, ic_dim)} averaged over `n_samples` posterior samples."""
+    'ic_mean': (B, ic_dim)} averaged over `n_samples` posterior samples. `shards` spreads each
+    pass over threads (train/parallel.py); the draws are made for the whole pass first."""
     model.eval()
+    shards = shards or Shards(1)
     B = data.shape[0]
     chunk = max(1, max_batch // n_samples)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in KEYS}
@@ -35,15 +39,22 @@ def sample_and_average(
         # Sample s of trial i sits at row s * b + i, so a reshape to (S, b, ...) averages cleanly.
         xs = x.repeat(n_samples, 1, 1)
         es = None if ext_input is None else ext_input[start : start + chunk].repeat(n_samples, 1, 1)
-        out = model(xs, es, sample=True)
+        nz = model.draw_noise(xs, sample=True)
+
+        def run(s: slice, xs=xs, es=es, nz=nz):
+            out = model(xs[s], None if es is None else es[s], sample=True, noise=nz.select(s))
+            return torch.exp(out.log_rates), out.factors, out.inferred_inputs, out.ic_mean
+
+        outs = shards.map(run, shards.split(xs.shape[0]))
+        rates, factors, inputs, ic_mean = (torch.cat(t) for t in zip(*outs, strict=True))
 
         def avg(t: torch.Tensor, b: int = b) -> np.ndarray:
             return t.reshape(n_samples, b, *t.shape[1:]).mean(0).cpu().numpy()
 
-        parts["rates"].append(avg(torch.exp(out.log_rates)))
-        parts["factors"].append(avg(out.factors))
-        parts["inferred_inputs"].append(avg(out.inferred_inputs))
-        parts["ic_mean"].append(out.ic_mean[:b].cpu().numpy())
+        parts["rates"].append(avg(rates))
+        parts["factors"].append(avg(factors))
+        parts["inferred_inputs"].append(avg(inputs))
+        parts["ic_mean"].append(ic_mean[:b].cpu().numpy())
     return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
 
 
@@ -53,6 +64,6 @@ def posterior_outputs(trainer, n_samples: int | None = None) -> dict[str, np.nda
     post: dict[str, np.ndarray] = {}
     for split, x, ext in (("train", trainer.train_x, trainer.train_ext),
                           ("valid", trainer.valid_x, trainer.valid_ext)):
-        for k, v in sample_and_average(trainer.model, x, ext, n).items():
+        for k, v in sample_and_average(trainer.model, x, ext, n, shards=trainer.shards).items():
             post[f"{split}_{k}"] = v
     return post

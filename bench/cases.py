@@ -1,0 +1,121 @@
+"""The two benchmark cases (issue 4), one training step as the Trainer takes it, and the FLOP
+count of that step.
+
+A training step is what train/loop.py does per batch: coordinated dropout on the input, a
+sampled forward pass in train mode (dropout on), the costs, backward, gradient-norm clipping and
+an Adam update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from autolfads.config import ModelConfig, TrainConfig
+from autolfads.model import LFADS
+from autolfads.model.augment import coordinated_dropout
+from autolfads.model.objective import Weights
+from autolfads.train.loop import loss_and_grads
+from autolfads.train.parallel import Shards
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    batch: int
+    t_enc: int  # bins the encoders read
+    t_recon: int  # bins the generator runs and the cost covers
+    n_in: int  # encoded neurons
+    n_out: int  # reconstructed neurons
+    model: dict  # ModelConfig fields
+
+
+CASES = {
+    "lorenz": Case("lorenz", batch=200, t_enc=50, t_recon=50, n_in=29, n_out=29, model=dict(
+        ic_enc_dim=64, ci_enc_dim=64, con_dim=64, co_dim=4, ic_dim=64, gen_dim=64, fac_dim=40)),
+    "mc_maze": Case("mc_maze", batch=256, t_enc=35, t_recon=45, n_in=137, n_out=182, model=dict(
+        ic_enc_dim=64, ci_enc_dim=64, con_dim=64, co_dim=4, ic_dim=64, gen_dim=200,
+        fac_dim=100)),
+}
+
+
+def build_model(case: Case, device: str, seed: int = 0) -> LFADS:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**case.model)
+    recon = case.t_recon if case.t_recon != case.t_enc else None
+    return LFADS(cfg, case.n_in, n_outputs=case.n_out, recon_seq_len=recon).to(device)
+
+
+def make_batch(case: Case, device: str, batch: int | None = None, seed: int = 1):
+    """(encoder input counts (B, t_enc, n_in), target counts (B, t_recon, n_out))."""
+    g = torch.Generator().manual_seed(seed)
+    B = batch or case.batch
+    counts = torch.poisson(torch.rand(B, case.t_recon, case.n_out, generator=g) * 2.0,
+                           generator=g).to(device)
+    return counts[:, : case.t_enc, : case.n_in].contiguous(), counts
+
+
+def make_step(model: LFADS, case: Case, forward: Callable | None = None,
+              shards: Shards | None = None) -> tuple[Callable, torch.optim.Adam]:
+    """A function running one training step on (x, counts), as the Trainer does
+    (train/loop.py: loss_and_grads, gradient clipping, Adam); returns the (device) loss.
+    forward(model, x, ext, noise) replaces the model's forward (for the reference)."""
+    t = TrainConfig()
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr, eps=t.adam_eps)
+    w = Weights(t.kl_ic_scale, t.kl_co_scale, t.l2_gen_scale, t.l2_con_scale, 0.5, 0.5,
+                t.loss_scale)
+    cd_rate = model.cfg.cd_rate
+    shards = shards or Shards(1)
+    params = list(model.parameters())
+
+    def step(x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        model.train()
+        x_in, cd_mask = coordinated_dropout(x, cd_rate)
+        if cd_mask is not None and cd_mask.shape != counts.shape:
+            # Bins and neurons the encoders never see pass their gradient, as dropped ones do.
+            full = torch.ones_like(counts)
+            full[:, : x.shape[1], : x.shape[2]] = cd_mask
+            cd_mask = full
+        opt.zero_grad(set_to_none=True)
+        terms = loss_and_grads(model, x_in, counts, w, shards, cd_mask, forward=forward)
+        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        opt.step()
+        return terms[0]
+
+    return step, opt
+
+
+def forward_flops(case: Case, batch: int | None = None) -> dict[str, float]:
+    """Matmul FLOPs (2 m n k per product) of one forward pass, by part. Elementwise work (gate
+    nonlinearities, masks, costs) is left out: it is O(B T H), not O(B T H^2)."""
+    m = ModelConfig(**case.model)
+    B = batch or case.batch
+    Te, T = case.t_enc, case.t_recon
+    H_ic, H_ci, C, K, G, F = m.ic_enc_dim, m.ci_enc_dim, m.con_dim, m.co_dim, m.gen_dim, m.fac_dim
+
+    def mm(rows: int, k: int, n: int) -> float:
+        return 2.0 * rows * k * n
+
+    def gru(rows: int, n_in: int, h: int) -> float:  # input + recurrent gates of one GRU
+        return mm(rows, n_in, 3 * h) + mm(rows, h, 3 * h)
+
+    parts = {
+        "ic_encoder": 2 * gru(B * Te, case.n_in, H_ic),
+        "ic_posterior": mm(B, 2 * H_ic, 2 * m.ic_dim) + mm(B, m.ic_dim, G),
+        "generator": gru(B * T, K, G),
+        "factors": mm(B * T, G, F),
+        "readout": mm(B * T, F, case.n_out),
+    }
+    if K:
+        parts["ci_encoder"] = 2 * gru(B * Te, case.n_in, H_ci)
+        parts["controller"] = gru(B * T, 2 * H_ci + F, C) + mm(B * T, C, 2 * K)
+        parts["factors"] += mm(B, G, F)  # f_{-1}, the controller's first factor input
+    return parts
+
+
+def step_flops(case: Case, batch: int | None = None) -> float:
+    """Forward + backward matmul FLOPs of a training step (backward ~ 2x forward: the gradient
+    with respect to the input and to the weights of each product)."""
+    return 3.0 * sum(forward_flops(case, batch).values())

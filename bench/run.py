@@ -1,0 +1,389 @@
+"""LFADS training-step and posterior-sampling benchmark (issue 4).
+
+    python -m bench.run [--device cpu|cuda] [--quick] [--cases lorenz,mc_maze] [--threads N]
+
+For each case (bench/cases.py) it times, in a fresh process (so peak RSS is the case's own):
+  - the training step (forward + backward + Adam, as the Trainer takes it): median of several
+    after warm-up, and the same step with the plain reference forward (model/reference.py);
+  - posterior sample-and-average of the batch's trials: all samples in one batched pass
+    (train/sampling.py) against one pass per sample;
+and reports trials/s, the matmul FLOPs of a step (counted from the sizes), the achieved GFLOP/s
+against the machine's measured matmul GFLOP/s, and peak RSS. On CPU it also measures the
+aggregate throughput of 1 and 2 worker processes sharing the cores, each with cores // workers
+torch threads (what the PBT trainable gives each worker).
+
+Results: bench/results.json (a list of records, one per case and device; records of other
+devices already in the file are kept) and bench/results.md, a table that is also printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.cases import CASES, Case, build_model, forward_flops, make_batch, make_step, step_flops
+
+HERE = Path(__file__).resolve().parent
+BASELINE_STEP_S = {"lorenz": 0.40, "mc_maze": 0.67}  # public PyTorch LFADS, 2 CPU cores (issue 4)
+N_SAMPLES = 50
+
+
+# -- small utilities ---------------------------------------------------------------------------
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+class BackgroundLoad:
+    """CPU time other processes used during a measurement, in cores (0 = machine was ours)."""
+
+    def __enter__(self):
+        self.t0, self.busy0, self.own0 = time.perf_counter(), _busy_s(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t0
+        other = (_busy_s() - self.busy0) - (time.process_time() - self.own0)
+        self.cores = max(0.0, other / wall) if wall > 0 else 0.0
+
+
+def _busy_s() -> float:
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    v = [int(f) for f in fields]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+# -- matmul reference throughput ---------------------------------------------------------------
+
+def matmul_gflops(m: int, k: int, n: int, device: str, min_time: float = 0.3) -> float:
+    a = torch.randn(m, k, device=device)
+    b = torch.randn(k, n, device=device)
+    out = torch.empty(m, n, device=device)
+    torch.mm(a, b, out=out)
+    sync(device)
+    reps, best = 1, float("inf")
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b, out=out)
+        sync(device)
+        dt = time.perf_counter() - t0
+        if dt >= min_time / 3:
+            best = min(best, dt / reps)
+            if dt >= min_time:
+                break
+        reps *= 2
+    return 2.0 * m * k * n / best / 1e9
+
+
+def matmul_shapes(case: Case) -> dict[str, tuple[int, int, int]]:
+    cfg = case.model
+    B, H, G = case.batch, cfg["con_dim"], cfg["gen_dim"]
+    return {
+        "recurrent (B x H) @ (H x 3H)": (B, H, 3 * H),
+        "generator (B x G) @ (G x 3G)": (B, G, 3 * G),
+        "input projection (B*T x N) @ (N x 3H)": (B * case.t_enc, case.n_in, 3 * H),
+    }
+
+
+# -- one case, in its own process --------------------------------------------------------------
+
+def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
+    from autolfads.model.reference import reference_forward
+    from autolfads.train.loop import keep_freed_memory, setup_cpu_threads
+    from autolfads.train.parallel import Shards
+    from autolfads.train.sampling import sample_and_average
+
+    n = 1
+    if device == "cpu":  # as the Trainer sets up a CPU process
+        n = setup_cpu_threads(threads)
+        keep_freed_memory()
+    shards = Shards(n)
+    case = CASES[name]
+    warm, reps = (2, 5) if quick else (3, 10)
+    ref_reps = 2 if quick else 3
+    n_samples = 20 if quick else N_SAMPLES
+
+    model = build_model(case, device)
+    x, counts = make_batch(case, device)
+    step, _ = make_step(model, case, shards=shards)
+    with BackgroundLoad() as load:
+        step_times = timed(lambda: step(x, counts), device, warm, reps)
+    rss_train = peak_rss_mb()
+    step_s = statistics.median(step_times)
+
+    # Posterior sampling of the batch's trials: one batched pass vs one pass per sample.
+    def sequential():
+        outs = [sample_and_average(model, x, n_samples=1, shards=shards)
+                for _ in range(n_samples)]
+        return {k: sum(o[k] for o in outs) / n_samples for k in outs[0]}
+
+    batched_s = min(timed(lambda: sample_and_average(model, x, n_samples=n_samples,
+                                                     shards=shards),
+                          device, 1, 1 if quick else 2))
+    seq_s = min(timed(sequential, device, 0 if quick else 1, 1))
+    rss_sampling = peak_rss_mb()
+
+    # The plain reference implementation, same sizes and training step.
+    ref_model = build_model(case, device)
+    ref_step, _ = make_step(ref_model, case, shards=shards, forward=lambda m, xx, e, nz:
+                            reference_forward(m, xx, e, sample=True, noise=nz))
+    ref_s = statistics.median(timed(lambda: ref_step(x, counts), device, 1, ref_reps))
+
+    flops = step_flops(case)
+    rec = {
+        "case": name,
+        "device": device_name(device),
+        "threads": n if device == "cpu" else None,
+        "batch": case.batch,
+        "step_s": step_s,
+        "step_s_min": min(step_times),
+        "step_times_s": step_times,
+        "trials_per_s": case.batch / step_s,
+        "flops_per_step": flops,
+        "forward_flops_by_part": forward_flops(case),
+        "gflops_achieved": flops / step_s / 1e9,
+        "reference_step_s": ref_s,
+        "speedup_vs_reference": ref_s / step_s,
+        "baseline_step_s": BASELINE_STEP_S[name] if device == "cpu" else None,
+        "speedup_vs_baseline": BASELINE_STEP_S[name] / step_s if device == "cpu" else None,
+        "sampling_s": batched_s,
+        "sampling_sequential_s": seq_s,
+        "sampling_speedup": seq_s / batched_s,
+        "sampling_n_samples": n_samples,
+        "sampling_trials": case.batch,
+        "peak_rss_mb": rss_train,
+        "peak_rss_sampling_mb": rss_sampling,
+        "background_load_cores": round(load.cores, 2),
+        "quick": quick,
+    }
+    if device.startswith("cuda"):
+        rec["cuda_peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return rec
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({os.cpu_count()} cores, {platform.machine()})"
+
+
+def _case_worker(args, queue) -> None:
+    try:
+        queue.put(("ok", measure_case(*args)))
+    except BaseException as e:  # report, do not hang the parent
+        queue.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def in_subprocess(fn, args):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    p = ctx.Process(target=fn, args=(args, queue))
+    p.start()
+    status, value = queue.get()
+    p.join()
+    if status != "ok":
+        raise RuntimeError(value)
+    return value
+
+
+# -- worker processes sharing the cores --------------------------------------------------------
+
+def _throughput_worker(threads: int, steps: int, barrier, queue) -> None:
+    from autolfads.train.loop import keep_freed_memory, setup_cpu_threads
+    from autolfads.train.parallel import Shards
+
+    shards = Shards(setup_cpu_threads(threads))
+    keep_freed_memory()
+    case = CASES["lorenz"]
+    model = build_model(case, "cpu")
+    x, counts = make_batch(case, "cpu")
+    step, _ = make_step(model, case, shards=shards)
+    for _ in range(2):
+        step(x, counts)
+    barrier.wait()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step(x, counts)
+    queue.put((time.perf_counter() - t0, steps * case.batch))
+
+
+def worker_throughput(n_workers: int, cores: int, steps: int) -> dict:
+    """Aggregate Lorenz training throughput of n worker processes with cores // n threads each."""
+    ctx = mp.get_context("spawn")
+    threads = max(1, cores // n_workers)
+    barrier, queue = ctx.Barrier(n_workers), ctx.Queue()
+    procs = [ctx.Process(target=_throughput_worker, args=(threads, steps, barrier, queue))
+             for _ in range(n_workers)]
+    for p in procs:
+        p.start()
+    results = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    wall = max(r[0] for r in results)
+    trials = sum(r[1] for r in results)
+    return {"workers": n_workers, "threads_per_worker": threads, "steps_per_worker": steps,
+            "wall_s": wall, "trials_per_s": trials / wall}
+
+
+# -- report ------------------------------------------------------------------------------------
+
+def markdown(records: list[dict]) -> str:
+    head = ("| case | device | threads | batch | step s | trials/s | GFLOP/step | GFLOP/s | "
+            "matmul peak GFLOP/s | % of peak | reference step s | vs reference | vs baseline | "
+            "sampling s (batched) | sampling s (sequential) | sampling speed-up | peak RSS MB | "
+            "other load |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in records:
+        base = r.get("speedup_vs_baseline")
+        lines.append(
+            f"| {r['case']} | {r['device']} | {r.get('threads') or '-'} | {r['batch']} | "
+            f"{r['step_s']:.4f} | {r['trials_per_s']:.0f} | {r['flops_per_step'] / 1e9:.2f} | "
+            f"{r['gflops_achieved']:.1f} | {r['gflops_peak_measured']:.1f} | "
+            f"{100 * r['fraction_of_peak']:.0f}% | {r['reference_step_s']:.3f} | "
+            f"{r['speedup_vs_reference']:.2f}x | {f'{base:.2f}x' if base else '-'} | "
+            f"{r['sampling_s']:.3f} | {r['sampling_sequential_s']:.3f} | "
+            f"{r['sampling_speedup']:.2f}x | {r['peak_rss_mb']:.0f} | "
+            f"{r['background_load_cores']:.2f} |")
+    workers = [(r, w) for r in records for w in r.get("workers_scaling", [])]
+    if workers:
+        lines += ["", "| case | device | workers | threads/worker | aggregate trials/s | "
+                  "vs 1 worker |", "|---|---|---|---|---|---|"]
+        for r, w in workers:
+            one = r["workers_scaling"][0]["trials_per_s"]
+            lines.append(f"| {r['case']} | {r['device']} | {w['workers']} | "
+                         f"{w['threads_per_worker']} | {w['trials_per_s']:.0f} | "
+                         f"{w['trials_per_s'] / one:.2f}x |")
+    lines += ["", "step: forward + backward + Adam, median after warm-up; GFLOP/step: matmul "
+              "FLOPs (backward counted as 2x forward); % of peak: achieved / measured matmul "
+              "GFLOP/s (largest of the shapes in matmul_gflops); vs baseline: 0.40 s (Lorenz) / "
+              "0.67 s (MC_Maze) per step of a public PyTorch LFADS on 2 CPU cores; other load: "
+              "cores other processes kept busy during the step timing."]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def merge(old: list[dict], new: list[dict]) -> list[dict]:
+    keys = {(r["case"], r["device"]) for r in new}
+    return [r for r in old if (r.get("case"), r.get("device")) not in keys] + new
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and samples")
+    ap.add_argument("--cases", default="lorenz,mc_maze", help="comma-separated case names")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads on CPU (default: all cores)")
+    ap.add_argument("--no-workers", action="store_true",
+                    help="skip the 1 vs 2 worker-process throughput measurement")
+    ap.add_argument("--out", default=str(HERE), help="folder for results.json / results.md")
+    a = ap.parse_args(argv)
+
+    device = a.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: --device cuda: no CUDA device is available to torch", file=sys.stderr)
+        return 2
+    names = [n.strip() for n in a.cases.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        print(f"error: --cases: unknown case {unknown[0]!r} (choose from {', '.join(CASES)})",
+              file=sys.stderr)
+        return 2
+    cores = os.cpu_count() or 1
+    threads = a.threads or cores
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    records = []
+    for name in names:
+        print(f"[bench] {name} on {device} ...", flush=True)
+        rec = in_subprocess(_case_worker, (name, device, threads, a.quick))
+        # Small shapes like the step's, per core (1 thread); a large square on all cores.
+        torch.set_num_threads(1)
+        measured = {f"{label}, 1 core": matmul_gflops(*s, device)
+                    for label, s in matmul_shapes(CASES[name]).items()}
+        torch.set_num_threads(cores)
+        big = 4096 if device.startswith("cuda") else 2048
+        measured[f"square {big}, {cores} cores"] = matmul_gflops(big, big, big, device)
+        rec["matmul_gflops"] = {k: round(v, 1) for k, v in measured.items()}
+        rec["gflops_peak_measured"] = max(measured.values())
+        rec["fraction_of_peak"] = rec["gflops_achieved"] / rec["gflops_peak_measured"]
+        records.append(rec)
+        print(f"[bench]   step {rec['step_s']:.4f} s, {rec['trials_per_s']:.0f} trials/s, "
+              f"reference {rec['reference_step_s']:.3f} s", flush=True)
+
+    if device == "cpu" and not a.no_workers and "lorenz" in names and cores >= 2:
+        steps = 4 if a.quick else 8
+        scaling = []
+        for n in (1, 2):
+            print(f"[bench] lorenz throughput with {n} worker process(es) ...", flush=True)
+            scaling.append(worker_throughput(n, cores, steps))
+        next(r for r in records if r["case"] == "lorenz")["workers_scaling"] = scaling
+
+    for r in records:
+        r["torch_version"] = torch.__version__
+        r["bench_wall_s"] = round(time.perf_counter() - t_start, 1)
+    json_path, md_path = out_dir / "results.json", out_dir / "results.md"
+    old = []
+    if json_path.exists():
+        try:
+            old = json.loads(json_path.read_text())
+        except (OSError, ValueError):
+            old = []
+    all_records = merge(old if isinstance(old, list) else [], copy.deepcopy(records))
+    write_atomic(json_path, json.dumps(all_records, indent=1) + "\n")
+    table = markdown(all_records)
+    write_atomic(md_path, "# LFADS benchmark (python -m bench.run)\n\n" + table)
+    print(table)
+    print(f"[bench] wrote {json_path} and {md_path} in {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
