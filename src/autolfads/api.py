@@ -142,6 +142,10 @@ def _finish(trainer: Trainer, dataset: Dataset, cfg: Config, out_dir: Path | Non
     extra = {**extra, "wall_s": time.perf_counter() - t0, "device": str(trainer.device)}
     if out_dir is not None:
         metrics = write_results(out_dir, dataset, post, extra)
+        try:
+            _refresh_report(out_dir, dataset)
+        except Exception as e:  # noqa: BLE001  (the outputs are written; the page is extra)
+            say(f"report not written: {type(e).__name__}: {e}")
     else:
         metrics = {**extra, **compute_metrics(dataset, post)}
     say(summary_line(metrics, out_dir))
@@ -204,7 +208,8 @@ def run(
     say(f"AutoLFADS: population {p.population}, up to {p.generations} generations of "
         f"{p.epochs_per_generation} epochs, {p.cpus_per_worker:g} CPU per worker")
     t0 = time.perf_counter()
-    result = run_pbt(dataset, cfg, store, address=address, resume=resume, log=say)
+    result = run_pbt(dataset, cfg, store, address=address, resume=resume, log=say,
+                     after_generation=lambda d: _refresh_report(d, dataset))
     say(f"best worker {result.best.worker} (score {result.best.score:.5f}) after "
         f"{result.generations} generations" +
         (f"; stopped: {result.stopped_reason}" if result.stopped_reason else ""))
@@ -222,6 +227,12 @@ def run(
         store.sync()
         say(f"run uploaded to {store.location} (local copy: {out_dir})")
     return res
+
+
+def _refresh_report(out_dir: Path, dataset: Dataset) -> None:
+    from autolfads.analysis.report import write_report
+
+    write_report(out_dir, dataset=dataset)
 
 
 # What `--resume` needs from a run kept in a bucket (the checkpoints stay there).

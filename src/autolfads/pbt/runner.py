@@ -136,7 +136,10 @@ def run_pbt(
     address: str | None = None,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    after_generation: Callable[[Path], None] | None = None,
 ) -> PBTResult:
+    """`after_generation(local_run_dir)` runs once the generation's logs are written (the API
+    refreshes the HTML report there); it is for people watching, so its failure is only logged."""
     from ray import tune
 
     p = cfg.pbt
@@ -174,12 +177,11 @@ def run_pbt(
         runlog.write_population(record)
         _keep_best_model(out_dir, run, record)
         _prune_checkpoints(run, record.generation)
-        try:  # the report is for people watching the run: it must never break the run
-            from autolfads.analysis.report import write_report
-
-            write_report(out_dir, dataset=dataset)
-        except Exception as e:
-            log(f"report not updated: {type(e).__name__}: {e}")
+        if after_generation is not None:
+            try:
+                after_generation(out_dir)
+            except Exception as e:  # noqa: BLE001  (must never stop the run)
+                log(f"report not updated: {type(e).__name__}: {e}")
         store.sync()
         n_exp = sum(d.exploited for d in record.decisions)
         best = record.best()
