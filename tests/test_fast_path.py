@@ -155,3 +155,12 @@ def test_sharded_step_and_sampling_match_unsharded():
         assert_close(g3[k], g1[k], f"grad {k}", 1e-10, 1e-12)
     for k in p1:
         assert_close(torch.as_tensor(p3[k]), torch.as_tensor(p1[k]), k, 1e-10, 1e-12)
+
+
+def test_shard_threads_follow_the_callers_grad_mode():
+    from autolfads.train.parallel import Shards
+
+    shards = Shards(2)
+    with torch.no_grad():
+        assert shards.map(lambda _: torch.is_grad_enabled(), [0, 1]) == [False, False]
+    assert shards.map(lambda _: torch.is_grad_enabled(), [0, 1]) == [True, True]

@@ -2,9 +2,10 @@
 
 Autograd records ~25 small ops per GRU step and replays them one by one in the backward pass;
 at LFADS sizes (B ~ 200, H ~ 64) each op takes microseconds of bookkeeping next to a few of
-arithmetic. Here every step is one matmul and five fused elementwise ops written into
-preallocated buffers, the backward pass walks the steps with ~10 ops each, and the weight
-gradients are left to a few large matmuls per chunk of steps.
+arithmetic. Here every step is one matmul and five elementwise ops written into preallocated
+buffers, the backward pass walks the steps with ~10 ops each (the cell and the time loops are in
+loops.py, compiled with TorchScript), and the weight gradients are left to a few large matmuls
+per chunk of steps.
 
 The equations are those of layers.ClippedGRUCell (the cuDNN form of the GRU):
 

@@ -24,8 +24,10 @@ recon_seq_len bins.
 How it is computed (the equations above are the contract; reference.py computes them plainly):
 all random draws are made up front (noise.py); the four encoder GRUs run as one batched
 recurrence and the controller + generator loop as one autograd.Function, both with
-hand-written backward passes (gru.py, recurrence.py). tests/test_fast_path.py checks losses and
-gradients against reference.py.
+hand-written backward passes (gru.py, recurrence.py) whose time loops are compiled with
+TorchScript where available (loops.py). tests/test_fast_path.py checks outputs and gradients
+against reference.py in float64. Several CPU cores are used by running shards of the batch in
+threads (train/parallel.py).
 """
 
 from __future__ import annotations

@@ -86,7 +86,9 @@ def decoder_forward(pg: Tensor, pc: Optional[Tensor], t0: int, gs: Tensor, gm: T
                     wg_hh_t: Tensor, w_fac_t: Tensor, neg1: Tensor, clip: float, C: int, G: int,
                     K: int) -> None:
     """Steps t0..t0+c-1 of the decoder. pg (c, B, 4G) / pc (c, B, 4C): gate buffers with the
-    inputs known in advance; pc None: no controller (then the factors are left to the caller)."""
+    inputs known in advance; pc None: no controller (then the factors are left to the caller).
+    Trials-last: cu (T, 2K, B) [mu; logvar / 2] -> [mu; exp(logvar / 2)], us and eps (T, K, B);
+    w_coh (2K, C) and b_coh (2K, 1) are W_co, b_co with the logvar rows halved."""
     for j in range(pg.shape[0]):
         t = t0 + j
         pgj = pg.select(0, j)
@@ -130,7 +132,9 @@ def decoder_backward(pg: Tensor, pc: Optional[Tensor], t0: int, dg: Tensor,
                      wcf4_b: Optional[Tensor], clip: float, C: int, G: int, K: int
                      ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """Steps t0+c-1 .. t0 of the decoder in reverse: fills dgc (c, B, 4G) and dcc (c, B, 4C)
-    with gate gradients; returns the gradients of g, h^con and f_{t0-1} before step t0."""
+    with gate gradients; returns the gradients of g, h^con and f_{t0-1} before step t0.
+    dco (T, B, 2K): gradient of [mu, logvar], updated in place; se (T, K, B): exp(logvar/2) eps;
+    wgu4_b (K, 4G): the generator's u-input weight in gradient layout, transposed."""
     for j in range(pg.shape[0] - 1, -1, -1):
         t = t0 + j
         if dgm_all is None:

@@ -47,6 +47,10 @@ class Shards:
     def __init__(self, n: int = 1):
         self.n = max(1, int(n))
         self._pool = None
+        self._start()
+
+    def _start(self) -> None:
+        self._pid = os.getpid()
         if self.n > 1:
             self._pool = ThreadPoolExecutor(self.n - 1, thread_name_prefix="lfads-shard",
                                             initializer=_one_intra_op_thread)
@@ -62,7 +66,15 @@ class Shards:
         """[fn(item) for item in items], the first in the calling thread, the rest in the pool."""
         if self._pool is None or len(items) == 1:
             return [fn(it) for it in items]
-        futures = [self._pool.submit(fn, it) for it in items[1:]]
+        if os.getpid() != self._pid:  # a forked child has none of the parent's threads
+            self._start()
+        grad = torch.is_grad_enabled()  # thread-local: the pool's threads follow the caller
+
+        def call(item):
+            with torch.set_grad_enabled(grad):
+                return fn(item)
+
+        futures = [self._pool.submit(call, it) for it in items[1:]]
         try:
             first = fn(items[0])
         finally:
