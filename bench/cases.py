@@ -1,7 +1,7 @@
 """The two benchmark cases (issue 4), one training step as the Trainer takes it, and the FLOP
 count of that step.
 
-A training step is what train/loop.py does per batch: coordinated dropout on the input, a
+A training step is what training/loop.py does per batch: coordinated dropout on the input, a
 sampled forward pass in train mode (dropout on), the costs, backward, gradient-norm clipping and
 an Adam update.
 """
@@ -17,8 +17,8 @@ from autolfads.config import ModelConfig, TrainConfig
 from autolfads.model import LFADS
 from autolfads.model.augment import coordinated_dropout
 from autolfads.model.objective import Weights
-from autolfads.train.loop import loss_and_grads
-from autolfads.train.parallel import Shards
+from autolfads.training.loop import loss_and_grads
+from autolfads.training.parallel import Shards
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def make_batch(case: Case, device: str, batch: int | None = None, seed: int = 1)
 def make_step(model: LFADS, case: Case, forward: Callable | None = None,
               shards: Shards | None = None) -> tuple[Callable, torch.optim.Adam]:
     """A function running one training step on (x, counts), as the Trainer does
-    (train/loop.py: loss_and_grads, gradient clipping, Adam); returns the (device) loss.
+    (training/loop.py: loss_and_grads, gradient clipping, Adam); returns the (device) loss.
     forward(model, x, ext, noise) replaces the model's forward (for the reference)."""
     t = TrainConfig()
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, eps=t.adam_eps)

@@ -6,7 +6,7 @@ For each case (bench/cases.py) it times, in a fresh process (so peak RSS is the 
   - the training step (forward + backward + Adam, as the Trainer takes it): median of several
     after warm-up, and the same step with the plain reference forward (model/reference.py);
   - posterior sample-and-average of the batch's trials: all samples in one batched pass
-    (train/sampling.py) against one pass per sample;
+    (training/sampling.py) against one pass per sample;
 and reports trials/s, the matmul FLOPs of a step (counted from the sizes), the achieved GFLOP/s
 against the machine's measured matmul GFLOP/s, and peak RSS. On CPU it also measures the
 aggregate throughput of 1 and 2 worker processes sharing the cores, each with cores // workers
@@ -124,9 +124,9 @@ def matmul_shapes(case: Case) -> dict[str, tuple[int, int, int]]:
 
 def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
     from autolfads.model.reference import reference_forward
-    from autolfads.train.loop import keep_freed_memory, setup_cpu_threads
-    from autolfads.train.parallel import Shards
-    from autolfads.train.sampling import sample_and_average
+    from autolfads.training.loop import keep_freed_memory, setup_cpu_threads
+    from autolfads.training.parallel import Shards
+    from autolfads.training.sampling import sample_and_average
 
     n = 1
     if device == "cpu":  # as the Trainer sets up a CPU process
@@ -224,8 +224,8 @@ def in_subprocess(fn, args):
 # -- worker processes sharing the cores --------------------------------------------------------
 
 def _throughput_worker(threads: int, steps: int, barrier, queue) -> None:
-    from autolfads.train.loop import keep_freed_memory, setup_cpu_threads
-    from autolfads.train.parallel import Shards
+    from autolfads.training.loop import keep_freed_memory, setup_cpu_threads
+    from autolfads.training.parallel import Shards
 
     shards = Shards(setup_cpu_threads(threads))
     keep_freed_memory()

@@ -79,3 +79,13 @@ def test_default_training_on_builtin_lorenz_beats_smoothing(tmp_path, monkeypatc
     other = np.mean([np.corrcoef(rates[..., k].ravel(), truth[..., (k + n // 2) % n].ravel())[0, 1]
                      for k in range(0, n, 37)])
     assert own > other + 0.2
+
+
+def test_api_functions_are_not_shadowed_by_subpackages():
+    """`autolfads.train` stays the API function after the package internals are imported."""
+    import autolfads
+    import autolfads.api  # noqa: F401  (imports the training internals)
+    import autolfads.pbt.runner  # noqa: F401
+
+    for name in ("train", "run", "load", "synth"):
+        assert callable(getattr(autolfads, name)), name

@@ -124,12 +124,12 @@ def test_clip_case_actually_clips():
 
 
 def test_sharded_step_and_sampling_match_unsharded():
-    """Batch shards in threads (train/parallel.py) give the whole batch's costs and gradients
+    """Batch shards in threads (training/parallel.py) give the whole batch's costs and gradients
     and the same posterior samples (the random draws are made once, for the whole batch)."""
     from autolfads.model.augment import coordinated_dropout, sample_validation_mask
-    from autolfads.train.loop import loss_and_grads
-    from autolfads.train.parallel import Shards
-    from autolfads.train.sampling import sample_and_average
+    from autolfads.training.loop import loss_and_grads
+    from autolfads.training.parallel import Shards
+    from autolfads.training.sampling import sample_and_average
 
     model, _, _, _, _, _ = build({}, {}, torch.float64)
     B, T, N = 48, 9, 6  # three shards of 16 trials
@@ -158,7 +158,7 @@ def test_sharded_step_and_sampling_match_unsharded():
 
 
 def test_shard_threads_follow_the_callers_grad_mode():
-    from autolfads.train.parallel import Shards
+    from autolfads.training.parallel import Shards
 
     shards = Shards(2)
     with torch.no_grad():

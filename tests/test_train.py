@@ -7,8 +7,8 @@ import torch
 from conftest import tiny_config, tiny_dataset
 
 from autolfads.model.observations import poisson_nll
-from autolfads.train.loop import Trainer, ramp
-from autolfads.train.sampling import posterior_outputs, sample_and_average
+from autolfads.training.loop import Trainer, ramp
+from autolfads.training.sampling import posterior_outputs, sample_and_average
 
 
 def params(tr: Trainer) -> dict[str, torch.Tensor]:

@@ -32,8 +32,8 @@ from autolfads.results import (
     write_text_atomic,
 )
 from autolfads.storage import RunStore
-from autolfads.train.loop import Trainer
-from autolfads.train.sampling import posterior_outputs
+from autolfads.training.loop import Trainer
+from autolfads.training.sampling import posterior_outputs
 
 DataLike = str | Path | Dataset | np.ndarray | None
 

@@ -70,7 +70,7 @@ class TrainConfig(_Section):
     n_samples: int = Field(50, ge=1)  # posterior samples averaged for the outputs
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = Field(0, ge=0)  # torch threads; 0 = leave torch's default
+    threads: int = Field(0, ge=0)  # CPU threads for this model; 0 = all cores
 
 
 class HPOverride(_Section):

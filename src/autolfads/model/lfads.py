@@ -27,7 +27,7 @@ recurrence and the controller + generator loop as one autograd.Function, both wi
 hand-written backward passes (gru.py, recurrence.py) whose time loops are compiled with
 TorchScript where available (loops.py). tests/test_fast_path.py checks outputs and gradients
 against reference.py in float64. Several CPU cores are used by running shards of the batch in
-threads (train/parallel.py).
+threads (training/parallel.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The time loops of the GRU recurrences (gru.py, recurrence.py), compiled with TorchScript.
 
 A step is a handful of small ops; run from Python, each op also pays the interpreter (and holds
-the GIL, so the batch shards of train/parallel.py could not run in parallel). Compiled, a whole
+the GIL, so the batch shards of training/parallel.py could not run in parallel). Compiled, a whole
 chunk of steps runs in C++ without the GIL. Where TorchScript is unavailable (it is deprecated
 in recent torch releases) or AUTOLFADS_NO_SCRIPT=1 is set, the same functions run as Python.
 

@@ -70,7 +70,7 @@ def draw_noise(model, B: int, T_enc: int, like: torch.Tensor, sample: bool,
                map_fn: Callable | None = None) -> Noise:
     """Every random draw of one forward pass of `model` on a batch of B trials.
 
-    map_fn(f, items) -> [f(item) ...] (e.g. train/parallel.Shards.map) fills the dropout masks
+    map_fn(f, items) -> [f(item) ...] (e.g. training/parallel.Shards.map) fills the dropout masks
     in parallel; their seeds are drawn here first, in a fixed order, so the draws are the same.
     """
     cfg = model.cfg

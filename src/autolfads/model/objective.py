@@ -8,7 +8,7 @@
     KL_co  = mean over trials of sum_t KL(q(u_t|x) || p(u_t|u_{t-1}))
     L2     = (l2_gen_scale * |U_gen|^2 + l2_con_scale * |U_con|^2) / (2 * #recurrent weights)
 
-w_kl and w_l2 ramp linearly from 0 to 1 (train/loop.py) so the model first learns to reconstruct.
+w_kl and w_l2 ramp linearly from 0 to 1 (training/loop.py) so the model first learns to reconstruct.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from autolfads.config import Config
 from autolfads.data.dataset import Dataset
 from autolfads.pbt.scheduler import GENERATION, SCORE
 from autolfads.storage import get_bytes, join, put_bytes
-from autolfads.train.loop import Trainer
+from autolfads.training.loop import Trainer
 
 CHECKPOINT = "checkpoint.pt"
 

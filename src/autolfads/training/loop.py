@@ -33,7 +33,7 @@ from autolfads.model.augment import (
     sample_validation_mask,
 )
 from autolfads.model.objective import Weights, compute_costs, total_loss
-from autolfads.train.parallel import Shards, available_cores
+from autolfads.training.parallel import Shards, available_cores
 
 # Hyperparameters PBT may change between generations (name -> config section).
 TUNABLE = {

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from autolfads.model import LFADS
-from autolfads.train.parallel import Shards
+from autolfads.training.parallel import Shards
 
 KEYS = ("rates", "factors", "inferred_inputs", "ic_mean")
 
@@ -27,7 +27,7 @@ def sample_and_average(
 ) -> dict[str, np.ndarray]:
     """data: (B, T, N) -> {'rates': (B,T,N), 'factors': (B,T,F), 'inferred_inputs': (B,T,U),
     'ic_mean': (B, ic_dim)} averaged over `n_samples` posterior samples. `shards` spreads each
-    pass over threads (train/parallel.py); the draws are made for the whole pass first."""
+    pass over threads (training/parallel.py); the draws are made for the whole pass first."""
     model.eval()
     shards = shards or Shards(1)
     B = data.shape[0]
