@@ -40,3 +40,21 @@ def tiny_config(**train) -> Config:
 def tiny():
     torch.manual_seed(0)
     return tiny_dataset()
+
+
+def run_cli(monkeypatch, capsys, *args, stdin: str = "") -> tuple[int, str, str]:
+    """Run the `autolfads` entry point in-process: (exit status, stdout, stderr)."""
+    import io
+    import sys
+
+    from autolfads.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["autolfads", *map(str, args)])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -6,19 +6,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.io
-
-from autolfads.cli import main
-
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["autolfads", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from conftest import run_cli
 
 
 def good_counts(n=29, t=20, k=30, seed=0):

@@ -4,18 +4,16 @@ every bad field is one `error:` line, the lifecycle commands are exactly the exp
 follows the shipped price table. No network, no cloud credentials."""
 
 import copy
-import io
 import json
 import os
 import stat
-import sys
 from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_cli
 
-from autolfads.cli import main
 from autolfads.cloud import lifecycle
 from autolfads.cloud.cluster import ClusterSpec, build_config, write_config
 from autolfads.cloud.cost import estimate, load_prices
@@ -23,17 +21,6 @@ from autolfads.cloud.cost import estimate, load_prices
 PROJECT, BUCKET = "my-lab-project", "gs://my-lab-autolfads"
 INIT = ["cloud", "init", "--project", PROJECT, "--bucket", BUCKET]
 
-
-def run_cli(monkeypatch, capsys, *args, stdin: str = "") -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["autolfads", *map(str, args)])
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_error(code: int, err: str) -> str:

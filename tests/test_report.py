@@ -2,16 +2,15 @@
 and graceful pages for live runs, train-only runs and runs without true rates."""
 
 import re
-import sys
 from html.parser import HTMLParser
 
 import pytest
+from conftest import run_cli
 from fake_run import HP_NAMES, make_run
 
 from autolfads.analysis import plots
 from autolfads.analysis.report import SECTIONS, write_report
 from autolfads.analysis.rundir import RunDir
-from autolfads.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -142,16 +141,6 @@ def test_runner_passes_its_dataset_to_a_live_report(tmp_path):
     text, _ = check_page(write_report(run, dataset=tiny_dataset(n_trials=40)))
     assert "tiny test data: 40 trials x 15 bins x 8 neurons" in text
 
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["autolfads", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_report_command(tmp_path, monkeypatch, capsys):

@@ -3,27 +3,15 @@ MATLAB layout and 1-based indices, no overwrite without --force), and Octave rea
 
 import shutil
 import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 import scipy.io
+from conftest import run_cli
 from fake_run import HP_NAMES, make_run
 
 from autolfads.analysis.metrics import r2_rates
-from autolfads.cli import main
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["autolfads", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def one_error_line(code, err, *words):

@@ -7,9 +7,7 @@ posterior-averaged outputs, metrics and config are written here.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from autolfads.config import Config, config_to_yaml
 from autolfads.data.dataset import Dataset
 from autolfads.data.io import write_outputs
 from autolfads.errors import UserInputError
+from autolfads.storage import atomic_write
 
 RUN_MARKERS = ("config.yaml", "metrics.json")
 
@@ -47,12 +46,7 @@ def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = Fals
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def write_config(out_dir: Path, cfg: Config) -> Path:

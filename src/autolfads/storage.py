@@ -11,11 +11,13 @@ This module sits below `pbt/` (the workers use it), not in `cloud/`: storage is 
 
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import os
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from autolfads.errors import UserInputError
@@ -46,18 +48,33 @@ def _fs(location: str):
     return fs, path
 
 
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a temp file beside `path`, then rename it over `path`: a reader (a
+    browser reloading a live report, MATLAB, a resuming run) sees the old file or the new one,
+    never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return path
+
+
 def put_bytes(location: str | Path, data: bytes) -> None:
     """Write a whole file; never half a file (temp + rename locally, one PUT in a bucket)."""
     if is_uri(location):
         fs, path = _fs(str(location))
         fs.pipe_file(path, data)
-        return
-    path = Path(location)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    else:
+        atomic_write(location, lambda tmp: tmp.write_bytes(data))
 
 
 def get_bytes(location: str | Path) -> bytes:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from autolfads.analysis.atomic import atomic_write
 from autolfads.analysis.rundir import Outputs, RunDir, has_scheme, read_outputs
 from autolfads.errors import UserInputError
+from autolfads.storage import atomic_write
 
 FORMATS = ("mat", "h5", "npz")
 SUFFIXES = {"mat": (".mat",), "h5": (".h5", ".hdf5"), "npz": (".npz",)}

@@ -25,11 +25,11 @@ import numpy as np
 
 from autolfads.analysis import plots
 from autolfads.analysis import report_data as rdata
-from autolfads.analysis.atomic import atomic_write
 from autolfads.analysis.report_data import RunView
 from autolfads.analysis.rundir import RunDir, has_scheme
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
+from autolfads.storage import atomic_write
 
 SECTIONS = (("summary", "Run summary"), ("hyperparameters", "Hyperparameters and scores"),
             ("trials", "Example trials"), ("latents", "Latent factors and inferred inputs"),

@@ -6,9 +6,7 @@ leaves a half-written file, and a write that would land on the input data file i
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import scipy.io
 
 from autolfads.data.dataset import INTERNAL_LAYOUT, MATLAB_LAYOUT, Dataset
 from autolfads.errors import UserInputError
+from autolfads.storage import atomic_write
 
 POST_KINDS = ("rates", "factors", "inferred_inputs", "ic_mean")
 
@@ -27,19 +26,7 @@ def _atomic_write(path: str | Path, write: Callable[[Path], None], dataset: Data
     src = Path(dataset.source)
     if src.is_file() and path.exists() and os.path.samefile(path, src):
         raise UserInputError(f"{path}: is the input data file; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared and read
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return path
+    return atomic_write(path, write)
 
 
 def _h5_put(f: h5py.File, name: str, arr: np.ndarray) -> None:
