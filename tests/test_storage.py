@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import scipy.io
-from conftest import TINY_MODEL, tiny_dataset
+from conftest import TINY_MODEL, run_cli, tiny_dataset
 
 from autolfads import storage
 from autolfads.storage import RunStore
@@ -61,7 +61,7 @@ def test_storage_primitives_local_and_s3(tmp_path, bucket):
 
 
 @pytest.mark.slow
-def test_autolfads_run_into_an_s3_bucket(bucket):
+def test_autolfads_run_into_an_s3_bucket(bucket, tmp_path, monkeypatch, capsys):
     import autolfads
 
     out = f"{bucket}/runs/tiny"
@@ -85,3 +85,13 @@ def test_autolfads_run_into_an_s3_bucket(bucket):
     assert scipy.io.loadmat(local)["rates"].shape == (8, 15, 40)
     np.testing.assert_allclose(scipy.io.loadmat(local)["rates"].transpose(2, 1, 0), res.rates,
                                rtol=1e-6)
+    # The bucket is all a user needs to look at the run and take the outputs home.
+    code, out_text, err = run_cli(monkeypatch, capsys, "status", out)
+    assert code == 0, err
+    assert "best" in out_text.lower() and "worker" in out_text.lower()
+    exported = tmp_path / "rates.mat"
+    code, _, err = run_cli(monkeypatch, capsys, "export", out, "--format", "mat", "--out",
+                           exported)
+    assert code == 0, err
+    mat = scipy.io.loadmat(exported)
+    np.testing.assert_allclose(mat["rates"], scipy.io.loadmat(local)["rates"], rtol=1e-6)
