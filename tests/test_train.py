@@ -101,3 +101,18 @@ def test_posterior_sampling_shapes_and_per_trial_averaging(tiny):
     mean_pass = torch.exp(tr.model(tr.valid_x, sample=False).log_rates).detach().numpy()
     per_trial = [np.corrcoef(big[i].ravel(), mean_pass[i].ravel())[0, 1] for i in range(n_va)]
     assert min(per_trial) > 0.9
+
+
+def test_early_stopping_waits_for_the_ramps(tiny):
+    """Patience counts only epochs with the KL and L2 weights fully on."""
+    # A frozen model (lr ~ 0, no smoothing): the validation cost never improves after epoch 0.
+    cfg = tiny_config(patience=2, kl_increase_epochs=6, l2_increase_epochs=4, epochs=40,
+                      lr=1e-12, smoothing=0.0)
+    cfg.model.dropout_rate = 0.0
+    tr = Trainer(cfg, tiny)
+    tr.fit()
+    assert tr.ramps_end() == 6
+    assert tr.state.best_epoch == 0
+    # Epochs 6 and 7 (1-based) are the first with full weights; without the rule it would have
+    # stopped after epoch 3.
+    assert tr.state.epoch == 7 and tr.state.bad_epochs == 2

@@ -323,7 +323,9 @@ class Trainer:
         if s.smoothed < s.best:
             s.best, s.best_epoch, s.bad_epochs = s.smoothed, s.epoch, 0
             self.best_weights = copy.deepcopy(self.model.state_dict())
-        else:
+        elif s.epoch + 1 >= self.ramps_end():
+            # Patience runs only once the KL and L2 weights are fully on: the cost still moves
+            # with the ramps before that, and stopping there would skip the regularised model.
             s.bad_epochs += 1
         stats = EpochStats(
             epoch=s.epoch, train_loss=tr["loss"], train_recon=tr["recon"], valid_recon=valid,
@@ -334,6 +336,10 @@ class Trainer:
         s.history.append(stats.__dict__.copy())
         s.epoch += 1
         return stats
+
+    def ramps_end(self) -> int:
+        t = self.cfg.train
+        return max(t.kl_start_epoch + t.kl_increase_epochs, t.l2_start_epoch + t.l2_increase_epochs)
 
     def should_stop(self) -> bool:
         s = self.state
