@@ -124,8 +124,7 @@ def matmul_shapes(case: Case) -> dict[str, tuple[int, int, int]]:
 
 def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
     from autolfads.model.reference import reference_forward
-    from autolfads.training.loop import keep_freed_memory, setup_cpu_threads
-    from autolfads.training.parallel import Shards
+    from autolfads.training.parallel import Shards, keep_freed_memory, setup_cpu_threads
     from autolfads.training.sampling import sample_and_average
 
     n = 1
@@ -224,8 +223,7 @@ def in_subprocess(fn, args):
 # -- worker processes sharing the cores --------------------------------------------------------
 
 def _throughput_worker(threads: int, steps: int, barrier, queue) -> None:
-    from autolfads.training.loop import keep_freed_memory, setup_cpu_threads
-    from autolfads.training.parallel import Shards
+    from autolfads.training.parallel import Shards, keep_freed_memory, setup_cpu_threads
 
     shards = Shards(setup_cpu_threads(threads))
     keep_freed_memory()

@@ -9,12 +9,9 @@ changes hyperparameters between generations with `set_hparams`.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import ctypes
 import math
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +30,7 @@ from autolfads.model.augment import (
     sample_validation_mask,
 )
 from autolfads.model.objective import Weights, compute_costs, total_loss
-from autolfads.training.parallel import Shards, available_cores
+from autolfads.training.parallel import Shards, keep_freed_memory, setup_cpu_threads
 
 # Hyperparameters PBT may change between generations (name -> config section).
 TUNABLE = {
@@ -51,24 +48,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def setup_cpu_threads(n: int) -> int:
-    """Set up this process to use n CPU cores (0: all it may run on); returns n.
-
-    The n cores are used as n threads that each run a shard of the batch (parallel.py), with
-    torch's intra-op (OpenMP/MKL) parallelism at one thread, so nothing waits on per-op barriers.
-    N workers sharing C cores should each get n = C // N (pbt/ sets cfg.train.threads from
-    cpus_per_worker). The inter-op pool can be sized only before it is first used; LFADS runs no
-    inter-op work, so a later call that cannot resize it is harmless.
-    """
-    n = n if n > 0 else available_cores()
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
-    if torch.get_num_interop_threads() != 1:
-        with contextlib.suppress(RuntimeError):  # already started or already set
-            torch.set_num_interop_threads(1)
-    return n
 
 
 def loss_and_grads(model: LFADS, x_in: torch.Tensor, target: torch.Tensor, w: Weights,
@@ -136,34 +115,6 @@ def loss_and_grads(model: LFADS, x_in: torch.Tensor, target: torch.Tensor, w: We
     for _, t in results[1:]:
         terms = terms + t
     return terms
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
-
-    A training step allocates and frees the same few hundred MB of activations and gradients
-    every time. By default glibc serves blocks over its mmap threshold with fresh mmaps and
-    trims the heap's free top back to the kernel, so the next step touches new pages: a page
-    fault (and a page of zeroing) per 4 KiB, ~10% of a CPU step. Raising the thresholds keeps
-    that memory in the process (RSS stays at its peak, which it reaches every step anyway).
-    Process-wide; a no-op (False) where the C library is not glibc.
-    """
-    global _malloc_tuned
-    if _malloc_tuned is None:
-        _malloc_tuned = False
-        if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL("libc.so.6")
-                m_trim_threshold, m_mmap_threshold = -1, -3
-                ok = libc.mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's maximum
-                ok = ok and libc.mallopt(m_trim_threshold, 2**30)
-                _malloc_tuned = bool(ok)
-            except (OSError, AttributeError):
-                pass
-    return _malloc_tuned
-
-
-_malloc_tuned: bool | None = None
 
 
 def ramp(epoch: int, start: int, length: int) -> float:

@@ -16,7 +16,10 @@ Sums are reassociated, so the last bits differ from an unsharded pass.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import sys
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -91,3 +94,49 @@ class Shards:
 
     def __setstate__(self, state):
         self.__init__(state["n"])
+
+
+def setup_cpu_threads(n: int) -> int:
+    """Set up this process to use n CPU cores (0: all it may run on); returns n.
+
+    The n cores are used as n threads that each run a shard of the batch (parallel.py), with
+    torch's intra-op (OpenMP/MKL) parallelism at one thread, so nothing waits on per-op barriers.
+    N workers sharing C cores should each get n = C // N (pbt/ sets cfg.train.threads from
+    cpus_per_worker). The inter-op pool can be sized only before it is first used; LFADS runs no
+    inter-op work, so a later call that cannot resize it is harmless.
+    """
+    n = n if n > 0 else available_cores()
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    if torch.get_num_interop_threads() != 1:
+        with contextlib.suppress(RuntimeError):  # already started or already set
+            torch.set_num_interop_threads(1)
+    return n
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
+
+    A training step allocates and frees the same few hundred MB of activations and gradients
+    every time. By default glibc serves blocks over its mmap threshold with fresh mmaps and
+    trims the heap's free top back to the kernel, so the next step touches new pages: a page
+    fault (and a page of zeroing) per 4 KiB, ~10% of a CPU step. Raising the thresholds keeps
+    that memory in the process (RSS stays at its peak, which it reaches every step anyway).
+    Process-wide; a no-op (False) where the C library is not glibc.
+    """
+    global _malloc_tuned
+    if _malloc_tuned is None:
+        _malloc_tuned = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                m_trim_threshold, m_mmap_threshold = -1, -3
+                ok = libc.mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's maximum
+                ok = ok and libc.mallopt(m_trim_threshold, 2**30)
+                _malloc_tuned = bool(ok)
+            except (OSError, AttributeError):
+                pass
+    return _malloc_tuned
+
+
+_malloc_tuned: bool | None = None
