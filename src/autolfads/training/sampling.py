@@ -22,7 +22,7 @@ def sample_and_average(
     data: torch.Tensor,
     ext_input: torch.Tensor | None = None,
     n_samples: int = 50,
-    max_batch: int = 4096,
+    max_batch: int = 1024,  # rows per pass: larger ones fall out of cache and run slower (bench)
     shards: Shards | None = None,
 ) -> dict[str, np.ndarray]:
     """data: (B, T, N) -> {'rates': (B,T,N), 'factors': (B,T,F), 'inferred_inputs': (B,T,U),
