@@ -122,3 +122,8 @@ def test_run_guards_its_run_directory(tmp_path, monkeypatch, capsys):
                            "pbt.search_space.lr.high=0.1")
     assert code == 2 and err.startswith("error: pbt.search_space.lr") and "\n" not in err.strip()
     assert (out / "mine.txt").read_text() == "keep" and len(list(out.iterdir())) == 1
+    for address, words in (("127.0.0.1:1", "no Ray cluster answers"), ("nonsense", "HOST:PORT")):
+        code, _, err = run_cli(monkeypatch, capsys, "run", "--out", tmp_path / "r3",
+                               "--address", address)
+        assert code == 2 and words in err and err.count("\n") == 1, err
+        assert not (tmp_path / "r3").exists()  # nothing created for a run that cannot start

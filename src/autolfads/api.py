@@ -176,7 +176,7 @@ def run(
     per-generation logs are in `out/pbt/`. `resume=True` continues an interrupted run in `out`
     from its last completed generation (same data, same config unless overridden here).
     """
-    from autolfads.pbt.runner import run_pbt
+    from autolfads.pbt.runner import check_address, run_pbt
     from autolfads.pbt.search_space import build_space
 
     say = (lambda _m: None) if quiet else (log or _stderr)
@@ -195,6 +195,7 @@ def run(
         if value is not None:
             setattr(cfg.pbt, key, value)
     build_space(cfg.pbt.search_space)  # a bad search space is reported before anything starts
+    check_address(address)
     dataset = resolve_data(data, cfg.data)
     if not resume:
         _prepare_store(store, force)

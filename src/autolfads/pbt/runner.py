@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -253,6 +254,22 @@ def _first_line(error_file: str | None) -> str:
         return next(ln for ln in reversed(lines) if ln)[:200]
     except (OSError, StopIteration):
         return "no error details"
+
+
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast, with one line, when nothing listens at --address HOST:PORT (Ray itself would
+    retry for minutes). "auto" and ray:// client addresses are left to Ray."""
+    if not address or address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserInputError(f"--address {address}: expected HOST:PORT (e.g. 10.0.0.2:6379) "
+                             "or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserInputError(f"--address {address}: no Ray cluster answers there ({e.strerror or e}"
+                             "); start one with `ray start --head` or check the address") from None
 
 
 @contextlib.contextmanager
