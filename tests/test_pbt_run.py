@@ -112,3 +112,21 @@ def test_interrupted_run_resumes_without_redoing_generations(tmp_path):
     assert f"resuming from generation {done}" not in resumed.stdout  # --quiet
     check_logs(run, population=3, generations=4)
     assert (run / "output" / "lfads_output.h5").is_file()
+
+
+@pytest.mark.slow
+def test_unplaceable_workers_fail_fast(tmp_path):
+    """Asking for a GPU (or more cores) this machine lacks is an error, not a silent wait."""
+    import torch
+
+    import autolfads
+    from autolfads.errors import UserInputError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UserInputError, match="no GPU"):
+        autolfads.run(tiny_dataset(n_trials=40), tmp_path / "gpu", population=2, generations=1,
+                      workers_per_gpu=2, overrides=TINY, quiet=True)
+    with pytest.raises(UserInputError, match="only"):
+        autolfads.run(tiny_dataset(n_trials=40), tmp_path / "cpu", population=2, generations=1,
+                      cpus_per_worker=512, overrides=TINY, quiet=True)

@@ -193,6 +193,8 @@ def run_pbt(
     scheduler = BinaryTournamentPBT(space, stopper, seed=p.seed + start_gen,
                                     start_generation=start_gen, on_generation=on_generation)
     with ray_session(address):
+        if address is None:
+            _check_local_resources(p.cpus_per_worker, p.workers_per_gpu)
         resources = {"cpu": p.cpus_per_worker}
         if p.workers_per_gpu:
             resources["gpu"] = 1.0 / p.workers_per_gpu
@@ -254,6 +256,20 @@ def _first_line(error_file: str | None) -> str:
         return next(ln for ln in reversed(lines) if ln)[:200]
     except (OSError, StopIteration):
         return "no error details"
+
+
+def _check_local_resources(cpus_per_worker: float, workers_per_gpu: int) -> None:
+    """On this machine a worker that can never be placed would make Ray wait forever in
+    silence; a cluster may still be scaling up, so only local runs are checked."""
+    import ray
+
+    have = ray.cluster_resources()
+    if workers_per_gpu and have.get("GPU", 0) < 1:
+        raise UserInputError(f"--workers-per-gpu {workers_per_gpu}: this machine has no GPU that "
+                             "Ray can see; use --workers-per-gpu 0 (CPU workers)")
+    if have.get("CPU", 0) < cpus_per_worker:
+        raise UserInputError(f"--cpus-per-worker {cpus_per_worker:g}: this machine has only "
+                             f"{have.get('CPU', 0):g} CPU cores")
 
 
 def check_address(address: str | None, timeout: float = 5.0) -> None:
