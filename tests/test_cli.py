@@ -127,3 +127,16 @@ def test_run_guards_its_run_directory(tmp_path, monkeypatch, capsys):
                                "--address", address)
         assert code == 2 and words in err and err.count("\n") == 1, err
         assert not (tmp_path / "r3").exists()  # nothing created for a run that cannot start
+
+
+def test_failed_run_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """Workers that all crash end the run with one `error:` line (exit 1), not a traceback."""
+    import autolfads.api
+    from autolfads.errors import RunFailed
+
+    def crash(*args, **kwargs):
+        raise RunFailed("AutoLFADS workers failed: ValueError('boom')")
+
+    monkeypatch.setattr(autolfads.api, "run", crash)
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--out", tmp_path / "r")
+    assert code == 1 and err == "error: AutoLFADS workers failed: ValueError('boom')\n"

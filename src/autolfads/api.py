@@ -31,7 +31,7 @@ from autolfads.results import (
     write_results,
     write_text_atomic,
 )
-from autolfads.storage import RunStore
+from autolfads.storage import RunStore, is_uri, put_json
 from autolfads.training.loop import Trainer
 from autolfads.training.sampling import posterior_outputs
 
@@ -199,7 +199,7 @@ def run(
     dataset = resolve_data(data, cfg.data)
     if not resume:
         _prepare_store(store, force)
-        _write_json(store.local / "run.json", {"data": _data_location(data)})
+        put_json(store.local / "run.json", {"data": _data_location(data)})
     out_dir = store.local
     write_config(out_dir, cfg)
     store.sync()
@@ -260,17 +260,13 @@ def _prepare_store(store: RunStore, force: bool) -> None:
 def _data_location(data: DataLike) -> str | None:
     """What --resume reads the data from: an absolute path, so it works from any directory."""
     if isinstance(data, (str, Path)):
-        return str(data) if "://" in str(data) else str(Path(data).resolve())
+        return str(data) if is_uri(data) else str(Path(data).resolve())
     return None  # built-in data, or arrays passed from Python (pass them again to resume)
 
 
 def _recorded_data(out_dir: Path) -> str | None:
     path = out_dir / "run.json"
     return json.loads(path.read_text()).get("data") if path.is_file() else None
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def summary_line(m: dict, out_dir: Path | None) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from autolfads.cloud.cli import cloud_app
-from autolfads.errors import RunInterrupted, UserInputError
+from autolfads.errors import RunFailed, RunInterrupted, UserInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="AutoLFADS: single-trial rates, factors and inputs from spiking data.")
@@ -19,9 +19,19 @@ synth_app = typer.Typer(no_args_is_help=True, help="Write a built-in synthetic d
 app.add_typer(synth_app, name="synth")
 app.add_typer(cloud_app, name="cloud")
 
-SET_HELP = "Override a config key, e.g. --set model.gen_dim=100 (repeatable)."
-LAYOUT_HELP = ("Axis order of the data variable, e.g. neurons_time_trials (the .mat default) "
-               "or trials_time_neurons.")
+# Options `train` and `run` share (typer reads these defaults; one object serves both).
+DATA = typer.Argument(None, help="Data file (.mat, .h5, .npz); default: built-in Lorenz.")
+CONFIG = typer.Option(None, "--config", help="YAML config file.")
+SET = typer.Option(None, "--set", help="Override a config key, e.g. --set model.gen_dim=100 "
+                   "(repeatable).")
+LAYOUT = typer.Option(None, "--layout", help="Axis order of the data variable, e.g. "
+                      "neurons_time_trials (the .mat default) or trials_time_neurons.")
+FORCE = typer.Option(False, "--force", help="Replace an earlier run in --out.")
+QUIET = typer.Option(False, "--quiet", "-q", help="Only the final summary.")
+
+
+def _overrides(set_: list[str] | None, layout: str | None) -> list[str]:
+    return list(set_ or []) + ([f"data.layout={layout}"] if layout else [])
 
 
 @synth_app.command("lorenz")
@@ -44,32 +54,29 @@ def synth_lorenz(
 
 @app.command()
 def train(
-    data: str = typer.Argument(None, help="Data file (.mat, .h5, .npz); default: built-in Lorenz."),
+    data: str = DATA,
     out: Path = typer.Option(..., "--out", help="Run directory to create."),
     epochs: int = typer.Option(None, help="Maximum epochs (default from config: train.epochs)."),
     seed: int = typer.Option(None, help="Random seed (train.seed)."),
-    config: Path = typer.Option(None, "--config", help="YAML config file."),
-    set_: list[str] = typer.Option(None, "--set", help=SET_HELP),
-    layout: str = typer.Option(None, "--layout", help=LAYOUT_HELP),
-    force: bool = typer.Option(False, "--force", help="Replace an earlier run in --out."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final summary."),
+    config: Path = CONFIG,
+    set_: list[str] = SET,
+    layout: str = LAYOUT,
+    force: bool = FORCE,
+    quiet: bool = QUIET,
 ) -> None:
     """Train one LFADS model with fixed hyperparameters; write rates, factors, inputs, metrics."""
     from autolfads.api import summary_line
     from autolfads.api import train as train_api
 
-    overrides = list(set_ or [])
-    if layout:
-        overrides.append(f"data.layout={layout}")
-    res = train_api(data, out, config=config, overrides=overrides, epochs=epochs, seed=seed,
-                    force=force, quiet=quiet)
+    res = train_api(data, out, config=config, overrides=_overrides(set_, layout), epochs=epochs,
+                    seed=seed, force=force, quiet=quiet)
     if quiet:
         typer.echo(summary_line(res.metrics, res.out))
 
 
 @app.command()
 def run(
-    data: str = typer.Argument(None, help="Data file (.mat, .h5, .npz); default: built-in Lorenz."),
+    data: str = DATA,
     # str, not Path: Path would turn gs://bucket/run into gs:/bucket/run.
     out: str = typer.Option(..., "--out", help="Run directory or bucket URI (gs://, s3://) to "
                             "create, or to --resume."),
@@ -81,25 +88,23 @@ def run(
     cpus_per_worker: float = typer.Option(None, help="CPU cores per worker."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
     seed: int = typer.Option(None, help="PBT random seed (pbt.seed)."),
-    config: Path = typer.Option(None, "--config", help="YAML config file."),
-    set_: list[str] = typer.Option(None, "--set", help=SET_HELP),
-    layout: str = typer.Option(None, "--layout", help=LAYOUT_HELP),
-    force: bool = typer.Option(False, "--force", help="Replace an earlier run in --out."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final summary."),
+    config: Path = CONFIG,
+    set_: list[str] = SET,
+    layout: str = LAYOUT,
+    force: bool = FORCE,
+    quiet: bool = QUIET,
 ) -> None:
     """AutoLFADS: tune LFADS hyperparameters by Population Based Training on Ray Tune."""
     from autolfads.api import run as run_api
     from autolfads.api import summary_line
 
-    overrides = list(set_ or [])
-    if layout:
-        overrides.append(f"data.layout={layout}")
     if resume and force:
         raise UserInputError("--resume and --force: choose one (continue the run, or replace it)")
     res = run_api(data, out, population=population, generations=generations,
                   epochs_per_generation=epochs_per_generation, address=address,
                   workers_per_gpu=workers_per_gpu, cpus_per_worker=cpus_per_worker,
-                  config=config, overrides=overrides, seed=seed, resume=resume, force=force,
+                  config=config, overrides=_overrides(set_, layout), seed=seed, resume=resume,
+                  force=force,
                   quiet=quiet)
     if quiet:
         typer.echo(summary_line(res.metrics, res.out))
@@ -146,6 +151,9 @@ def main() -> None:
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     except RunInterrupted as e:
         print(str(e), file=sys.stderr)
         sys.exit(130)

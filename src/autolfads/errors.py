@@ -12,3 +12,7 @@ class UserInputError(ValueError):
 
 class RunInterrupted(RuntimeError):
     """A run stopped before its end (Ctrl-C); the message says how to continue it. Exit 130."""
+
+
+class RunFailed(RuntimeError):
+    """The run itself failed (e.g. every worker crashed): one `error:` line, exit status 1."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import glob as _glob
+import json
 import os
 import posixpath
 import shutil
@@ -75,6 +76,10 @@ def put_bytes(location: str | Path, data: bytes) -> None:
         fs.pipe_file(path, data)
     else:
         atomic_write(location, lambda tmp: tmp.write_bytes(data))
+
+
+def put_json(location: str | Path, obj: dict) -> None:
+    put_bytes(location, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def get_bytes(location: str | Path) -> bytes:

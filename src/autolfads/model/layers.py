@@ -71,11 +71,3 @@ class NormalizedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.normalized_weight())
-
-
-def dropout_masks(shape: tuple[int, ...], rate: float, like: torch.Tensor) -> torch.Tensor | None:
-    """All dropout masks of a sequence at once (scaled by 1/keep); None when dropout is off."""
-    if rate <= 0.0:
-        return None
-    keep = 1.0 - rate
-    return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(keep) / keep

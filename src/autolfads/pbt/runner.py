@@ -32,7 +32,7 @@ from ray.tune import Callback
 from autolfads import storage
 from autolfads.config import Config
 from autolfads.data.dataset import Dataset
-from autolfads.errors import RunInterrupted, UserInputError
+from autolfads.errors import RunFailed, RunInterrupted, UserInputError
 from autolfads.pbt.scheduler import (
     BinaryTournamentPBT,
     Decision,
@@ -42,7 +42,7 @@ from autolfads.pbt.scheduler import (
 from autolfads.pbt.search_space import build_space, sample_initial
 from autolfads.pbt.stopper import PBTStopper
 from autolfads.pbt.trainable import lfads_worker, worker_checkpoint
-from autolfads.storage import RunStore, get_bytes, join, put_bytes
+from autolfads.storage import RunStore, atomic_write, get_bytes, join, put_bytes, put_json
 
 
 @dataclass
@@ -77,7 +77,7 @@ class RunLog:
         _append_csv(self.dir / "decision_log.csv", ["generation", "worker", "exploited",
                     "source_worker", "score", "source_score"], dec_rows)
         best = record.best()
-        _write_json(self.dir / "best_worker.json", {
+        put_json(self.dir / "best_worker.json", {
             "worker": best.worker, "generation": g, "score": best.score,
             "hyperparameters": best.hparams})
 
@@ -88,7 +88,7 @@ class RunLog:
             hp = d.new_hparams if d.exploited else d.hparams
             members.append({"worker": d.worker, "hp": hp,
                             "checkpoint": worker_checkpoint(self.run, start, record.generation)})
-        _write_json(self.dir / "population.json",
+        put_json(self.dir / "population.json",
                     {"generation": record.generation, "members": members})
 
     def read_population(self) -> dict:
@@ -113,9 +113,7 @@ class RunLog:
             lines = path.read_text().splitlines(keepends=True)
             kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= generation]
             if len(kept) != len(lines):
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text("".join(kept))
-                os.replace(tmp, path)
+                atomic_write(path, lambda tmp, kept=kept: tmp.write_text("".join(kept)))
 
     def best_by_generation(self) -> list[float]:
         path = self.dir / "hp_log.csv"
@@ -221,7 +219,7 @@ def run_pbt(
         grid = tuner.fit()
     if not scheduler.history:
         if grid.errors:
-            raise RuntimeError(f"AutoLFADS workers failed: {grid.errors[0]}")
+            raise RunFailed(f"AutoLFADS workers failed: {grid.errors[0]}")
         raise RunInterrupted("interrupted before the first generation finished; start again "
                              f"with: autolfads run --force --out {store.location}")
     last = scheduler.history[-1]
@@ -332,7 +330,7 @@ def _keep_best_model(out_dir: Path, run: str, record: GenerationRecord) -> None:
     dst = out_dir / "best_model"
     put_bytes(dst / "checkpoint.pt", get_bytes(worker_checkpoint(run, best.worker,
                                                                  record.generation)))
-    _write_json(dst / "hparams.json", {"worker": best.worker, "generation": record.generation,
+    put_json(dst / "hparams.json", {"worker": best.worker, "generation": record.generation,
                                         "score": best.score, "hyperparameters": best.hparams})
 
 
@@ -360,8 +358,3 @@ def _append_csv(path: Path, header: list[str], rows: list[list]) -> None:
     with path.open("a") as f:
         f.write(buf.getvalue())
 
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
