@@ -52,6 +52,19 @@ def _bucket(cfg: Path, bucket: str | None) -> str:
     return gcp.check_bucket(str(b), field)
 
 
+def _confirm_and_execute(cmds: list[lifecycle.Cmd], dry_run: bool, yes: bool, question: str,
+                         declined: str) -> bool:
+    """Print `cmds` (dry run), or ask `question` unless `yes` and run them; True if they ran."""
+    if dry_run:
+        lifecycle.execute(cmds, dry_run=True, echo=typer.echo)
+        return False
+    if not yes and not typer.confirm(question, default=False):
+        typer.echo(declined)
+        return False
+    lifecycle.execute(cmds)
+    return True
+
+
 @cloud_app.command("init")
 def init(
     project: str = typer.Option(..., help="GCP project id."),
@@ -143,14 +156,9 @@ def up(
     except UserInputError as e:
         # An estimate is a courtesy; a GPU missing from the table must not block the cluster.
         typer.echo(f"cost estimate unavailable: {e}")
-    cmds = lifecycle.up_commands(cfg)
-    if dry_run:
-        lifecycle.execute(cmds, dry_run=True, echo=typer.echo)
+    if not _confirm_and_execute(lifecycle.up_commands(cfg), dry_run, yes,
+                                "Start this cluster?", "Not started."):
         return
-    if not yes and not typer.confirm("Start this cluster?", default=False):
-        typer.echo("Not started.")
-        return
-    lifecycle.execute(cmds)
     typer.echo(f"cluster up. Web UI: `ray dashboard {cfg}` then http://127.0.0.1:8265; "
                f"stop it with `autolfads cloud down {cfg}`")
 
@@ -239,11 +247,5 @@ def down(
 ) -> None:
     """Delete the cluster's VMs (`ray down`); the bucket and its outputs stay."""
     load_config(cfg)
-    cmds = lifecycle.down_commands(cfg)
-    if dry_run:
-        lifecycle.execute(cmds, dry_run=True, echo=typer.echo)
-        return
-    if not yes and not typer.confirm("Delete every VM of this cluster?", default=False):
-        typer.echo("Nothing deleted.")
-        return
-    lifecycle.execute(cmds)
+    _confirm_and_execute(lifecycle.down_commands(cfg), dry_run, yes,
+                         "Delete every VM of this cluster?", "Nothing deleted.")

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from autolfads import __version__
+from autolfads import __version__, storage
 from autolfads.cloud import gcp
 from autolfads.errors import UserInputError
 
@@ -224,9 +224,7 @@ def write_config(cfg: dict[str, Any], path: Path, force: bool = False) -> Path:
     if path.exists() and not force:
         raise UserInputError(f"{path}: file exists; pass --force to replace it")
     text = HEADER.format(name=path.name) + yaml.safe_dump(cfg, sort_keys=False, width=100)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
+    return storage.atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -238,6 +236,8 @@ def load_config(path: Path) -> dict[str, Any]:
         where = getattr(e, "problem_mark", None)
         line = f" line {where.line + 1}" if where else ""
         raise UserInputError(f"{path}:{line} not valid YAML ({getattr(e, 'problem', e)})") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{path}: cannot read ({e})") from None
     if not isinstance(cfg, dict):
         raise UserInputError(f"{path}: expected a mapping of Ray cluster settings")
     return cfg

@@ -61,6 +61,8 @@ def _read_table(path: Path | None) -> dict[str, Any]:
         table = yaml.safe_load(text)
     except FileNotFoundError:
         raise UserInputError(f"--prices {src}: not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserInputError(f"--prices {src}: cannot read ({e})") from None
     except yaml.YAMLError as e:
         raise UserInputError(f"--prices {src}: not valid YAML or JSON ({e})") from None
     if not isinstance(table, dict) or not table.get("date"):

@@ -71,55 +71,55 @@ GPUS: dict[str, GpuType] = {g.name: g for g in (
 _VCPUS = {"a2-highgpu": 12, "a2-ultragpu": 12, "a3-highgpu": 26}
 
 
+def _match(regex: re.Pattern[str], value: str, field: str, problem: str) -> re.Match[str]:
+    """`regex` matched against `value`; else UserInputError "FIELD 'VALUE': PROBLEM"."""
+    m = regex.match(value or "")
+    if not m:
+        raise UserInputError(f"{field} {value!r}: {problem}")
+    return m
+
+
 def check_project(project: str, field: str = "--project") -> str:
-    if not PROJECT_RE.match(project or ""):
-        raise UserInputError(
-            f"{field} {project!r}: not a GCP project id (6-30 lowercase letters, digits or "
-            "hyphens, starting with a letter); see `gcloud projects list`")
+    _match(PROJECT_RE, project, field,
+           "not a GCP project id (6-30 lowercase letters, digits or hyphens, starting with a "
+           "letter); see `gcloud projects list`")
     return project
 
 
 def check_zone(zone: str, field: str = "--zone") -> str:
     """Return the zone's region ("us-central1-a" -> "us-central1")."""
-    m = ZONE_RE.match(zone or "")
-    if not m:
-        hint = " (that is a region; add the zone letter, e.g. -a)" if REGION_RE.match(zone) else ""
-        raise UserInputError(
-            f"{field} {zone!r}: not a GCP zone{hint}; expected REGION-LETTER such as "
-            "us-central1-a")
+    is_region = REGION_RE.match(zone or "")
+    hint = " (that is a region; add the zone letter, e.g. -a)" if is_region else ""
+    m = _match(ZONE_RE, zone, field,
+               f"not a GCP zone{hint}; expected REGION-LETTER such as us-central1-a")
     return m.group(1)
 
 
 def check_region(region: str, zone: str, field: str = "--region") -> str:
-    if not REGION_RE.match(region or ""):
-        raise UserInputError(f"{field} {region!r}: not a GCP region; expected e.g. us-central1")
-    if check_zone(zone) != region:
-        raise UserInputError(f"{field} {region!r}: zone {zone} is in region {check_zone(zone)}")
+    _match(REGION_RE, region, field, "not a GCP region; expected e.g. us-central1")
+    zone_region = check_zone(zone)
+    if zone_region != region:
+        raise UserInputError(f"{field} {region!r}: zone {zone} is in region {zone_region}")
     return region
 
 
 def check_cluster_name(name: str, field: str = "--cluster-name") -> str:
-    if not CLUSTER_NAME_RE.match(name or ""):
-        raise UserInputError(
-            f"{field} {name!r}: use 1-30 lowercase letters, digits or hyphens, starting with a "
-            "letter (it becomes part of the VM names)")
+    _match(CLUSTER_NAME_RE, name, field,
+           "use 1-30 lowercase letters, digits or hyphens, starting with a letter (it becomes "
+           "part of the VM names)")
     return name
 
 
 def check_bucket(bucket: str, field: str = "--bucket") -> str:
-    if not BUCKET_RE.match(bucket or ""):
-        raise UserInputError(
-            f"{field} {bucket!r}: expected a Cloud Storage URI such as gs://my-lab-autolfads "
-            "(create it with `gcloud storage buckets create gs://NAME --location REGION`)")
+    _match(BUCKET_RE, bucket, field,
+           "expected a Cloud Storage URI such as gs://my-lab-autolfads (create it with "
+           "`gcloud storage buckets create gs://NAME --location REGION`)")
     return bucket.rstrip("/")
 
 
 def check_machine_type(machine: str, field: str) -> re.Match[str]:
-    m = MACHINE_RE.match(machine or "")
-    if not m:
-        raise UserInputError(
-            f"{field} {machine!r}: not a GCP machine type; expected e.g. n1-standard-4")
-    return m
+    return _match(MACHINE_RE, machine, field,
+                  "not a GCP machine type; expected e.g. n1-standard-4")
 
 
 def vcpus(machine: str) -> int:

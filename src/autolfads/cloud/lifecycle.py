@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from autolfads import storage
 from autolfads.errors import UserInputError
 
 HEAD_JOB_SERVER = "http://127.0.0.1:8265"  # the job server as seen from the head itself
@@ -100,7 +101,7 @@ def submit_commands(cfg: Path, bucket: str, name: str, data: str | None,
     cmds: list[Cmd] = []
     entry = ["autolfads", "run"]
     if data:
-        if "://" not in data:
+        if not storage.is_uri(data):
             if not Path(data).is_file():
                 raise UserInputError(f"DATA {data}: file not found")
             uri = f"{bucket.rstrip('/')}/data/{name}/{Path(data).name}"

@@ -50,12 +50,15 @@ def _gpu_of(node: dict[str, Any], machine: str) -> tuple[str, int] | None:
     return gcp.gpu_of_machine(machine)
 
 
-def _is_spot(node: dict[str, Any]) -> bool:
+def _scheduling(node: dict[str, Any]) -> list[dict[str, Any]]:
     sched = node.get("scheduling") or {}
     # Ray's own examples write scheduling as a list of one-key mappings; accept both forms.
-    items = sched if isinstance(sched, list) else [sched]
-    return any(isinstance(i, dict) and (i.get("provisioningModel") == "SPOT"
-                                        or i.get("preemptible") is True) for i in items)
+    return [i for i in (sched if isinstance(sched, list) else [sched]) if isinstance(i, dict)]
+
+
+def _is_spot(node: dict[str, Any]) -> bool:
+    return any(i.get("provisioningModel") == "SPOT" or i.get("preemptible") is True
+               for i in _scheduling(node))
 
 
 def _disk_gb(node: dict[str, Any]) -> int:
@@ -90,9 +93,7 @@ def _check_worker(name: str, nt: dict[str, Any], src: str) -> None:
     gcp.check_gpu(gpu[0], gpu[1], machine, (f"{accel}[0].acceleratorType",
                                            f"{accel}[0].acceleratorCount",
                                            f"{src}: {path}.node_config.machineType"))
-    sched = node.get("scheduling") or {}
-    items = sched if isinstance(sched, list) else [sched]
-    if not any(isinstance(i, dict) and i.get("onHostMaintenance") == "TERMINATE" for i in items):
+    if not any(i.get("onHostMaintenance") == "TERMINATE" for i in _scheduling(node)):
         raise UserInputError(
             f"{src}: {path}.node_config.scheduling: GPU VMs need onHostMaintenance: TERMINATE")
     declared = (nt.get("resources") or {}).get("GPU")
