@@ -88,6 +88,20 @@ def test_status_reads_uris_through_fsspec(finished, monkeypatch, capsys):
     one_error_line(code, err, "memory://runs/none", "not found")
 
 
+def test_status_turns_a_storage_failure_into_one_line(monkeypatch, capsys):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/runs/denied/config.yaml", b"pbt: {}\n")
+
+    def denied(self, path, *args, **kwargs):  # e.g. a bucket the credentials cannot read
+        raise PermissionError("403 Forbidden")
+
+    monkeypatch.setattr(type(fs), "cat_file", denied)
+    code, _, err = run_cli(monkeypatch, capsys, "status", "memory://runs/denied")
+    one_error_line(code, err, "memory://runs/denied", "cannot read", "credentials")
+
+
 def test_status_names_the_missing_cloud_package(monkeypatch, capsys):
     import fsspec
 

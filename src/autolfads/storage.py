@@ -34,16 +34,23 @@ def join(base: str | Path, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
-def _fs(location: str):
+# fsspec names the package a scheme needs only in its ImportError text; say it plainly instead.
+SCHEME_PACKAGES = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "s3a": "s3fs"}
+
+
+def filesystem(location: str):
+    """(fsspec filesystem, path inside it) for a URI; missing drivers become one error line."""
     import fsspec
 
+    scheme = location.split("://", 1)[0]
     try:
         fs, path = fsspec.core.url_to_fs(location)
-    except (ImportError, ValueError) as e:
-        scheme = location.split("://", 1)[0]
-        extra = {"gs": "gcsfs", "s3": "s3fs"}.get(scheme, f"the fsspec driver for {scheme}://")
-        raise UserInputError(f"{location}: cannot open ({e}); install {extra} "
-                             "(pip install 'autolfads[cloud]')") from None
+    except ImportError:
+        pkg = SCHEME_PACKAGES.get(scheme, f"the fsspec backend for {scheme}://")
+        raise UserInputError(f"{location}: reading {scheme}:// needs {pkg}; install it with: "
+                             f"pip install {pkg} (or 'autolfads[cloud]')") from None
+    except ValueError as e:  # unknown protocol
+        raise UserInputError(f"{location}: {e}") from None
     # Workers on other machines write into the same bucket: a cached listing would be stale.
     fs.invalidate_cache()
     return fs, path
@@ -72,7 +79,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 def put_bytes(location: str | Path, data: bytes) -> None:
     """Write a whole file; never half a file (temp + rename locally, one PUT in a bucket)."""
     if is_uri(location):
-        fs, path = _fs(str(location))
+        fs, path = filesystem(str(location))
         fs.pipe_file(path, data)
     else:
         atomic_write(location, lambda tmp: tmp.write_bytes(data))
@@ -84,21 +91,21 @@ def put_json(location: str | Path, obj: dict) -> None:
 
 def get_bytes(location: str | Path) -> bytes:
     if is_uri(location):
-        fs, path = _fs(str(location))
+        fs, path = filesystem(str(location))
         return fs.cat_file(path)
     return Path(location).read_bytes()
 
 
 def exists(location: str | Path) -> bool:
     if is_uri(location):
-        fs, path = _fs(str(location))
+        fs, path = filesystem(str(location))
         return fs.exists(path)
     return Path(location).exists()
 
 
 def remove(location: str | Path) -> None:
     if is_uri(location):
-        fs, path = _fs(str(location))
+        fs, path = filesystem(str(location))
         if fs.exists(path):
             fs.rm(path, recursive=True)
     else:
@@ -115,7 +122,7 @@ def remove_tree(location: str | Path) -> None:
 def glob(pattern: str) -> list[str]:
     """Paths matching `pattern`, as locations of the same kind (URI or local path)."""
     if is_uri(pattern):
-        fs, path = _fs(pattern)
+        fs, path = filesystem(pattern)
         scheme = pattern.split("://", 1)[0]
         return sorted(f"{scheme}://{p}" for p in fs.glob(path))
     return sorted(_glob.glob(pattern))
@@ -142,11 +149,11 @@ class RunStore:
     def is_empty(self) -> bool:
         if not self.remote:
             return not self.local.exists() or not any(self.local.iterdir())
-        fs, path = _fs(self.location)
+        fs, path = filesystem(self.location)
         return not fs.exists(path) or not fs.ls(path)
 
     def clear(self) -> None:
-        fs, path = _fs(self.location)
+        fs, path = filesystem(self.location)
         fs.rm(path, recursive=True)
 
     def fetch(self, *names: str) -> None:

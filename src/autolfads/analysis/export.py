@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from autolfads.analysis.rundir import Outputs, RunDir, has_scheme, read_outputs
+from autolfads.analysis.rundir import Outputs, RunDir, read_outputs
 from autolfads.errors import UserInputError
-from autolfads.storage import atomic_write
+from autolfads.storage import atomic_write, is_uri
 
 FORMATS = ("mat", "h5", "npz")
 SUFFIXES = {"mat": (".mat",), "h5": (".h5", ".hdf5"), "npz": (".npz",)}
@@ -54,7 +54,7 @@ def _target(rd: RunDir, fmt: str, out: str | Path | None, force: bool) -> Path:
             raise UserInputError(f"{rd.location}: a remote run directory needs --out FILE (a "
                                  "local file to write)")
         target = rd.local(f"output/lfads_output.{fmt}")
-    elif has_scheme(out):
+    elif is_uri(out):
         raise UserInputError(f"--out {out}: must be a local file; copy it to the bucket "
                              "afterwards")
     else:

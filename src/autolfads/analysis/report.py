@@ -26,10 +26,10 @@ import numpy as np
 from autolfads.analysis import plots
 from autolfads.analysis import report_data as rdata
 from autolfads.analysis.report_data import RunView
-from autolfads.analysis.rundir import RunDir, has_scheme
+from autolfads.analysis.rundir import RunDir
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
-from autolfads.storage import atomic_write
+from autolfads.storage import atomic_write, is_uri
 
 SECTIONS = (("summary", "Run summary"), ("hyperparameters", "Hyperparameters and scores"),
             ("trials", "Example trials"), ("latents", "Latent factors and inferred inputs"),
@@ -46,7 +46,7 @@ figure{margin:1em 0}figcaption{color:#555;font-size:.9em}nav a{margin-right:1em}
 def write_report(run_dir: str | Path, dataset: Dataset | None = None) -> Path:
     """Write DIR/report/index.html (+ PNGs) and return its path. `dataset`: the run's data when
     the caller has it in memory (the runner), else it is found from the run directory."""
-    if has_scheme(run_dir):  # checked before fsspec is involved: no cloud client for nothing
+    if is_uri(run_dir):  # checked before fsspec is involved: no cloud client for nothing
         raise UserInputError(f"{run_dir}: report needs a local run directory, since it writes "
                              "DIR/report; copy the run first (e.g. gsutil -m cp -r URI DIR)")
     rd = RunDir(run_dir)

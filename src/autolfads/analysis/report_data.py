@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from autolfads.analysis.rundir import Decision, HPLog, Outputs, RunDir, has_scheme, read_outputs
+from autolfads.analysis.rundir import Decision, HPLog, Outputs, RunDir, read_outputs
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
+from autolfads.storage import is_uri
 
 LORENZ_SOURCE = re.compile(r"built-in Lorenz \(seed (\d+)\)")
 
@@ -77,24 +78,28 @@ def gather(rd: RunDir, dataset: Dataset | None = None) -> RunView:
     if outputs is None and "outputs" not in notes:
         notes["outputs"] = ("output/lfads_output.h5 is written when the run finishes; run "
                             "`autolfads report DIR` then to add rates, factors and inputs")
+    config = rd.config()
     if dataset is None:
-        dataset, why = find_dataset(rd, outputs)
+        dataset, why = find_dataset(rd, outputs, config)
         if why:
             notes["data"] = why
     if outputs is not None and dataset is not None:
         mismatch = _mismatch(dataset, outputs)
         if mismatch:
             dataset, notes["data"] = None, mismatch
-    return RunView(rd, rd.config(), rd.metrics(), rd.is_pbt(), rd.hp_log(), rd.decisions(),
+    return RunView(rd, config, rd.metrics(), rd.is_pbt(), rd.hp_log(), rd.decisions(),
                    rd.read_json("pbt/best_worker.json"), rd.train_log(), outputs, dataset, notes)
 
 
-def find_dataset(rd: RunDir, outputs: Outputs | None) -> tuple[Dataset | None, str]:
-    """The run's input data, or None and a sentence saying why not."""
+def find_dataset(rd: RunDir, outputs: Outputs | None,
+                 config: dict | None = None) -> tuple[Dataset | None, str]:
+    """The run's input data, or None and a sentence saying why not. `config`: config.yaml as
+    already read by the caller (read here otherwise)."""
     from autolfads.config import DataConfig
 
+    config = rd.config() if config is None else config
     try:
-        cfg = DataConfig(**(rd.config().get("data") or {}))
+        cfg = DataConfig(**(config.get("data") or {}))
     except Exception:  # config from another version: the defaults still read most files
         cfg = DataConfig()
     recorded = (rd.read_json("run.json") or {}).get("data")
@@ -108,7 +113,7 @@ def find_dataset(rd: RunDir, outputs: Outputs | None) -> tuple[Dataset | None, s
             from autolfads.data.synthetic import lorenz_dataset
 
             return lorenz_dataset(seed=int(m.group(1)), cfg=cfg), ""
-        if has_scheme(src):
+        if is_uri(src):
             why = f"the data ({src}) is remote; spikes are read only from local files"
             continue
         if not Path(src).is_file():

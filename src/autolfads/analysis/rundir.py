@@ -12,26 +12,19 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import yaml
 
 from autolfads.errors import UserInputError
+from autolfads.storage import filesystem, is_uri
 
 HP_FIXED = ("generation", "worker", "score")
 OUTPUT_H5 = "output/lfads_output.h5"
 OUTPUT_MAT = "output/lfads_output.mat"
-# fsspec names the package a scheme needs only in its ImportError text; say it plainly instead.
-SCHEME_PACKAGES = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "s3a": "s3fs"}
-
-
-def has_scheme(location: str | Path) -> bool:
-    return "://" in str(location)
 
 
 class RunDir:
@@ -39,21 +32,11 @@ class RunDir:
 
     def __init__(self, location: str | Path):
         self.location = str(location).rstrip("/") or "/"
-        self.remote = has_scheme(location)
+        self.remote = is_uri(location)
         self._fs: Any = None
         self._root = self.location
         if self.remote:
-            import fsspec
-
-            scheme = self.location.split("://", 1)[0]
-            try:
-                self._fs, self._root = fsspec.core.url_to_fs(self.location)
-            except ImportError:
-                pkg = SCHEME_PACKAGES.get(scheme, f"the fsspec backend for {scheme}://")
-                raise UserInputError(f"{self.location}: reading {scheme}:// needs {pkg}; install "
-                                     f"it with: .venv/bin/python -m pip install {pkg}") from None
-            except ValueError as e:  # unknown protocol
-                raise UserInputError(f"{self.location}: {e}") from None
+            self._fs, self._root = filesystem(self.location)
 
     # ------------------------------------------------------------------ files
     def _path(self, rel: str) -> str:
@@ -85,20 +68,18 @@ class RunDir:
             raise UserInputError(f"{self.location}/{rel}: cannot read ({type(e).__name__}: "
                                  f"{first}); check the URI and your cloud credentials") from None
 
-    @contextmanager
-    def open(self, rel: str) -> Iterator[IO[bytes]]:
+    def read_bytes(self, rel: str) -> bytes:
+        """The whole file in one storage call (so a remote read error is one clear line too)."""
         if self.remote:
-            with self._remote(lambda p: self._fs.open(p, "rb"), rel) as f:
-                yield f
-        else:
-            with self.local(rel).open("rb") as f:
-                yield f
+            return self._remote(self._fs.cat_file, rel)
+        return self.local(rel).read_bytes()
 
     def read_text(self, rel: str) -> str | None:
-        if not self.exists(rel):
-            return None
-        with self.open(rel) as f:
-            return f.read().decode("utf-8", errors="replace")
+        try:
+            data = self.read_bytes(rel)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # not written yet (a live run)
+        return data.decode("utf-8", errors="replace")
 
     def read_json(self, rel: str) -> dict | None:
         text = self.read_text(rel)
@@ -265,8 +246,7 @@ def read_outputs(rd: RunDir) -> Outputs | None:
     if rd.exists(OUTPUT_H5):
         import h5py
 
-        with rd.open(OUTPUT_H5) as fobj:
-            data = fobj.read()  # h5py needs seekable access; outputs are small enough to buffer
+        data = rd.read_bytes(OUTPUT_H5)  # h5py needs seekable access; outputs are small
         try:
             with h5py.File(io.BytesIO(data), "r") as f:
                 arrays = {k: np.asarray(f[k][()]) for k in f if isinstance(f[k], h5py.Dataset)}
@@ -283,12 +263,11 @@ def read_outputs(rd: RunDir) -> Outputs | None:
 def _outputs_from_mat(rd: RunDir) -> Outputs:
     import scipy.io
 
-    with rd.open(OUTPUT_MAT) as fobj:
-        try:
-            mat = scipy.io.loadmat(io.BytesIO(fobj.read()))
-        except (ValueError, OSError, NotImplementedError) as e:
-            raise UserInputError(f"{rd.location}/{OUTPUT_MAT}: not a readable .mat file ({e})") \
-                from None
+    try:
+        mat = scipy.io.loadmat(io.BytesIO(rd.read_bytes(OUTPUT_MAT)))
+    except (ValueError, OSError, NotImplementedError) as e:
+        raise UserInputError(f"{rd.location}/{OUTPUT_MAT}: not a readable .mat file ({e})") \
+            from None
     arrays: dict[str, np.ndarray] = {}
     for key in ("rates", "factors", "inferred_inputs", "truth"):
         if key in mat:

@@ -28,7 +28,7 @@ def status(location: str | Path, all_generations: bool = False,
     cfg, metrics = rd.config(), rd.metrics()
     pbt = cfg.get("pbt") if isinstance(cfg.get("pbt"), dict) else {}
     if not rd.is_pbt():
-        _single_model(rd, con, metrics)
+        _single_model(rd, con, cfg, metrics)
         return
     log = rd.hp_log()
     max_gen = pbt.get("generations", "?")
@@ -112,9 +112,9 @@ def _progress_line(log: HPLog, pbt: dict, metrics: dict | None) -> str:
             f"generations; {rule}{verdict}")
 
 
-def _single_model(rd: RunDir, con: Console, metrics: dict | None) -> None:
+def _single_model(rd: RunDir, con: Console, cfg: dict, metrics: dict | None) -> None:
     rows = rd.train_log()
-    train = (rd.config().get("train") or {}) if isinstance(rd.config().get("train"), dict) else {}
+    train = cfg["train"] if isinstance(cfg.get("train"), dict) else {}
     state = "finished" if metrics is not None else "in progress"
     con.print(f"[bold]{rd.location}[/]: single LFADS model (autolfads train, no population), "
               f"{state}; {len(rows)} of at most {train.get('epochs', '?')} epochs logged")
