@@ -17,6 +17,7 @@ from autolfads.config import ModelConfig, TrainConfig
 from autolfads.model import LFADS
 from autolfads.model.augment import coordinated_dropout
 from autolfads.model.objective import Weights
+from autolfads.model.observations import log_factorial
 from autolfads.training.loop import loss_and_grads
 from autolfads.training.parallel import Shards
 
@@ -49,17 +50,18 @@ def build_model(case: Case, device: str, seed: int = 0) -> LFADS:
 
 
 def make_batch(case: Case, device: str, batch: int | None = None, seed: int = 1):
-    """(encoder input counts (B, t_enc, n_in), target counts (B, t_recon, n_out))."""
+    """(encoder input counts (B, t_enc, n_in), target counts (B, t_recon, n_out), their log
+    counts!, which the Trainer computes once per dataset)."""
     g = torch.Generator().manual_seed(seed)
     B = batch or case.batch
     counts = torch.poisson(torch.rand(B, case.t_recon, case.n_out, generator=g) * 2.0,
                            generator=g).to(device)
-    return counts[:, : case.t_enc, : case.n_in].contiguous(), counts
+    return counts[:, : case.t_enc, : case.n_in].contiguous(), counts, log_factorial(counts)
 
 
 def make_step(model: LFADS, case: Case, forward: Callable | None = None,
               shards: Shards | None = None) -> tuple[Callable, torch.optim.Adam]:
-    """A function running one training step on (x, counts), as the Trainer does
+    """A function running one training step on (x, counts, log_fact), as the Trainer does
     (training/loop.py: loss_and_grads, gradient clipping, Adam); returns the (device) loss.
     forward(model, x, ext, noise) replaces the model's forward (for the reference)."""
     t = TrainConfig()
@@ -70,7 +72,7 @@ def make_step(model: LFADS, case: Case, forward: Callable | None = None,
     shards = shards or Shards(1)
     params = list(model.parameters())
 
-    def step(x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    def step(x: torch.Tensor, counts: torch.Tensor, log_fact: torch.Tensor) -> torch.Tensor:
         model.train()
         x_in, cd_mask = coordinated_dropout(x, cd_rate)
         if cd_mask is not None and cd_mask.shape != counts.shape:
@@ -79,7 +81,8 @@ def make_step(model: LFADS, case: Case, forward: Callable | None = None,
             full[:, : x.shape[1], : x.shape[2]] = cd_mask
             cd_mask = full
         opt.zero_grad(set_to_none=True)
-        terms = loss_and_grads(model, x_in, counts, w, shards, cd_mask, forward=forward)
+        terms = loss_and_grads(model, x_in, counts, w, shards, cd_mask, forward=forward,
+                               log_fact=log_fact)
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         opt.step()
         return terms[0]

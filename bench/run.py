@@ -138,10 +138,10 @@ def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
     n_samples = 20 if quick else N_SAMPLES
 
     model = build_model(case, device)
-    x, counts = make_batch(case, device)
+    x, counts, lf = make_batch(case, device)
     step, _ = make_step(model, case, shards=shards)
     with BackgroundLoad() as load:
-        step_times = timed(lambda: step(x, counts), device, warm, reps)
+        step_times = timed(lambda: step(x, counts, lf), device, warm, reps)
     rss_train = peak_rss_mb()
     step_s = statistics.median(step_times)
 
@@ -161,7 +161,7 @@ def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
     ref_model = build_model(case, device)
     ref_step, _ = make_step(ref_model, case, shards=shards, forward=lambda m, xx, e, nz:
                             reference_forward(m, xx, e, sample=True, noise=nz))
-    ref_s = statistics.median(timed(lambda: ref_step(x, counts), device, 1, ref_reps))
+    ref_s = statistics.median(timed(lambda: ref_step(x, counts, lf), device, 1, ref_reps))
 
     flops = step_flops(case)
     rec = {
@@ -229,14 +229,14 @@ def _throughput_worker(threads: int, steps: int, barrier, queue) -> None:
     keep_freed_memory()
     case = CASES["lorenz"]
     model = build_model(case, "cpu")
-    x, counts = make_batch(case, "cpu")
+    x, counts, lf = make_batch(case, "cpu")
     step, _ = make_step(model, case, shards=shards)
     for _ in range(2):
-        step(x, counts)
+        step(x, counts, lf)
     barrier.wait()
     t0 = time.perf_counter()
     for _ in range(steps):
-        step(x, counts)
+        step(x, counts, lf)
     queue.put((time.perf_counter() - t0, steps * case.batch))
 
 

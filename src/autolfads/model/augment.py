@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import torch
 
+from autolfads.model.noise import bernoulli
+
 
 def coordinated_dropout(data: torch.Tensor, rate: float
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """data (B, T, N) -> (input for the encoders, gradient mask: 1 where the input was dropped)."""
     if rate <= 0.0:
         return data, None
-    keep = torch.empty_like(data).bernoulli_(1.0 - rate)
-    return data * keep / (1.0 - rate), 1.0 - keep
+    keep = bernoulli(data.shape, 1.0 - rate, data)
+    return torch.mul(data, keep).mul_(1.0 / (1.0 - rate)), torch.rsub(keep, 1.0)
 
 
 def gradient_only_through(cost: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

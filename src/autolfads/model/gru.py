@@ -14,15 +14,17 @@ The equations are those of layers.ClippedGRUCell (the cuDNN form of the GRU):
 
 Gate buffer (4H columns per step, one layout for the forward and the backward pass):
 
-    forward   P = [a_r, a_z, h_n, 2 x_n]  ->  (in place)  [r, z, h_n, n]
-    backward  d = [d a_r, d a_z, d h_n, d x_n]
+    forward   P = [h_n, a_r, a_z, 2 x_n]  ->  (in place)  [h_n, r, z, n]
+    backward  d = [d h_n, d a_r, d a_z, d x_n]
 
-The input projection fills all four blocks in one matmul with the weight [W_r; W_z; 0; 2 W_n]
-and bias [b_ir + b_hr, b_iz + b_hz, b_hn, 2 b_in]; the recurrent matmul then adds U h into the
-first 3H columns in place. The hidden-state gradient of a step is d[:, :3H] @ U and the input
-gate gradients are d[:, :2H], d[:, 3H:]. tanh(a) is computed as 2 sigmoid(2 a) - 1 (the factor
-2 is folded into the x_n column and the value=2 of addcmul): the same function, and torch's CPU
-sigmoid is several times faster than its tanh.
+The input projection fills columns H..4H in one matmul with the weight [W_r; W_z; 2 W_n] and
+bias [b_ir + b_hr, b_iz + b_hz, 2 b_in]; columns 0..H start at b_hn; the recurrent matmul then
+adds [U_n; U_r; U_z] h into columns 0..3H in place (the r and z columns receive both products).
+So every product is exactly as wide as the gates it feeds. In the backward pass the
+hidden-state gradient of a step is d[:, :3H] @ [U_n; U_r; U_z] and the input gradient
+d[:, H:] @ [W_r; W_z; W_n], the weight in its own row order. tanh(a) is computed as
+2 sigmoid(2 a) - 1 (the factor 2 is folded into the x_n column and the value=2 of addcmul): the
+same function, and torch's CPU sigmoid is several times faster than its tanh.
 
 Time is processed in chunks of ~2048 rows (steps x batch): each chunk's gate buffer is a
 separate tensor, so no buffer of the size of the whole sequence is allocated and freed per call
@@ -31,7 +33,7 @@ pass's gradient buffer is one chunk, reused, and warm in cache for the weight-gr
 
 For a step with incoming gradient dh',
     dn = dh' (1 - z),   d x_n = dn (1 - n^2),   dz = dh' (h - n),   dr = d x_n h_n,
-    d h_n = d x_n r,    dh = dh' z + [dr r(1-r), dz z(1-z), d h_n] U.
+    d h_n = d x_n r,    dh = dh' z + [d h_n, dr r(1-r), dz z(1-z)] [U_n; U_r; U_z].
 """
 
 from __future__ import annotations
@@ -52,34 +54,30 @@ def chunks(T: int, B: int) -> list[tuple[int, int]]:
     return [(t0, min(T, t0 + k)) for t0 in range(0, T, k)]
 
 
-def input_weight4(w: torch.Tensor, H: int) -> torch.Tensor:
-    """Input weights (..., 3H, D) -> (..., 4H, D) in gate-buffer rows [W_r; W_z; 0; 2 W_n]."""
-    zeros = w.new_zeros(*w.shape[:-2], H, w.shape[-1])
-    return torch.cat([w[..., : 2 * H, :], zeros, 2.0 * w[..., 2 * H :, :]], dim=-2)
+def input_weight(w: torch.Tensor, H: int) -> torch.Tensor:
+    """Input weights (..., 3H, D) [W_r; W_z; W_n] -> [W_r; W_z; 2 W_n], for columns H..4H."""
+    return torch.cat([w[..., : 2 * H, :], 2.0 * w[..., 2 * H :, :]], dim=-2)
 
 
-def input_bias4(b_ih: torch.Tensor, b_hh: torch.Tensor, H: int) -> torch.Tensor:
-    """(..., 3H) biases -> (..., 4H) gate-buffer bias [b_ir + b_hr, b_iz + b_hz, b_hn, 2 b_in]."""
-    return torch.cat([b_ih[..., : 2 * H] + b_hh[..., : 2 * H], b_hh[..., 2 * H :],
+def gate_bias(b_ih: torch.Tensor, b_hh: torch.Tensor, H: int) -> torch.Tensor:
+    """(..., 3H) biases -> (..., 4H) gate-buffer bias [b_hn, b_ir + b_hr, b_iz + b_hz, 2 b_in]."""
+    return torch.cat([b_hh[..., 2 * H :], b_ih[..., : 2 * H] + b_hh[..., : 2 * H],
                       2.0 * b_ih[..., 2 * H :]], dim=-1)
 
 
-def grad_weight4(w: torch.Tensor, H: int) -> torch.Tensor:
-    """Input weights (..., 3H, D) -> (..., 4H, D) rows [W_r; W_z; 0; W_n]: d @ this is the
-    gradient of the input of a step from its gate gradients d."""
-    zeros = w.new_zeros(*w.shape[:-2], H, w.shape[-1])
-    return torch.cat([w[..., : 2 * H, :], zeros, w[..., 2 * H :, :]], dim=-2)
+def hidden_weight(w_hh: torch.Tensor, H: int) -> torch.Tensor:
+    """Recurrent weights (..., 3H, H) [U_r; U_z; U_n] -> [U_n; U_r; U_z], for columns 0..3H."""
+    return torch.cat([w_hh[..., 2 * H :, :], w_hh[..., : 2 * H, :]], dim=-2)
 
 
-def rows3(g4: torch.Tensor, H: int) -> torch.Tensor:
-    """(..., 4H, D) gradient in gate-buffer rows -> (..., 3H, D) input-weight gradient rows."""
-    return torch.cat([g4[..., : 2 * H, :], g4[..., 3 * H :, :]], dim=-2)
+def hidden_weight_grad(g: torch.Tensor, H: int) -> torch.Tensor:
+    """Gradient in rows [n; r; z] (as d[:, :3H]^T @ h gives it) -> rows [r; z; n] of w_hh."""
+    return torch.cat([g[..., H:, :], g[..., :H, :]], dim=-2)
 
 
 def bias_grads(colsum: torch.Tensor, H: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Column sums (..., 4H) of the gate gradients -> (d b_ih, d b_hh)."""
-    d_ih = torch.cat([colsum[..., : 2 * H], colsum[..., 3 * H :]], dim=-1)
-    return d_ih, colsum[..., : 3 * H]
+    return colsum[..., H:], torch.cat([colsum[..., H : 3 * H], colsum[..., :H]], dim=-1)
 
 
 class GRUStack(torch.autograd.Function):
@@ -95,9 +93,9 @@ class GRUStack(torch.autograd.Function):
         G, T, B, N = x.shape
         H = w_hh.shape[-1]
         xs = x.reshape(G, T * B, N)
-        w4 = input_weight4(w_ih, H).transpose(1, 2)  # (G, N, 4H)
-        b4 = input_bias4(b_ih, b_hh, H).unsqueeze(1)  # (G, 1, 4H)
-        u = w_hh.transpose(1, 2)  # (G, H, 3H)
+        w3 = input_weight(w_ih, H).transpose(1, 2)  # (G, N, 3H)
+        b4 = gate_bias(b_ih, b_hh, H).unsqueeze(1)  # (G, 1, 4H)
+        u = hidden_weight(w_hh, H).transpose(1, 2)  # (G, H, 3H)
         keep = any(ctx.needs_input_grad)
         neg1 = x.new_full((), -1.0)
         hs = x.new_empty(G, T + 1, B, H)
@@ -107,7 +105,9 @@ class GRUStack(torch.autograd.Function):
             c = t1 - t0
             if keep or scratch is None or scratch.shape[1] != c * B:
                 scratch = x.new_empty(G, c * B, 4 * H)
-            P = torch.baddbmm(b4, xs[:, t0 * B : t1 * B], w4, out=scratch).view(G, c, B, 4 * H)
+            scratch[..., :H] = b4[..., :H]
+            torch.baddbmm(b4[..., H:], xs[:, t0 * B : t1 * B], w3, out=scratch[..., H:])
+            P = scratch.view(G, c, B, 4 * H)
             loops.stack_forward(P, hs, u, t0, neg1, H)
             if keep:
                 bufs.append(P)
@@ -135,25 +135,26 @@ class GRUStack(torch.autograd.Function):
         dh = hs.new_zeros(G, B, H) if grad_last is None else grad_last.clone()
         seq_idx = [g for g, s in enumerate(grad_seqs) if s is not None]
         seq_grads = [grad_seqs[g] for g in seq_idx]
+        u = hidden_weight(w_hh, H)
         dw_hh = hs.new_zeros(G, 3 * H, H)
-        dw4t = hs.new_zeros(G, N, 4 * H)  # transposed: MKL is much faster with N on the left
+        dw_t = hs.new_zeros(G, N, 3 * H)  # transposed: MKL is much faster with N on the left
         colsum = hs.new_zeros(G, 4 * H)
         dx = hs.new_empty(G, T, B, N) if need[0] else None
-        w4g = grad_weight4(w_ih, H) if need[0] else None
         for (t0, t1), P in zip(reversed(spans), reversed(bufs), strict=True):
             c = t1 - t0
             d = dbuf if c == k else hs.new_empty(G, c, B, 4 * H)
-            dh = loops.stack_backward(dh, P, hs, d, tmp, w_hh, t0, seq_idx, seq_grads, H)
+            dh = loops.stack_backward(dh, P, hs, d, tmp, u, t0, seq_idx, seq_grads, H)
             rows = d.reshape(G, c * B, 4 * H)
             dw_hh.baddbmm_(rows[..., : 3 * H].transpose(1, 2),
                            hs[:, t0:t1].reshape(G, c * B, H))
-            dw4t.baddbmm_(xs[:, t0 * B : t1 * B].transpose(1, 2), rows)
+            dw_t.baddbmm_(xs[:, t0 * B : t1 * B].transpose(1, 2), rows[..., H:])
             colsum += rows.sum(1)
             if dx is not None:
-                dx[:, t0:t1] = torch.bmm(rows, w4g).view(G, c, B, N)
+                dx[:, t0:t1] = torch.bmm(rows[..., H:], w_ih).view(G, c, B, N)
         db_ih, db_hh = bias_grads(colsum, H)
-        return (dx, rows3(dw4t.transpose(1, 2), H) if need[1] else None, db_ih if need[2] else None,
-                dw_hh if need[3] else None, db_hh if need[4] else None, dh)
+        return (dx, dw_t.transpose(1, 2) if need[1] else None, db_ih if need[2] else None,
+                hidden_weight_grad(dw_hh, H) if need[3] else None, db_hh if need[4] else None,
+                dh)
 
 
 def bidirectional(grus, h0s, x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:

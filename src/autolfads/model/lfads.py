@@ -157,9 +157,11 @@ class LFADS(nn.Module):
             self.fac.normalized_weight(), nz.fac, nz.gen, nz.u, cfg.cell_clip, T,
         )
         K = cfg.co_dim
-        log_rates = self.readout(fac)  # (T, B, N)
         bt = lambda a: a.transpose(0, 1)  # noqa: E731  (time-major inside, batch-major outside)
-        return LFADSOutput(bt(log_rates), bt(fac), ic_mean, ic_logvar, bt(co[..., :K]),
+        # Rates in the counts' own (B, T, N) layout: the cost's elementwise passes over them
+        # run at full speed only when both are laid out alike (copying fac is the cheaper copy).
+        fac = bt(fac).contiguous()
+        return LFADSOutput(self.readout(fac), fac, ic_mean, ic_logvar, bt(co[..., :K]),
                            bt(co[..., K:]), bt(u))
 
     def _controller_inputs(self, fwd: torch.Tensor, rev: torch.Tensor, T: int, nz: Noise):

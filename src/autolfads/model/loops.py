@@ -21,33 +21,34 @@ from torch import Tensor
 
 
 def cell_forward(P: Tensor, h: Tensor, h_out: Tensor, neg1: Tensor, H: int) -> None:
-    """One step on a gate buffer P = [a_r, a_z, h_n, 2 x_n] (U h already added), in place to
-    [r, z, h_n, n]; writes the new state to h_out. neg1: a 0-dim tensor holding -1."""
-    P.narrow(-1, 0, 2 * H).sigmoid_()
+    """One step on a gate buffer P = [h_n, a_r, a_z, 2 x_n] (U h already added), in place to
+    [h_n, r, z, n]; writes the new state to h_out. neg1: a 0-dim tensor holding -1."""
+    P.narrow(-1, H, 2 * H).sigmoid_()
     n = P.narrow(-1, 3 * H, H)
-    torch.addcmul(n, P.narrow(-1, 0, H), P.narrow(-1, 2 * H, H), value=2.0, out=n)
+    torch.addcmul(n, P.narrow(-1, H, H), P.narrow(-1, 0, H), value=2.0, out=n)
     n.sigmoid_()
     torch.add(neg1, n, alpha=2.0, out=n)  # 2 sigmoid(2a) - 1 = tanh(a)
-    torch.lerp(n, h, P.narrow(-1, H, H), out=h_out)
+    torch.lerp(n, h, P.narrow(-1, 2 * H, H), out=h_out)
 
 
 def cell_backward(dh: Tensor, P: Tensor, h_prev: Tensor, d: Tensor, tmp: Tensor, H: int
                   ) -> Tensor:
-    """Fill d (..., 4H) with the gate gradients of one step from the step's forward buffer
-    P = [r, z, h_n, n]; return dh' * z (the direct path to the previous state)."""
-    rz = P.narrow(-1, 0, 2 * H)
-    hn = P.narrow(-1, 2 * H, H)
+    """Fill d (..., 4H) with the gate gradients [d h_n, d a_r, d a_z, d x_n] of one step from
+    the step's forward buffer P = [h_n, r, z, n]; return dh' * z (the direct path to the
+    previous state)."""
+    hn = P.narrow(-1, 0, H)
+    rz = P.narrow(-1, H, 2 * H)
     n = P.narrow(-1, 3 * H, H)
     hz = dh * rz.narrow(-1, H, H)
     torch.sub(dh, hz, out=tmp)  # dn
     d_xn = d.narrow(-1, 3 * H, H)
     torch.ops.aten.tanh_backward(tmp, n, grad_input=d_xn)
-    torch.mul(d_xn, hn, out=d.narrow(-1, 0, H))  # dr
+    torch.mul(d_xn, hn, out=d.narrow(-1, H, H))  # dr
     torch.sub(h_prev, n, out=tmp)
-    torch.mul(dh, tmp, out=d.narrow(-1, H, H))  # dz
-    d_rz = d.narrow(-1, 0, 2 * H)
+    torch.mul(dh, tmp, out=d.narrow(-1, 2 * H, H))  # dz
+    d_rz = d.narrow(-1, H, 2 * H)
     torch.ops.aten.sigmoid_backward(d_rz, rz, grad_input=d_rz)
-    torch.mul(d_xn, rz.narrow(-1, 0, H), out=d.narrow(-1, 2 * H, H))
+    torch.mul(d_xn, rz.narrow(-1, 0, H), out=d.narrow(-1, 0, H))  # d h_n
     return hz
 
 
@@ -63,16 +64,17 @@ def stack_forward(P: Tensor, hs: Tensor, u: Tensor, t0: int, neg1: Tensor, H: in
         cell_forward(Pj, h, hs.select(1, t + 1), neg1, H)
 
 
-def stack_backward(dh: Tensor, P: Tensor, hs: Tensor, d: Tensor, tmp: Tensor, w_hh: Tensor,
+def stack_backward(dh: Tensor, P: Tensor, hs: Tensor, d: Tensor, tmp: Tensor, u: Tensor,
                    t0: int, seq_idx: List[int], seq_grads: List[Tensor], H: int) -> Tensor:
-    """Steps t0+c-1 .. t0 in reverse: fills d (G, c, B, 4H); returns the state gradient."""
+    """Steps t0+c-1 .. t0 in reverse: fills d (G, c, B, 4H); returns the state gradient.
+    u (G, 3H, H): recurrent weights in gate-buffer rows [U_n; U_r; U_z]."""
     for j in range(P.shape[1] - 1, -1, -1):
         t = t0 + j
         for k in range(len(seq_idx)):
             dh.select(0, seq_idx[k]).add_(seq_grads[k].select(0, t))
         dj = d.select(1, j)
         hz = cell_backward(dh, P.select(1, j), hs.select(1, t), dj, tmp, H)
-        dh = torch.baddbmm(hz, dj.narrow(-1, 0, 3 * H), w_hh)
+        dh = torch.baddbmm(hz, dj.narrow(-1, 0, 3 * H), u)
     return dh
 
 
@@ -81,24 +83,27 @@ def stack_backward(dh: Tensor, P: Tensor, hs: Tensor, d: Tensor, tmp: Tensor, w_
 def decoder_forward(pg: Tensor, pc: Optional[Tensor], t0: int, gs: Tensor, gm: Tensor,
                     fs: Tensor, hc: Optional[Tensor], fd: Optional[Tensor], cu: Optional[Tensor],
                     us: Optional[Tensor], fmask: Optional[Tensor], gmask: Optional[Tensor],
-                    eps: Optional[Tensor], wcf4: Optional[Tensor], wc_hh_t: Optional[Tensor],
-                    w_coh: Optional[Tensor], b_coh: Optional[Tensor], wgu4: Optional[Tensor],
+                    eps: Optional[Tensor], wcf3: Optional[Tensor], wc_hh_t: Optional[Tensor],
+                    w_coh: Optional[Tensor], b_coh: Optional[Tensor], wgu3: Optional[Tensor],
                     wg_hh_t: Tensor, w_fac_t: Tensor, neg1: Tensor, clip: float, C: int, G: int,
                     K: int) -> None:
     """Steps t0..t0+c-1 of the decoder. pg (c, B, 4G) / pc (c, B, 4C): gate buffers with the
     inputs known in advance; pc None: no controller (then the factors are left to the caller).
     Trials-last: cu (T, 2K, B) [mu; logvar / 2] -> [mu; exp(logvar / 2)], us and eps (T, K, B);
-    w_coh (2K, C) and b_coh (2K, 1) are W_co, b_co with the logvar rows halved."""
+    w_coh (2K, C) and b_coh (2K, 1) are W_co, b_co with the logvar rows halved. wcf3 (F, 3C) and
+    wgu3 (K, 3G): factor and u input weights for gate columns C..4C / G..4G (gru.input_weight),
+    transposed; wc_hh_t, wg_hh_t: recurrent weights for columns 0..3C / 0..3G (gru.hidden_weight),
+    transposed."""
     for j in range(pg.shape[0]):
         t = t0 + j
         pgj = pg.select(0, j)
         if pc is not None and hc is not None and fd is not None and cu is not None \
-                and wcf4 is not None and wc_hh_t is not None and w_coh is not None \
-                and b_coh is not None and wgu4 is not None:
+                and wcf3 is not None and wc_hh_t is not None and w_coh is not None \
+                and b_coh is not None and wgu3 is not None:
             if fmask is not None:
                 torch.mul(fs.select(0, t), fmask.select(0, t), out=fd.select(0, t))
             pcj = pc.select(0, j)
-            pcj.addmm_(fd.select(0, t), wcf4)
+            pcj.narrow(-1, C, 3 * C).addmm_(fd.select(0, t), wcf3)
             pcj.narrow(-1, 0, 3 * C).addmm_(hc.select(0, t), wc_hh_t)
             h_new = hc.select(0, t + 1)
             cell_forward(pcj, hc.select(0, t), h_new, neg1, C)
@@ -111,7 +116,7 @@ def decoder_forward(pg: Tensor, pc: Optional[Tensor], t0: int, gs: Tensor, gm: T
                                   out=us.select(0, t))
             else:
                 u = cut.narrow(0, 0, K)
-            pgj.addmm_(u.t(), wgu4)
+            pgj.narrow(-1, G, 3 * G).addmm_(u.t(), wgu3)
         g_new = gs.select(0, t + 1)
         pgj.narrow(-1, 0, 3 * G).addmm_(gs.select(0, t), wg_hh_t)
         cell_forward(pgj, gs.select(0, t), g_new, neg1, G)
@@ -128,13 +133,14 @@ def decoder_backward(pg: Tensor, pc: Optional[Tensor], t0: int, dg: Tensor,
                      hc: Optional[Tensor], dco: Optional[Tensor], se: Optional[Tensor],
                      d_u: Optional[Tensor], fmask: Optional[Tensor], gmask: Optional[Tensor],
                      tmp_g: Tensor, tmp_c: Optional[Tensor], w_fac: Tensor, wg_hh: Tensor,
-                     wgu4_b: Optional[Tensor], w_co: Optional[Tensor], wc_hh: Optional[Tensor],
-                     wcf4_b: Optional[Tensor], clip: float, C: int, G: int, K: int
+                     wgu_b: Optional[Tensor], w_co: Optional[Tensor], wc_hh: Optional[Tensor],
+                     wcf_b: Optional[Tensor], clip: float, C: int, G: int, K: int
                      ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """Steps t0+c-1 .. t0 of the decoder in reverse: fills dgc (c, B, 4G) and dcc (c, B, 4C)
     with gate gradients; returns the gradients of g, h^con and f_{t0-1} before step t0.
     dco (T, B, 2K): gradient of [mu, logvar], updated in place; se (T, K, B): exp(logvar/2) eps;
-    wgu4_b (K, 4G): the generator's u-input weight in gradient layout, transposed."""
+    wg_hh, wc_hh: recurrent weights in gate-buffer rows (gru.hidden_weight); wgu_b (K, 3G): the
+    generator's u-input weight, transposed; wcf_b (3C, F): the controller's factor-input weight."""
     for j in range(pg.shape[0] - 1, -1, -1):
         t = t0 + j
         if dgm_all is None:
@@ -153,9 +159,10 @@ def decoder_backward(pg: Tensor, pc: Optional[Tensor], t0: int, dg: Tensor,
         hz = cell_backward(dg, pg.select(0, j), gs.select(0, t), d, tmp_g, G)
         dg = torch.addmm(hz, d.narrow(-1, 0, 3 * G), wg_hh)
         if pc is not None and dcc is not None and dhc is not None and hc is not None \
-                and dco is not None and tmp_c is not None and wgu4_b is not None \
-                and w_co is not None and wc_hh is not None and wcf4_b is not None:
-            du = torch.mm(wgu4_b, d.t()).t()  # (K, 4G) @ (4G, B): fast for narrow K
+                and dco is not None and tmp_c is not None and wgu_b is not None \
+                and w_co is not None and wc_hh is not None and wcf_b is not None:
+            # (K, 3G) @ (3G, B): MKL is fast with the narrow K on the left
+            du = torch.mm(wgu_b, d.narrow(-1, G, 3 * G).t()).t()
             if d_u is not None:
                 du = du + d_u.select(0, t)
             dco_t = dco.select(0, t)
@@ -167,7 +174,7 @@ def decoder_backward(pg: Tensor, pc: Optional[Tensor], t0: int, dg: Tensor,
             dc = dcc.select(0, j)
             hz = cell_backward(dhc, pc.select(0, j), hc.select(0, t), dc, tmp_c, C)
             dhc = torch.addmm(hz, dc.narrow(-1, 0, 3 * C), wc_hh)
-            df = torch.mm(dc, wcf4_b)
+            df = torch.mm(dc.narrow(-1, C, 3 * C), wcf_b)
             if fmask is not None:
                 df.mul_(fmask.select(0, t))
             df_prev = df

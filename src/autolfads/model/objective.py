@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from autolfads.model.augment import gradient_only_through
 from autolfads.model.lfads import LFADS, LFADSOutput
-from autolfads.model.observations import poisson_nll
+from autolfads.model.observations import poisson_cost
 
 
 @dataclass
@@ -49,16 +48,20 @@ def compute_costs(
     weights: Weights,
     cd_grad_mask: torch.Tensor | None = None,
     sv_held_out: torch.Tensor | None = None,
+    log_fact: torch.Tensor | None = None,
 ) -> Costs:
-    nll = gradient_only_through(poisson_nll(counts, out.log_rates), cd_grad_mask)  # (B, T, N)
+    """The cost terms of one batch. cd_grad_mask: coordinated dropout's gradient mask;
+    sv_held_out: the sample-validation entries (True = held out); log_fact: log counts!, if the
+    caller has it (observations.log_factorial)."""
     sv_recon = None
     if sv_held_out is None:
-        recon = nll.mean()
+        recon, _ = poisson_cost(counts, out.log_rates, None, cd_grad_mask, log_fact)
     else:
-        seen = (~sv_held_out).to(nll.dtype)
-        recon = (nll * seen).sum() / seen.sum().clamp_min(1.0)
+        seen = (~sv_held_out).to(counts.dtype)
+        weight = seen / seen.sum().clamp_min(1.0)
+        recon, nll = poisson_cost(counts, out.log_rates, weight, cd_grad_mask, log_fact)
         held = sv_held_out.to(nll.dtype)
-        sv_recon = ((nll * held).sum() / held.sum().clamp_min(1.0)).detach()
+        sv_recon = (nll * held).sum() / held.sum().clamp_min(1.0)
 
     kl_ic = model.ic_prior.kl(out.ic_mean, out.ic_logvar).mean()
     if model.use_con:

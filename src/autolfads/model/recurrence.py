@@ -25,10 +25,10 @@ from autolfads.model import loops
 from autolfads.model.gru import (
     bias_grads,
     chunks,
-    grad_weight4,
-    input_bias4,
-    input_weight4,
-    rows3,
+    gate_bias,
+    hidden_weight,
+    hidden_weight_grad,
+    input_weight,
 )
 
 
@@ -59,13 +59,13 @@ class Decoder(torch.autograd.Function):
         gs[0] = g0
         gm = gs if gmask is None else new(T + 1, B, G)  # the states the factor readout sees
         fs = new(T + 1, B, F)  # fs[0] = f_{-1}, fs[t + 1] = f_t
-        w_fac_t, wg_hh_t = w_fac.t(), wg_hh.t()
-        gen_b4 = input_bias4(bg_ih, bg_hh, G)
+        w_fac_t, wg_hh_t = w_fac.t(), hidden_weight(wg_hh, G).t()
+        gen_b4 = gate_bias(bg_ih, bg_hh, G)
         if ext is not None:
             E = ext.shape[-1]
-            wge4 = input_weight4(wg_ih[:, K:], G).t()  # (E, 4G)
+            wge3 = input_weight(wg_ih[:, K:], G).t()  # (E, 3G)
         C = D = 0
-        hc = fd = cu = us = eps_kb = wcf4 = wc_hh_t = w_coh = b_coh = wgu4 = None
+        hc = fd = cu = us = eps_kb = wcf3 = wc_hh_t = w_coh = b_coh = wgu3 = None
         if con:
             D = ci.shape[-1]
             C = wc_hh.shape[1]
@@ -77,13 +77,13 @@ class Decoder(torch.autograd.Function):
             cu = new(T, 2 * K, B)
             us = new(T, K, B) if eps is not None else None
             eps_kb = None if eps is None else eps.transpose(1, 2).contiguous()
-            wci4 = input_weight4(wc_ih[:, :D], C).t()  # (D, 4C)
-            wcf4 = input_weight4(wc_ih[:, D:], C).t()  # (F, 4C)
-            con_b4 = input_bias4(bc_ih, bc_hh, C)
-            wc_hh_t = wc_hh.t()
+            wci3 = input_weight(wc_ih[:, :D], C).t()  # (D, 3C)
+            wcf3 = input_weight(wc_ih[:, D:], C).t()  # (F, 3C)
+            con_b4 = gate_bias(bc_ih, bc_hh, C)
+            wc_hh_t = hidden_weight(wc_hh, C).t()
             half = torch.cat([w_co.new_ones(K), w_co.new_full((K,), 0.5)])
             w_coh, b_coh = w_co * half[:, None], (b_co * half)[:, None]
-            wgu4 = input_weight4(wg_ih[:, :K], G).t()  # (K, 4G)
+            wgu3 = input_weight(wg_ih[:, :K], G).t()  # (K, 3G)
             if gmask is not None:
                 torch.mul(g0, gmask[0], out=gm[0])
             torch.mm(gm[0], w_fac_t, out=fs[0])
@@ -98,12 +98,16 @@ class Decoder(torch.autograd.Function):
             if ext is None:
                 pg.copy_(gen_b4.expand(c, B, -1))
             else:
-                torch.addmm(gen_b4, ext[t0:t1].reshape(c * B, E), wge4, out=pg.view(c * B, -1))
+                pg[..., :G] = gen_b4[:G]
+                torch.addmm(gen_b4[G:], ext[t0:t1].reshape(c * B, E), wge3,
+                            out=pg.view(c * B, -1)[:, G:])
             if con:
-                torch.addmm(con_b4, ci[t0:t1].reshape(c * B, D), wci4, out=pc.view(c * B, -1))
+                pc[..., :C] = con_b4[:C]
+                torch.addmm(con_b4[C:], ci[t0:t1].reshape(c * B, D), wci3,
+                            out=pc.view(c * B, -1)[:, C:])
             loops.decoder_forward(
-                pg, pc, t0, gs, gm, fs, hc, fd, cu, us, fmask, gmask, eps_kb, wcf4, wc_hh_t, w_coh,
-                b_coh, wgu4, wg_hh_t, w_fac_t, neg1, float(clip), C, G, K)
+                pg, pc, t0, gs, gm, fs, hc, fd, cu, us, fmask, gmask, eps_kb, wcf3, wc_hh_t, w_coh,
+                b_coh, wgu3, wg_hh_t, w_fac_t, neg1, float(clip), C, G, K)
             if keep:
                 pg_bufs.append(pg)
                 pc_bufs.append(pc)
@@ -143,19 +147,19 @@ class Decoder(torch.autograd.Function):
         dg_buf = new(kmax, B, 4 * G)
         tmp_g = new(B, G)
         dg = zeros(B, G)
-        dwg_hh = zeros(3 * G, G)
+        dwg_hh = zeros(3 * G, G)  # rows [n; r; z] until the end
         colsum_g = zeros(4 * G)
+        wg_hh_g = hidden_weight(wg_hh, G)
         if ext is not None:
             E = ext.shape[-1]
-            dwge4t = zeros(E, 4 * G)
+            dwge_t = zeros(E, 3 * G)
             d_ext = new(T, B, E) if need[1] else None
-            wge4_b = grad_weight4(wg_ih[:, K:], G) if need[1] else None
         if d_f is None:
             dfs[1:].zero_()
         else:
             dfs[1:] = d_f
         C = 0
-        hc = fd = us = se = dco = tmp_c = dhc = wgu4_b = wcf4_b = dgm_all = None
+        hc = fd = us = se = dco = tmp_c = dhc = wgu_b = wcf_b = wc_hh_g = dgm_all = None
         if con:
             hc, fd, cu, us, pc_bufs = ctx.con_bufs
             del ctx.con_bufs
@@ -167,12 +171,12 @@ class Decoder(torch.autograd.Function):
             dwc_hh = zeros(3 * C, C)
             # Input-weight gradients are accumulated transposed, (inputs, gates): for narrow
             # inputs (K = 4) MKL is ~10x faster with the narrow side on the left.
-            dwci4t, dwcf4t, dwgu4t = zeros(D, 4 * C), zeros(F, 4 * C), zeros(K, 4 * G)
+            dwci_t, dwcf_t, dwgu_t = zeros(D, 3 * C), zeros(F, 3 * C), zeros(K, 3 * G)
             colsum_c = zeros(4 * C)
             d_ci = new(T, B, D) if need[0] else None
-            wci4_b = grad_weight4(wc_ih[:, :D], C) if need[0] else None
-            wcf4_b = grad_weight4(wc_ih[:, D:], C)
-            wgu4_b = grad_weight4(wg_ih[:, :K], G).t().contiguous()  # (K, 4G): du^T = W d^T
+            wcf_b = wc_ih[:, D:]  # (3C, F)
+            wgu_b = wg_ih[:, :K].t().contiguous()  # (K, 3G): du^T = W^T d^T
+            wc_hh_g = hidden_weight(wc_hh, C)
             if eps is not None:  # exp(logvar / 2) * eps, (T, K, B)
                 se = cu[:, K:] * eps.transpose(1, 2)
             if d_co is None:
@@ -195,24 +199,27 @@ class Decoder(torch.autograd.Function):
                 pc, dcc = pc_bufs[i], dc_buf[:c]
             dg, dhc, df_prev = loops.decoder_backward(
                 pg, pc, t0, dg, dhc, df_prev, dgc, dcc, dfs, dgm_all, gs, hc, dco, se, d_u,
-                fmask, gmask, tmp_g, tmp_c, w_fac, wg_hh, wgu4_b, w_co, wc_hh, wcf4_b,
+                fmask, gmask, tmp_g, tmp_c, w_fac, wg_hh_g, wgu_b, w_co, wc_hh_g, wcf_b,
                 float(clip), C, G, K)
+            # Gate-gradient rows: [:, :3G] meet the recurrent weights, [:, G:] the inputs.
             rows_g = dgc.reshape(c * B, 4 * G)
+            in_g = rows_g[:, G:]
             dwg_hh.addmm_(rows_g[:, : 3 * G].t(), gs[t0:t1].reshape(c * B, G))
             colsum_g += rows_g.sum(0)
             if ext is not None:
-                dwge4t.addmm_(ext[t0:t1].reshape(c * B, E).t(), rows_g)
+                dwge_t.addmm_(ext[t0:t1].reshape(c * B, E).t(), in_g)
                 if d_ext is not None:
-                    torch.mm(rows_g, wge4_b, out=d_ext[t0:t1].view(c * B, E))
+                    torch.mm(in_g, wg_ih[:, K:], out=d_ext[t0:t1].view(c * B, E))
             if con:
                 rows_c = dcc.reshape(c * B, 4 * C)
+                in_c = rows_c[:, C:]
                 dwc_hh.addmm_(rows_c[:, : 3 * C].t(), hc[t0:t1].reshape(c * B, C))
-                dwcf4t.addmm_(fd[t0:t1].reshape(c * B, F).t(), rows_c)
-                dwci4t.addmm_(ci[t0:t1].reshape(c * B, D).t(), rows_c)
-                dwgu4t.addmm_(us[t0:t1].transpose(0, 1).reshape(K, c * B), rows_g)
+                dwcf_t.addmm_(fd[t0:t1].reshape(c * B, F).t(), in_c)
+                dwci_t.addmm_(ci[t0:t1].reshape(c * B, D).t(), in_c)
+                dwgu_t.addmm_(us[t0:t1].transpose(0, 1).reshape(K, c * B), in_g)
                 colsum_c += rows_c.sum(0)
                 if d_ci is not None:
-                    torch.mm(rows_c, wci4_b, out=d_ci[t0:t1].view(c * B, D))
+                    torch.mm(in_c, wc_ih[:, :D], out=d_ci[t0:t1].view(c * B, D))
 
         grads = [None] * 20
         if con:
@@ -225,21 +232,21 @@ class Decoder(torch.autograd.Function):
         grads[2] = dg
         if need[14]:
             grads[14] = dfs_used.reshape(-1, F).t() @ gm_used.reshape(-1, G)
-        grads[12] = dwg_hh
+        grads[12] = hidden_weight_grad(dwg_hh, G)
         grads[11], grads[13] = bias_grads(colsum_g, G)
         gen_in = []
         if con:
-            gen_in.append(rows3(dwgu4t.t(), G))
+            gen_in.append(dwgu_t.t())
             rows = T * B
             grads[0], grads[3] = d_ci, dhc
-            grads[4] = torch.cat([rows3(dwci4t.t(), C), rows3(dwcf4t.t(), C)], dim=1)
+            grads[4] = torch.cat([dwci_t.t(), dwcf_t.t()], dim=1)
             grads[5], grads[7] = bias_grads(colsum_c, C)
-            grads[6] = dwc_hh
+            grads[6] = hidden_weight_grad(dwc_hh, C)
             dco2 = dco.view(rows, 2 * K)
             grads[8] = (hc[1:].reshape(rows, C).t() @ dco2).t()
             grads[9] = dco2.sum(0)
         if ext is not None:
-            gen_in.append(rows3(dwge4t.t(), G))
+            gen_in.append(dwge_t.t())
             grads[1] = d_ext
         grads[10] = torch.cat(gen_in, dim=1) if gen_in else None  # (3G, 0): no inputs
         return tuple(g if g is None or need[i] else None for i, g in enumerate(grads))

@@ -30,6 +30,7 @@ from autolfads.model.augment import (
     sample_validation_mask,
 )
 from autolfads.model.objective import Weights, compute_costs, total_loss
+from autolfads.model.observations import log_factorial
 from autolfads.training.parallel import Shards, keep_freed_memory, setup_cpu_threads
 
 # Hyperparameters PBT may change between generations (name -> config section).
@@ -53,11 +54,13 @@ def resolve_device(name: str) -> torch.device:
 def loss_and_grads(model: LFADS, x_in: torch.Tensor, target: torch.Tensor, w: Weights,
                    shards: Shards, cd_mask: torch.Tensor | None = None,
                    sv: torch.Tensor | None = None, ext: torch.Tensor | None = None,
-                   forward: Callable | None = None) -> torch.Tensor:
+                   forward: Callable | None = None, log_fact: torch.Tensor | None = None
+                   ) -> torch.Tensor:
     """Forward and backward pass of one training batch: fills the parameters' .grad and
     returns the detached terms (loss, recon, kl_ic, kl_co, l2, sv_recon) of the batch.
 
     x_in: encoder input (after CD / SV hiding); target: the counts the cost compares with;
+    log_fact: log target! (observations.log_factorial), if the caller keeps it;
     forward(model, x, ext, noise) -> LFADSOutput replaces the model's own forward (the bench
     uses it to time the reference implementation). Run in shards when `shards` has several
     threads and the batch is large enough; the result is that of the whole batch.
@@ -69,7 +72,7 @@ def loss_and_grads(model: LFADS, x_in: torch.Tensor, target: torch.Tensor, w: We
     parts = shards.split(x_in.shape[0])
     if len(parts) == 1:
         out = forward(model, x_in, ext, None)
-        costs = compute_costs(model, out, target, w, cd_mask, sv)
+        costs = compute_costs(model, out, target, w, cd_mask, sv, log_fact)
         loss = total_loss(costs, w)
         loss.backward()
         sv_cost = loss.new_zeros(()) if costs.sv_recon is None else costs.sv_recon
@@ -91,8 +94,8 @@ def loss_and_grads(model: LFADS, x_in: torch.Tensor, target: torch.Tensor, w: We
     def run(i: int):
         s = parts[i]
         out = forward(model, x_in[s], None if ext is None else ext[s], nz.select(s))
-        c = compute_costs(model, out, target[s], w, None if cd_mask is None else cd_mask[s],
-                          None if sv is None else sv[s])
+        c = compute_costs(model, out, target[s], w, *(None if a is None else a[s]
+                                                      for a in (cd_mask, sv, log_fact)))
         l2 = c.l2 if i == 0 else c.l2.new_zeros(())  # not per trial: counted once
         kl = w.kl_ic_scale * c.kl_ic + w.kl_co_scale * c.kl_co
         loss = w.loss_scale * (recon_w[i] * c.recon + w.kl_ramp * frac[i] * kl
@@ -173,6 +176,8 @@ class Trainer:
         seed = cfg.train.seed + 7919  # the SV mask is fixed for the run, apart from the batch RNG
         self.train_sv = _sv_mask(self.train_x, sv, seed)
         self.valid_sv = _sv_mask(self.valid_x, sv, seed + 1)
+        # log x! of the counts: a constant of the data, and slow to compute on every batch.
+        self.train_lf, self.valid_lf = log_factorial(self.train_x), log_factorial(self.valid_x)
 
         self.model = LFADS(cfg.model, data.n_neurons, data.ext_input_dim).to(self.device)
         self.model.init_readout_bias(self.train_x.mean(dim=(0, 1)))
@@ -220,13 +225,14 @@ class Trainer:
         names = ("loss", "recon", "kl_ic", "kl_co", "l2", "sv")
         sums = torch.zeros(len(names), device=self.device)
         for idx in order.split(t.batch_size):
-            x = self.train_x[idx]
+            x, lf = self.train_x[idx], self.train_lf[idx]
             sv = None if self.train_sv is None else self.train_sv[idx]
             ext = None if self.train_ext is None else self.train_ext[idx]
             x_in, cd_mask = coordinated_dropout(hide_entries(x, sv, self.cfg.model.sv_rate),
                                                 self.cfg.model.cd_rate)
             self.optimizer.zero_grad(set_to_none=True)
-            terms = loss_and_grads(self.model, x_in, x, w, self.shards, cd_mask, sv, ext)
+            terms = loss_and_grads(self.model, x_in, x, w, self.shards, cd_mask, sv, ext,
+                                   log_fact=lf)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.optimizer.step()
             # Accumulated on the device: one host sync per epoch, not per batch.
@@ -234,8 +240,8 @@ class Trainer:
         return dict(zip(names, sums.tolist(), strict=True))
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, ext: torch.Tensor | None, sv: torch.Tensor | None
-                 ) -> tuple[float, float | None]:
+    def evaluate(self, x: torch.Tensor, ext: torch.Tensor | None, sv: torch.Tensor | None,
+                 log_fact: torch.Tensor | None = None) -> tuple[float, float | None]:
         """Reconstruction cost on a whole split with posterior means (no dropout, no CD)."""
         self.model.eval()
         w = self.weights(self.state.epoch)
@@ -243,13 +249,15 @@ class Trainer:
         for idx in torch.arange(n, device=self.device).split(max(self.cfg.train.batch_size, 256)):
             xb = x[idx]
             svb = None if sv is None else sv[idx]
+            lfb = None if log_fact is None else log_fact[idx]
             xin = hide_entries(xb, svb, self.cfg.model.sv_rate)
             eb = None if ext is None else ext[idx]
 
-            def run(s: slice, xb=xb, svb=svb, xin=xin, eb=eb):
+            def run(s: slice, xb=xb, svb=svb, lfb=lfb, xin=xin, eb=eb):
                 out = self.model(xin[s], None if eb is None else eb[s], sample=False)
                 sub = None if svb is None else svb[s]
-                c = compute_costs(self.model, out, xb[s], w, None, sub)
+                c = compute_costs(self.model, out, xb[s], w, None, sub,
+                                  None if lfb is None else lfb[s])
                 # The chunk's cost averages over its (seen / held-out) entries: weight by them.
                 seen = out.log_rates.numel() if sub is None else int((~sub).sum())
                 held = 0 if sub is None else int(sub.sum())
@@ -267,7 +275,8 @@ class Trainer:
     def run_epoch(self) -> EpochStats:
         start = time.perf_counter()
         tr = self.train_epoch()
-        valid, valid_sv = self.evaluate(self.valid_x, self.valid_ext, self.valid_sv)
+        valid, valid_sv = self.evaluate(self.valid_x, self.valid_ext, self.valid_sv,
+                                        self.valid_lf)
         s = self.state
         a = self.cfg.train.smoothing
         s.smoothed = valid if math.isnan(s.smoothed) else a * s.smoothed + (1 - a) * valid
