@@ -164,3 +164,26 @@ def test_shard_threads_follow_the_callers_grad_mode():
     with torch.no_grad():
         assert shards.map(lambda _: torch.is_grad_enabled(), [0, 1]) == [False, False]
     assert shards.map(lambda _: torch.is_grad_enabled(), [0, 1]) == [True, True]
+
+
+def test_shard_map_runs_every_item_once_in_order():
+    """Shards.map shares uneven items out between the caller and the pool (the caller also runs
+    items no thread has started): each item runs once and results come back in order."""
+    import threading
+    import time
+
+    from autolfads.training.parallel import Shards
+
+    shards = Shards(2)
+    calls, threads = [], set()
+
+    def fn(i):
+        calls.append(i)
+        threads.add(threading.get_ident())
+        time.sleep(0.05 if i == 0 else 0.001)
+        return i * i
+
+    assert shards.map(fn, list(range(7))) == [i * i for i in range(7)]
+    assert sorted(calls) == list(range(7))
+    assert len(threads) == 2
+    shards.close()

@@ -116,6 +116,30 @@ def test_coordinated_dropout_gradient_only_through_dropped_entries():
     assert torch.any(lr.grad[mask.bool()] != 0)
 
 
+def test_fused_poisson_cost_equals_plain_composition():
+    """observations.poisson_cost (value and gradient formed in one pass) against the plain
+    autograd composition of poisson_nll and gradient_only_through, with and without weights."""
+    from autolfads.model.observations import log_factorial, poisson_cost
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.poisson(torch.rand(4, 7, 5, generator=g, dtype=torch.float64) * 3)
+    lr0 = torch.randn(4, 7, 5, generator=g, dtype=torch.float64)
+    mask = (torch.rand(4, 7, 5, generator=g) < 0.4).double()
+    weight = torch.rand(4, 7, 5, generator=g, dtype=torch.float64)
+    for w, m, lf in [(None, None, None), (None, mask, log_factorial(x)), (weight, mask, None)]:
+        lr_a = lr0.clone().requires_grad_()
+        cost, nll = poisson_cost(x, lr_a, w, m, lf)
+        cost.backward()
+        lr_b = lr0.clone().requires_grad_()
+        plain = gradient_only_through(poisson_nll(x, lr_b), m)
+        ref = plain.mean() if w is None else (plain * w).sum()
+        ref.backward()
+        assert torch.allclose(cost, ref, rtol=1e-12)
+        assert torch.allclose(nll, poisson_nll(x, lr0), rtol=1e-12)
+        assert torch.allclose(lr_a.grad, lr_b.grad, rtol=1e-12, atol=1e-15)
+        assert not nll.requires_grad
+
+
 def test_sample_validation_entries_do_not_train():
     torch.manual_seed(0)
     m = LFADS(ModelConfig(**SMALL), n_neurons=9)

@@ -10,6 +10,7 @@ Masks are inverted-dropout masks: 0 with probability `rate`, 1/(1 - rate) otherw
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -89,6 +90,7 @@ def draw_noise(model, B: int, T_enc: int, like: torch.Tensor, sample: bool,
     }
     masks: dict[str, torch.Tensor | None] = dict.fromkeys(shapes)
     todo = [(k, shape) for k, shape in shapes.items() if shape is not None and rate > 0.0]
+    todo.sort(key=lambda job: -math.prod(job[1]))  # largest first: map_fn shares out the rest
     on_cpu = like.device.type == "cpu"
     seeds = [_seed() if on_cpu else None for _ in todo]
     jobs = [(k, shape, seed) for (k, shape), seed in zip(todo, seeds, strict=True)]

@@ -66,7 +66,9 @@ class Shards:
         return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-        """[fn(item) for item in items], the first in the calling thread, the rest in the pool."""
+        """[fn(item) for item in items]: the first in the calling thread, the rest in the pool;
+        when the caller is done it also runs, from the end, the items no thread has started
+        (so uneven items, as the random draws of noise.py, share out the work)."""
         if self._pool is None or len(items) == 1:
             return [fn(it) for it in items]
         if os.getpid() != self._pid:  # a forked child has none of the parent's threads
@@ -78,11 +80,17 @@ class Shards:
                 return fn(item)
 
         futures = [self._pool.submit(call, it) for it in items[1:]]
+        out: list = [None] * len(items)
         try:
-            first = fn(items[0])
+            out[0] = fn(items[0])
+            for i in reversed(range(len(futures))):
+                if futures[i].cancel():
+                    out[i + 1] = fn(items[i + 1])
         finally:
-            rest = [f.result() for f in futures]
-        return [first, *rest]
+            for i, f in enumerate(futures):
+                if not f.cancelled():
+                    out[i + 1] = f.result()
+        return out
 
     def close(self) -> None:
         if self._pool is not None:
