@@ -34,6 +34,7 @@ class Hosts:
         tag = uuid.uuid4().hex[:6]
         self.head, self.worker = f"alfh{tag}", f"alfw{tag}"
         self.made: list[str] = []
+        self.seen: set[str] = set()  # process titles seen on a host (for a failure message)
 
     def create(self) -> None:
         for ns in (self.head, self.worker):
@@ -55,10 +56,12 @@ class Hosts:
         """Is an LFADS worker (a Ray trial actor in its train loop) running on this host?"""
         for pid in self.pids(ns):
             try:
-                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc.train"):
-                    return True
+                title = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
-                pass
+                continue
+            self.seen.add(title[:60].decode(errors="replace"))
+            if title.startswith(b"ray::ImplicitFunc.train"):
+                return True
         return False
 
     def kill_all(self, ns: str) -> None:
@@ -144,13 +147,15 @@ def test_run_survives_losing_a_worker_node(hosts, tmp_path):
                 hosts.kill_all(hosts.worker)  # the worker host dies: raylet and its trials
                 out, err = proc.communicate(timeout=400)
                 break
-            proc.communicate()
+            out, err = proc.communicate()
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
     else:
-        pytest.fail("twice, the run ended before a trial was seen training on the worker host")
+        pytest.fail("twice, the run ended before a trial was seen training on the worker host; "
+                    f"process titles seen there: {sorted(hosts.seen)}; run output: "
+                    f"{(out + err)[-3000:]}")
     assert proc.returncode == 0, err[-3000:]
     hp = (run / "pbt" / "hp_log.csv").read_text().splitlines()[1:]
     per_worker = {w: sorted(int(r.split(",")[0]) for r in hp if r.split(",")[1] == str(w))
