@@ -124,14 +124,16 @@ def test_run_survives_losing_a_worker_node(hosts, tmp_path):
     assert alive.stdout.strip().endswith("2"), alive.stdout + alive.stderr[-2000:]
     data = tmp_path / "tiny.h5"
     write_lfads_h5(data, tiny_dataset(n_trials=400))
-    # Kill the worker host while a trial trains there, after the first generation. Catching a
-    # trial there is a race with the scheduler's placement, so one more run is allowed when the
-    # whole run finished without one being seen.
+    # Kill the worker host while a trial trains there, after the first generation. Measured: the
+    # trials there start fresh actors each generation (seconds of start-up) and then train the
+    # tiny model for well under a second per 8 epochs, so a generation is 40 epochs to give the
+    # poll below a window. Catching a trial there is still a race with the scheduler's
+    # placement, so one more run is allowed when the whole run finished without one being seen.
     for attempt in range(2):
         run = tmp_path / f"run{attempt}"
         cmd = in_ns(hosts.head, sys.executable, "-m", "autolfads.cli", "run", str(data),
                     "--out", str(run), "--address", f"{HEAD_IP}:6379", "--population", "3",
-                    "--generations", "3", "--epochs-per-generation", "8",
+                    "--generations", "3", "--epochs-per-generation", "40",
                     *[a for s in TINY for a in ("--set", s)])
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
@@ -142,7 +144,7 @@ def test_run_survives_losing_a_worker_node(hosts, tmp_path):
                 done = pop.is_file() and json.loads(pop.read_text())["generation"] >= 1
                 if done and hosts.training(hosts.worker):
                     break
-                time.sleep(0.1)
+                time.sleep(0.05)
             if proc.poll() is None:
                 hosts.kill_all(hosts.worker)  # the worker host dies: raylet and its trials
                 out, err = proc.communicate(timeout=400)
