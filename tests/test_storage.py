@@ -60,17 +60,42 @@ def test_storage_primitives_local_and_s3(tmp_path, bucket):
     assert (again.local / "pbt" / "hp_log.csv").read_text() == "generation\n1\n"
 
 
+def test_data_read_from_a_bucket(bucket, tmp_path):
+    import autolfads
+    from autolfads.data.writers import write_tutorial_mat
+    from autolfads.errors import UserInputError
+
+    ds = tiny_dataset(n_trials=40)
+    local = write_tutorial_mat(tmp_path / "tiny.mat", ds)
+    uri = f"{bucket}/data/tiny.mat"
+    storage.put_bytes(uri, local.read_bytes())
+    remote = autolfads.load(uri)
+    assert remote.source == uri
+    np.testing.assert_array_equal(remote.all_data(), autolfads.load(local).all_data())
+    with pytest.raises(UserInputError, match=f"^{bucket}/data/missing.mat: file not found"):
+        autolfads.load(f"{bucket}/data/missing.mat")
+    storage.put_bytes(f"{bucket}/data/bad.mat", b"not a mat file")
+    with pytest.raises(UserInputError) as err:
+        autolfads.load(f"{bucket}/data/bad.mat")
+    msg = str(err.value)
+    assert msg.startswith(f"{bucket}/data/bad.mat") and "autolfads-" not in msg, msg
+
+
 @pytest.mark.slow
 def test_autolfads_run_into_an_s3_bucket(bucket, tmp_path, monkeypatch, capsys):
     import autolfads
+    from autolfads.data.writers import write_lfads_h5
 
     out = f"{bucket}/runs/tiny"
     ds = tiny_dataset(n_trials=40)
-    autolfads.run(ds, out, population=3, generations=1, epochs_per_generation=2,
+    data = f"{bucket}/data/tiny.h5"  # the data in the bucket too, as on a cluster
+    storage.put_bytes(data, write_lfads_h5(tmp_path / "tiny.h5", ds).read_bytes())
+    autolfads.run(data, out, population=3, generations=1, epochs_per_generation=2,
                   overrides=TINY, quiet=True)
     # As after a lost driver: a new process (here: a fresh local mirror) continues from the
-    # bucket's last completed generation.
-    res = autolfads.run(ds, out, generations=2, resume=True, quiet=True)
+    # bucket's last completed generation, reading the data from where the run recorded it.
+    res = autolfads.run(None, out, generations=2, resume=True, quiet=True)
+    assert res.dataset.source == data
     hp = storage.get_bytes(f"{out}/pbt/hp_log.csv").decode().splitlines()[1:]
     assert sorted(int(r.split(",")[0]) for r in hp) == [1, 1, 1, 2, 2, 2]
     for name in ("config.yaml", "metrics.json", "pbt/hp_log.csv", "pbt/decision_log.csv",

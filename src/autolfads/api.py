@@ -31,7 +31,7 @@ from autolfads.results import (
     write_results,
     write_text_atomic,
 )
-from autolfads.storage import RunStore, is_uri, put_json
+from autolfads.storage import RunStore, is_uri, local_copy, put_json
 from autolfads.training.loop import Trainer
 from autolfads.training.sampling import posterior_outputs
 
@@ -67,8 +67,17 @@ class TrainResult:
 
 
 def load(path: str | Path, **data_options) -> Dataset:
-    """Read and validate a dataset (.mat, LFADS .h5, .npz); options are `data` config keys."""
-    return load_dataset(path, _data_config(data_options))
+    """Read and validate a dataset (.mat, LFADS .h5, .npz; a path or a gs:// / s3:// URI);
+    options are `data` config keys."""
+    return _read(path, _data_config(data_options))
+
+
+def _read(location: str | Path, cfg: DataConfig) -> Dataset:
+    with local_copy(location) as path:
+        dataset = load_dataset(path, cfg)
+    if is_uri(location):
+        dataset.source = str(location)
+    return dataset
 
 
 def synth(kind: str = "lorenz", seed: int = 0, out: str | Path | None = None,
@@ -89,7 +98,7 @@ def resolve_data(data: DataLike, cfg: DataConfig) -> Dataset:
     if isinstance(data, np.ndarray):
         layout = "trials_time_neurons" if cfg.layout == "auto" else cfg.layout
         return from_array(data, layout=layout, cfg=cfg)
-    return load_dataset(data, cfg)
+    return _read(data, cfg)
 
 
 def train(

@@ -18,7 +18,7 @@ import os
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from autolfads.errors import UserInputError
@@ -94,6 +94,30 @@ def get_bytes(location: str | Path) -> bytes:
         fs, path = filesystem(str(location))
         return fs.cat_file(path)
     return Path(location).read_bytes()
+
+
+@contextlib.contextmanager
+def local_copy(location: str | Path) -> Iterator[Path]:
+    """A local path to read `location` from: the file itself, or for a URI a download into a
+    temporary folder (h5py and scipy read local files only), removed afterwards. Errors raised
+    while reading it name the URI, not the temporary file."""
+    if not is_uri(location):
+        yield Path(location)
+        return
+    uri = str(location)
+    fs, path = filesystem(uri)
+    with tempfile.TemporaryDirectory(prefix="autolfads-") as tmp:
+        local = Path(tmp) / (posixpath.basename(path.rstrip("/")) or "data")
+        try:
+            fs.get_file(path, str(local))
+        except FileNotFoundError:
+            raise UserInputError(f"{uri}: file not found") from None
+        except Exception as e:  # noqa: BLE001  (credentials, permissions, a folder: one line)
+            raise UserInputError(f"{uri}: cannot download it ({type(e).__name__}: {e})") from None
+        try:
+            yield local
+        except UserInputError as e:
+            raise UserInputError(str(e).replace(str(local), uri)) from None
 
 
 def exists(location: str | Path) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 from autolfads.analysis.rundir import Decision, HPLog, Outputs, RunDir, read_outputs
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
-from autolfads.storage import is_uri
+from autolfads.storage import is_uri, local_copy
 
 LORENZ_SOURCE = re.compile(r"built-in Lorenz \(seed (\d+)\)")
 
@@ -113,16 +113,14 @@ def find_dataset(rd: RunDir, outputs: Outputs | None,
             from autolfads.data.synthetic import lorenz_dataset
 
             return lorenz_dataset(seed=int(m.group(1)), cfg=cfg), ""
-        if is_uri(src):
-            why = f"the data ({src}) is remote; spikes are read only from local files"
-            continue
-        if not Path(src).is_file():
+        if not is_uri(src) and not Path(src).is_file():
             why = f"the data file {src} is no longer there"
             continue
         from autolfads.data.io import load_dataset
 
         try:
-            return load_dataset(src, cfg), ""
+            with local_copy(src) as path:
+                return load_dataset(path, cfg), ""
         except UserInputError as e:
             why = f"the data file could not be read again: {e}"
     return None, f"spikes not shown: {why}"
