@@ -1,6 +1,8 @@
 """Runs kept in a bucket: an S3 protocol server (moto) on 127.0.0.1 stands in for gs:// / s3://."""
 
 import json
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,6 +60,15 @@ def test_storage_primitives_local_and_s3(tmp_path, bucket):
     again = RunStore(f"{bucket}/r2")
     again.fetch("config.yaml", "pbt/hp_log.csv", "pbt/missing.json")
     assert (again.local / "pbt" / "hp_log.csv").read_text() == "generation\n1\n"
+    # pull: every file but the checkpoints, with the bucket's modification times.
+    storage.put_bytes(f"{bucket}/r2/pbt/checkpoints/w00/gen001.pt", b"weights")
+    third = RunStore(f"{bucket}/r2")
+    pulled_at = time.time()
+    third.pull()
+    files = sorted(p.relative_to(third.local).as_posix() for p in third.local.rglob("*")
+                   if p.is_file())
+    assert files == ["config.yaml", "pbt/hp_log.csv"]
+    assert (third.local / "config.yaml").stat().st_mtime < pulled_at  # the upload's time
 
 
 def test_data_read_from_a_bucket(bucket, tmp_path):
@@ -120,3 +131,13 @@ def test_autolfads_run_into_an_s3_bucket(bucket, tmp_path, monkeypatch, capsys):
     assert code == 0, err
     mat = scipy.io.loadmat(exported)
     np.testing.assert_allclose(mat["rates"], scipy.io.loadmat(local)["rates"], rtol=1e-6)
+    # The report of a run in a bucket: written in a local copy (to open) and uploaded; its
+    # spike rasters read the data from the bucket again.
+    storage.remove(f"{out}/report/index.html")
+    code, out_text, err = run_cli(monkeypatch, capsys, "report", out)
+    assert code == 0, err
+    page = storage.get_bytes(f"{out}/report/index.html").decode()
+    assert "spikes not shown" not in page and "not available" not in page
+    shown = out_text.split("to open here: ")[1].strip().rstrip(")")
+    assert Path(shown).read_text(encoding="utf-8") == page
+    assert storage.glob(f"{out}/report/*.png")

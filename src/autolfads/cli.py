@@ -124,12 +124,17 @@ def status(
 
 @app.command()
 def report(
-    run_dir: str = typer.Argument(..., metavar="DIR", help="Run directory (local)."),
+    run_dir: str = typer.Argument(..., metavar="DIR", help="Run directory (local, gs://, s3://)."),
 ) -> None:
     """Write DIR/report/index.html: summary, hyperparameters, trials, latents, metrics."""
     from autolfads.analysis.report import write_report
+    from autolfads.storage import is_uri
 
-    typer.echo(f"wrote {write_report(run_dir)}")
+    index = write_report(run_dir)
+    if is_uri(run_dir):
+        typer.echo(f"wrote {run_dir.rstrip('/')}/report/index.html (to open here: {index})")
+    else:
+        typer.echo(f"wrote {index}")
 
 
 @app.command()

@@ -188,11 +188,47 @@ class RunStore:
             if exists(self.path(name)):
                 put_bytes(self.local / name, get_bytes(self.path(name)))
 
-    def sync(self, skip: tuple[str, ...] = ("pbt/tune", "pbt/checkpoints")) -> None:
-        """Upload the local mirror (everything but what workers and Ray write themselves)."""
+    def sync(self, skip: tuple[str, ...] = ("pbt/tune", "pbt/checkpoints"), under: str = ""
+             ) -> None:
+        """Upload the local mirror (everything but what workers and Ray write themselves), or
+        only its folder `under`."""
         if not self.remote:
             return
-        for file in sorted(self.local.rglob("*")):
+        for file in sorted((self.local / under).rglob("*")):
             rel = file.relative_to(self.local).as_posix()
             if file.is_file() and not rel.startswith(skip) and not file.name.startswith("."):
                 put_bytes(self.path(rel), file.read_bytes())
+
+    def pull(self, skip: tuple[str, ...] = ("pbt/tune", "pbt/checkpoints", "best_model")
+             ) -> None:
+        """Copy the run's files from the bucket into the local mirror, but those under `skip`
+        (checkpoints: large, and not needed to look at a run)."""
+        if not self.remote:
+            return
+        fs, root = filesystem(self.location)
+        for path, info in fs.find(root, detail=True).items():
+            rel = posixpath.relpath(path, root)
+            # Some stores list folder markers ("run/" objects) as files: skip those too.
+            if info.get("type") == "file" and rel != "." and not path.endswith("/") \
+                    and not rel.startswith(skip):
+                put_bytes(self.local / rel, fs.cat_file(path))
+                stamp = _modified(info)
+                if stamp is not None:  # e.g. a live run's elapsed time is read from config.yaml's
+                    os.utime(self.local / rel, (stamp, stamp))
+
+
+def _modified(info: dict) -> float | None:
+    """A stored file's modification time (POSIX seconds) from an fsspec listing entry; the key
+    differs by store (S3: LastModified, GCS: updated, local: mtime)."""
+    import datetime as dt
+
+    for key in ("LastModified", "updated", "mtime", "created"):
+        value = info.get(key)
+        with contextlib.suppress(TypeError, ValueError):
+            if isinstance(value, dt.datetime):
+                return value.timestamp()
+            if isinstance(value, str):
+                return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            if isinstance(value, (int, float)):
+                return float(value)
+    return None

@@ -29,7 +29,7 @@ from autolfads.analysis.report_data import RunView
 from autolfads.analysis.rundir import RunDir
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
-from autolfads.storage import atomic_write, is_uri
+from autolfads.storage import RunStore, atomic_write, is_uri
 
 SECTIONS = (("summary", "Run summary"), ("hyperparameters", "Hyperparameters and scores"),
             ("trials", "Example trials"), ("latents", "Latent factors and inferred inputs"),
@@ -46,9 +46,8 @@ figure{margin:1em 0}figcaption{color:#555;font-size:.9em}nav a{margin-right:1em}
 def write_report(run_dir: str | Path, dataset: Dataset | None = None) -> Path:
     """Write DIR/report/index.html (+ PNGs) and return its path. `dataset`: the run's data when
     the caller has it in memory (the runner), else it is found from the run directory."""
-    if is_uri(run_dir):  # checked before fsspec is involved: no cloud client for nothing
-        raise UserInputError(f"{run_dir}: report needs a local run directory, since it writes "
-                             "DIR/report; copy the run first (e.g. gsutil -m cp -r URI DIR)")
+    if is_uri(run_dir):
+        return _write_remote_report(str(run_dir), dataset)
     rd = RunDir(run_dir)
     out_dir = rd.local("report")
     rd.check("report")
@@ -61,6 +60,19 @@ def write_report(run_dir: str | Path, dataset: Dataset | None = None) -> Path:
     for old in out_dir.glob("*.png"):
         if old.name not in page.images:
             old.unlink(missing_ok=True)
+    return index
+
+
+def _write_remote_report(location: str, dataset: Dataset | None) -> Path:
+    """A run in a bucket: its files (not the checkpoints) are copied to a local folder, the report
+    is written there and uploaded to <run>/report/. Returns the local index.html, which a
+    browser can open."""
+    store = RunStore(location)
+    if not store.has_run():
+        raise UserInputError(f"{location}: not an autolfads run directory (no config.yaml)")
+    store.pull()
+    index = write_report(store.local, dataset)
+    store.sync(under="report")
     return index
 
 
