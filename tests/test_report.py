@@ -154,11 +154,14 @@ def test_report_command(tmp_path, monkeypatch, capsys):
     ("missing", ["not found"]),
     ("file", ["is a file"]),
     ("not a run", ["not an autolfads run directory"]),
-    ("uri", ["local run directory"]),
+    ("bucket without a run", ["memory://empty/run", "not an autolfads run directory"]),
+    ("unknown storage", ["nosuch://", "nosuch"]),
 ])
 def test_report_errors(tmp_path, monkeypatch, capsys, case, words):
+    # memory:// stands in for a bucket (no network, no cloud driver needed)
     target = {"missing": tmp_path / "nope", "file": tmp_path / "f.txt", "not a run": tmp_path,
-              "uri": "gs://bucket/run"}[case]
+              "bucket without a run": "memory://empty/run",
+              "unknown storage": "nosuch://bucket/run"}[case]
     (tmp_path / "f.txt").write_text("x")
     code, _, err = run_cli(monkeypatch, capsys, "report", target)
     assert code == 2
