@@ -2,6 +2,7 @@
 and graceful pages for live runs, train-only runs and runs without true rates."""
 
 import re
+import tempfile
 from html.parser import HTMLParser
 
 import pytest
@@ -155,7 +156,7 @@ def test_report_command(tmp_path, monkeypatch, capsys):
     ("file", ["is a file"]),
     ("not a run", ["not an autolfads run directory"]),
     ("bucket without a run", ["memory://empty/run", "not an autolfads run directory"]),
-    ("unknown storage", ["nosuch://", "nosuch"]),
+    ("unknown storage", ["nosuch://bucket/run", "not known"]),
 ])
 def test_report_errors(tmp_path, monkeypatch, capsys, case, words):
     # memory:// stands in for a bucket (no network, no cloud driver needed)
@@ -163,8 +164,10 @@ def test_report_errors(tmp_path, monkeypatch, capsys, case, words):
               "bucket without a run": "memory://empty/run",
               "unknown storage": "nosuch://bucket/run"}[case]
     (tmp_path / "f.txt").write_text("x")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a bucket run's mirror goes
     code, _, err = run_cli(monkeypatch, capsys, "report", target)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert all(w in err for w in words), err
     assert not (tmp_path / "report").exists()
+    assert not list(tmp_path.glob("autolfads-run-*"))  # no empty mirror left behind

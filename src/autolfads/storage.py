@@ -158,10 +158,15 @@ class RunStore:
     def __init__(self, location: str | Path, local: Path | None = None):
         self.location = str(location)
         self.remote = is_uri(location)
-        if self.remote:
-            self.local = local or Path(tempfile.mkdtemp(prefix="autolfads-run-"))
-        else:
-            self.local = Path(location)
+        self._local = local if self.remote else Path(location)
+
+    @property
+    def local(self) -> Path:
+        # A bucket run's mirror is made on first use, so a check that fails before (no run
+        # there, a bad option) leaves no empty folder behind in the temp directory.
+        if self._local is None:
+            self._local = Path(tempfile.mkdtemp(prefix="autolfads-run-"))
+        return self._local
 
     def path(self, *parts: str) -> str:
         """A location inside the run (in the bucket for a remote run)."""
