@@ -1,7 +1,8 @@
-# The image every node of an `autolfads cloud` cluster runs (head and GPU workers): CUDA PyTorch,
-# autolfads, and the Ray pieces a cluster-launcher head needs. Build: `make image`.
-# CUDA 12.1 to match the Deep Learning VM host image in the generated cluster YAML
-# (family common-cu121), whose NVIDIA driver must support the container's CUDA.
+# An optional image for `autolfads cloud init --image` (by default the nodes install this
+# package from a wheel and need no image): CUDA PyTorch, autolfads, and the Ray pieces a
+# cluster-launcher head needs. Build: `make image` (linux/amd64), or `gcloud builds submit`
+# (README). The host's NVIDIA driver (Deep Learning VM family common-cu129-...-nvidia-580 in
+# the generated YAML) supports the container's CUDA 12.1.
 ARG BASE_IMAGE=pytorch/pytorch:2.5.1-cuda12.1-cudnn9-runtime
 FROM ${BASE_IMAGE}
 

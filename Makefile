@@ -27,10 +27,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
-# The cluster image (Dockerfile); push it where the VMs can pull it (README: On Google Cloud).
+# The optional cluster image (Dockerfile, for `cloud init --image`); push it where the VMs can
+# pull it (README: On Google Cloud). linux/amd64: the GCP VMs' platform, also when built on an
+# ARM laptop (Apple silicon).
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image:
-	docker build -t autolfads:$(VERSION) .
+	docker build --platform linux/amd64 -t autolfads:$(VERSION) .
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check src tests bench

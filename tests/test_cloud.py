@@ -1,12 +1,9 @@
 """`autolfads cloud`: the generated GCP cluster YAML passes Ray's own validator and our checks,
-every bad field is one `error:` line, the lifecycle commands are exactly the expected `ray` /
-`gcloud` invocations (dry run; and real runs against fake executables), and the cost estimate
-follows the shipped price table. No network, no cloud credentials."""
+every bad field is one `error:` line, and the cost estimate follows the shipped price table (the
+lifecycle commands: test_cloud_commands.py). No network, no cloud credentials."""
 
 import copy
 import json
-import os
-import stat
 from importlib import resources
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import pytest
 import yaml
 from conftest import run_cli
 
-from autolfads.cloud import lifecycle
+from autolfads.cloud import gcp
 from autolfads.cloud.cluster import ClusterSpec, build_config, write_config
 from autolfads.cloud.cost import estimate, load_prices
 
@@ -44,38 +41,65 @@ def cluster(tmp_path, monkeypatch) -> Path:
 
 @pytest.mark.parametrize("flags", [
     [],
-    ["--gpu-type", "nvidia-l4", "--spot", "--max-workers", "4"],
+    ["--gpu-type", "l4", "--spot", "--max-workers", "4"],
     ["--gpu-type", "nvidia-tesla-v100", "--gpus-per-worker", "2", "--zone", "europe-west4-a"],
-    ["--gpu-type", "nvidia-tesla-a100", "--min-workers", "1", "--launcher-in-vpc"],
+    ["--gpu-type", "a100", "--min-workers", "1", "--launcher-in-vpc"],
+    ["--image", "us-central1-docker.pkg.dev/my-lab-project/autolfads/autolfads:0.1.0"],
 ])
 def test_generated_yaml_passes_ray_validator(tmp_path, monkeypatch, capsys, flags):
     from ray.autoscaler._private.util import prepare_config, validate_config
 
+    monkeypatch.setenv("USER", "alice")
     out = tmp_path / "c.yaml"
     code, stdout, err = run_cli(monkeypatch, capsys, *INIT, "--out", out, *flags)
     assert code == 0, err
     cfg = yaml.safe_load(out.read_text())
     validate_config(prepare_config(copy.deepcopy(cfg)))  # Ray's own check, raises if bad
     text = yaml.safe_dump(cfg)  # the settings, without the header comment
-    # Nothing exposed: internal IPs between nodes, dashboard on loopback, no firewall rules.
-    assert "0.0.0.0" not in text and "firewall" not in text.lower()
+    assert cfg["cluster_name"] == "autolfads-alice"
+    # Nothing exposed: internal IPs between nodes, dashboard on loopback, token auth on.
+    assert "0.0.0.0" not in text
     assert cfg["provider"]["use_internal_ips"] is True
     external_head = "--launcher-in-vpc" not in flags
     assert cfg["provider"].get("use_external_head_ip", False) is external_head
     assert "--dashboard-host=127.0.0.1" in cfg["head_start_ray_commands"][1]
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         assert "export RAY_AUTH_MODE=token" in cfg[key][1]
-    assert cfg["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
-    # The head only coordinates; GPU workers run our image.
+    # The head only coordinates; GPU workers, no external IP, the cluster's own account.
     head, worker = cfg["available_node_types"]["head"], cfg["available_node_types"]["gpu_worker"]
     assert head["resources"] == {"CPU": 0}
     assert worker["resources"]["GPU"] >= 1
+    assert worker["node_config"]["networkInterfaces"] == [{"network": "global/networks/default"}]
+    head_nic = {"network": "global/networks/default"}
+    if external_head:
+        head_nic["accessConfigs"] = [{"name": "External NAT", "type": "ONE_TO_ONE_NAT"}]
+    assert head["node_config"]["networkInterfaces"] == [head_nic]
+    for nt in (head, worker):
+        assert nt["node_config"]["tags"] == {"items": ["autolfads-alice"]}
+    assert worker["node_config"]["serviceAccounts"] == [{
+        "email": f"autolfads-alice-worker@{PROJECT}.iam.gserviceaccount.com",
+        "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}]
+    assert "serviceAccounts" not in head["node_config"]  # Ray's autoscaler account (`ray up`)
     assert worker["node_config"]["scheduling"]["onHostMaintenance"] == "TERMINATE"
     assert (worker["node_config"]["scheduling"].get("provisioningModel") == "SPOT") is (
         "--spot" in flags)
-    assert cfg["docker"]["image"] == (
-        f"{cfg['provider']['region']}-docker.pkg.dev/{PROJECT}/autolfads/autolfads:0.1.0")
-    assert cfg["metadata"]["autolfads"]["bucket"] == BUCKET
+    meta = cfg["metadata"]["autolfads"]
+    assert meta["bucket"] == BUCKET and meta["network_tag"] == "autolfads-alice"
+    if "--image" in flags:
+        assert cfg["docker"]["image"] == flags[1]
+        assert meta["python"] == "python" and "wheel_dir" not in meta
+        assert cfg["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}
+        assert cfg["head_setup_commands"] == cfg["worker_setup_commands"] == []
+    else:
+        # No image: the stock host image, and `cloud up` builds the wheel beside the YAML.
+        wheel_dir = str(tmp_path.resolve() / "autolfads-wheel")
+        assert "docker" not in cfg
+        assert meta["python"] == "~/autolfads-venv/bin/python" and meta["wheel_dir"] == wheel_dir
+        assert cfg["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token",
+                                      "~/autolfads-wheel": wheel_dir}
+        assert "google-api-python-client" in cfg["head_setup_commands"][-1]
+        assert "torch==2.13.0 --extra-index-url" in " ".join(cfg["head_setup_commands"])
+        assert "~/autolfads-venv/bin/pip install -q torch==2.13.0" in cfg["worker_setup_commands"]
     code, stdout, err = run_cli(monkeypatch, capsys, "cloud", "validate", out)
     assert code == 0 and "ok" in stdout, err
 
@@ -85,7 +109,9 @@ def test_generated_yaml_passes_ray_validator(tmp_path, monkeypatch, capsys, flag
     (["--zone", "us-central1"], ["--zone", "region", "us-central1-a"]),
     (["--zone", "uscentral1-a"], ["--zone", "not a GCP zone"]),
     (["--region", "us-east1"], ["--region", "us-central1"]),
-    (["--gpu-type", "nvidia-tesla-x99"], ["--gpu-type", "nvidia-tesla-x99", "nvidia-tesla-t4"]),
+    (["--gpu-type", "nvidia-tesla-x99"], ["--gpu-type", "nvidia-tesla-x99",
+                                           "t4 (nvidia-tesla-t4)", "h100 (nvidia-h100-80gb)"]),
+    (["--gpu-type", "k80"], ["nvidia-tesla-k80", "retired"]),
     (["--gpu-type", "nvidia-tesla-k80"], ["k80", "retired", "nvidia-l4"]),
     (["--gpus-per-worker", "3"], ["--gpus-per-worker 3", "1, 2, 4"]),
     (["--gpu-type", "nvidia-l4", "--worker-machine-type", "n1-standard-8"],
@@ -140,7 +166,26 @@ WN = f"{W}.node_config"
     ("available_node_types.head.resources.CPU", 4, ["head", "CPU: 0"]),
     ("head_node_type", "boss", ["head_node_type", "boss"]),
     (f"{WN}.disks.0.initializeParams.diskSizeGb", 10, ["diskSizeGb 10", "50"]),
-    ("docker.image", "autolfads:0.1.0", ["docker.image", "registry"]),
+    ("docker", {"image": "autolfads:0.1.0"}, ["docker.image", "registry"]),
+    ("metadata.autolfads.python", DELETE, ["metadata.autolfads.python", "docker.image"]),
+    (f"{WN}.guestAccelerators.0.acceleratorType", "t4", ["acceleratorType 't4'",
+                                                         "nvidia-tesla-t4"]),
+    # What would be open: each names the field and how to close it.
+    (f"{WN}.networkInterfaces", DELETE, ["networkInterfaces", "external IP", "accessConfigs"]),
+    (f"{WN}.networkInterfaces.0.accessConfigs", [{"type": "ONE_TO_ONE_NAT"}],
+     ["gpu_worker.node_config.networkInterfaces", "external IP"]),
+    (f"{WN}.tags", DELETE, ["gpu_worker.node_config.tags", "network tag"]),
+    ("available_node_types.head.node_config.tags", {"items": ["other"]},
+     ["head.node_config.tags", "firewall"]),
+    ("metadata.autolfads.network_tag", DELETE, ["network_tag", "firewall"]),
+    ("provider.use_internal_ips", False, ["use_internal_ips", "internal"]),
+    (f"{WN}.serviceAccounts", DELETE, ["serviceAccounts", "default compute account"]),
+    (f"{WN}.serviceAccounts.0.email", f"ray-autoscaler-sa-v1@{PROJECT}.iam.gserviceaccount.com",
+     ["serviceAccounts ray-autoscaler-sa-v1@", "create VMs"]),
+    (f"{WN}.serviceAccounts.0.email", "123-compute@developer.gserviceaccount.com",
+     ["123-compute@developer.gserviceaccount.com", "whole project"]),
+    ("available_node_types.head.node_config.networkInterfaces", [{"network": "x"}],
+     ["head.node_config.networkInterfaces", "use_external_head_ip"]),
     ("metadata.autolfads.bucket", "s3://x", ["metadata.autolfads.bucket", "gs://"]),
     ("head_start_ray_commands", ["ray stop", "export RAY_AUTH_MODE=token; ray start --head "
                                  "--dashboard-host=0.0.0.0"], ["0.0.0.0", "ray dashboard"]),
@@ -178,178 +223,28 @@ def test_no_overwrite_without_force(cluster, monkeypatch, capsys):
     assert "g2-standard-4" in cluster.read_text() and cluster.read_text() != before
 
 
-# --- lifecycle commands -------------------------------------------------------------------------
-
-EXEC = "ray exec cluster.yaml 'env RAY_AUTH_MODE=token ray job"
-HEAD_JOBS = "--address http://127.0.0.1:8265"
-
-
-def test_up_dry_run_prints_estimate_and_commands(cluster, monkeypatch, capsys):
-    code, out, err = run_cli(monkeypatch, capsys, "cloud", "up", cluster, "--hours", "2.5",
-                             "--dry-run")
-    assert code == 0, err
-    assert "Estimated cost at full size: 8 x nvidia-tesla-t4 on-demand" in out
-    assert "$    11.78" in out and "2024-06-01" in out
-    assert out.strip().splitlines()[-2:] == ["ray get-auth-token --generate",
-                                             "ray up -y cluster.yaml"]
-
-
-def test_submit_dry_run_commands(cluster, monkeypatch, capsys):
-    Path("session.mat").write_bytes(b"x")
-    code, out, err = run_cli(monkeypatch, capsys, "cloud", "submit", cluster, "session.mat",
-                             "--name", "s1", "--workers-per-gpu", "2", "--dry-run", "--",
-                             "--population", "16")
-    assert code == 0, err
-    assert out.splitlines() == [
-        f"gcloud storage cp session.mat {BUCKET}/data/s1/session.mat",
-        f"{EXEC} submit {HEAD_JOBS} --submission-id autolfads-s1 --no-wait -- autolfads run "
-        f"{BUCKET}/data/s1/session.mat --out {BUCKET}/runs/s1 --address auto "
-        "--workers-per-gpu 2 --population 16'",
-    ]
-
-
-def test_submit_without_data_passes_options_to_run(cluster, monkeypatch, capsys):
-    code, out, err = run_cli(monkeypatch, capsys, "cloud", "submit", cluster, "--name", "s2",
-                             "--dry-run", "--", "--population", "4", "--generations", "3")
-    assert code == 0, err
-    assert out.splitlines() == [
-        f"{EXEC} submit {HEAD_JOBS} --submission-id autolfads-s2 --no-wait -- autolfads run "
-        f"--out {BUCKET}/runs/s2 --address auto --workers-per-gpu 1 --population 4 "
-        "--generations 3'"]
-
-
-def test_submit_commands_exact_argv():
-    cfg = Path("c.yaml")
-    [cmd] = lifecycle.submit_commands(cfg, BUCKET, "lz", "gs://b/d.h5", ["--generations", "3"])
-    assert cmd.argv == ("ray", "exec", "c.yaml",
-                        "env RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 "
-                        "--submission-id autolfads-lz --no-wait -- autolfads run gs://b/d.h5 "
-                        f"--out {BUCKET}/runs/lz --address auto --workers-per-gpu 1 "
-                        "--generations 3")
-    # Through the user's own `ray dashboard` tunnel: runs here, with token auth in the env.
-    [cmd] = lifecycle.submit_commands(cfg, BUCKET, "lz", None, address="http://127.0.0.1:8265",
-                                      working_dir="cfgdir")
-    assert cmd.env == (("RAY_AUTH_MODE", "token"),)
-    assert cmd.argv == ("ray", "job", "submit", "--address", "http://127.0.0.1:8265",
-                        "--submission-id", "autolfads-lz", "--no-wait", "--working-dir",
-                        "cfgdir", "--", "autolfads", "run", "--out", f"{BUCKET}/runs/lz",
-                        "--address", "auto", "--workers-per-gpu", "1")
-
-
-@pytest.mark.parametrize("args,expected", [
-    ([], [f"{EXEC} list {HEAD_JOBS}'"]),
-    (["s1"], [f"{EXEC} status {HEAD_JOBS} autolfads-s1'"]),
-    (["s1", "--logs"], [f"{EXEC} status {HEAD_JOBS} autolfads-s1'",
-                        f"{EXEC} logs {HEAD_JOBS} autolfads-s1'"]),
-    (["s1", "--follow"], [f"{EXEC} status {HEAD_JOBS} autolfads-s1'",
-                          f"{EXEC} logs {HEAD_JOBS} --follow autolfads-s1'"]),
-    (["s1", "--address", "http://127.0.0.1:8265"],
-     ["RAY_AUTH_MODE=token ray job status --address http://127.0.0.1:8265 autolfads-s1"]),
-])
-def test_status_dry_run_commands(cluster, monkeypatch, capsys, args, expected):
-    code, out, err = run_cli(monkeypatch, capsys, "cloud", "status", cluster, *args,
-                             "--dry-run")
-    assert code == 0, err
-    assert out.splitlines() == expected
-
-
-def test_download_and_down_dry_run_commands(cluster, monkeypatch, capsys):
-    code, out, err = run_cli(monkeypatch, capsys, "cloud", "download", cluster, "s1",
-                             "--dest", "results", "--dry-run")
-    assert code == 0, err
-    assert out.splitlines() == [f"gcloud storage cp -r {BUCKET}/runs/s1 results"]
-    code, out, err = run_cli(monkeypatch, capsys, "cloud", "down", cluster, "--dry-run")
-    assert code == 0, err
-    assert out.splitlines() == ["ray down -y cluster.yaml"]
-
-
-@pytest.mark.parametrize("args,words", [
-    (["submit", "cluster.yaml", "nope.mat", "--name", "a"], ["nope.mat", "not found"]),
-    (["submit", "cluster.yaml", "--name", "a b"], ["--name", "'a b'"]),
-    (["submit", "cluster.yaml", "--name", "a", "--working-dir", "."], ["--working-dir",
-                                                                       "--address"]),
-    (["download", "cluster.yaml", "s1", "--bucket", "bucket"], ["--bucket", "gs://"]),
-    (["submit", "cluster.yaml", "--name", "a", "--", "--out", "x"], ["--out", "--name"]),
-])
-def test_lifecycle_bad_input(cluster, monkeypatch, capsys, args, words):
-    one_error(*run_cli(monkeypatch, capsys, "cloud", *args, "--dry-run")[::2], words)
-
-
-@pytest.fixture
-def fake_tools(tmp_path, monkeypatch):
-    """`ray` and `gcloud` stand-ins that log their arguments (and RAY_AUTH_MODE)."""
-    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
-    bin_dir.mkdir()
-    for name in ("ray", "gcloud"):
-        exe = bin_dir / name
-        exe.write_text(f'#!/bin/sh\necho "{name} $* auth=$RAY_AUTH_MODE" >> {log}\n'
-                       '[ "$1" = get-auth-token ] && echo SECRET-TOKEN\nexit 0\n')
-        exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    monkeypatch.setattr(lifecycle, "_google_client_installed", lambda: True)
-    return lambda: log.read_text().splitlines() if log.exists() else []
-
-
-def test_up_asks_and_runs_the_commands(cluster, monkeypatch, capfd, fake_tools):
-    code, out, _ = run_cli(monkeypatch, capfd, "cloud", "up", cluster, stdin="n\n")
-    assert code == 0 and "Start this cluster?" in out and "Not started." in out
-    assert fake_tools() == []
-    code, out, err = run_cli(monkeypatch, capfd, "cloud", "up", cluster, "--yes")
-    assert code == 0, err
-    assert fake_tools() == ["ray get-auth-token --generate auth=", "ray up -y cluster.yaml auth="]
-    assert "SECRET-TOKEN" not in out + err  # the token never reaches the terminal
-
-
-def test_real_commands_run_in_order(cluster, monkeypatch, capfd, fake_tools):
-    code, _, err = run_cli(monkeypatch, capfd, "cloud", "status", cluster, "s1",
-                           "--address", "http://127.0.0.1:8265")
-    assert code == 0, err
-    code, out, err = run_cli(monkeypatch, capfd, "cloud", "download", cluster, "s1",
-                             "--dest", "results")
-    assert code == 0 and Path("results").is_dir(), err
-    code, out, _ = run_cli(monkeypatch, capfd, "cloud", "down", cluster, stdin="n\n")
-    assert code == 0 and "Nothing deleted." in out  # declined: no `ray down` in the log below
-    code, _, err = run_cli(monkeypatch, capfd, "cloud", "down", cluster, "--yes")
-    assert code == 0, err
-    assert fake_tools() == [
-        "ray job status --address http://127.0.0.1:8265 autolfads-s1 auth=token",
-        f"gcloud storage cp -r {BUCKET}/runs/s1 results auth=",
-        "ray down -y cluster.yaml auth=",
-    ]
-
-
-@pytest.mark.parametrize("args,words", [
-    (["down", "cluster.yaml", "--yes"], ["`ray` not found", "pip install", "ray[default]"]),
-    (["download", "cluster.yaml", "s1"], ["`gcloud` not found", "cloud.google.com/sdk"]),
-])
-def test_missing_executable_says_what_to_install(cluster, monkeypatch, capsys, args, words):
-    monkeypatch.setattr(lifecycle, "_executable", lambda name: None)
-    one_error(*run_cli(monkeypatch, capsys, "cloud", *args)[::2], words)
-
-
-def test_missing_google_client_and_failed_command(cluster, monkeypatch, capsys, fake_tools):
-    monkeypatch.setattr(lifecycle, "_google_client_installed", lambda: False)
-    line = one_error(*run_cli(monkeypatch, capsys, "cloud", "down", cluster, "--yes")[::2])
-    assert "google-api-python-client" in line
-    monkeypatch.setattr(lifecycle, "_google_client_installed", lambda: True)
-    (Path(os.environ["PATH"].split(os.pathsep)[0]) / "ray").write_text("#!/bin/sh\nexit 3\n")
-    line = one_error(*run_cli(monkeypatch, capsys, "cloud", "down", cluster, "--yes")[::2])
-    assert "`ray down -y` failed with exit status 3" in line
-
-
 # --- cost ---------------------------------------------------------------------------------------
 
 TABLE = yaml.safe_load(resources.files("autolfads.cloud").joinpath("prices.yaml").read_text())
-# The tutorial's run: 8 GPUs for 2.5 h, one GPU per worker VM. Totals in USD from the table of
-# 2024-06-01 (GPU + worker VMs + n1-standard-4 head + 9 x 100 GB pd-balanced + 10 GB bucket).
+# The tutorial's run: 8 GPUs for 2.5 h, one GPU per worker VM, 100 GB disks, 10 GB in the bucket.
+# Totals in USD from the table of 2024-06-01, with what the bill holds beyond the run itself:
+# - each of the 8 workers is billed 2.5 h + 10 min boot (driver, CUDA PyTorch) + 10 min idle
+#   timeout = 2.8333 h of GPU, VM and disk;
+# - the n1-standard-4 head (on demand) runs 2.5 h + 0.5 h overhead = 3 h, with its disk and its
+#   external IP ($0.005/h: $0.015);
+# - Cloud NAT for the workers: 8 x 2.8333 h x $0.0014 + 8 x 3 GB x $0.045 + its IP 3 h x
+#   $0.005 = $1.1267;
+# - disks: (8 x 2.8333 + 3) h x 100 GB x $0.10 / 730 = $0.3516; bucket 10 GB x $0.02 = $0.20.
+# T4 on demand: 8 x 0.35 x 2.8333 = 7.9333 + 8 x 0.19 x 2.8333 = 4.3067 + head 0.57 + 0.3516
+# + 0.015 + 1.1267 + 0.20 = 14.50 (the run alone, 2.5 h of GPUs and VMs: 10.80).
+WORKER_H, HEAD_H, OTHERS = 2.5 + 20 / 60, 3.0, 0.57 + 0.3516 + 0.015 + 1.1267 + 0.20
 TUTORIAL = [
-    ("nvidia-tesla-k80", False, "n1-standard-4", 13.78),
-    ("nvidia-tesla-k80", True, "n1-standard-4", 4.48),
-    ("nvidia-tesla-t4", False, "n1-standard-4", 11.78),
-    ("nvidia-tesla-t4", True, "n1-standard-4", 3.98),
-    ("nvidia-l4", False, "g2-standard-4", 15.12),
-    ("nvidia-l4", True, "g2-standard-4", 6.64),
+    ("nvidia-tesla-k80", False, "n1-standard-4", 16.77),
+    ("nvidia-tesla-k80", True, "n1-standard-4", 6.23),
+    ("nvidia-tesla-t4", False, "n1-standard-4", 14.50),
+    ("t4", True, "n1-standard-4", 5.66),  # the short name people type
+    ("nvidia-l4", False, "g2-standard-4", 18.28),
+    ("l4", True, "g2-standard-4", 8.67),
 ]
 
 
@@ -357,24 +252,68 @@ TUTORIAL = [
 def test_cost_of_the_tutorial_run(gpu, spot, vm, total):
     est = estimate(8, gpu, 2.5, spot)
     kind = "spot" if spot else "on_demand"
-    assert est.get("GPUs") == pytest.approx(8 * TABLE["gpu_per_hour"][gpu][kind] * 2.5)
-    assert est.get("VMs") == pytest.approx(8 * TABLE["vm_per_hour"][vm][kind] * 2.5)
+    name = gcp.gpu_name(gpu)
+    assert est.get("GPUs") == pytest.approx(8 * TABLE["gpu_per_hour"][name][kind] * WORKER_H)
+    assert est.get("VMs") == pytest.approx(8 * TABLE["vm_per_hour"][vm][kind] * WORKER_H)
     assert est.get("head") == pytest.approx(TABLE["vm_per_hour"]["n1-standard-4"]["on_demand"]
-                                            * 2.5)
-    assert est.get("disks") == pytest.approx(9 * 100 * TABLE["disk_per_gb_month"]["pd-balanced"]
-                                             * 2.5 / 730)
+                                            * HEAD_H)
+    assert est.get("disks") == pytest.approx((8 * WORKER_H + HEAD_H) * 100 * TABLE[
+        "disk_per_gb_month"]["pd-balanced"] / 730)
+    assert est.get("IPs") == pytest.approx(0.005 * HEAD_H)  # the head's only
+    assert est.get("NAT") == pytest.approx(8 * WORKER_H * 0.0014 + 8 * 3 * 0.045 + 3 * 0.005)
     assert est.get("bucket") == pytest.approx(10 * TABLE["bucket_per_gb_month"])
+    assert est.total == pytest.approx(est.get("GPUs") + est.get("VMs") + OTHERS, abs=1e-3)
     assert round(est.total, 2) == total
     assert est.date == TABLE["date"] == "2024-06-01"
+    assert est.title.startswith(f"Estimated cost: 8 x {name} ")
+
+
+def test_cost_parameters_change_what_is_billed():
+    base = estimate(8, "t4", 2.5)
+    # No boot or idle time: workers billed for the run alone.
+    bare = estimate(8, "t4", 2.5, boot_minutes=0, idle_minutes=0, head_overhead_hours=0)
+    assert bare.get("GPUs") == pytest.approx(8 * 0.35 * 2.5)
+    assert bare.get("head") == pytest.approx(0.19 * 2.5)
+    # An image from Artifact Registry (Private Google Access) carries no GB through the NAT.
+    image = estimate(8, "t4", 2.5, nat_gb_per_worker=0)
+    assert base.get("NAT") - image.get("NAT") == pytest.approx(8 * 3 * 0.045)
+    # Workers with external IPs (a hand-edited YAML): no NAT, 9 addresses; spot ones cheaper.
+    open_ = estimate(8, "t4", 2.5, True, worker_external_ip=True)
+    assert open_.get("NAT") == 0 and "NAT" not in open_.render()
+    assert open_.get("IPs") == pytest.approx(0.005 * HEAD_H + 8 * 0.0025 * WORKER_H)
+
+
+@pytest.mark.parametrize("zone,note", [
+    ("us-central1-a", False), ("us-east1-b", False), ("us-west1-b", False),
+    ("europe-west4-a", True), ("asia-east1-a", True),
+])
+def test_cost_names_the_region_its_prices_are_for(monkeypatch, capsys, zone, note):
+    code, out, err = run_cli(monkeypatch, capsys, "cloud", "cost", "--gpus", "8", "--gpu-type",
+                             "t4", "--hours", "2.5", "--zone", zone)
+    assert code == 0, err
+    assert "(us-central1 prices):" in out.splitlines()[0]
+    region = zone.rsplit("-", 1)[0]
+    line = f"Note: prices for us-central1; your region {region} may differ"
+    assert (line in out) is note, out
 
 
 def test_cost_cli_prints_breakdown_and_date(monkeypatch, capsys):
     code, out, err = run_cli(monkeypatch, capsys, "cloud", "cost", "--gpus", "8", "--gpu-type",
-                             "nvidia-tesla-k80", "--hours", "2.5", "--spot")
+                             "k80", "--hours", "2.5", "--spot")
     assert code == 0, err
-    for word in ("GPUs", "VMs", "head", "disks", "bucket", "total", "$     4.48",
-                 "Price table date: 2024-06-01", "retired"):
+    for word in ("GPUs", "VMs", "head", "disks", "IPs", "NAT", "bucket", "total", "$     6.23",
+                 "Price table date: 2024-06-01", "retired",
+                 "each worker is billed 2.83 h: 10 min boot (driver, install or image pull) + "
+                 "2.5 h run + 10 min idle timeout; the head 3 h"):
         assert word in out, out
+    code, out, err = run_cli(monkeypatch, capsys, "cloud", "cost", "--gpus", "8", "--gpu-type",
+                             "k80", "--hours", "2.5", "--spot", "--boot-minutes", "0",
+                             "--idle-minutes", "0", "--overhead-hours", "0",
+                             "--nat-gb-per-worker", "0")
+    assert code == 0, err
+    # The run alone: 8 x (0.135 + 0.04) x 2.5 + head 0.475 + disks 0.3082 + IP 0.0125
+    # + NAT (8 x 2.5 x 0.0014 + 2.5 x 0.005 = 0.0405) + bucket 0.20 = 4.54.
+    assert "$     4.54" in out.splitlines()[-4], out
 
 
 def test_user_price_file_overrides(tmp_path, monkeypatch, capsys):
@@ -382,12 +321,12 @@ def test_user_price_file_overrides(tmp_path, monkeypatch, capsys):
     user.write_text(json.dumps({"date": "2025-01-15", "gpu_per_hour": {
         "nvidia-tesla-t4": {"on_demand": 0.40, "spot": 0.15}}}))
     est = estimate(8, "nvidia-tesla-t4", 2.5, prices=load_prices(user))
-    assert est.get("GPUs") == pytest.approx(8.0)
-    assert est.get("VMs") == pytest.approx(8 * 0.19 * 2.5)  # untouched entries stay
+    assert est.get("GPUs") == pytest.approx(8 * 0.40 * WORKER_H)
+    assert est.get("VMs") == pytest.approx(8 * 0.19 * WORKER_H)  # untouched entries stay
     code, out, err = run_cli(monkeypatch, capsys, "cloud", "cost", "--gpus", "8", "--gpu-type",
                              "nvidia-tesla-t4", "--hours", "2.5", "--prices", user)
     assert code == 0, err
-    assert "2024-06-01 / 2025-01-15 (my_prices.json)" in out and "$     8.00" in out
+    assert "2024-06-01 / 2025-01-15 (my_prices.json)" in out and "$     9.07" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("gpu_per_hour: {}\n")
     line = one_error(*run_cli(monkeypatch, capsys, "cloud", "cost", "--gpus", "1", "--gpu-type",
@@ -398,7 +337,10 @@ def test_user_price_file_overrides(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("args,words", [
     (["--gpus", "0"], ["--gpus 0"]),
     (["--hours", "0"], ["--hours 0"]),
-    (["--gpu-type", "nvidia-h100-80gb"], ["nvidia-h100-80gb", "--prices"]),
+    (["--gpu-type", "h100"], ["nvidia-h100-80gb", "--prices"]),
+    (["--gpu-type", "x99"], ["--gpu-type", "'x99'", "t4 (nvidia-tesla-t4)"]),
+    (["--zone", "europe-west4"], ["--zone", "region", "-a"]),
+    (["--boot-minutes", "-5"], ["--boot-minutes", "negative"]),
 ])
 def test_cost_bad_input(monkeypatch, capsys, args, words):
     base = {"--gpus": "8", "--gpu-type": "nvidia-tesla-t4", "--hours": "2.5"}
@@ -409,9 +351,10 @@ def test_cost_bad_input(monkeypatch, capsys, args, words):
 
 def test_up_without_a_price_still_offers_to_start(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(monkeypatch, capsys, *INIT, "--gpu-type", "nvidia-h100-80gb",
+    code, _, err = run_cli(monkeypatch, capsys, *INIT, "--gpu-type", "h100",
                            "--gpus-per-worker", "8")
     assert code == 0, err
     code, out, err = run_cli(monkeypatch, capsys, "cloud", "up", "cluster.yaml", "--dry-run")
     assert code == 0, err
-    assert "cost estimate unavailable" in out and "ray up -y cluster.yaml" in out
+    assert "cost estimate unavailable: --gpu-type nvidia-h100-80gb: no price" in out
+    assert any(ln.startswith("ray up -y") for ln in out.splitlines()), out

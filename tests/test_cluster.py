@@ -123,11 +123,11 @@ def test_run_survives_losing_a_worker_node(hosts, tmp_path):
                            capture_output=True, text=True, timeout=180)
     assert alive.stdout.strip().endswith("2"), alive.stdout + alive.stderr[-2000:]
     data = tmp_path / "tiny.h5"
-    write_lfads_h5(data, tiny_dataset(n_trials=400))
+    write_lfads_h5(data, tiny_dataset(n_trials=200))
     # Kill the worker host while a trial trains there, after the first generation. Measured: the
-    # trials there start fresh actors each generation (seconds of start-up) and then train the
-    # tiny model for well under a second per 8 epochs, so a generation is 40 epochs to give the
-    # poll below a window. Catching a trial there is still a race with the scheduler's
+    # trials there start fresh actors each generation (seconds of start-up) and then train the tiny
+    # model for well under a second per 8 epochs, so a generation is 40 epochs to give the poll
+    # below a window. Catching a trial there is still a race with the scheduler's
     # placement, so one more run is allowed when the whole run finished without one being seen.
     for attempt in range(2):
         run = tmp_path / f"run{attempt}"

@@ -5,18 +5,20 @@ import math
 import numpy as np
 import pytest
 
-from autolfads.config import load_config
+from autolfads.config import TUNABLE, Config, load_config
 from autolfads.errors import UserInputError
 from autolfads.pbt.scheduler import tournament
 from autolfads.pbt.search_space import (
     MIN_PERTURB,
+    PUBLISHED,
     build_space,
     default_space,
     is_perturbation_of,
     perturb,
     sample_initial,
 )
-from autolfads.pbt.stopper import PBTStopper, improvement_stop
+from autolfads.pbt.stop_rule import improvement, improvement_stop, stopped_at
+from autolfads.pbt.stopper import PBTStopper
 
 
 def test_tournament_who_copies_whom():
@@ -118,6 +120,18 @@ def test_search_space_overrides_and_errors():
             build_space(load_config(None, overrides).pbt.search_space)
 
 
+def test_search_space_names_only_the_tunable_hyperparameters():
+    assert list(default_space()) == list(TUNABLE) and set(PUBLISHED) == set(TUNABLE)
+    cfg = Config()
+    for name, section in TUNABLE.items():  # the Trainer sets each one where it lives
+        assert isinstance(getattr(getattr(cfg, section), name), float), name
+    with pytest.raises(UserInputError) as e:
+        build_space(load_config(None, ["pbt.search_space.foo.low=1"]).pbt.search_space)
+    msg = str(e.value)
+    assert msg.startswith("pbt.search_space.foo: unknown hyperparameter 'foo'") and "\n" not in msg
+    assert all(name in msg for name in TUNABLE)
+
+
 def test_improvement_ratio_stop():
     improving = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
     assert not any(improvement_stop(improving[:n], 4, 5e-4) for n in range(1, 8))
@@ -127,6 +141,19 @@ def test_improvement_ratio_stop():
     # A worse generation after a good one does not reset the plateau: the running best counts.
     assert improvement_stop([1.0, 0.5, 0.6, 0.7, 0.8, 0.9], 4, 5e-4)
     assert not improvement_stop([1.0, math.nan, 0.9, 0.9, 0.9], 4, 5e-4)
+
+
+def test_pure_stop_rule_agrees_with_the_ray_stopper():
+    runs = [[1.0, 0.8, 0.7, 0.6, 0.5999, 0.5998], [math.nan] * 6, [math.nan, 1.0, 0.9, 0.9, 0.9],
+            [1.0, 0.5, 0.6, 0.7, 0.8, 0.9], [1.0, 0.9]]
+    for bests in runs:
+        s = PBTStopper(max_generations=5, window=2, min_improvement=0.01)
+        for g, b in enumerate(bests, start=1):
+            s.record(g, b)
+            assert s.progress() == (improvement(bests[:g], 2), g)
+            assert bool(s.stopped_reason) == bool(stopped_at(bests[:g], 5, 2, 0.01))
+    assert stopped_at([1.0, 0.9], 5, 2, 0.01) is None
+    assert "maximum of 2" in stopped_at([1.0, 0.9, 0.8], 2, 2, 0.01)
 
 
 def test_stopper_reasons_and_ray_interface():

@@ -3,6 +3,7 @@ MATLAB layout and 1-based indices, no overwrite without --force), and Octave rea
 
 import shutil
 import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -64,6 +65,32 @@ def test_status_of_a_live_run(tmp_path, monkeypatch, capsys):
     (early / "pbt" / "hp_log.csv").unlink()
     code, out, _ = run_cli(monkeypatch, capsys, "status", early)
     assert code == 0 and "no generation has finished yet" in out
+
+
+NO_RAY = """
+import sys
+from autolfads.cli import main
+sys.argv = ["autolfads", "status", sys.argv[1]]
+try:
+    main()
+except SystemExit as e:
+    assert not e.code, e.code
+assert "ray" not in sys.modules, "autolfads status imported Ray"
+"""
+
+
+def test_status_never_imports_ray(tmp_path):
+    """`status` reads the stop rule from pbt/stop_rule.py, not from the Ray stopper: it runs on a
+    laptop without Ray started (or installed), and starts in a fraction of Ray's import time."""
+    for module in ("autolfads.analysis.status", "autolfads.pbt.stop_rule"):
+        code = f"import sys, {module}; assert 'ray' not in sys.modules"
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    run = make_run(tmp_path, finished=False, generations=5, population=3)
+    done = subprocess.run([sys.executable, "-c", NO_RAY, str(run)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "in progress; generation 5 of at most 5" in done.stdout
+    assert "stop rule: best improved by" in done.stdout
 
 
 def test_status_of_a_train_only_run(tmp_path, monkeypatch, capsys):

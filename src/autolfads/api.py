@@ -31,7 +31,7 @@ from autolfads.results import (
     write_results,
     write_text_atomic,
 )
-from autolfads.storage import RunStore, is_uri, local_copy, put_json
+from autolfads.storage import RunStore, exists, get_bytes, is_uri, local_copy, put_json
 from autolfads.training.loop import Trainer
 from autolfads.training.sampling import posterior_outputs
 
@@ -171,6 +171,7 @@ def run(
     address: str | None = None,
     workers_per_gpu: int | None = None,
     cpus_per_worker: float | None = None,
+    max_failures: int | None = None,
     config: str | Path | Config | None = None,
     overrides: list[str] | None = None,
     seed: int | None = None,
@@ -183,8 +184,10 @@ def run(
 
     The returned result's `metrics` include the best worker and its hyperparameters;
     per-generation logs are in `out/pbt/`. `resume=True` continues an interrupted run in `out`
-    from its last completed generation (same data, same config unless overridden here).
+    from its last completed generation (same data, same config unless overridden here); a
+    finished run is a UserInputError that says how to extend it, and nothing in `out` changes.
     """
+    from autolfads.pbt.runlog import resume_point
     from autolfads.pbt.runner import check_address, run_pbt
     from autolfads.pbt.search_space import build_space
 
@@ -200,11 +203,14 @@ def run(
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
     for key, value in (("population", population), ("generations", generations),
                        ("epochs_per_generation", epochs_per_generation), ("seed", seed),
-                       ("workers_per_gpu", workers_per_gpu), ("cpus_per_worker", cpus_per_worker)):
+                       ("workers_per_gpu", workers_per_gpu), ("cpus_per_worker", cpus_per_worker),
+                       ("max_failures", max_failures)):
         if value is not None:
-            setattr(cfg.pbt, key, value)
+            _set_pbt(cfg, key, value)
     build_space(cfg.pbt.search_space)  # a bad search space is reported before anything starts
     check_address(address)
+    if resume:  # a finished run, or nothing to resume, is reported before any file is written
+        resume_point(store.local, store.location, cfg.pbt)
     dataset = resolve_data(data, cfg.data)
     if not resume:
         _prepare_store(store, force)
@@ -245,13 +251,29 @@ def _refresh_report(out_dir: Path, dataset: Dataset) -> None:
     write_report(out_dir, dataset=dataset)
 
 
-# What `--resume` needs from a run kept in a bucket (the checkpoints stay there).
+# What `--resume` needs from a run kept in a bucket (the checkpoints stay there); metrics.json
+# tells a finished run.
 RESUME_FILES = ("config.yaml", "run.json", "pbt/hp_log.csv", "pbt/decision_log.csv",
-                "pbt/population.json", "pbt/best_worker.json")
+                "pbt/population.json", "pbt/best_worker.json", "metrics.json")
+
+
+def _set_pbt(cfg: Config, key: str, value: object) -> None:
+    try:
+        setattr(cfg.pbt, key, value)
+    except ValueError as e:  # pydantic's ValidationError: out of range (e.g. --max-failures -2)
+        msg = e.errors()[0]["msg"] if hasattr(e, "errors") else str(e)
+        raise UserInputError(f"--{key.replace('_', '-')} {value}: {msg}") from None
 
 
 def _prepare_store(store: RunStore, force: bool) -> None:
-    """A new run never lands on an existing one unless --force, and never on foreign files."""
+    """A new run never lands on an existing one unless --force, and never on foreign files.
+    For a run with results (a completed generation, outputs) --force is never suggested: the
+    one-line fix people copy must not be the one that deletes them."""
+    if not force:
+        done = _progress(store)
+        if done is not None:
+            raise UserInputError(f"--out {store.location}: holds an AutoLFADS run ({done}); "
+                                 "continue it with --resume, or choose another --out")
     if not store.remote:
         prepare_run_dir(store.local, force, resumable=True)
         return
@@ -264,6 +286,16 @@ def _prepare_store(store: RunStore, force: bool) -> None:
         raise UserInputError(f"--out {store.location}: not an autolfads run (no config.yaml); "
                              "refusing to delete it even with --force")
     store.clear()
+
+
+def _progress(store: RunStore) -> str | None:
+    """What an existing run in `store` has done, when that is anything --force would destroy."""
+    if exists(store.path("metrics.json")):
+        return "finished, with outputs"
+    if exists(store.path("pbt", "population.json")):
+        pop = json.loads(get_bytes(store.path("pbt", "population.json")))
+        return f"{pop['generation']} generations completed"
+    return None
 
 
 def _data_location(data: DataLike) -> str | None:

@@ -87,6 +87,8 @@ def run(
     address: str = typer.Option(None, help="Ray cluster address; default: local Ray."),
     workers_per_gpu: int = typer.Option(None, help="Workers sharing one GPU (0 = CPU only)."),
     cpus_per_worker: float = typer.Option(None, help="CPU cores per worker."),
+    max_failures: int = typer.Option(None, help="Restarts of a failed worker before it is "
+                                     "dropped (pbt.max_failures, default 100)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
     seed: int = typer.Option(None, help="PBT random seed (pbt.seed)."),
     config: Path = CONFIG,
@@ -104,9 +106,8 @@ def run(
     res = run_api(data, out, population=population, generations=generations,
                   epochs_per_generation=epochs_per_generation, address=address,
                   workers_per_gpu=workers_per_gpu, cpus_per_worker=cpus_per_worker,
-                  config=config, overrides=_overrides(set_, layout), seed=seed, resume=resume,
-                  force=force,
-                  quiet=quiet)
+                  max_failures=max_failures, config=config, overrides=_overrides(set_, layout),
+                  seed=seed, resume=resume, force=force, quiet=quiet)
     if quiet:
         typer.echo(summary_line(res.metrics, res.out))
 

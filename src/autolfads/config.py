@@ -73,6 +73,19 @@ class TrainConfig(_Section):
     threads: int = Field(0, ge=0)  # CPU threads for this model; 0 = all cores
 
 
+# The hyperparameters PBT tunes, each with the config section it lives in: the search space
+# (pbt/search_space.py) may only name these, and the Trainer sets them between generations.
+TUNABLE: dict[str, str] = {
+    "lr": "train",
+    "dropout_rate": "model",
+    "cd_rate": "model",
+    "kl_ic_scale": "train",
+    "kl_co_scale": "train",
+    "l2_gen_scale": "train",
+    "l2_con_scale": "train",
+}
+
+
 class HPOverride(_Section):
     """Changes to one hyperparameter of the PBT search space (pbt/search_space.py)."""
 
@@ -93,6 +106,11 @@ class PBTConfig(_Section):
     seed: int = 0
     cpus_per_worker: float = Field(1.0, gt=0.0)
     workers_per_gpu: int = Field(0, ge=0)  # 0 = CPU workers; N = each worker takes 1/N of a GPU
+    # Restarts of a failed worker (from its last generation) before it is dropped: many, since
+    # on a cluster most failures are lost (e.g. preempted) nodes. Not Ray's "no limit" (-1): with
+    # it, Ray 2.60 hung a run that lost a node in its last generation (measured, tests/
+    # test_cluster.py); 100 restarts with the back-off of pbt/callbacks.py span over an hour.
+    max_failures: int = Field(100, ge=0)
     search_space: dict[str, HPOverride] = Field(default_factory=dict)
 
 

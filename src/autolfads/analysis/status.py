@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autolfads.analysis.rundir import HPLog, RunDir
+from autolfads.pbt import stop_rule
 
 WIDE = 200  # when piped into a file or a test, rich would otherwise wrap at 80 columns
 
@@ -91,23 +92,19 @@ def _best_line(rd: RunDir, log: HPLog) -> str:
 
 
 def _progress_line(log: HPLog, pbt: dict, metrics: dict | None) -> str:
-    """The stopper's own rule (pbt/stopper.py) replayed on the logged best scores."""
-    from autolfads.pbt.stopper import PBTStopper
-
+    """The run's own stop rule (pbt/stop_rule.py) replayed on the logged best scores."""
     window = int(pbt.get("stop_generations", 4))
     min_imp = float(pbt.get("stop_min_improvement", 5e-4))
-    stopper = PBTStopper(int(pbt.get("generations", 10**9)), window, min_imp)
     bests = log.best_by_generation()
-    for g, b in enumerate(bests, start=1):
-        stopper.record(g, b)
-    improvement, n = stopper.progress()
+    improvement, n = stop_rule.improvement(bests, window), len(bests)
     rule = f"stops when the best score improves by less than {100 * min_imp:.3g}% over {window} " \
            "generations"
     if metrics is not None and metrics.get("stopped_reason"):
         return f"stopped: {metrics['stopped_reason']}"
     if improvement is None:
         return f"stop rule: {rule}; measured from generation {window + 1} on (now {n})"
-    verdict = " -> stops now" if stopper.stopped_reason else ""
+    stops = stop_rule.stopped_at(bests, int(pbt.get("generations", 10**9)), window, min_imp)
+    verdict = " -> stops now" if stops else ""
     return (f"stop rule: best improved by {100 * improvement:.3g}% over the last {window} "
             f"generations; {rule}{verdict}")
 

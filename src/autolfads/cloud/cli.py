@@ -1,10 +1,14 @@
-"""`autolfads cloud ...`: a GCP Ray cluster for AutoLFADS, from config to downloaded outputs.
+"""`autolfads cloud ...`: a Ray cluster for AutoLFADS (GCP, or a lab's own hosts over SSH), from
+config to downloaded outputs.
 
-    autolfads cloud init --project P --bucket gs://B   # writes cluster.yaml
-    autolfads cloud up cluster.yaml                    # cost estimate, confirm, `ray up`
-    autolfads cloud submit cluster.yaml DATA --name N  # `ray job submit --no-wait`
-    autolfads cloud status cluster.yaml N --logs
-    autolfads cloud download cluster.yaml N            # bucket -> runs/N
+    autolfads cloud init --project P --bucket gs://B   # writes cluster.yaml (GCP)
+    autolfads cloud init --provider local --head-ip A --worker-ips B,C --ssh-user U \\
+        --ssh-key K --storage /nfs/autolfads           # a lab's own hosts
+    autolfads cloud up cluster.yaml                    # doctor, cost estimate, confirm, `ray up`
+    autolfads cloud submit cluster.yaml DATA --name N  # a Ray job; goes on when you disconnect
+    autolfads cloud status cluster.yaml N --follow     # nodes, job, generation; the log
+    autolfads cloud stop cluster.yaml N                # stop it (resume: submit --resume N)
+    autolfads cloud download cluster.yaml N            # storage -> runs/N
     autolfads cloud down cluster.yaml
 """
 
@@ -15,7 +19,8 @@ from pathlib import Path
 
 import typer
 
-from autolfads.cloud import gcp, lifecycle
+from autolfads.cloud import cost as costs
+from autolfads.cloud import lifecycle
 from autolfads.cloud.cluster import (
     HOST_IMAGE,
     ClusterSpec,
@@ -24,32 +29,37 @@ from autolfads.cloud.cluster import (
     write_config,
 )
 from autolfads.cloud.cost import estimate, load_prices
+from autolfads.cloud.local import LocalSpec, build_local_config, default_cluster_name
 from autolfads.cloud.validate import Shape, check_config
 from autolfads.errors import UserInputError
 
 cloud_app = typer.Typer(no_args_is_help=True,
-                        help="Run AutoLFADS on a Google Cloud Ray cluster (see README).")
+                        help="Run AutoLFADS on a Ray cluster: Google Cloud or your own hosts "
+                             "(see README).")
 
 CFG = typer.Argument(..., help="Cluster YAML written by `autolfads cloud init`.")
 DRY = typer.Option(False, "--dry-run", help="Print the commands instead of running them.")
-ADDRESS_HELP = ("Job server reached through your own tunnel (`ray dashboard CFG` gives "
-                "http://127.0.0.1:8265); default: run `ray job` on the head via `ray exec`.")
+ADDRESS = typer.Option(None, "--address", help="Job server reached through your own tunnel "
+                       "(`ray dashboard CFG` gives http://127.0.0.1:8265); default: on the head "
+                       "via `ray exec`.")
 PRICES = typer.Option(None, "--prices", help="YAML/JSON price file overriding the built-in table.")
+STORAGE = typer.Option(None, "--bucket", "--storage", help="Override the YAML's run storage.")
 
 
-def _checked(cfg: Path) -> Shape:
+def _checked(cfg: Path) -> Shape | None:
     return check_config(load_config(cfg), cfg.name)
 
 
-def _bucket(cfg: Path, bucket: str | None) -> str:
-    # Only the bucket is read: status/download/down must work on a config edited after `up`.
-    meta = load_config(cfg).get("metadata") or {}
-    b = bucket or (meta.get("autolfads") or {}).get("bucket")
-    if not b:
-        raise UserInputError(
-            f"{cfg.name}: no metadata.autolfads.bucket; pass --bucket gs://NAME")
-    field = "--bucket" if bucket else f"{cfg.name}: metadata.autolfads.bucket"
-    return gcp.check_bucket(str(b), field)
+def _cluster(cfg: Path, storage: str | None = None) -> lifecycle.Cluster:
+    # Only what the lifecycle needs is read: status/download/down must work on a config edited
+    # after `up`.
+    c = lifecycle.cluster_of(cfg, load_config(cfg), storage)
+    if c.google:
+        from autolfads.cloud.gcp import check_bucket
+
+        check_bucket(c.storage, "--bucket" if storage else
+                     f"{cfg.name}: metadata.autolfads.bucket")
+    return c
 
 
 def _confirm_and_execute(cmds: list[lifecycle.Cmd], dry_run: bool, yes: bool, question: str,
@@ -67,51 +77,99 @@ def _confirm_and_execute(cmds: list[lifecycle.Cmd], dry_run: bool, yes: bool, qu
 
 @cloud_app.command("init")
 def init(
-    project: str = typer.Option(..., help="GCP project id."),
-    bucket: str = typer.Option(..., help="gs:// bucket for data, checkpoints and outputs."),
+    provider: str = typer.Option("gcp", help="gcp (Google Cloud) or local (your own hosts "
+                                             "over SSH)."),
+    project: str = typer.Option(None, help="GCP project id."),
+    bucket: str = typer.Option(None, help="gs:// bucket for data, checkpoints and outputs."),
     zone: str = typer.Option("us-central1-a", help="Zone of every node (GPUs differ by zone)."),
     region: str = typer.Option(None, help="Region (default: the zone's)."),
-    gpu_type: str = typer.Option("nvidia-tesla-t4", help="GPU, e.g. nvidia-tesla-t4, nvidia-l4."),
+    gpu_type: str = typer.Option("t4", help="GPU: t4, l4, v100, p100, p4, a100, a100-80gb, "
+                                            "h100 (or GCP's name, e.g. nvidia-tesla-t4)."),
     gpus_per_worker: int = typer.Option(1, help="GPUs per worker node."),
     min_workers: int = typer.Option(0, help="Worker nodes kept running."),
     max_workers: int = typer.Option(8, help="Most worker nodes the autoscaler starts."),
     spot: bool = typer.Option(False, "--spot/--on-demand",
                               help="Spot (preemptible) GPU workers; the head stays on demand."),
     disk_gb: int = typer.Option(100, help="Boot disk per node, GB."),
-    image: str = typer.Option(None, help="Docker image the nodes pull (default: Artifact "
-                                         "Registry REGION-docker.pkg.dev/PROJECT/autolfads)."),
+    image: str = typer.Option(None, help="Docker image the nodes run, e.g. REGION-docker.pkg."
+                                         "dev/PROJECT/autolfads/autolfads:VERSION (default: no "
+                                         "image; nodes install this package from a wheel)."),
     head_machine_type: str = typer.Option("n1-standard-4", help="Head (coordinator) VM."),
     worker_machine_type: str = typer.Option(None, help="Worker VM (default: fits the GPUs)."),
-    cluster_name: str = typer.Option("autolfads", help="Cluster name (prefix of VM names)."),
-    host_image: str = typer.Option(HOST_IMAGE, help="VM boot image (Deep Learning "
-                                   "VM with Docker and the NVIDIA runtime)."),
+    cluster_name: str = typer.Option(None, help="Cluster name (default autolfads-$USER)."),
+    host_image: str = typer.Option(HOST_IMAGE, help="VM boot image: a Deep Learning VM family "
+                                   "with the NVIDIA driver (and Docker, for --image)."),
     launcher_in_vpc: bool = typer.Option(False, help="Reach the head by its internal address "
                                          "too (run the launcher inside the VPC, e.g. a bastion)."),
+    head_ip: str = typer.Option(None, help="local: the head host's address."),
+    worker_ips: str = typer.Option(None, help="local: worker host addresses, comma-separated."),
+    ssh_user: str = typer.Option(None, help="local: the account Ray logs in as on every host."),
+    ssh_key: str = typer.Option(None, help="local: private key that logs in to every host."),
+    storage: str = typer.Option(None, help="local: where runs are kept, a path every host sees "
+                                           "(NFS) or a bucket URI."),
+    python: str = typer.Option(None, help="local: the hosts' Python that already has autolfads "
+                                          "(nothing is installed); default: install a wheel."),
+    gpus: bool = typer.Option(False, "--gpus/--no-gpus", help="local: the hosts have NVIDIA "
+                                                              "GPUs (CUDA PyTorch is installed)."),
+    object_store_mb: int = typer.Option(None, help="local: Ray's object store per host, MB "
+                                                   "(default: 30% of its memory)."),
     out: Path = typer.Option(Path("cluster.yaml"), "--out", help="YAML file to write."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
 ) -> None:
-    """Write a Ray cluster-launcher YAML for GCP and check it offline."""
-    spec = ClusterSpec(
+    """Write a Ray cluster-launcher YAML (GCP, or your own hosts) and check it offline."""
+    if out.exists() and not force:
+        raise UserInputError(f"--out {out}: file exists; pass --force to replace it")
+    name = cluster_name or default_cluster_name()
+    if provider == "local":
+        missing = [f for f, v in (("--head-ip", head_ip), ("--ssh-user", ssh_user),
+                                  ("--ssh-key", ssh_key), ("--storage", storage)) if not v]
+        if missing:
+            raise UserInputError(f"--provider local: needs {', '.join(missing)}")
+        spec = LocalSpec(head_ip=head_ip, worker_ips=[w for w in (worker_ips or "").split(",")
+                                                      if w.strip()],
+                         ssh_user=ssh_user, ssh_key=ssh_key, storage=storage,
+                         cluster_name=name, python=python, gpus=gpus,
+                         object_store_mb=object_store_mb).resolved(out)
+        cfg = build_local_config(spec)
+        check_config(cfg, out.name)
+        from autolfads.cloud.local import HEADER
+
+        write_config(cfg, out, force=force, header=HEADER)
+        typer.echo(f"wrote {out}: head {spec.head_ip} + {len(spec.worker_ips)} worker host(s), "
+                   f"ssh {spec.ssh_user}, runs in {spec.storage}")
+        typer.echo(f"next: `autolfads cloud up {out}`")
+        return
+    if provider != "gcp":
+        raise UserInputError(f"--provider {provider}: expected gcp or local")
+    missing = [f for f, v in (("--project", project), ("--bucket", bucket)) if not v]
+    if missing:
+        raise UserInputError(f"--provider gcp: needs {', '.join(missing)}")
+    gspec = ClusterSpec(
         project=project, bucket=bucket, zone=zone, region=region, gpu_type=gpu_type,
         gpus_per_worker=gpus_per_worker, min_workers=min_workers, max_workers=max_workers,
         spot=spot, disk_gb=disk_gb, image=image, head_machine_type=head_machine_type,
-        worker_machine_type=worker_machine_type, cluster_name=cluster_name,
-        host_image=host_image, launcher_in_vpc=launcher_in_vpc).resolved()
-    if out.exists() and not force:
-        raise UserInputError(f"--out {out}: file exists; pass --force to replace it")
-    cfg = build_config(spec)
+        worker_machine_type=worker_machine_type, cluster_name=name,
+        host_image=host_image, launcher_in_vpc=launcher_in_vpc).resolved(out)
+    cfg = build_config(gspec)
     shape = check_config(cfg, out.name)
+    assert shape is not None
     write_config(cfg, out, force=force)
-    typer.echo(f"wrote {out}: head {spec.head_machine_type} + up to {spec.max_workers} x "
-               f"{shape.worker_machine} with {spec.gpus_per_worker} {spec.gpu_type} "
-               f"({'spot' if spec.spot else 'on demand'}), image {spec.image}")
-    typer.echo(f"next: push the image (README), then `autolfads cloud up {out}`")
+    runs = f"image {gspec.image}" if gspec.image else "this package's wheel, no image"
+    typer.echo(f"wrote {out}: cluster {gspec.cluster_name}, head {gspec.head_machine_type} + up "
+               f"to {gspec.max_workers} x {shape.worker_machine} with {gspec.gpus_per_worker} "
+               f"{gspec.gpu_type} ({'spot' if gspec.spot else 'on demand'}, no external IP), "
+               f"{runs}")
+    typer.echo(f"next: `autolfads cloud up {out}`" + (" (after pushing the image, README)"
+                                                       if gspec.image else ""))
 
 
 @cloud_app.command("validate")
 def validate(cfg: Path = CFG) -> None:
-    """Check a (hand-edited) cluster YAML with Ray's schema and our GCP checks, offline."""
+    """Check a (hand-edited) cluster YAML with Ray's schema and our checks, offline."""
     shape = _checked(cfg)
+    if shape is None:
+        typer.echo(f"{cfg}: ok (Ray's cluster schema and autolfads checks): your own hosts")
+        return
     typer.echo(f"{cfg}: ok (Ray's cluster schema and autolfads checks): up to "
                f"{shape.max_workers} x {shape.worker_machine} with {shape.gpus_per_worker} "
                f"{shape.gpu_type}{' spot' if shape.spot else ''}")
@@ -120,7 +178,7 @@ def validate(cfg: Path = CFG) -> None:
 @cloud_app.command("cost")
 def cost(
     gpus: int = typer.Option(..., help="GPUs in total."),
-    gpu_type: str = typer.Option(..., help="GPU, e.g. nvidia-tesla-t4."),
+    gpu_type: str = typer.Option(..., help="GPU: t4, l4, v100, a100, ... (or GCP's name)."),
     hours: float = typer.Option(..., help="Wall-clock hours of the run."),
     spot: bool = typer.Option(False, "--spot", help="Spot prices for the GPU workers."),
     gpus_per_node: int = typer.Option(1, help="GPUs per worker VM."),
@@ -128,13 +186,39 @@ def cost(
     head_machine_type: str = typer.Option("n1-standard-4", help="Head VM (on demand)."),
     disk_gb: int = typer.Option(100, help="Boot disk per node, GB."),
     storage_gb: float = typer.Option(10.0, help="Bucket data kept for a month, GB."),
+    zone: str = typer.Option("us-central1-a", help="Zone of the cluster (the table is one "
+                                                   "region's prices; says so for others)."),
+    boot_minutes: float = typer.Option(costs.BOOT_MINUTES, help="Billed boot of each worker: "
+                                       "NVIDIA driver and CUDA PyTorch install, or image pull."),
+    idle_minutes: float = typer.Option(costs.IDLE_MINUTES, help="Billed idle time of each "
+                                       "worker after the run (idle_timeout_minutes)."),
+    overhead_hours: float = typer.Option(costs.HEAD_OVERHEAD_HOURS, help="Head hours beyond "
+                                         "the run (from `cloud up` to `cloud down`)."),
+    nat_gb_per_worker: float = typer.Option(costs.NAT_GB_PER_WORKER, help="GB each worker "
+                                            "downloads through Cloud NAT (0 with --image)."),
     prices: Path = PRICES,
 ) -> None:
     """Estimate what a run costs, from the dated price table in the package."""
+    from autolfads.cloud.gcp import check_zone
+
     est = estimate(gpus, gpu_type, hours, spot, gpus_per_node=gpus_per_node,
                    machine_type=machine_type, head_machine_type=head_machine_type,
-                   disk_gb=disk_gb, storage_gb=storage_gb, prices=load_prices(prices))
+                   disk_gb=disk_gb, storage_gb=storage_gb, prices=load_prices(prices),
+                   region=check_zone(zone), boot_minutes=boot_minutes,
+                   idle_minutes=idle_minutes, head_overhead_hours=overhead_hours,
+                   nat_gb_per_worker=nat_gb_per_worker)
     typer.echo(est.render())
+
+
+def _estimate(shape: Shape, hours: float, prices: Path | None) -> None:
+    from autolfads.cloud.cost import estimate_shape
+
+    try:
+        est = estimate_shape(shape, hours, load_prices(prices))
+        typer.echo(est.render().replace("Estimated cost:", "Estimated cost at full size:", 1))
+    except UserInputError as e:
+        # An estimate is a courtesy; a GPU missing from the table must not block the cluster.
+        typer.echo(f"cost estimate unavailable: {e}")
 
 
 @cloud_app.command("up")
@@ -142,24 +226,36 @@ def up(
     cfg: Path = CFG,
     hours: float = typer.Option(1.0, help="Expected run length for the estimate, hours."),
     prices: Path = PRICES,
+    restart: bool = typer.Option(False, "--restart", help="Restart Ray on the nodes (stops a "
+                                                          "running job); default: keep it."),
+    no_doctor: bool = typer.Option(False, "--no-doctor", help="Skip the preflight checks."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Start without asking."),
     dry_run: bool = DRY,
 ) -> None:
-    """Print the cost estimate, ask, then start the cluster (`ray up`)."""
+    """Check the prerequisites, print the cost estimate, ask, then start the cluster."""
     shape = _checked(cfg)
-    try:
-        est = estimate(shape.max_workers * shape.gpus_per_worker, shape.gpu_type, hours,
-                       shape.spot, gpus_per_node=shape.gpus_per_worker,
-                       machine_type=shape.worker_machine, head_machine_type=shape.head_machine,
-                       disk_gb=shape.disk_gb, prices=load_prices(prices))
-        typer.echo(est.render().replace("Estimated cost:", "Estimated cost at full size:", 1))
-    except UserInputError as e:
-        # An estimate is a courtesy; a GPU missing from the table must not block the cluster.
-        typer.echo(f"cost estimate unavailable: {e}")
-    if not _confirm_and_execute(lifecycle.up_commands(cfg), dry_run, yes,
-                                "Start this cluster?", "Not started."):
+    c = _cluster(cfg)
+    if not no_doctor and not dry_run:
+        from autolfads.cloud.doctor import run_doctor
+
+        run_doctor(cfg, echo=typer.echo)
+    if shape is not None:
+        _estimate(shape, hours, prices)
+    cmds = lifecycle.up_commands(c, restart=restart)
+    if c.google:
+        from autolfads.cloud import gcp_setup
+
+        # The firewall rule, Cloud NAT and worker account the YAML's closed network relies on.
+        cmds = [*gcp_setup.setup_commands(load_config(cfg)), *cmds]
+    if not _confirm_and_execute(cmds, dry_run, yes, "Start this cluster?", "Not started."):
         return
-    typer.echo(f"cluster up. Web UI: `ray dashboard {cfg}` then http://127.0.0.1:8265; "
+    from autolfads.cloud.gcp_setup import check_token_file
+
+    said = check_token_file()
+    if said:
+        typer.echo(said)
+    typer.echo(f"cluster up{'' if restart else ' (Ray not restarted: a running job goes on)'}. "
+               f"Web UI: `ray dashboard {cfg}` then http://127.0.0.1:8265; "
                f"stop it with `autolfads cloud down {cfg}`")
 
 
@@ -168,53 +264,64 @@ def up(
 def submit(
     ctx: typer.Context,
     cfg: Path = CFG,
-    data: str = typer.Argument(None, help="Data file (local: uploaded to the bucket) or gs:// "
+    data: str = typer.Argument(None, help="Data file (local: uploaded to the run storage) or a "
                                           "URI; default: built-in Lorenz."),
     name: str = typer.Option(None, help="Run name (default: run-DATE-TIME); outputs go to "
-                                        "BUCKET/runs/NAME."),
-    workers_per_gpu: int = typer.Option(1, help="LFADS workers sharing one GPU."),
-    bucket: str = typer.Option(None, help="Override the YAML's bucket."),
-    address: str = typer.Option(None, help=ADDRESS_HELP),
-    working_dir: str = typer.Option(None, help="Upload this folder with the job (needs "
-                                               "--address)."),
+                                        "STORAGE/runs/NAME."),
+    resume: str = typer.Option(None, "--resume", metavar="NAME",
+                               help="Continue the stopped or failed run NAME."),
+    workers_per_gpu: int = typer.Option(1, help="LFADS workers sharing one GPU (0: CPU "
+                                                "workers)."),
+    bucket: str = STORAGE,
+    address: str = ADDRESS,
     dry_run: bool = DRY,
 ) -> None:
     """Start `autolfads run` on the cluster as a Ray job; it keeps running after you disconnect.
 
     Options after `--` go to `autolfads run`, e.g. `-- --population 16 --generations 30`.
     """
-    name = name or time.strftime("run-%Y%m%d-%H%M%S")
-    b = _bucket(cfg, bucket)
-    if workers_per_gpu < 1:
-        raise UserInputError(f"--workers-per-gpu {workers_per_gpu}: must be at least 1")
+    if resume and name and resume != name:
+        raise UserInputError(f"--resume {resume} --name {name}: give the run's name once")
+    name = resume or name or time.strftime("run-%Y%m%d-%H%M%S")
+    c = _cluster(cfg, bucket)
+    if workers_per_gpu < 0:
+        raise UserInputError(f"--workers-per-gpu {workers_per_gpu}: must be 0 or more")
     run_args = list(ctx.args)
     if data and data.startswith("-"):
         # No DATA given: click put the first option meant for `autolfads run` there.
         run_args, data = [data, *run_args], None
-    cmds = lifecycle.submit_commands(cfg, b, name, data, run_args,
-                                     workers_per_gpu=workers_per_gpu, address=address,
-                                     working_dir=working_dir)
+    cmds = lifecycle.submit_commands(c, name, data, run_args, workers_per_gpu=workers_per_gpu,
+                                     resume=bool(resume), address=address)
     lifecycle.execute(cmds, dry_run=dry_run, echo=typer.echo)
     if not dry_run:
-        typer.echo(f"submitted {lifecycle.job_id(name)}; outputs: "
-                   f"{lifecycle.run_uri(b, name)}\nfollow it: autolfads cloud status {cfg} "
-                   f"{name} --follow")
+        typer.echo(f"follow it: autolfads cloud status {cfg} {name} --follow")
 
 
 @cloud_app.command("status")
 def status(
     cfg: Path = CFG,
-    name: str = typer.Argument(None, help="Run name (default: list all jobs)."),
-    logs: bool = typer.Option(False, "--logs", help="Print the run's log so far."),
-    follow: bool = typer.Option(False, "--follow", help="Stream the log (Ctrl-C stops "
-                                                        "watching, not the run)."),
-    address: str = typer.Option(None, help=ADDRESS_HELP),
+    name: str = typer.Argument(None, help="Run name (default: every job on the cluster)."),
+    follow: bool = typer.Option(False, "--follow", help="Stream the log until the run ends "
+                                                        "(Ctrl-C stops watching, not the run)."),
+    bucket: str = STORAGE,
+    address: str = ADDRESS,
     dry_run: bool = DRY,
 ) -> None:
-    """Job status (and log) of a run on the cluster."""
-    load_config(cfg)
-    cmds = lifecycle.status_commands(cfg, name, logs=logs, follow=follow, address=address)
+    """The cluster's nodes (pending and failed, with why), the run's job and its generation."""
+    cmds = lifecycle.status_commands(_cluster(cfg, bucket), name, follow=follow, address=address)
     lifecycle.execute(cmds, dry_run=dry_run, echo=typer.echo)
+
+
+@cloud_app.command("stop")
+def stop(
+    cfg: Path = CFG,
+    name: str = typer.Argument(..., help="Run name given to `cloud submit`."),
+    address: str = ADDRESS,
+    dry_run: bool = DRY,
+) -> None:
+    """Stop a run's job; its completed generations stay (`cloud submit --resume NAME`)."""
+    lifecycle.execute(lifecycle.stop_commands(_cluster(cfg), name, address), dry_run=dry_run,
+                      echo=typer.echo)
 
 
 @cloud_app.command("download")
@@ -223,12 +330,11 @@ def download(
     name: str = typer.Argument(..., help="Run name given to `cloud submit`."),
     dest: Path = typer.Option(Path("runs"), "--dest", help="Local folder; the run lands in "
                                                            "DEST/NAME."),
-    bucket: str = typer.Option(None, help="Override the YAML's bucket."),
+    bucket: str = STORAGE,
     dry_run: bool = DRY,
 ) -> None:
-    """Copy a run's outputs from the bucket to this machine."""
-    b = _bucket(cfg, bucket)
-    cmds = lifecycle.download_commands(b, name, dest)
+    """Copy a run's outputs from the cluster's storage to this machine."""
+    cmds = lifecycle.download_commands(_cluster(cfg, bucket), name, dest)
     if not dry_run:
         if (dest / name).exists():
             raise UserInputError(f"--dest {dest}: {dest / name} exists; move it or choose "
@@ -245,7 +351,17 @@ def down(
     yes: bool = typer.Option(False, "--yes", "-y", help="Stop without asking."),
     dry_run: bool = DRY,
 ) -> None:
-    """Delete the cluster's VMs (`ray down`); the bucket and its outputs stay."""
-    load_config(cfg)
-    _confirm_and_execute(lifecycle.down_commands(cfg), dry_run, yes,
-                         "Delete every VM of this cluster?", "Nothing deleted.")
+    """Stop the cluster (GCP: delete its VMs); the run storage and its outputs stay."""
+    _confirm_and_execute(lifecycle.down_commands(_cluster(cfg)), dry_run, yes,
+                         "Stop every node of this cluster?", "Nothing stopped.")
+
+
+@cloud_app.command("doctor")
+def doctor(
+    cfg: Path = typer.Argument(Path("cluster.yaml"), help="Cluster YAML to check."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the gcloud commands it runs."),
+) -> None:
+    """Check this machine and the GCP project for `cloud up`: each problem with its fix."""
+    from autolfads.cloud.doctor import run_doctor
+
+    run_doctor(cfg, echo=typer.echo, dry_run=dry_run)

@@ -1,8 +1,16 @@
 """Cost estimate of a cluster run from the dated price table shipped in `prices.yaml`.
 
-GPU + worker VMs + head node (always on demand: a preempted head would stop the whole run) for
-the run's hours, boot disks for the same hours, and the bucket for a month (outputs outlive the
-cluster). Network egress, taxes and discounts are left out and the output says so.
+What the bill holds, not only the run itself:
+- GPU workers: GPUs + VMs + boot disks for the run, plus each worker's boot (the NVIDIA driver
+  installs at first boot, then the wheel's CUDA PyTorch, or the image pull) and the idle timeout
+  (the autoscaler removes a worker `idle_timeout_minutes` after its last task);
+- the head (always on demand: a preempted head would stop the whole run), its disk and its
+  external IP address from `cloud up` to `cloud down`: the run plus an overhead;
+- Cloud NAT, which workers without an external address use to reach PyPI: per worker-hour,
+  per GB carried (the wheel's dependencies, ~3 GB per worker) and its own address;
+- the bucket for a month (outputs outlive the cluster).
+Network egress, taxes and discounts are left out and the output says so. Prices are one
+region's; the estimate names it when the cluster's region may be priced differently.
 """
 
 from __future__ import annotations
@@ -16,11 +24,18 @@ from typing import Any
 import yaml
 
 from autolfads.cloud import gcp
+from autolfads.cloud.validate import Shape
 from autolfads.errors import UserInputError
 
 HOURS_PER_MONTH = 730.0  # GCP's billing month
 DISK_TYPE = "pd-balanced"  # what `cloud init` configures
 _MAPS = ("gpu_per_hour", "vm_per_hour", "disk_per_gb_month")
+_FLAT = ("ip_per_hour", "nat")  # mappings of plain prices, merged key by key
+# Stated defaults of what the bill holds beyond the run (each a parameter of `estimate`):
+BOOT_MINUTES = 10.0  # a worker's boot: driver install + CUDA PyTorch wheels, or the image pull
+IDLE_MINUTES = 10.0  # idle_timeout_minutes of the generated YAML
+HEAD_OVERHEAD_HOURS = 0.5  # head boot and setup before the run, and the wait for `cloud down`
+NAT_GB_PER_WORKER = 3.0  # CUDA PyTorch + Ray from PyPI through the NAT (an image: 0, see below)
 
 
 @dataclass
@@ -41,6 +56,9 @@ class Prices:
         return float(entry["spot" if spot else "on_demand"])
 
     def gpu(self, name: str, spot: bool) -> float:
+        if name not in self.table["gpu_per_hour"] and name not in gcp.GPUS:
+            raise UserInputError(f"--gpu-type {name!r}: not a known GCP GPU; choose one of "
+                                 f"{gcp.known_gpus()}")
         return self._hourly("gpu_per_hour", name, spot, "--gpu-type")
 
     def vm(self, name: str, spot: bool, what: str = "machine type") -> float:
@@ -48,6 +66,21 @@ class Prices:
 
     def note(self, gpu: str) -> str:
         return str(self.table["gpu_per_hour"].get(gpu, {}).get("note", ""))
+
+    def flat(self, section: str, key: str) -> float:
+        return float((self.table.get(section) or {}).get(key, 0.0))
+
+    @property
+    def region(self) -> str:
+        return str(self.table.get("region", "us-central1"))
+
+    def region_note(self, region: str | None) -> str | None:
+        """A line when the table may not price `region` (None when it does)."""
+        same = [self.region, *(self.table.get("same_price_regions") or [])]
+        if region is None or region in same:
+            return None
+        return (f"prices for {self.region}; your region {region} may differ (e.g. N1 VMs list "
+                "about 10% higher in europe-west4): check the GCP pricing calculator")
 
 
 def _read_table(path: Path | None) -> dict[str, Any]:
@@ -70,6 +103,10 @@ def _read_table(path: Path | None) -> dict[str, Any]:
             f"--prices {src}: expected a mapping with a `date:` field (when the prices were "
             "valid) and sections gpu_per_hour, vm_per_hour, disk_per_gb_month, "
             "bucket_per_gb_month")
+    for section in _FLAT:
+        for name, price in (table.get(section) or {}).items():
+            if not isinstance(price, int | float) or price < 0:
+                raise UserInputError(f"--prices {src}: {section}.{name}: expected a price")
     for section in _MAPS:
         for name, entry in (table.get(section) or {}).items():
             keys = ("on_demand", "spot") if section != "disk_per_gb_month" else ()
@@ -88,7 +125,7 @@ def load_prices(user_file: Path | None = None) -> Prices:
     prices = Prices(table, [str(table["date"])])
     if user_file is not None:
         user = _read_table(user_file)
-        for section in _MAPS:
+        for section in (*_MAPS, *_FLAT):
             table[section] = {**table.get(section, {}), **(user.get(section) or {})}
         if "bucket_per_gb_month" in user:
             table["bucket_per_gb_month"] = user["bucket_per_gb_month"]
@@ -131,8 +168,17 @@ class Estimate:
 def estimate(gpus: int, gpu_type: str, hours: float, spot: bool = False, *,
              gpus_per_node: int = 1, machine_type: str | None = None,
              head_machine_type: str = "n1-standard-4", disk_gb: int = 100,
-             storage_gb: float = 10.0, prices: Prices | None = None) -> Estimate:
-    """Estimate a run on `gpus` GPUs of `gpu_type` for `hours` (whole cluster busy throughout)."""
+             storage_gb: float = 10.0, prices: Prices | None = None,
+             region: str | None = None, boot_minutes: float = BOOT_MINUTES,
+             idle_minutes: float = IDLE_MINUTES,
+             head_overhead_hours: float = HEAD_OVERHEAD_HOURS,
+             nat_gb_per_worker: float = NAT_GB_PER_WORKER, worker_external_ip: bool = False,
+             head_external_ip: bool = True) -> Estimate:
+    """Estimate a run on `gpus` GPUs of `gpu_type` for `hours` (whole cluster busy throughout).
+
+    Each worker is billed for boot + run + idle timeout; the head for the run plus
+    `head_overhead_hours`. Workers without an external IP use the Cloud NAT."""
+    gpu_type = gcp.gpu_name(gpu_type)
     if gpus < 1:
         raise UserInputError(f"--gpus {gpus}: must be at least 1")
     if not hours > 0:
@@ -141,6 +187,9 @@ def estimate(gpus: int, gpu_type: str, hours: float, spot: bool = False, *,
         raise UserInputError(f"--gpus-per-node {gpus_per_node}: must be at least 1")
     if storage_gb < 0 or disk_gb < 0:
         raise UserInputError("--storage-gb and --disk-gb: must not be negative")
+    if min(boot_minutes, idle_minutes, head_overhead_hours, nat_gb_per_worker) < 0:
+        raise UserInputError("--boot-minutes, --idle-minutes, --overhead-hours and "
+                             "--nat-gb-per-worker: must not be negative")
     prices = prices or load_prices()
     nodes = math.ceil(gpus / gpus_per_node)
     machine = machine_type or gcp.default_worker_machine(gpu_type, gpus_per_node)
@@ -150,20 +199,63 @@ def estimate(gpus: int, gpu_type: str, hours: float, spot: bool = False, *,
     disk_m = float(prices.table["disk_per_gb_month"][DISK_TYPE])
     bucket_m = float(prices.table["bucket_per_gb_month"])
     n_gpus = nodes * gpus_per_node
-    lines = (
-        Line("GPUs", f"{n_gpus} x {gpu_type} ({kind}) x {hours:g} h x ${gpu_h:.4f}",
-             n_gpus * gpu_h * hours),
-        Line("VMs", f"{nodes} x {machine} ({kind}) x {hours:g} h x ${vm_h:.4f}",
-             nodes * vm_h * hours),
-        Line("head", f"1 x {head_machine_type} (on-demand) x {hours:g} h x ${head_h:.4f}",
-             head_h * hours),
-        Line("disks", f"{nodes + 1} x {disk_gb} GB {DISK_TYPE} x {hours:g} h "
+    worker_hours = hours + (boot_minutes + idle_minutes) / 60  # each worker's billed time
+    head_hours = hours + head_overhead_hours
+    w, hh = f"{worker_hours:.2f} h", f"{head_hours:g} h"
+    ip_worker = prices.flat("ip_per_hour", "spot" if spot else "on_demand")
+    ip_head = prices.flat("ip_per_hour", "on_demand")
+    who = [f"head x {hh}"] if head_external_ip else []
+    who += [f"{nodes} worker(s) x {w}"] if worker_external_ip else []
+    nat_users = 0 if worker_external_ip else nodes
+    nat_vm, nat_gb, nat_ip = (prices.flat("nat", k) for k in ("per_vm_hour", "per_gb",
+                                                               "ip_per_hour"))
+    lines = [
+        Line("GPUs", f"{n_gpus} x {gpu_type} ({kind}) x {w} x ${gpu_h:.4f}",
+             n_gpus * gpu_h * worker_hours),
+        Line("VMs", f"{nodes} x {machine} ({kind}) x {w} x ${vm_h:.4f}",
+             nodes * vm_h * worker_hours),
+        Line("head", f"1 x {head_machine_type} (on-demand) x {hh} x ${head_h:.4f}",
+             head_h * head_hours),
+        Line("disks", f"{nodes} x {w} + 1 x {hh} of {disk_gb} GB {DISK_TYPE} "
                       f"(${disk_m:.3f}/GB-month)",
-             (nodes + 1) * disk_gb * disk_m * hours / HOURS_PER_MONTH),
-        Line("bucket", f"{storage_gb:g} GB for 1 month (${bucket_m:.3f}/GB-month)",
-             storage_gb * bucket_m),
-    )
+             (nodes * worker_hours + head_hours) * disk_gb * disk_m / HOURS_PER_MONTH),
+        Line("IPs", f"external IPs: {' + '.join(who) or 'none'} (${ip_head:.4f}/h"
+                    + (f", on spot VMs ${ip_worker:.4f}/h)" if worker_external_ip and spot
+                       else ")"),
+             (ip_head * head_hours if head_external_ip else 0.0)
+             + (nodes * ip_worker * worker_hours if worker_external_ip else 0.0)),
+    ]
+    if nat_users:
+        lines.append(Line(
+            "NAT", f"{nodes} worker(s) x {w} x ${nat_vm:.4f} + {nat_gb_per_worker:g} GB each x "
+                   f"${nat_gb:.3f} + its IP {hh}",
+            nodes * nat_vm * worker_hours + nodes * nat_gb_per_worker * nat_gb
+            + nat_ip * head_hours))
+    lines.append(Line("bucket", f"{storage_gb:g} GB for 1 month (${bucket_m:.3f}/GB-month)",
+                      storage_gb * bucket_m))
     title = (f"Estimated cost: {n_gpus} x {gpu_type} {kind} on {nodes} node(s) for {hours:g} h "
-             f"({prices.table.get('region', 'us-central1')}):")
-    note = prices.note(gpu_type)
-    return Estimate(title, lines, prices.date, (note,) if note else ())
+             f"({prices.region} prices):")
+    notes = [f"each worker is billed {w}: {boot_minutes:g} min boot (driver, install or image "
+             f"pull) + {hours:g} h run + {idle_minutes:g} min idle timeout; the head {hh} (run + "
+             f"{head_overhead_hours:g} h to start it and to `cloud down`)"]
+    for note in (prices.region_note(region), prices.note(gpu_type)):
+        if note:
+            notes.append(note)
+    return Estimate(title, tuple(lines), prices.date, tuple(notes))
+
+
+def estimate_shape(shape: Shape, hours: float, prices: Prices | None = None, *,
+                   boot_minutes: float = BOOT_MINUTES,
+                   head_overhead_hours: float = HEAD_OVERHEAD_HOURS) -> Estimate:
+    """`estimate` for a checked cluster YAML at full size (`validate.shape`)."""
+    return estimate(shape.max_workers * shape.gpus_per_worker, shape.gpu_type, hours,
+                    shape.spot, gpus_per_node=shape.gpus_per_worker,
+                    machine_type=shape.worker_machine, head_machine_type=shape.head_machine,
+                    disk_gb=shape.disk_gb, prices=prices, region=shape.region,
+                    boot_minutes=boot_minutes, idle_minutes=shape.idle_timeout_minutes,
+                    head_overhead_hours=head_overhead_hours,
+                    # An image comes from Artifact Registry through Private Google Access
+                    # (free); the wheel's dependencies come from PyPI through the NAT.
+                    nat_gb_per_worker=NAT_GB_PER_WORKER if shape.wheel else 0.0,
+                    worker_external_ip=shape.worker_external_ip,
+                    head_external_ip=shape.head_external_ip)

@@ -48,8 +48,8 @@ class GpuType:
 
 GPUS: dict[str, GpuType] = {g.name: g for g in (
     GpuType("nvidia-tesla-k80", counts=(1, 2, 4, 8),
-            retired="GCP retired K80 GPUs on 2024-05-01 and the CUDA 12 PyTorch in our image no "
-                    "longer supports them; use nvidia-tesla-t4 or nvidia-l4"),
+            retired="GCP retired K80 GPUs on 2024-05-01 and CUDA 12 PyTorch no longer "
+                    "supports them; use t4 (nvidia-tesla-t4) or l4 (nvidia-l4)"),
     GpuType("nvidia-tesla-t4", counts=(1, 2, 4)),
     GpuType("nvidia-tesla-p4", counts=(1, 2, 4)),
     GpuType("nvidia-tesla-p100", counts=(1, 2, 4)),
@@ -66,6 +66,25 @@ GPUS: dict[str, GpuType] = {g.name: g for g in (
     GpuType("nvidia-h100-80gb", machines=(("a3-highgpu-1g", 1), ("a3-highgpu-2g", 2),
                                           ("a3-highgpu-4g", 4), ("a3-highgpu-8g", 8))),
 )}
+
+# The short names people type (`--gpu-type t4`) -> GCP's accelerator names.
+ALIASES = {"t4": "nvidia-tesla-t4", "l4": "nvidia-l4", "k80": "nvidia-tesla-k80",
+           "p4": "nvidia-tesla-p4", "p100": "nvidia-tesla-p100", "v100": "nvidia-tesla-v100",
+           "a100": "nvidia-tesla-a100", "a100-80gb": "nvidia-a100-80gb",
+           "h100": "nvidia-h100-80gb"}
+
+
+def gpu_name(name: str) -> str:
+    """GCP's accelerator name for `name` (an alias such as t4, or the name itself)."""
+    key = (name or "").strip().lower()
+    return ALIASES.get(key, key)
+
+
+def known_gpus() -> str:
+    """The GPUs `--gpu-type` accepts, for messages: "t4 (nvidia-tesla-t4), ..."."""
+    short = {v: k for k, v in ALIASES.items()}
+    return ", ".join(f"{short[g]} ({g})" if g in short else g for g in GPUS)
+
 
 # vCPUs of the accelerator-optimized machine types (their names give the GPU count, not vCPUs).
 _VCPUS = {"a2-highgpu": 12, "a2-ultragpu": 12, "a3-highgpu": 26}
@@ -152,9 +171,12 @@ def check_gpu(gpu_type: str, count: int, machine: str,
     """
     field, count_field, machine_field = fields
     gpu = GPUS.get(gpu_type)
+    if gpu is None and gpu_name(gpu_type) in GPUS:
+        # A cluster YAML goes to the Compute API as is, which knows only the long names.
+        raise UserInputError(f"{field} {gpu_type!r}: write GCP's name, {gpu_name(gpu_type)}")
     if gpu is None:
         raise UserInputError(
-            f"{field} {gpu_type!r}: not a known GCP GPU; choose one of {', '.join(GPUS)}")
+            f"{field} {gpu_type!r}: not a known GCP GPU; choose one of {known_gpus()}")
     if gpu.retired:
         raise UserInputError(f"{field} {gpu_type}: {gpu.retired}")
     m = check_machine_type(machine, machine_field)

@@ -1,14 +1,14 @@
-"""The commands behind `autolfads cloud up|submit|status|download|down`.
+"""The commands behind `autolfads cloud up|submit|status|stop|download|down`.
 
 Each `*_commands` function is pure: it returns the exact argv lists (as `Cmd`) that the
 subcommand runs, so tests and `--dry-run` show them without credentials or network. `execute`
 is the only place that starts a process.
 
-How the job server is reached: by default every `ray job` command runs on the head node through
-`ray exec CFG` (SSH, the same route as `ray attach`), where the job server listens on
-127.0.0.1:8265; nothing else has to stay open. With `--address http://127.0.0.1:8265` the
-commands run here instead, through a tunnel the user keeps open with `ray dashboard CFG`.
-`ray job submit --no-wait` returns at once and the run goes on when the laptop disconnects.
+How the cluster is reached: every job command runs on the head node through `ray exec CFG`
+(SSH, the same route as `ray attach`) as `python -m autolfads.cloud.remote ...`, which talks to
+the job server on the head's 127.0.0.1:8265; nothing else has to stay open, and a submitted run
+goes on when the laptop disconnects. With `--address http://127.0.0.1:8265` the same helper runs
+here instead, through a tunnel the user keeps open with `ray dashboard CFG`.
 """
 
 from __future__ import annotations
@@ -23,38 +23,75 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from autolfads import storage
+from autolfads.cloud import nodes
 from autolfads.errors import UserInputError
 
-HEAD_JOB_SERVER = "http://127.0.0.1:8265"  # the job server as seen from the head itself
 AUTH_ENV = ("RAY_AUTH_MODE", "token")  # keep token auth on for every job-server call
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR")
 INSTALL_HINTS = {
-    "ray": "install Ray's CLI in this environment: pip install 'ray[default]==2.60.0' "
-           "google-api-python-client (the same Ray version as the image)",
+    "ray": "install Ray's CLI in this environment: pip install 'autolfads[cluster]' (Ray "
+           "2.60.0, the same version as the cluster)",
     "gcloud": "install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install), then "
               "run `gcloud auth login` and `gcloud auth application-default login`",
+    "ssh": "install an SSH client (Debian/Ubuntu: apt-get install openssh-client rsync)",
 }
-# `ray` subcommands that talk to GCP through Ray's launcher (needs google-api-python-client).
-LAUNCHER_SUBCOMMANDS = {"up", "down", "exec", "attach", "dashboard"}
 
 
 @dataclass(frozen=True)
 class Cmd:
-    """One command: its argv, extra environment, and whether its stdout must stay hidden."""
+    """One command: its argv, extra environment, and how its output is treated."""
 
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     hide_stdout: bool = False  # `ray get-auth-token` prints the secret token
+    may_fail: bool = False  # best-effort clean-up (a worker host that is already gone)
+    google: bool = False  # Ray's GCP launcher: needs google-api-python-client here
+    quiet: bool = False  # hide the launcher's own log lines (what the helper prints matters)
 
     def __str__(self) -> str:
         prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env)
         return f"{prefix} {shlex.join(self.argv)}".strip()
 
 
-def job_id(name: str) -> str:
-    return f"autolfads-{name}"
+@dataclass(frozen=True)
+class Cluster:
+    """What the lifecycle needs from a cluster YAML."""
+
+    path: Path
+    kind: str  # "gcp" | "local"
+    storage: str  # runs live in STORAGE/runs/NAME: a bucket, or a path every host sees
+    node: nodes.NodePython
+    wheel_dir: str | None = None  # `cloud up` builds the wheel the nodes install here
+    worker_ips: tuple[str, ...] = ()
+    ssh_user: str = ""
+    ssh_key: str | None = None
+
+    @property
+    def google(self) -> bool:
+        return self.kind == "gcp"
+
+
+def cluster_of(path: Path, cfg: dict[str, Any], storage_override: str | None = None
+               ) -> Cluster:
+    meta = (cfg.get("metadata") or {}).get("autolfads") or {}
+    where = storage_override or meta.get("storage") or meta.get("bucket")
+    if not where:
+        raise UserInputError(f"{path.name}: no metadata.autolfads.storage (or bucket); pass "
+                             "--bucket gs://NAME")
+    python = meta.get("python")
+    node = nodes.NodePython(python, install=bool(meta.get("wheel_dir"))) if python else \
+        nodes.IMAGE_PYTHON
+    prov = cfg.get("provider") or {}
+    auth = cfg.get("auth") or {}
+    return Cluster(path=path, kind=str(prov.get("type", "gcp")), storage=str(where).rstrip("/"),
+                   node=node, wheel_dir=meta.get("wheel_dir"),
+                   worker_ips=tuple(str(i) for i in prov.get("worker_ips") or ()),
+                   ssh_user=str(auth.get("ssh_user", "")), ssh_key=auth.get("ssh_private_key"))
 
 
 def check_name(name: str) -> str:
@@ -65,80 +102,140 @@ def check_name(name: str) -> str:
     return name
 
 
-def run_uri(bucket: str, name: str) -> str:
-    """Where a run's outputs live in the bucket."""
-    return f"{bucket.rstrip('/')}/runs/{name}"
+def run_uri(where: str, name: str) -> str:
+    """Where a run's outputs live in the cluster's storage."""
+    return storage.join(where, "runs", name)
 
 
-def _job(cfg: Path, argv: Sequence[str], address: str | None) -> Cmd:
-    """A `ray job ...` command, run on the head (default) or here through a tunnel."""
+def _ray(c: Cluster, *args: str, env: tuple[tuple[str, str], ...] = ()) -> Cmd:
+    return Cmd(("ray", *args), env=env, google=c.google and args[0] in (
+        "up", "down", "exec", "attach", "rsync-up", "rsync-down"))
+
+
+def _remote(c: Cluster, args: Sequence[str], address: str | None) -> Cmd:
+    """`python -m autolfads.cloud.remote ARGS` on the head (default) or here via a tunnel."""
     if address is None:
-        remote = ["env", "=".join(AUTH_ENV), *argv[:3], "--address", HEAD_JOB_SERVER, *argv[3:]]
-        return Cmd(("ray", "exec", str(cfg), shlex.join(remote)))
-    return Cmd((*argv[:3], "--address", address, *argv[3:]), env=(AUTH_ENV,))
+        argv = ["env", "=".join(AUTH_ENV), c.node.python, "-m", "autolfads.cloud.remote", *args]
+        cmd = _ray(c, "exec", str(c.path), " ".join(map(nodes.sh, argv)))
+        return Cmd(cmd.argv, google=cmd.google, quiet=True)
+    return Cmd((sys.executable, "-m", "autolfads.cloud.remote", "--address", address, *args),
+               env=(AUTH_ENV,))
 
 
-def up_commands(cfg: Path) -> list[Cmd]:
-    # The token every node gets as a file mount (see cluster.TOKEN_MOUNT); made once, kept.
-    return [Cmd(("ray", "get-auth-token", "--generate"), hide_stdout=True),
-            Cmd(("ray", "up", "-y", str(cfg)))]
-
-
-def submit_commands(cfg: Path, bucket: str, name: str, data: str | None,
-                    run_args: Sequence[str] = (), *, workers_per_gpu: int = 1,
-                    address: str | None = None, working_dir: str | None = None) -> list[Cmd]:
-    """Upload local data to the bucket (if needed) and start `autolfads run` as a Ray job."""
-    check_name(name)
-    if working_dir and address is None:
+def wheel_commands(c: Cluster) -> list[Cmd]:
+    """Build this checkout's wheel into the folder the YAML's file_mounts send to the nodes."""
+    if not c.wheel_dir:
+        return []
+    root = project_root()
+    if root is None:
         raise UserInputError(
-            "--working-dir: needs --address (a tunnel opened with `ray dashboard CFG`); through "
-            "`ray exec` the directory would have to exist on the head node")
+            "cloud up: the nodes install autolfads from a wheel of its source checkout, and this "
+            "installation has none; use an existing Python on the hosts (--python) or --image")
+    return [Cmd((sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir",
+                 c.wheel_dir, str(root)))]
+
+
+def project_root() -> Path | None:
+    """The source checkout this package runs from (src/ layout), if any."""
+    root = Path(__file__).resolve().parents[3]
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def up_commands(c: Cluster, restart: bool = False) -> list[Cmd]:
+    # The token every node gets as a file mount; made once, kept.
+    up = ["up", "-y", str(c.path)]
+    if not restart:
+        # A second `up` (say, to change max_workers) must not restart Ray under a running job.
+        up.insert(2, "--no-restart")
+    env = (("RAY_UP_enable_autoscaler_v2", "0"),) if c.kind == "local" else ()
+    return [*wheel_commands(c), Cmd(("ray", "get-auth-token", "--generate"), hide_stdout=True),
+            _ray(c, *up, env=env)]
+
+
+def run_command(c: Cluster, name: str, data: str | None, run_args: Sequence[str],
+                workers_per_gpu: int, resume: bool) -> list[str]:
+    """The `autolfads run` the job starts on the head."""
     for arg in run_args:
-        if arg.split("=", 1)[0] in ("--out", "--address", "--workers-per-gpu"):
+        if arg.split("=", 1)[0] in ("--out", "--address", "--workers-per-gpu", "--resume"):
             raise UserInputError(
-                f"{arg}: set by `cloud submit` (outputs go to BUCKET/runs/NAME, the job joins "
-                "its cluster); use --name, --bucket or --workers-per-gpu instead")
-    cmds: list[Cmd] = []
-    entry = ["autolfads", "run"]
+                f"{arg}: set by `cloud submit` (outputs go to STORAGE/runs/NAME, the job joins "
+                "its cluster); use --name, --resume or --workers-per-gpu instead")
+    entry = [*c.node.autolfads(), "run"]
     if data:
-        if not storage.is_uri(data):
-            if not Path(data).is_file():
-                raise UserInputError(f"DATA {data}: file not found")
-            uri = f"{bucket.rstrip('/')}/data/{name}/{Path(data).name}"
-            cmds.append(Cmd(("gcloud", "storage", "cp", data, uri)))
-            data = uri
         entry.append(data)
     # --address auto: join the cluster the job runs in (without it `autolfads run` starts a
     # private local Ray on the head). GPUs are used only when --workers-per-gpu is set.
-    entry += ["--out", run_uri(bucket, name), "--address", "auto",
-              "--workers-per-gpu", str(workers_per_gpu), *run_args]
-    submit = ["ray", "job", "submit", "--submission-id", job_id(name), "--no-wait"]
-    if working_dir:
-        submit += ["--working-dir", working_dir]
-    cmds.append(_job(cfg, [*submit, "--", *entry], address))
-    return cmds
+    entry += ["--out", run_uri(c.storage, name), "--address", "auto",
+              "--workers-per-gpu", str(workers_per_gpu)]
+    if resume:
+        entry.append("--resume")
+    return [*entry, *run_args]
 
 
-def status_commands(cfg: Path, name: str | None = None, *, logs: bool = False,
-                    follow: bool = False, address: str | None = None) -> list[Cmd]:
-    if name is None:
-        return [_job(cfg, ["ray", "job", "list"], address)]
+def upload_commands(c: Cluster, name: str, data: str) -> tuple[list[Cmd], str]:
+    """Copy a local data file into the cluster's storage: (commands, where it lands)."""
+    if storage.is_uri(data):
+        return [], data
+    if not Path(data).is_file():
+        raise UserInputError(f"DATA {data}: file not found")
+    folder = storage.join(c.storage, "data", name)
+    dest = storage.join(folder, Path(data).name)
+    if c.storage.startswith("gs://"):
+        return [Cmd(("gcloud", "storage", "cp", data, dest))], dest
+    if storage.is_uri(c.storage):
+        raise UserInputError(f"DATA {data}: upload it to {c.storage} yourself and pass its URI")
+    # A path on the hosts: rsync to the head (the driver, which alone reads the data).
+    return [_ray(c, "exec", str(c.path), f"mkdir -p {nodes.sh(folder)}"),
+            _ray(c, "rsync-up", str(c.path), str(Path(data).resolve()), dest)], dest
+
+
+def submit_commands(c: Cluster, name: str, data: str | None, run_args: Sequence[str] = (), *,
+                    workers_per_gpu: int = 1, resume: bool = False,
+                    address: str | None = None) -> list[Cmd]:
+    """Upload local data (if any) and start `autolfads run` as a new attempt of run NAME."""
     check_name(name)
-    cmds = [_job(cfg, ["ray", "job", "status", job_id(name)], address)]
-    if logs or follow:
-        flags = ["--follow"] if follow else []
-        cmds.append(_job(cfg, ["ray", "job", "logs", *flags, job_id(name)], address))
+    if resume and data:
+        raise UserInputError("DATA with --resume: a resumed run reads the data it started with")
+    cmds: list[Cmd] = []
+    if data:
+        cmds, data = upload_commands(c, name, data)
+    entry = run_command(c, name, data, run_args, workers_per_gpu, resume)
+    args = ["submit", *(["--resume"] if resume else []), name, run_uri(c.storage, name),
+            "--", *entry]
+    return [*cmds, _remote(c, args, address)]
+
+
+def status_commands(c: Cluster, name: str | None = None, *, follow: bool = False,
+                    address: str | None = None) -> list[Cmd]:
+    if name is None:
+        return [_remote(c, ["status"], address)]
+    args = ["status", check_name(name), "--run", run_uri(c.storage, name)]
+    return [_remote(c, [*args, *(["--follow"] if follow else [])], address)]
+
+
+def stop_commands(c: Cluster, name: str, address: str | None = None) -> list[Cmd]:
+    return [_remote(c, ["stop", check_name(name)], address)]
+
+
+def download_commands(c: Cluster, name: str, dest: Path) -> list[Cmd]:
+    """Into dest/NAME (dest must exist: a copy into a missing folder would rename the run)."""
+    src = run_uri(c.storage, check_name(name))
+    if c.storage.startswith("gs://"):
+        return [Cmd(("gcloud", "storage", "cp", "-r", src, str(dest)))]
+    if storage.is_uri(c.storage):
+        raise UserInputError(f"download: copy {src} yourself (only gs:// and host paths are "
+                             "handled here)")
+    return [_ray(c, "rsync-down", str(c.path), src + "/", str(dest / name) + "/")]
+
+
+def down_commands(c: Cluster) -> list[Cmd]:
+    cmds = [_ray(c, "down", "-y", str(c.path))]
+    # `ray down` stops only the head of an on-premise cluster; the workers' Ray would linger.
+    for ip in c.worker_ips:
+        key = ("-i", str(c.ssh_key)) if c.ssh_key else ()
+        cmds.append(Cmd(("ssh", *key, *SSH_OPTIONS, f"{c.ssh_user}@{ip}",
+                         f"{nodes.sh(c.node.ray)} stop --force"), may_fail=True))
     return cmds
-
-
-def download_commands(bucket: str, name: str, dest: Path) -> list[Cmd]:
-    # Into dest/NAME (dest must exist: `cp -r` into a missing folder would rename the run).
-    return [Cmd(("gcloud", "storage", "cp", "-r", run_uri(bucket, check_name(name)),
-                 str(dest)))]
-
-
-def down_commands(cfg: Path) -> list[Cmd]:
-    return [Cmd(("ray", "down", "-y", str(cfg)))]
 
 
 def _executable(name: str) -> str | None:
@@ -157,20 +254,22 @@ def preflight(cmds: Sequence[Cmd]) -> dict[str, str]:
     paths: dict[str, str] = {}
     for cmd in cmds:
         exe = cmd.argv[0]
-        path = _executable(exe)
+        path = exe if os.path.isabs(exe) else _executable(exe)
         if path is None:
             raise UserInputError(f"`{exe}` not found: {INSTALL_HINTS.get(exe, 'install it')}")
         paths[exe] = path
-        if (exe == "ray" and cmd.argv[1] in LAUNCHER_SUBCOMMANDS
-                and not _google_client_installed()):
+        if cmd.google and not _google_client_installed():
             raise UserInputError(
                 "Ray's GCP launcher needs google-api-python-client: pip install "
-                "google-api-python-client (and `gcloud auth application-default login`)")
+                "'autolfads[cluster]' (and `gcloud auth application-default login`)")
     return paths
 
 
 def execute(cmds: Sequence[Cmd], dry_run: bool = False, echo=print) -> None:
-    """Print the commands (dry run) or run them in order, stopping at the first failure."""
+    """Print the commands (dry run) or run them in order, stopping at the first failure.
+
+    A line `error: ...` printed by our helper on the head becomes this command's one error
+    line, rather than being followed by a second one about `ray exec`."""
     if dry_run:
         for cmd in cmds:
             echo(str(cmd))
@@ -179,8 +278,43 @@ def execute(cmds: Sequence[Cmd], dry_run: bool = False, echo=print) -> None:
     for cmd in cmds:
         env = {**os.environ, **dict(cmd.env)}
         argv = [paths[cmd.argv[0]], *cmd.argv[1:]]
-        out = subprocess.DEVNULL if cmd.hide_stdout else None
-        rc = subprocess.run(argv, env=env, stdout=out, check=False).returncode
-        if rc != 0:
+        if cmd.hide_stdout:
+            rc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=False).returncode
+            remote_error = None
+        else:
+            rc, remote_error = _run_relaying(argv, env, cmd.quiet)
+        if rc != 0 and not cmd.may_fail:
+            if remote_error:
+                raise UserInputError(remote_error)
             shown = " ".join(cmd.argv[:3])
             raise UserInputError(f"`{shown}` failed with exit status {rc}; see its output above")
+
+
+# The launcher's own chatter around a `ray exec` (its log records, SSH's notices).
+LAUNCHER_NOISE = re.compile(
+    r"^(\x1b\[[0-9;]*m)*(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+V*(INFO|WARN)\b"
+    r"|Warning: Permanently added|Shared connection to .* closed|Connection to .* closed"
+    r"|Error: Command failed:|ssh -tt )")
+
+
+def _run_relaying(argv: list[str], env: dict[str, str], quiet: bool = False
+                  ) -> tuple[int, str | None]:
+    """Run, passing output through line by line, holding back our helper's `error:` line."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace", bufsize=1)
+    error = None
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            text = line.strip()
+            if text.startswith("error: "):
+                error = text[len("error: "):]
+            elif quiet and (LAUNCHER_NOISE.match(text) or not text.strip("\x1b[0m")):
+                continue
+            else:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        proc.terminate()
+        raise
+    return proc.wait(), error

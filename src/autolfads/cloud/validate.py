@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from autolfads.cloud import gcp
+from autolfads.cloud import gcp, gcp_setup
 from autolfads.cloud.cluster import MIN_DISK_GB, check_image
+from autolfads.cloud.local import check_local_config
 from autolfads.errors import UserInputError
 
 
@@ -29,6 +30,15 @@ class Shape:
     spot: bool
     disk_gb: int
     bucket: str | None
+    zone: str = "us-central1-a"
+    idle_timeout_minutes: float = 5.0  # Ray's default
+    worker_external_ip: bool = False
+    head_external_ip: bool = True
+    wheel: bool = True  # nodes install the wheel (through the NAT) rather than pull an image
+
+    @property
+    def region(self) -> str:
+        return self.zone.rsplit("-", 1)[0]
 
 
 def _get(cfg: dict[str, Any], dotted: str) -> Any:
@@ -77,6 +87,63 @@ def _check_security(cfg: dict[str, Any], src: str) -> None:
             raise UserInputError(
                 f"{src}: {key} must start Ray with `export RAY_AUTH_MODE=token` (token auth "
                 "stays on for cloud clusters)")
+
+
+def _external_ip(node: dict[str, Any]) -> bool:
+    # No networkInterfaces: Ray's launcher gives the VM an external address (ONE_TO_ONE_NAT).
+    nics = node.get("networkInterfaces")
+    return not nics or any(nic.get("accessConfigs") for nic in nics if isinstance(nic, dict))
+
+
+def _check_exposure(cfg: dict[str, Any], src: str) -> None:
+    """What would be open to the internet or to code on a worker; one error line each."""
+    types, head = cfg["available_node_types"], cfg["head_node_type"]
+    tag = _get(cfg, "metadata.autolfads.network_tag")
+    if not tag:
+        raise UserInputError(
+            f"{src}: metadata.autolfads.network_tag: missing; the firewall rule `cloud up` adds "
+            "admits Ray's ports between nodes with this tag (rewrite the YAML with `autolfads "
+            "cloud init ... --force`)")
+    if _get(cfg, "provider.use_internal_ips") is not True:
+        raise UserInputError(
+            f"{src}: provider.use_internal_ips: must be true (nodes reach each other by their "
+            "internal addresses; workers have no other)")
+    for name, nt in types.items():
+        path = f"available_node_types.{name}.node_config"
+        node = nt["node_config"]
+        if name != head and _external_ip(node):
+            raise UserInputError(
+                f"{src}: {path}.networkInterfaces: the workers get an external IP address, open "
+                "to the internet on every port a firewall rule allows; use [{network: "
+                "global/networks/default}] with no accessConfigs (Cloud NAT gives them PyPI)")
+        if tag not in ((node.get("tags") or {}).get("items") or []):
+            raise UserInputError(
+                f"{src}: {path}.tags: add items: [{tag}] (the network tag the firewall rule for "
+                "Ray's ports names; without it the nodes cannot reach each other)")
+        if name != head:
+            _check_account(node, f"{src}: {path}.serviceAccounts")
+    hnode = types[head]["node_config"]
+    if _get(cfg, "provider.use_external_head_ip") and not _external_ip(hnode):
+        raise UserInputError(
+            f"{src}: available_node_types.{head}.node_config.networkInterfaces: the head has no "
+            "external IP but provider.use_external_head_ip is true (the laptop reaches it by "
+            "SSH); add accessConfigs, or run the launcher inside the VPC (--launcher-in-vpc)")
+
+
+def _check_account(node: dict[str, Any], field: str) -> None:
+    accounts = node.get("serviceAccounts") or []
+    if not accounts:
+        raise UserInputError(
+            f"{field}: missing; the workers would run as the project's default compute account "
+            "(Editor on the project) and could not write the bucket")
+    email = str(accounts[0].get("email", ""))
+    broad = gcp_setup.CLOUD_PLATFORM in (accounts[0].get("scopes") or [])
+    if broad and (email.startswith(gcp_setup.AUTOSCALER_ACCOUNT + "@")
+                  or email.endswith("-compute@developer.gserviceaccount.com")):
+        raise UserInputError(
+            f"{field} {email}: that account may create VMs (or edit the whole project); code on "
+            "a worker could too. Use the cluster's worker account (`autolfads cloud init ... "
+            "--force` writes it; `cloud up` creates it with access to the bucket only)")
 
 
 def _check_worker(name: str, nt: dict[str, Any], src: str) -> None:
@@ -146,22 +213,36 @@ def _check_ray_schema(cfg: dict[str, Any], src: str) -> None:
         raise UserInputError(f"{src}: {msg[:300]} (Ray's cluster config check)") from None
 
 
-def check_config(cfg: dict[str, Any], src: str) -> Shape:
-    """Check `cfg` (read from `src`) and return its shape; UserInputError on the first problem."""
-    if _get(cfg, "provider.type") != "gcp":
+def check_config(cfg: dict[str, Any], src: str) -> Shape | None:
+    """Check `cfg` (read from `src`) and return its shape (None for a lab's own hosts: nothing
+    to price); UserInputError on the first problem."""
+    kind = _get(cfg, "provider.type")
+    if kind == "local":
+        check_local_config(cfg, src)
+        _check_security(cfg, src)
+        _check_ray_schema(cfg, src)
+        return None
+    if kind != "gcp":
         raise UserInputError(
-            f"{src}: provider.type {_get(cfg, 'provider.type')!r}: autolfads cloud handles "
-            "GCP clusters (type: gcp)")
+            f"{src}: provider.type {kind!r}: autolfads cloud handles GCP clusters (type: gcp) "
+            "and a lab's own hosts (type: local)")
     gcp.check_project(str(_get(cfg, "provider.project_id")), f"{src}: provider.project_id")
     zone = str(_get(cfg, "provider.availability_zone"))
     gcp.check_zone(zone, f"{src}: provider.availability_zone")
     gcp.check_region(str(_get(cfg, "provider.region")), zone, f"{src}: provider.region")
     gcp.check_cluster_name(str(cfg.get("cluster_name")), f"{src}: cluster_name")
-    check_image(str(_get(cfg, "docker.image") or ""), f"{src}: docker.image")
-    bucket = _get(cfg, "metadata.autolfads.bucket")
+    if "docker" in cfg:
+        check_image(str(_get(cfg, "docker.image") or ""), f"{src}: docker.image")
+    elif not _get(cfg, "metadata.autolfads.python"):
+        raise UserInputError(
+            f"{src}: metadata.autolfads.python: missing; without docker.image the nodes run "
+            "autolfads from this Python (`cloud init` writes ~/autolfads-venv/bin/python)")
+    key = "bucket" if _get(cfg, "metadata.autolfads.bucket") is not None else "storage"
+    bucket = _get(cfg, f"metadata.autolfads.{key}")
     if bucket is not None:
-        gcp.check_bucket(str(bucket), f"{src}: metadata.autolfads.bucket")
+        gcp.check_bucket(str(bucket), f"{src}: metadata.autolfads.{key}")
     _check_node_types(cfg, src)
+    _check_exposure(cfg, src)
     _check_security(cfg, src)
     _check_ray_schema(cfg, src)
     return shape(cfg)
@@ -175,8 +256,14 @@ def shape(cfg: dict[str, Any]) -> Shape:
     node = nt["node_config"]
     gpu = _gpu_of(node, node["machineType"]) or ("", 0)
     max_workers = int(nt.get("max_workers", cfg.get("max_workers", 0)))
+    bucket = _get(cfg, "metadata.autolfads.bucket") or _get(cfg, "metadata.autolfads.storage")
     return Shape(head_machine=types[head]["node_config"]["machineType"],
                  worker_machine=node["machineType"], gpu_type=gpu[0], gpus_per_worker=gpu[1],
                  max_workers=min(max_workers, int(cfg.get("max_workers", max_workers))),
                  spot=_is_spot(node), disk_gb=_disk_gb(node),
-                 bucket=_get(cfg, "metadata.autolfads.bucket"))
+                 bucket=str(bucket).rstrip("/") if bucket else None,
+                 zone=str(_get(cfg, "provider.availability_zone")),
+                 idle_timeout_minutes=float(cfg.get("idle_timeout_minutes", 5)),
+                 worker_external_ip=_external_ip(node),
+                 head_external_ip=_external_ip(types[head]["node_config"]),
+                 wheel="docker" not in cfg)

@@ -1,11 +1,7 @@
 """Start or resume an AutoLFADS run: Ray (local on 127.0.0.1, or a cluster), the population,
-per-generation logs, and the best worker's checkpoint.
+per-generation logs (runlog.py), and the best worker's checkpoint.
 
-Run directory (DESIGN.md §3):
-  pbt/hp_log.csv          generation, worker, score, <hyperparameters used in that generation>
-  pbt/decision_log.csv    generation, worker, exploited, source_worker, score, source_score
-  pbt/best_worker.json    the best worker of the latest generation
-  pbt/population.json     where each worker starts the next generation (what --resume reads)
+Run directory (DESIGN.md §3), besides the logs:
   pbt/checkpoints/        each worker's state at the end of the latest generation
   best_model/             checkpoint.pt + hparams.json of the best worker
 """
@@ -13,8 +9,6 @@ Run directory (DESIGN.md §3):
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import logging
 import os
@@ -27,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ray.tune import Callback
 
 from autolfads import storage
 from autolfads.config import Config
 from autolfads.data.dataset import Dataset
 from autolfads.errors import RunFailed, RunInterrupted, UserInputError
+from autolfads.pbt.callbacks import WorkerFailures
+from autolfads.pbt.runlog import RunLog, resume_point
 from autolfads.pbt.scheduler import (
     BinaryTournamentPBT,
     Decision,
@@ -42,7 +37,7 @@ from autolfads.pbt.scheduler import (
 from autolfads.pbt.search_space import build_space, sample_initial
 from autolfads.pbt.stopper import PBTStopper
 from autolfads.pbt.trainable import lfads_worker, worker_checkpoint
-from autolfads.storage import RunStore, atomic_write, get_bytes, join, put_bytes, put_json
+from autolfads.storage import RunStore, get_bytes, join, put_bytes, put_json
 
 
 @dataclass
@@ -53,78 +48,6 @@ class PBTResult:
     best_checkpoint: Path
     stopped_reason: str | None
     wall_s: float
-
-
-class RunLog:
-    """The run's own record of the population, written after every generation."""
-
-    def __init__(self, out_dir: Path, run: str, hp_names: list[str]):
-        self.dir = out_dir / "pbt"
-        self.run = run  # where the workers' checkpoints are (a bucket for a remote run)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.hp_names = hp_names
-
-    def append(self, record: GenerationRecord) -> None:
-        g = record.generation
-        hp_rows = [[g, d.worker, d.score, *(d.hparams[k] for k in self.hp_names)]
-                   for d in record.decisions]
-        dec_rows = [[g, d.worker, str(d.exploited).lower(),
-                     "" if d.source is None else d.source, d.score,
-                     "" if d.source_score is None else d.source_score]
-                    for d in record.decisions]
-        _append_csv(self.dir / "hp_log.csv", ["generation", "worker", "score", *self.hp_names],
-                    hp_rows)
-        _append_csv(self.dir / "decision_log.csv", ["generation", "worker", "exploited",
-                    "source_worker", "score", "source_score"], dec_rows)
-        best = record.best()
-        put_json(self.dir / "best_worker.json", {
-            "worker": best.worker, "generation": g, "score": best.score,
-            "hyperparameters": best.hparams})
-
-    def write_population(self, record: GenerationRecord) -> None:
-        members = []
-        for d in record.decisions:
-            start = d.source if d.exploited else d.worker
-            hp = d.new_hparams if d.exploited else d.hparams
-            members.append({"worker": d.worker, "hp": hp,
-                            "checkpoint": worker_checkpoint(self.run, start, record.generation)})
-        put_json(self.dir / "population.json",
-                    {"generation": record.generation, "members": members})
-
-    def read_population(self) -> dict:
-        path = self.dir / "population.json"
-        if not path.is_file():
-            raise UserInputError(f"--resume: {path} not found; the run has no completed "
-                                 "generation to continue from (start it again with --force)")
-        return json.loads(path.read_text())
-
-    def event(self, message: str) -> None:
-        """Append a timestamped line to pbt/events.log (restarts, failures)."""
-        with (self.dir / "events.log").open("a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {message}\n")
-
-    def truncate_after(self, generation: int) -> None:
-        """Drop log rows of a generation that was logged but not saved for resume (an
-        interruption between the two); the resumed run writes them again."""
-        for name in ("hp_log.csv", "decision_log.csv"):
-            path = self.dir / name
-            if not path.is_file():
-                continue
-            lines = path.read_text().splitlines(keepends=True)
-            kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= generation]
-            if len(kept) != len(lines):
-                atomic_write(path, lambda tmp, kept=kept: tmp.write_text("".join(kept)))
-
-    def best_by_generation(self) -> list[float]:
-        path = self.dir / "hp_log.csv"
-        if not path.is_file():
-            return []
-        best: dict[int, float] = {}
-        with path.open() as f:
-            for row in csv.DictReader(f):
-                g, s = int(row["generation"]), float(row["score"])
-                best[g] = min(best.get(g, np.inf), s) if np.isfinite(s) else best.get(g, np.inf)
-        return [best[g] for g in sorted(best)]
 
 
 def run_pbt(
@@ -148,28 +71,25 @@ def run_pbt(
     space = build_space(p.search_space)
     names = list(space)
     runlog = RunLog(out_dir, run, names)
+    stopper = PBTStopper(p.generations, p.stop_generations, p.stop_min_improvement)
     start_gen = 0
     if resume:
-        pop = runlog.read_population()
-        start_gen = int(pop["generation"])
+        point = resume_point(out_dir, store.location, p)  # a finished run raises here
+        start_gen = point.generation
+        if point.finished is not None:
+            # Only the outputs are missing (interrupted while sampling the best worker).
+            log(f"PBT finished at generation {start_gen} ({point.finished}); writing the "
+                "outputs of its best worker")
+            return _finished(store, run, start_gen, point.finished)
         runlog.truncate_after(start_gen)
-        members = [member_config(m["worker"], m["hp"], m["checkpoint"]) for m in pop["members"]]
-        if len(members) != p.population:
-            raise UserInputError(f"--resume: the run has {len(members)} workers, not "
-                                 f"--population {p.population}; resume with the same population")
+        members = [member_config(m["worker"], m["hp"], m["checkpoint"]) for m in point.members]
+        stopper.replay(point.bests)
         log(f"resuming from generation {start_gen}")
     else:
         rng = np.random.default_rng(p.seed)
         members = [member_config(w, hp) for w, hp in enumerate(sample_initial(space, p.population,
                                                                               rng))]
-    if start_gen >= p.generations:
-        raise UserInputError(f"--generations {p.generations}: the run already completed "
-                             f"{start_gen} generations; raise --generations to continue")
-
     t0 = time.perf_counter()
-    stopper = PBTStopper(p.generations, p.stop_generations, p.stop_min_improvement)
-    for g, best in enumerate(runlog.best_by_generation(), start=1):
-        stopper.record(g, best)  # a resumed run's history counts towards the stop rule
 
     def on_generation(record: GenerationRecord) -> None:
         runlog.append(record)
@@ -211,17 +131,24 @@ def run_pbt(
                 verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
                 # A lost node or a crashed worker: the trial restarts from its last checkpoint
-                # (the end of its last generation) on whatever node has room.
-                failure_config=tune.FailureConfig(max_failures=3),
-                callbacks=[_Restarts(lambda m: (log(m), runlog.event(m)))],
+                # (the end of its last generation) on whatever node has room (callbacks.py).
+                failure_config=tune.FailureConfig(max_failures=p.max_failures),
+                callbacks=[WorkerFailures(log, runlog.event, stopper.abort, p.max_failures)],
             ),
         )
         grid = tuner.fit()
+    done = scheduler.history[-1].generation if scheduler.history else start_gen
+    # Only a run with no completed generation may be started again with --force.
+    again = (f"autolfads run --resume --out {store.location}" if done else
+             f"autolfads run --force --out {store.location}")
+    if stopper.aborted is not None:
+        raise RunFailed(f"{stopper.aborted}; then {'continue' if done else 'start again'} "
+                        f"with: {again}")
     if not scheduler.history:
         if grid.errors:
             raise RunFailed(f"AutoLFADS workers failed: {grid.errors[0]}")
-        raise RunInterrupted("interrupted before the first generation finished; start again "
-                             f"with: autolfads run --force --out {store.location}")
+        raise RunInterrupted(f"interrupted before generation {start_gen + 1} finished; "
+                             f"{'continue' if done else 'start again'} with: {again}")
     last = scheduler.history[-1]
     if stopper.stopped_reason is None and last.generation < p.generations:
         raise RunInterrupted(f"interrupted after generation {last.generation}; continue with: "
@@ -232,28 +159,15 @@ def run_pbt(
                      stopper.stopped_reason, time.perf_counter() - t0)
 
 
-class _Restarts(Callback):
-    """Says when Ray restarts a worker after a failure (e.g. its node was lost)."""
-
-    def __init__(self, say: Callable[[str], object]):
-        self.say = say
-
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        self.say(f"worker {trial.config['member']['worker']} failed "
-                 f"({_first_line(trial.error_file)}); restarting it from its last checkpoint")
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.say(f"worker {trial.config['member']['worker']} failed for good "
-                 f"({_first_line(trial.error_file)})")
-
-
-def _first_line(error_file: str | None) -> str:
-    """The exception line of a Ray error file (its last non-empty line)."""
-    try:
-        lines = [ln.strip() for ln in Path(error_file or "").read_text().splitlines()]
-        return next(ln for ln in reversed(lines) if ln)[:200]
-    except (OSError, StopIteration):
-        return "no error details"
+def _finished(store: RunStore, run: str, generation: int, reason: str) -> PBTResult:
+    """A run whose PBT ended but whose outputs were never written: the best worker of its last
+    generation (best_worker.json is written before population.json) is the model to sample."""
+    info = json.loads((store.local / "pbt" / "best_worker.json").read_text())
+    best = Decision(int(info["worker"]), float(info["score"]), dict(info["hyperparameters"]))
+    _keep_best_model(store.local, run, GenerationRecord(generation, [best]))
+    store.sync()
+    return PBTResult(store.local, generation, best, store.local / "best_model" / "checkpoint.pt",
+                     reason, 0.0)
 
 
 def _check_local_resources(cpus_per_worker: float, workers_per_gpu: int) -> None:
@@ -292,19 +206,24 @@ def ray_session(address: str | None) -> Iterator[None]:
     temp files removed on exit). An already initialised Ray is used as it is."""
     import ray
 
-    if ray.is_initialized():
-        yield
-        return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # our own logs suffice
     os.environ.setdefault("TUNE_RESULT_BUFFER_LENGTH", "1")
     # Our one line per generation replaces Ray's progress tables (the old reporter at verbose=0
     # prints nothing; the new one still prints its boxes).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Each failure is one line on the terminal and in pbt/events.log (callbacks.py); Ray's
+    # tracebacks stay in the trial's error.txt. Results of trials stopped after a failure are
+    # never fetched, which Ray would otherwise print as "Unhandled error" tracebacks.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     # Ray's own warnings (token auth notice, no result.json since our logs replace it, waiting
     # for resources at generation boundaries) are noise next to our per-generation lines.
     for name in ("ray", "ray.tune"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if ray.is_initialized():
+        yield
+        return
     temp = None
     if address:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
@@ -312,6 +231,11 @@ def ray_session(address: str | None) -> Iterator[None]:
         # With this variable Ray binds every port to 127.0.0.1 instead of the machine's address
         # (measured, see RAY_NOTES.md); it rules out multi-node, which a local run never needs.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        # The driver read that variable when Ray was imported (before this point, by our own
+        # modules): without this it would still give the node the machine's address.
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
         # Unix socket paths are limited to ~107 bytes, so Ray's temp dir goes under /tmp.
         temp = tempfile.mkdtemp(prefix="autolfads-ray-")
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
@@ -346,15 +270,3 @@ def _prune_checkpoints(run: str, generation: int) -> None:
     for ckpts in trials.values():
         for old in sorted(ckpts)[:-2]:
             storage.remove_tree(old)
-
-
-def _append_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    new = not path.exists()
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    if new:
-        w.writerow(header)
-    w.writerows(rows)
-    with path.open("a") as f:
-        f.write(buf.getvalue())
-

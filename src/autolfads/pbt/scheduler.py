@@ -7,7 +7,8 @@ At the end of every generation (K epochs; all workers synchronised):
            weights, optimizer state and hyperparameters. A worker whose score is NaN always
            copies (from a worker with a finite score).
   explore  only after an exploit: the copied hyperparameters are perturbed (search_space.perturb).
-  stop     stopper.PBTStopper decides after each generation; the last one has no exploits.
+  stop     stop_rule, through stopper.PBTStopper, decides after each generation; the last one
+           has no exploits.
 
 Ray's PopulationBasedTraining does the mechanics (pausing at the generation boundary, saving the
 sources' checkpoints, restarting a trial from another trial's checkpoint); this subclass replaces

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from autolfads.config import HPOverride
+from autolfads.config import TUNABLE, HPOverride
 from autolfads.errors import UserInputError
 
 MIN_PERTURB = 0.01  # every explore moves a value by at least 1%
@@ -42,25 +42,30 @@ class HyperParam:
     enforce_limits: bool = True
 
 
+# The published start of the search, for every hyperparameter in config.TUNABLE (a test checks
+# that the two name the same ones).
+PUBLISHED: dict[str, HyperParam] = {
+    "lr": HyperParam(1e-5, 5e-3, "fixed", 4e-3, 0.3, True),
+    "dropout_rate": HyperParam(0.0, 0.6, "uniform", None, 0.3, True),
+    "cd_rate": HyperParam(0.01, 0.7, "uniform", None, 0.3, True),
+    "kl_ic_scale": HyperParam(1e-6, 1e-3, "log_uniform", None, 0.8, False),
+    "kl_co_scale": HyperParam(1e-6, 1e-4, "log_uniform", None, 0.8, False),
+    "l2_gen_scale": HyperParam(1e-4, 1.0, "log_uniform", None, 0.8, False),
+    "l2_con_scale": HyperParam(1e-4, 1.0, "log_uniform", None, 0.8, False),
+}
+
+
 def default_space() -> dict[str, HyperParam]:
-    return {
-        "lr": HyperParam(1e-5, 5e-3, "fixed", 4e-3, 0.3, True),
-        "dropout_rate": HyperParam(0.0, 0.6, "uniform", None, 0.3, True),
-        "cd_rate": HyperParam(0.01, 0.7, "uniform", None, 0.3, True),
-        "kl_ic_scale": HyperParam(1e-6, 1e-3, "log_uniform", None, 0.8, False),
-        "kl_co_scale": HyperParam(1e-6, 1e-4, "log_uniform", None, 0.8, False),
-        "l2_gen_scale": HyperParam(1e-4, 1.0, "log_uniform", None, 0.8, False),
-        "l2_con_scale": HyperParam(1e-4, 1.0, "log_uniform", None, 0.8, False),
-    }
+    return {name: PUBLISHED[name] for name in TUNABLE}
 
 
 def build_space(overrides: dict[str, HPOverride] | None) -> dict[str, HyperParam]:
     """The default space with the config file's / --set changes applied and checked."""
     space = default_space()
     for name, o in (overrides or {}).items():
-        if name not in space:
-            raise UserInputError(f"pbt.search_space: unknown hyperparameter '{name}' "
-                                 f"(tunable: {', '.join(space)})")
+        if name not in TUNABLE:
+            raise UserInputError(f"pbt.search_space.{name}: unknown hyperparameter '{name}' "
+                                 f"(tunable: {', '.join(TUNABLE)})")
         changes = {k: v for k, v in o.model_dump().items() if v is not None}
         if changes.get("init") == "fixed" and "value" not in changes and space[name].value is None:
             raise UserInputError(f"pbt.search_space.{name}: init 'fixed' needs a value")

@@ -1,34 +1,20 @@
-"""When an AutoLFADS run ends (DESIGN.md §5).
+"""The stop rule (pbt/stop_rule.py) as a Ray Tune stopper.
 
-After every generation g the population's best score (lowest smoothed validation reconstruction
-cost; NaN workers ignored) is recorded, and the run stops when
+The scheduler records each generation's best score here when the generation is complete, so the
+final generation is logged like every other one (without exploits); Ray then stops every trial
+through `stop_all`, which also ends a run that cannot go on at all (`abort`, e.g. a GPU worker on
+a node without a usable GPU).
 
-    (best before the last `window` generations - best now) / |best before| < min_improvement,
-
-i.e. the last `window` generations together improved the best score by less than 0.05%
-(default), or when g reaches the maximum number of generations. The scheduler consults this
-stopper when a generation is complete, so the final generation is logged like every other one
-(without exploits); Ray then stops every trial through `stop_all`.
+A resumed run replays its logged history (`replay`) without deciding on it again: whether the
+run may continue from its last generation is `stop_reason` of that history, checked before Ray
+starts (a finished run is reported, not restarted).
 """
 
 from __future__ import annotations
 
-import math
-
 from ray.tune.stopper import Stopper
 
-
-def improvement_stop(bests: list[float], window: int, min_improvement: float) -> bool:
-    """True when the running best of `bests` (one per generation) improved by less than
-    `min_improvement` (relative) over the last `window` generations."""
-    finite = [b if math.isfinite(b) else math.inf for b in bests]
-    if len(finite) <= window:
-        return False
-    before = min(finite[:-window])
-    now = min(finite)
-    if not math.isfinite(before):
-        return not math.isfinite(now)  # nothing has ever trained: stop rather than burn compute
-    return (before - now) / max(abs(before), 1e-12) < min_improvement
+from autolfads.pbt.stop_rule import improvement, stop_reason
 
 
 class PBTStopper(Stopper):
@@ -38,6 +24,18 @@ class PBTStopper(Stopper):
         self.min_improvement = min_improvement
         self.best_by_generation: list[float] = []
         self.stopped_reason: str | None = None
+        self.aborted: str | None = None  # why the run cannot go on (an error, not a finish)
+
+    def replay(self, bests: list[float]) -> None:
+        """A resumed run's earlier generations: they count towards the rule from the next
+        generation on, but were decided when they ran (a since relaxed rule does not stop now)."""
+        if self.best_by_generation:
+            raise ValueError("replay before the first generation only")
+        self.best_by_generation = list(bests)
+
+    def abort(self, reason: str) -> None:
+        if self.aborted is None:  # the first cause is the one to report
+            self.aborted = reason
 
     def record(self, generation: int, best_score: float) -> str | None:
         """Record generation `generation`'s best score (1-based, in order); return why the run
@@ -46,25 +44,19 @@ class PBTStopper(Stopper):
             raise ValueError(f"generation {generation} recorded after "
                              f"{len(self.best_by_generation)}")
         self.best_by_generation.append(best_score)
-        if improvement_stop(self.best_by_generation, self.window, self.min_improvement):
-            self.stopped_reason = (f"best score improved by less than "
-                                   f"{100 * self.min_improvement:.3g}% over the last "
-                                   f"{self.window} generations")
-        elif generation >= self.max_generations:
-            self.stopped_reason = f"reached the maximum of {self.max_generations} generations"
+        reason = stop_reason(self.best_by_generation, self.max_generations, self.window,
+                             self.min_improvement)
+        if reason is not None:
+            self.stopped_reason = reason
         return self.stopped_reason
 
     def progress(self) -> tuple[float | None, int]:
         """(relative improvement over the current window or None if too early, generations)."""
-        b = [x if math.isfinite(x) else math.inf for x in self.best_by_generation]
-        if len(b) <= self.window or not math.isfinite(min(b[: -self.window])):
-            return None, len(b)
-        before = min(b[: -self.window])
-        return (before - min(b)) / max(abs(before), 1e-12), len(b)
+        return improvement(self.best_by_generation, self.window), len(self.best_by_generation)
 
     # Ray's Stopper interface: trials are never stopped one by one, only all together.
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self.stopped_reason is not None
+        return self.stopped_reason is not None or self.aborted is not None

@@ -3,15 +3,23 @@
 Ray pauses every worker at a generation boundary and later restarts this function from a
 checkpoint: its own (continue exactly, RNG included) or, after an exploit, another worker's
 (weights and optimizer state copied, new hyperparameters applied, fresh random stream).
+
+A worker given a GPU checks that it can use it before anything else: on a node with a broken
+driver or a CPU-only torch, training on the CPU instead would be silently many times slower, and
+restarting would fail the same way forever, so it raises `GPUMissing`, which ends the run.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import socket
 import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -22,6 +30,41 @@ from autolfads.storage import get_bytes, join, put_bytes
 from autolfads.training.loop import Trainer
 
 CHECKPOINT = "checkpoint.pt"
+# A restarted worker never waits longer than this, whatever the driver's clock says.
+MAX_RESTART_DELAY_S = 60.0
+
+
+class GPUMissing(RuntimeError):
+    """A worker that was given a GPU sees none. The message is one line that names the node; the
+    runner recognises this class in Ray's error text and stops the run instead of restarting."""
+
+
+def node_name() -> str:
+    """This machine as people and Ray know it: "hostname (node IP)"."""
+    try:
+        ip = ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001  (outside Ray: the hostname alone still names the node)
+        ip = "?"
+    return f"{socket.gethostname()} ({ip})"
+
+
+def require_gpu(worker: int, gpu_ids: Sequence, node: str) -> None:
+    """Raise GPUMissing unless torch can use CUDA here and Ray assigned this worker a GPU."""
+    if not torch.cuda.is_available():
+        why = ("CUDA not available: this torch is a CPU-only build" if torch.version.cuda is None
+               else "CUDA not available: the NVIDIA driver is missing or not working")
+    elif not gpu_ids:
+        why = "Ray assigned it no GPU: was the node started with its GPUs (ray start --num-gpus)?"
+    else:
+        return
+    raise GPUMissing(f"worker {worker} on node {node} was given a GPU but sees none ({why}); "
+                     "check nvidia-smi there")
+
+
+def worker_device(train_device: str, workers_per_gpu: int) -> str:
+    """A GPU worker trains on the GPU Ray gave it ("cuda" is that one: Ray sets
+    CUDA_VISIBLE_DEVICES), never on a CPU fallback; an explicit train.device still wins."""
+    return "cuda" if workers_per_gpu > 0 and train_device == "auto" else train_device
 
 
 def worker_checkpoint(run: str | Path, worker: int, generation: int) -> str:
@@ -34,9 +77,17 @@ def lfads_worker(config: dict, dataset: Dataset, base: dict, run_dir: str) -> No
     member = config["member"]
     worker = int(member["worker"])
     cfg = Config.model_validate(base)
+    if cfg.pbt.workers_per_gpu > 0:
+        require_gpu(worker, ray.get_gpu_ids(), node_name())
+    cfg.train.device = worker_device(cfg.train.device, cfg.pbt.workers_per_gpu)
     cfg.train.seed = cfg.train.seed + 1000 * worker  # independent initial weights per worker
     cfg.train.threads = max(1, int(cfg.pbt.cpus_per_worker))
     epochs = cfg.pbt.epochs_per_generation
+    # After a failure the driver sets when this worker may train again (callbacks.py: back-off),
+    # so that a worker whose node keeps failing does not spin.
+    wait = min(MAX_RESTART_DELAY_S, float(member.get("not_before", 0.0)) - time.time())
+    if wait > 0:
+        time.sleep(wait)
     trainer = Trainer(cfg, dataset)
 
     state = _starting_checkpoint(member)

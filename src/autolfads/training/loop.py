@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autolfads.config import Config
+from autolfads.config import TUNABLE, Config
 from autolfads.data.dataset import Dataset
 from autolfads.model import LFADS
 from autolfads.model.augment import (
@@ -32,17 +32,6 @@ from autolfads.model.augment import (
 from autolfads.model.objective import Weights, compute_costs, total_loss
 from autolfads.model.observations import log_factorial
 from autolfads.training.parallel import Shards, keep_freed_memory, setup_cpu_threads
-
-# Hyperparameters PBT may change between generations (name -> config section).
-TUNABLE = {
-    "lr": "train",
-    "dropout_rate": "model",
-    "cd_rate": "model",
-    "kl_ic_scale": "train",
-    "kl_co_scale": "train",
-    "l2_gen_scale": "train",
-    "l2_con_scale": "train",
-}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,0 +1,122 @@
+"""What the driver does when a worker fails: log it, back off, or end the run.
+
+Failure budget: Ray restarts a failed worker from its last checkpoint (the end of its last
+generation) up to `pbt.max_failures` times, 100 by default because on a cluster most failures
+are a lost node (a preempted spot VM) and the worker is fine elsewhere (config.py says why not
+Ray's unlimited -1).
+
+Back-off: so that a worker whose nodes keep failing does not spin, its n-th failure in a row
+(failures since it last finished a generation) makes it wait `restart_delay(n)` = min(60, 2**n)
+seconds (2, 4, 8, 16, 32, 60, 60, ...) before it trains again. Ray starts a requeued trial at
+once, so the wait cannot live on the driver without blocking every other worker: the driver
+writes the time the worker may start into the trial's config (`member.not_before`), and the
+worker sleeps until then (trainable.py). The next start, a generation later, finds that time
+past and does not wait.
+
+A worker that was given a GPU and sees none (trainable.GPUMissing) fails the same way on every
+restart, so it ends the run at once through the stopper (`abort`) with the worker's own message.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ray.tune import Callback
+
+from autolfads.pbt.trainable import MAX_RESTART_DELAY_S, GPUMissing
+
+_GPU_MISSING = re.compile(rf"{GPUMissing.__name__}: (.+)$")
+
+
+def restart_delay(streak: int) -> float:
+    """Seconds a worker waits before training again after its `streak`-th failure in a row."""
+    if streak <= 0:
+        return 0.0
+    return float(min(MAX_RESTART_DELAY_S, 2 ** min(streak, 16)))
+
+
+def gpu_missing(error_text: str) -> str | None:
+    """The worker's GPUMissing message in Ray's error text (the traceback of the remote call),
+    or None when the failure was something else."""
+    for line in reversed(error_text.splitlines()):
+        m = _GPU_MISSING.search(line.strip())
+        if m:
+            return m.group(1)
+    return None
+
+
+def first_line(error_text: str) -> str:
+    """The exception line of a Ray error text (its last non-empty line)."""
+    lines = [ln.strip() for ln in error_text.splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else "no error details"
+
+
+def _read(error_file: str | None) -> str:
+    try:
+        return Path(error_file or "").read_text()
+    except OSError:
+        return ""
+
+
+class WorkerFailures(Callback):
+    """Counts each worker's failures, says them on the terminal and in pbt/events.log, sets the
+    restarted worker's back-off, and aborts the run when a restart cannot help."""
+
+    def __init__(self, log: Callable[[str], object], event: Callable[[str], object],
+                 abort: Callable[[str], object], max_failures: int,
+                 clock: Callable[[], float] = time.time):
+        self.log, self.event, self.abort = log, event, abort
+        self.max_failures = max_failures
+        self.clock = clock
+        self.failures: dict[int, int] = {}  # worker -> failures in this session
+        self.streak: dict[int, int] = {}  # worker -> failures since its last finished generation
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.streak[_worker(trial)] = 0
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        w, text = self._count(trial)
+        if self._fatal(w, text):
+            return
+        delay = restart_delay(self.streak[w])
+        member = dict(trial.config["member"], not_before=self.clock() + delay)
+        trial.set_config({**trial.config, "member": member})
+        self._say(f"worker {w} failed ({self._tally(w)}): {first_line(text)}; restarting it "
+                  f"from its last checkpoint in {delay:g} s")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        w, text = self._count(trial)
+        if self._fatal(w, text):
+            return
+        self._say(f"worker {w} failed for good ({self._tally(w)}): {first_line(text)}; the "
+                  "run goes on without it")
+
+    def _count(self, trial) -> tuple[int, str]:
+        w = _worker(trial)
+        self.failures[w] = self.failures.get(w, 0) + 1
+        self.streak[w] = self.streak.get(w, 0) + 1
+        return w, _read(trial.error_file)
+
+    def _fatal(self, worker: int, text: str) -> bool:
+        reason = gpu_missing(text)
+        if reason is None:
+            return False
+        self.event(f"worker {worker} failed: {reason}; stopping the run")
+        self.abort(reason)
+        return True
+
+    def _tally(self, worker: int) -> str:
+        budget = "unlimited" if self.max_failures < 0 else str(self.max_failures)
+        return (f"failure {self.failures[worker]} of this worker, {self.streak[worker]} in a "
+                f"row; pbt.max_failures {budget}")
+
+    def _say(self, message: str) -> None:
+        self.log(message)
+        self.event(message)
+
+
+def _worker(trial) -> int:
+    return int(trial.config["member"]["worker"])
