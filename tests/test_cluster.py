@@ -4,6 +4,7 @@ RAY_NOTES.md), the run uses `--address`, and the second host is killed mid-run."
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,7 @@ class Hosts:
         time.sleep(0.5)
         for ns in self.made:
             sh("ip", "netns", "del", ns, check=False)
+            shutil.rmtree(f"/tmp/alf-{ns}", ignore_errors=True)  # the host's Ray temp dir
 
 
 @pytest.fixture
