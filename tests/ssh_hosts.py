@@ -191,6 +191,8 @@ class SshHosts:
         shutil.rmtree(self.tmp, ignore_errors=True)
         if cluster_name:
             user = hashlib.sha256(b"root").hexdigest()[:10]
-            shutil.rmtree(Path("/tmp") / f"ray_ssh_{user}" /
-                          hashlib.sha256(cluster_name.encode()).hexdigest()[:10],
+            folder = Path("/tmp") / f"ray_ssh_{user}"
+            shutil.rmtree(folder / hashlib.sha256(cluster_name.encode()).hexdigest()[:10],
                           ignore_errors=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when no other cluster's control sockets are left there
