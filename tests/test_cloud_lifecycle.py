@@ -68,7 +68,9 @@ def test_cluster_lifecycle_on_ssh_hosts(hosts, tmp_path):
               "--object-store-mb", "200", "--out", str(cfg))
         cloud("validate", str(cfg))
         up = cloud("up", str(cfg), "--yes")
-        assert "ok" in up.stdout  # the preflight ran (ssh key, ssh and rsync here)
+        # The preflight ran: ssh and rsync here, and the key.
+        for line in ("ok   ssh: installed", "ok   rsync: installed", "ok   ssh key"):
+            assert line in up.stdout, up.stdout
         t_up = time.time()
 
         # The worker that exists joins; the address no host holds is named, with the reason,

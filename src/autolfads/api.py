@@ -209,8 +209,9 @@ def run(
             _set_pbt(cfg, key, value)
     build_space(cfg.pbt.search_space)  # a bad search space is reported before anything starts
     check_address(address)
-    if resume:  # a finished run, or nothing to resume, is reported before any file is written
-        resume_point(store.local, store.location, cfg.pbt)
+    # Read once, here: a finished run, or nothing to resume, is reported before any file is
+    # written, and run_pbt starts from this point.
+    point = resume_point(store.local, store.location, cfg.pbt) if resume else None
     dataset = resolve_data(data, cfg.data)
     if not resume:
         _prepare_store(store, force)
@@ -224,7 +225,7 @@ def run(
     say(f"AutoLFADS: population {p.population}, up to {p.generations} generations of "
         f"{p.epochs_per_generation} epochs, {p.cpus_per_worker:g} CPU per worker")
     t0 = time.perf_counter()
-    result = run_pbt(dataset, cfg, store, address=address, resume=resume, log=say,
+    result = run_pbt(dataset, cfg, store, address=address, resume=point, log=say,
                      after_generation=lambda d: _refresh_report(d, dataset))
     say(f"best worker {result.best.worker} (score {result.best.score:.5f}) after "
         f"{result.generations} generations" +

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +116,7 @@ def _remote(c: Cluster, args: Sequence[str], address: str | None) -> Cmd:
     """`python -m autolfads.cloud.remote ARGS` on the head (default) or here via a tunnel."""
     if address is None:
         argv = ["env", "=".join(AUTH_ENV), c.node.python, "-m", "autolfads.cloud.remote", *args]
-        cmd = _ray(c, "exec", str(c.path), " ".join(map(nodes.sh, argv)))
-        return Cmd(cmd.argv, google=cmd.google, quiet=True)
+        return replace(_ray(c, "exec", str(c.path), " ".join(map(nodes.sh, argv))), quiet=True)
     return Cmd((sys.executable, "-m", "autolfads.cloud.remote", "--address", address, *args),
                env=(AUTH_ENV,))
 

@@ -1,9 +1,7 @@
 """What the driver does when a worker fails: log it, back off, or end the run.
 
 Failure budget: Ray restarts a failed worker from its last checkpoint (the end of its last
-generation) up to `pbt.max_failures` times, 100 by default because on a cluster most failures
-are a lost node (a preempted spot VM) and the worker is fine elsewhere (config.py says why not
-Ray's unlimited -1).
+generation) up to `pbt.max_failures` times (3 by default; config.py says why not more).
 
 Back-off: so that a worker whose nodes keep failing does not spin, its n-th failure in a row
 (failures since it last finished a generation) makes it wait `restart_delay(n)` = min(60, 2**n)

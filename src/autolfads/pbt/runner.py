@@ -27,7 +27,7 @@ from autolfads.config import Config
 from autolfads.data.dataset import Dataset
 from autolfads.errors import RunFailed, RunInterrupted, UserInputError
 from autolfads.pbt.callbacks import WorkerFailures
-from autolfads.pbt.runlog import RunLog, resume_point
+from autolfads.pbt.runlog import ResumePoint, RunLog
 from autolfads.pbt.scheduler import (
     BinaryTournamentPBT,
     Decision,
@@ -56,11 +56,12 @@ def run_pbt(
     store: RunStore,
     *,
     address: str | None = None,
-    resume: bool = False,
+    resume: ResumePoint | None = None,
     log: Callable[[str], None] = print,
     after_generation: Callable[[Path], None] | None = None,
 ) -> PBTResult:
-    """`after_generation(local_run_dir)` runs once the generation's logs are written (the API
+    """`resume`: where an earlier run continues (`runlog.resume_point`), None for a new run.
+    `after_generation(local_run_dir)` runs once the generation's logs are written (the API
     refreshes the HTML report there); it is for people watching, so its failure is only logged."""
     from ray import tune
 
@@ -73,8 +74,7 @@ def run_pbt(
     runlog = RunLog(out_dir, run, names)
     stopper = PBTStopper(p.generations, p.stop_generations, p.stop_min_improvement)
     start_gen = 0
-    if resume:
-        point = resume_point(out_dir, store.location, p)  # a finished run raises here
+    if (point := resume) is not None:
         start_gen = point.generation
         if point.finished is not None:
             # Only the outputs are missing (interrupted while sampling the best worker).
