@@ -59,11 +59,11 @@ def make_batch(case: Case, device: str, batch: int | None = None, seed: int = 1)
     return counts[:, : case.t_enc, : case.n_in].contiguous(), counts, log_factorial(counts)
 
 
-def make_step(model: LFADS, case: Case, forward: Callable | None = None,
-              shards: Shards | None = None) -> tuple[Callable, torch.optim.Adam]:
+def make_step(model: LFADS, case: Case, shards: Shards | None = None
+              ) -> tuple[Callable, torch.optim.Adam]:
     """A function running one training step on (x, counts, log_fact), as the Trainer does
     (training/loop.py: loss_and_grads, gradient clipping, Adam); returns the (device) loss.
-    forward(model, x, ext, noise) replaces the model's forward (for the reference)."""
+    The model's `fused` switch chooses the fused recurrences or the plain form."""
     t = TrainConfig()
     opt = adam(model.parameters(), t.lr, t.adam_eps, next(model.parameters()).device)
     w = Weights(t.kl_ic_scale, t.kl_co_scale, t.l2_gen_scale, t.l2_con_scale, 0.5, 0.5,
@@ -81,8 +81,7 @@ def make_step(model: LFADS, case: Case, forward: Callable | None = None,
             full[:, : x.shape[1], : x.shape[2]] = cd_mask
             cd_mask = full
         opt.zero_grad(set_to_none=True)
-        terms = loss_and_grads(model, x_in, counts, w, shards, cd_mask, forward=forward,
-                               log_fact=log_fact)
+        terms = loss_and_grads(model, x_in, counts, w, shards, cd_mask, log_fact=log_fact)
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         opt.step()
         return terms[0]

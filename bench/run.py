@@ -4,7 +4,7 @@
 
 For each case (bench/cases.py) it times, in a fresh process (so peak RSS is the case's own):
   - the training step (forward + backward + Adam, as the Trainer takes it): median of several
-    after warm-up, and the same step with the plain reference forward (model/reference.py);
+    after warm-up, and as the reference the same step with the model's plain form (`fused` off);
   - posterior sample-and-average of the batch's trials: all samples in one batched pass
     (training/sampling.py) against one pass per sample;
 and reports trials/s, the matmul FLOPs of a step (counted from the sizes), the achieved GFLOP/s
@@ -123,7 +123,6 @@ def matmul_shapes(case: Case) -> dict[str, tuple[int, int, int]]:
 # -- one case, in its own process --------------------------------------------------------------
 
 def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
-    from autolfads.model.reference import reference_forward
     from autolfads.training.parallel import Shards, keep_freed_memory, setup_cpu_threads
     from autolfads.training.sampling import sample_and_average
 
@@ -157,10 +156,10 @@ def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
     seq_s = min(timed(sequential, device, 0 if quick else 1, 1))
     rss_sampling = peak_rss_mb()
 
-    # The plain reference implementation, same sizes and training step.
+    # The reference: the same model and training step in the plain form (lfads.py).
     ref_model = build_model(case, device)
-    ref_step, _ = make_step(ref_model, case, shards=shards, forward=lambda m, xx, e, nz:
-                            reference_forward(m, xx, e, sample=True, noise=nz))
+    ref_model.fused = False
+    ref_step, _ = make_step(ref_model, case, shards=shards)
     ref_s = statistics.median(timed(lambda: ref_step(x, counts, lf), device, 1, ref_reps))
 
     flops = step_flops(case)

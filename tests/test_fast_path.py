@@ -1,5 +1,6 @@
-"""The fast LFADS forward/backward (gru.py, recurrence.py) against the plain per-step reference
-(reference.py): same weights, same random draws -> same outputs and the same loss gradients."""
+"""The fused recurrences (model/fused/) against the plain form of the same model (lfads.py with
+`fused` off): same weights, same random draws -> same outputs and the same loss gradients, with
+one or several time chunks, and with the time loops compiled (TorchScript) or run as Python."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import torch
 
 from autolfads.config import ModelConfig
 from autolfads.model import LFADS
+from autolfads.model.fused import gru, loops
 from autolfads.model.objective import Weights, compute_costs, total_loss
-from autolfads.model.reference import reference_forward
 from tests.conftest import TINY_MODEL
 
 # Weights such that every cost term (recon, both KLs, L2) contributes to the gradient.
@@ -58,17 +59,14 @@ def build(overrides: dict, opts: dict, dtype: torch.dtype, seed: int = 0):
     return model, data, counts, ext, noise, sample
 
 
-def run(fwd, model, data, counts, ext, noise, sample):
+def run(model, fused, data, counts, ext, noise, sample):
+    model.fused = fused
     model.zero_grad(set_to_none=True)
-    out = fwd(model, data, ext, sample=sample, noise=noise)
+    out = model(data, ext, sample=sample, noise=noise)
     loss = total_loss(compute_costs(model, out, counts, W), W)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return out, loss.detach(), grads
-
-
-def fast(model, data, ext, sample, noise):
-    return model(data, ext, sample=sample, noise=noise)
 
 
 def assert_close(a: torch.Tensor, b: torch.Tensor, what: str, rtol: float, atol: float):
@@ -78,29 +76,54 @@ def assert_close(a: torch.Tensor, b: torch.Tensor, what: str, rtol: float, atol:
     assert err <= atol + rtol * scale, f"{what}: max abs err {err:.3g} (scale {scale:.3g})"
 
 
+@pytest.fixture(params=["scripted", "eager"])
+def loop_impl(request, monkeypatch):
+    """The time loops compiled with TorchScript, or the same functions run as Python."""
+    impl = loops.SCRIPTED if request.param == "scripted" else loops.EAGER
+    if impl is None:
+        pytest.skip("TorchScript is not available here (or AUTOLFADS_NO_SCRIPT is set)")
+    monkeypatch.setattr(loops, "active", impl)
+
+
+# Gate-buffer rows per chunk of the time loops: with 5 trials, one chunk (the default size),
+# two uneven chunks (5 + 4 bins), one bin per chunk.
+CHUNK_ROWS = {"one_chunk": None, "two_chunks": 25, "bin_chunks": 5}
+
+
+@pytest.mark.parametrize("chunking", list(CHUNK_ROWS))
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 2e-4)],
                          ids=["f64", "f32"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_fast_path_matches_reference(case, dtype, rtol):
+def test_fused_matches_plain(case, dtype, rtol, chunking, loop_impl, monkeypatch):
     overrides, opts = CASES[case]
     model, data, counts, ext, noise, sample = build(overrides, opts, dtype)
+    B, T = data.shape[:2]
+    if CHUNK_ROWS[chunking] is not None:
+        monkeypatch.setattr(gru, "CHUNK_ROWS", CHUNK_ROWS[chunking])
+        assert len(gru.chunks(T, B)) > 1
     atol = rtol * 1e-3
-    out_f, loss_f, g_f = run(fast, model, data, counts, ext, noise, sample)
-    out_r, loss_r, g_r = run(reference_forward, model, data, counts, ext, noise, sample)
+    out_f, loss_f, g_f = run(model, True, data, counts, ext, noise, sample)
+    out_p, loss_p, g_p = run(model, False, data, counts, ext, noise, sample)
 
     for name in OUT_FIELDS:
-        assert_close(getattr(out_f, name), getattr(out_r, name), name, rtol, atol)
-    assert_close(loss_f, loss_r, "loss", rtol, atol)
+        assert_close(getattr(out_f, name), getattr(out_p, name), name, rtol, atol)
+    assert_close(loss_f, loss_p, "loss", rtol, atol)
     expected = {n for n, p in model.named_parameters() if p.numel()}
-    assert set(g_f) == set(g_r) == expected
-    for name in g_r:
+    assert set(g_f) == set(g_p) == expected
+    for name in g_p:
         # A gradient is compared against the size of its whole tensor (max-norm).
-        assert_close(g_f[name], g_r[name], f"grad {name}", rtol, atol)
+        assert_close(g_f[name], g_p[name], f"grad {name}", rtol, atol)
 
-    with torch.no_grad():  # the no-backward path of the fast recurrences (one step of scratch)
-        out_n = fast(model, data, ext, sample, noise)
+    model.fused = True
+    with torch.no_grad():  # the no-backward path of the fused recurrences (reused scratch)
+        out_n = model(data, ext, sample=sample, noise=noise)
     for name in OUT_FIELDS:
         assert_close(getattr(out_n, name), getattr(out_f, name), f"no_grad {name}", rtol, atol)
+
+
+def test_fused_follows_the_config():
+    assert LFADS(ModelConfig(**TINY_MODEL), n_neurons=4).fused
+    assert not LFADS(ModelConfig(**TINY_MODEL, fused=False), n_neurons=4).fused
 
 
 def test_clip_case_actually_clips():
@@ -116,8 +139,9 @@ def test_clip_case_actually_clips():
 
     model.gen.step = spy(model.gen.step)
     model.con.step = spy(model.con.step)
+    model.fused = False
     with torch.no_grad():
-        reference_forward(model, data, ext, sample=sample, noise=noise)
+        model(data, ext, sample=sample, noise=noise)
     states = torch.cat([s.flatten() for s in g])
     at_clip = (states.abs() >= 0.05 - 1e-12).double().mean().item()
     assert 0.05 < at_clip < 0.95, f"fraction of states at the clip: {at_clip}"

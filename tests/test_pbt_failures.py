@@ -13,7 +13,7 @@ from fake_run import make_run
 
 from autolfads.config import load_config
 from autolfads.pbt.callbacks import WorkerFailures, gpu_missing, restart_delay
-from autolfads.pbt.runlog import resume_point
+from autolfads.pbt.resume import resume_point
 from autolfads.pbt.stopper import PBTStopper
 from autolfads.pbt.trainable import GPUMissing, require_gpu, worker_device
 

@@ -11,7 +11,8 @@ from fake_run import HP_NAMES, make_run
 
 from autolfads.analysis import plots
 from autolfads.analysis.report import SECTIONS, write_report
-from autolfads.analysis.rundir import RunDir
+from autolfads.rundir.location import Location
+from autolfads.rundir.pbt_log import read_decisions, read_hp_log
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -75,8 +76,8 @@ def test_report_of_a_finished_run_has_every_section_and_figure(tmp_path):
 
 def test_hyperparameter_axes_are_logarithmic_where_the_range_is(tmp_path):
     run = make_run(tmp_path, generations=4)
-    rd = RunDir(run)
-    log = rd.hp_log()
+    rd = Location(run)
+    log = read_hp_log(rd)
     from autolfads.analysis.report import _is_log, _space
     from autolfads.analysis.report_data import gather
 
@@ -84,7 +85,7 @@ def test_hyperparameter_axes_are_logarithmic_where_the_range_is(tmp_path):
     scale = {n: _is_log(n, _space(view), view) for n in log.names}
     assert scale == {"lr": True, "dropout_rate": False, "cd_rate": False, "kl_ic_scale": True,
                      "kl_co_scale": True, "l2_gen_scale": True, "l2_con_scale": True}
-    fig = plots.population_evolution(log, rd.decisions(), log.names, scale)
+    fig = plots.population_evolution(log, read_decisions(rd), log.names, scale)
     axes = {ax.get_title(): ax for ax in fig.axes if ax.get_visible() and ax.get_title()}
     assert axes["kl_ic_scale"].get_yscale() == "log"
     assert axes["dropout_rate"].get_yscale() == "linear"
@@ -130,7 +131,7 @@ def test_missing_or_changed_data_is_explained(tmp_path):
     text, images = check_page(write_report(run))
     assert "spikes not shown: the data file" in text and "no longer there" in text
     assert "trials" in images  # rates and true rates are still shown, without the raster
-    view = gather(RunDir(run), tiny_dataset(n_trials=30))  # e.g. the file was replaced
+    view = gather(Location(run), tiny_dataset(n_trials=30))  # e.g. the file was replaced
     assert view.dataset is None and "no longer matches the outputs" in view.notes["data"]
 
 

@@ -9,8 +9,9 @@ import pytest
 import scipy.io
 from conftest import TINY_MODEL, run_cli, tiny_dataset
 
-from autolfads import storage
-from autolfads.storage import RunStore
+from autolfads.rundir import location
+from autolfads.rundir.layout import join
+from autolfads.rundir.location import Location
 
 TINY = [f"model.{k}={v}" for k, v in TINY_MODEL.items()] + [
     "train.batch_size=16", "train.n_samples=3", "train.kl_increase_epochs=2",
@@ -44,25 +45,25 @@ def bucket(monkeypatch):
 
 def test_storage_primitives_local_and_s3(tmp_path, bucket):
     for base in (str(tmp_path / "run"), f"{bucket}/run"):
-        loc = storage.join(base, "pbt", "checkpoints", "w00", "gen001.pt")
-        storage.put_bytes(loc, b"abc")
-        assert storage.exists(loc) and storage.get_bytes(loc) == b"abc"
-        assert storage.glob(storage.join(base, "pbt", "checkpoints", "w*", "gen*.pt")) == [loc]
-        storage.remove(loc)
-        assert not storage.exists(loc)
-    store = RunStore(f"{bucket}/r2")
+        loc = join(base, "pbt", "checkpoints", "w00", "gen001.pt")
+        location.put_bytes(loc, b"abc")
+        assert location.exists(loc) and location.get_bytes(loc) == b"abc"
+        assert location.glob(join(base, "pbt", "checkpoints", "w*", "gen*.pt")) == [loc]
+        location.remove(loc)
+        assert not location.exists(loc)
+    store = Location(f"{bucket}/r2")
     assert store.remote and store.is_empty() and not store.has_run()
     (store.local / "config.yaml").write_text("x: 1\n")
     (store.local / "pbt").mkdir()
     (store.local / "pbt" / "hp_log.csv").write_text("generation\n1\n")
     store.sync()
     assert store.has_run() and not store.is_empty()
-    again = RunStore(f"{bucket}/r2")
+    again = Location(f"{bucket}/r2")
     again.fetch("config.yaml", "pbt/hp_log.csv", "pbt/missing.json")
     assert (again.local / "pbt" / "hp_log.csv").read_text() == "generation\n1\n"
     # pull: every file but the checkpoints, with the bucket's modification times.
-    storage.put_bytes(f"{bucket}/r2/pbt/checkpoints/w00/gen001.pt", b"weights")
-    third = RunStore(f"{bucket}/r2")
+    location.put_bytes(f"{bucket}/r2/pbt/checkpoints/w00/gen001.pt", b"weights")
+    third = Location(f"{bucket}/r2")
     pulled_at = time.time()
     third.pull()
     files = sorted(p.relative_to(third.local).as_posix() for p in third.local.rglob("*")
@@ -79,13 +80,13 @@ def test_data_read_from_a_bucket(bucket, tmp_path):
     ds = tiny_dataset(n_trials=40)
     local = write_tutorial_mat(tmp_path / "tiny.mat", ds)
     uri = f"{bucket}/data/tiny.mat"
-    storage.put_bytes(uri, local.read_bytes())
+    location.put_bytes(uri, local.read_bytes())
     remote = autolfads.load(uri)
     assert remote.source == uri
     np.testing.assert_array_equal(remote.all_data(), autolfads.load(local).all_data())
     with pytest.raises(UserInputError, match=f"^{bucket}/data/missing.mat: file not found"):
         autolfads.load(f"{bucket}/data/missing.mat")
-    storage.put_bytes(f"{bucket}/data/bad.mat", b"not a mat file")
+    location.put_bytes(f"{bucket}/data/bad.mat", b"not a mat file")
     with pytest.raises(UserInputError) as err:
         autolfads.load(f"{bucket}/data/bad.mat")
     msg = str(err.value)
@@ -100,22 +101,22 @@ def test_autolfads_run_into_an_s3_bucket(bucket, tmp_path, monkeypatch, capsys):
     out = f"{bucket}/runs/tiny"
     ds = tiny_dataset(n_trials=40)
     data = f"{bucket}/data/tiny.h5"  # the data in the bucket too, as on a cluster
-    storage.put_bytes(data, write_lfads_h5(tmp_path / "tiny.h5", ds).read_bytes())
+    location.put_bytes(data, write_lfads_h5(tmp_path / "tiny.h5", ds).read_bytes())
     autolfads.run(data, out, population=3, generations=1, epochs_per_generation=2,
                   overrides=TINY, quiet=True)
     # As after a lost driver: a new process (here: a fresh local mirror) continues from the
     # bucket's last completed generation, reading the data from where the run recorded it.
     res = autolfads.run(None, out, generations=2, resume=True, quiet=True)
     assert res.dataset.source == data
-    hp = storage.get_bytes(f"{out}/pbt/hp_log.csv").decode().splitlines()[1:]
+    hp = location.get_bytes(f"{out}/pbt/hp_log.csv").decode().splitlines()[1:]
     assert sorted(int(r.split(",")[0]) for r in hp) == [1, 1, 1, 2, 2, 2]
     for name in ("config.yaml", "metrics.json", "pbt/hp_log.csv", "pbt/decision_log.csv",
                  "pbt/best_worker.json", "best_model/checkpoint.pt", "output/lfads_output.mat"):
-        assert storage.exists(f"{out}/{name}"), name
-    metrics = json.loads(storage.get_bytes(f"{out}/metrics.json"))
+        assert location.exists(f"{out}/{name}"), name
+    metrics = json.loads(location.get_bytes(f"{out}/metrics.json"))
     assert metrics["generations"] == 2
     # Workers wrote their checkpoints to the bucket; only the last generation's are kept.
-    kept = storage.glob(f"{out}/pbt/checkpoints/w*/gen*.pt")
+    kept = location.glob(f"{out}/pbt/checkpoints/w*/gen*.pt")
     assert [k.rsplit("/", 1)[1] for k in kept] == ["gen002.pt"] * 3
     local = res.out / "output" / "lfads_output.mat"
     assert scipy.io.loadmat(local)["rates"].shape == (8, 15, 40)
@@ -133,11 +134,11 @@ def test_autolfads_run_into_an_s3_bucket(bucket, tmp_path, monkeypatch, capsys):
     np.testing.assert_allclose(mat["rates"], scipy.io.loadmat(local)["rates"], rtol=1e-6)
     # The report of a run in a bucket: written in a local copy (to open) and uploaded; its
     # spike rasters read the data from the bucket again.
-    storage.remove(f"{out}/report/index.html")
+    location.remove(f"{out}/report/index.html")
     code, out_text, err = run_cli(monkeypatch, capsys, "report", out)
     assert code == 0, err
-    page = storage.get_bytes(f"{out}/report/index.html").decode()
+    page = location.get_bytes(f"{out}/report/index.html").decode()
     assert "spikes not shown" not in page and "not available" not in page
     shown = out_text.split("to open here: ")[1].strip().rstrip(")")
     assert Path(shown).read_text(encoding="utf-8") == page
-    assert storage.glob(f"{out}/report/*.png")
+    assert location.glob(f"{out}/report/*.png")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +30,10 @@ from autolfads.results import (
     write_results,
     write_text_atomic,
 )
-from autolfads.storage import RunStore, exists, get_bytes, is_uri, local_copy, put_json
+from autolfads.rundir import layout
+from autolfads.rundir.layout import is_uri
+from autolfads.rundir.location import Location, put_json
+from autolfads.rundir.pbt_log import read_population
 from autolfads.training.loop import Trainer
 from autolfads.training.sampling import posterior_outputs
 
@@ -73,7 +75,7 @@ def load(path: str | Path, **data_options) -> Dataset:
 
 
 def _read(location: str | Path, cfg: DataConfig) -> Dataset:
-    with local_copy(location) as path:
+    with Location(location).local_copy() as path:
         dataset = load_dataset(path, cfg)
     if is_uri(location):
         dataset.source = str(location)
@@ -136,8 +138,8 @@ def train(
     state = trainer.fit(log=say)
     trainer.use_best_weights()
     if out_dir is not None:
-        trainer.save(out_dir / "model" / "checkpoint.pt")
-        _write_history(out_dir / "train_log.csv", state.history)
+        trainer.save(out_dir / layout.MODEL_CHECKPOINT)
+        _write_history(out_dir / layout.TRAIN_LOG, state.history)
     extra = {"valid_recon": state.best, "best_epoch": state.best_epoch + 1,
              "epochs": state.epoch}
     return _finish(trainer, dataset, cfg, out_dir, extra, t0, say)
@@ -187,17 +189,17 @@ def run(
     from its last completed generation (same data, same config unless overridden here); a
     finished run is a UserInputError that says how to extend it, and nothing in `out` changes.
     """
-    from autolfads.pbt.runlog import resume_point
+    from autolfads.pbt.resume import resume_point
     from autolfads.pbt.runner import check_address, run_pbt
     from autolfads.pbt.search_space import build_space
 
     say = (lambda _m: None) if quiet else (log or _stderr)
-    store = RunStore(out)
+    store = Location(out)
     if resume:
         if not store.has_run():
             raise UserInputError(f"--resume: {out} holds no autolfads run (no config.yaml)")
-        store.fetch(*RESUME_FILES)
-        cfg = load_config(store.local / "config.yaml", overrides)
+        store.fetch(*layout.RESUME_FILES)
+        cfg = load_config(store.local / layout.CONFIG, overrides)
         data = _recorded_data(store.local) if data is None else data
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
@@ -215,7 +217,7 @@ def run(
     dataset = resolve_data(data, cfg.data)
     if not resume:
         _prepare_store(store, force)
-        put_json(store.local / "run.json", {"data": _data_location(data)})
+        put_json(store.local / layout.RUN_JSON, {"data": _data_location(data)})
     out_dir = store.local
     write_config(out_dir, cfg)
     store.sync()
@@ -252,12 +254,6 @@ def _refresh_report(out_dir: Path, dataset: Dataset) -> None:
     write_report(out_dir, dataset=dataset)
 
 
-# What `--resume` needs from a run kept in a bucket (the checkpoints stay there); metrics.json
-# tells a finished run.
-RESUME_FILES = ("config.yaml", "run.json", "pbt/hp_log.csv", "pbt/decision_log.csv",
-                "pbt/population.json", "pbt/best_worker.json", "metrics.json")
-
-
 def _set_pbt(cfg: Config, key: str, value: object) -> None:
     try:
         setattr(cfg.pbt, key, value)
@@ -266,7 +262,7 @@ def _set_pbt(cfg: Config, key: str, value: object) -> None:
         raise UserInputError(f"--{key.replace('_', '-')} {value}: {msg}") from None
 
 
-def _prepare_store(store: RunStore, force: bool) -> None:
+def _prepare_store(store: Location, force: bool) -> None:
     """A new run never lands on an existing one unless --force, and never on foreign files.
     For a run with results (a completed generation, outputs) --force is never suggested: the
     one-line fix people copy must not be the one that deletes them."""
@@ -289,12 +285,12 @@ def _prepare_store(store: RunStore, force: bool) -> None:
     store.clear()
 
 
-def _progress(store: RunStore) -> str | None:
+def _progress(store: Location) -> str | None:
     """What an existing run in `store` has done, when that is anything --force would destroy."""
-    if exists(store.path("metrics.json")):
+    if store.exists(layout.METRICS):
         return "finished, with outputs"
-    if exists(store.path("pbt", "population.json")):
-        pop = json.loads(get_bytes(store.path("pbt", "population.json")))
+    pop = read_population(store)
+    if pop is not None:
         return f"{pop['generation']} generations completed"
     return None
 
@@ -307,8 +303,7 @@ def _data_location(data: DataLike) -> str | None:
 
 
 def _recorded_data(out_dir: Path) -> str | None:
-    path = out_dir / "run.json"
-    return json.loads(path.read_text()).get("data") if path.is_file() else None
+    return (Location(out_dir).read_json(layout.RUN_JSON) or {}).get("data")
 
 
 def summary_line(m: dict, out_dir: Path | None) -> str:

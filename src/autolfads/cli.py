@@ -129,7 +129,7 @@ def report(
 ) -> None:
     """Write DIR/report/index.html: summary, hyperparameters, trials, latents, metrics."""
     from autolfads.analysis.report import write_report
-    from autolfads.storage import is_uri
+    from autolfads.rundir.layout import is_uri
 
     index = write_report(run_dir)
     if is_uri(run_dir):

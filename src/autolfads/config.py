@@ -48,6 +48,7 @@ class ModelConfig(_Section):
     ic_post_var_min: float = Field(1e-4, gt=0.0)
     co_prior_tau: float = Field(10.0, gt=0.0)  # AR(1) prior time constant, in bins (learned)
     co_prior_nvar: float = Field(0.1, gt=0.0)  # AR(1) prior innovation variance (learned)
+    fused: bool = True  # fast hand-written recurrences (model/fused/); false: the plain form
 
 
 class TrainConfig(_Section):

@@ -15,11 +15,10 @@ import numpy as np
 from autolfads.analysis.metrics import bits_per_spike, r2_per_neuron, r2_rates, smoothing_baseline
 from autolfads.config import Config, config_to_yaml
 from autolfads.data.dataset import Dataset
-from autolfads.data.io import write_outputs
 from autolfads.errors import UserInputError
-from autolfads.storage import atomic_write
-
-RUN_MARKERS = ("config.yaml", "metrics.json")
+from autolfads.rundir import layout
+from autolfads.rundir.location import atomic_write
+from autolfads.rundir.outputs import write_outputs
 
 
 def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = False) -> Path:
@@ -35,7 +34,7 @@ def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = Fals
                 + ("--resume to continue the run there, " if resumable else "")
                 + "--force to replace an earlier run there, or choose another --out"
             )
-        if not any((path / m).exists() for m in RUN_MARKERS):
+        if not any((path / m).exists() for m in layout.RUN_MARKERS):
             raise UserInputError(
                 f"--out {path}: not an autolfads run directory (no config.yaml); refusing to "
                 "delete it even with --force — choose another --out"
@@ -50,7 +49,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 
 def write_config(out_dir: Path, cfg: Config) -> Path:
-    return write_text_atomic(out_dir / "config.yaml", config_to_yaml(cfg))
+    return write_text_atomic(out_dir / layout.CONFIG, config_to_yaml(cfg))
 
 
 def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray]) -> dict[str, float]:
@@ -79,5 +78,5 @@ def write_results(
     """Write output/lfads_output.{h5,mat} and metrics.json; return the metrics."""
     write_outputs(out_dir, dataset, post)
     metrics = {**extra, **compute_metrics(dataset, post)}
-    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(out_dir / layout.METRICS, json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -19,8 +19,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from autolfads.analysis.rundir import Decision, HPLog
-from autolfads.storage import atomic_write
+from autolfads.rundir.location import atomic_write
+from autolfads.rundir.pbt_log import HPLog
+from autolfads.rundir.records import Decision
 
 EXPLOIT_STYLE = {"ls": "--", "lw": 1.0, "alpha": 0.8}
 MAX_LINES = 40  # single trials: beyond this many a plot is a blur

@@ -26,10 +26,11 @@ import numpy as np
 from autolfads.analysis import plots
 from autolfads.analysis import report_data as rdata
 from autolfads.analysis.report_data import RunView
-from autolfads.analysis.rundir import RunDir
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
-from autolfads.storage import RunStore, atomic_write, is_uri
+from autolfads.rundir import layout
+from autolfads.rundir.layout import is_uri
+from autolfads.rundir.location import Location, atomic_write
 
 SECTIONS = (("summary", "Run summary"), ("hyperparameters", "Hyperparameters and scores"),
             ("trials", "Example trials"), ("latents", "Latent factors and inferred inputs"),
@@ -48,8 +49,8 @@ def write_report(run_dir: str | Path, dataset: Dataset | None = None) -> Path:
     the caller has it in memory (the runner), else it is found from the run directory."""
     if is_uri(run_dir):
         return _write_remote_report(str(run_dir), dataset)
-    rd = RunDir(run_dir)
-    out_dir = rd.local("report")
+    rd = Location(run_dir)
+    out_dir = rd.local / layout.REPORT
     rd.check("report")
     view = rdata.gather(rd, dataset)
     page = _Page(out_dir)
@@ -67,12 +68,12 @@ def _write_remote_report(location: str, dataset: Dataset | None) -> Path:
     """A run in a bucket: its files (not the checkpoints) are copied to a local folder, the report
     is written there and uploaded to <run>/report/. Returns the local index.html, which a
     browser can open."""
-    store = RunStore(location)
+    store = Location(location)
     if not store.has_run():
         raise UserInputError(f"{location}: not an autolfads run directory (no config.yaml)")
     store.pull()
     index = write_report(store.local, dataset)
-    store.sync(under="report")
+    store.sync(under=layout.REPORT)
     return index
 
 
@@ -254,7 +255,7 @@ def _data_line(v: RunView) -> str:
     ds, out = v.dataset, v.outputs
     if ds is not None:
         return f"{ds.source}: {ds.n_trials} trials x {ds.n_time} bins x {ds.n_neurons} neurons"
-    src = (v.rd.read_json("run.json") or {}).get("data") or (
+    src = (v.rd.read_json(layout.RUN_JSON) or {}).get("data") or (
         out.attrs.get("source") if out is not None else None)
     shape = ""
     if out is not None and out.get("rates") is not None:

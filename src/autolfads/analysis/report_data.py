@@ -16,17 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from autolfads.analysis.rundir import Decision, HPLog, Outputs, RunDir, read_outputs
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
-from autolfads.storage import is_uri, local_copy
+from autolfads.rundir import layout
+from autolfads.rundir.layout import is_uri
+from autolfads.rundir.location import Location
+from autolfads.rundir.outputs import Outputs, read_outputs
+from autolfads.rundir.pbt_log import HPLog, read_decisions, read_hp_log
+from autolfads.rundir.records import Decision
 
 LORENZ_SOURCE = re.compile(r"built-in Lorenz \(seed (\d+)\)")
 
 
 @dataclass
 class RunView:
-    rd: RunDir
+    rd: Location
     config: dict
     metrics: dict | None
     pbt: bool
@@ -64,12 +68,12 @@ class RunView:
         """Wall time of a finished run, or time since the run started for a live one."""
         if self.metrics and self.finished:
             return float(self.metrics.get("wall_s", math.nan))
-        if self.rd.remote or not self.rd.exists("config.yaml"):
+        if self.rd.remote or not self.rd.exists(layout.CONFIG):
             return None
-        return time.time() - self.rd.local("config.yaml").stat().st_mtime
+        return time.time() - (self.rd.local / layout.CONFIG).stat().st_mtime
 
 
-def gather(rd: RunDir, dataset: Dataset | None = None) -> RunView:
+def gather(rd: Location, dataset: Dataset | None = None) -> RunView:
     notes: dict[str, str] = {}
     try:
         outputs = read_outputs(rd)
@@ -87,11 +91,11 @@ def gather(rd: RunDir, dataset: Dataset | None = None) -> RunView:
         mismatch = _mismatch(dataset, outputs)
         if mismatch:
             dataset, notes["data"] = None, mismatch
-    return RunView(rd, config, rd.metrics(), rd.is_pbt(), rd.hp_log(), rd.decisions(),
-                   rd.read_json("pbt/best_worker.json"), rd.train_log(), outputs, dataset, notes)
+    return RunView(rd, config, rd.metrics(), rd.is_pbt(), read_hp_log(rd), read_decisions(rd),
+                   rd.read_json(layout.BEST_WORKER), rd.train_log(), outputs, dataset, notes)
 
 
-def find_dataset(rd: RunDir, outputs: Outputs | None,
+def find_dataset(rd: Location, outputs: Outputs | None,
                  config: dict | None = None) -> tuple[Dataset | None, str]:
     """The run's input data, or None and a sentence saying why not. `config`: config.yaml as
     already read by the caller (read here otherwise)."""
@@ -102,7 +106,7 @@ def find_dataset(rd: RunDir, outputs: Outputs | None,
         cfg = DataConfig(**(config.get("data") or {}))
     except Exception:  # config from another version: the defaults still read most files
         cfg = DataConfig()
-    recorded = (rd.read_json("run.json") or {}).get("data")
+    recorded = (rd.read_json(layout.RUN_JSON) or {}).get("data")
     source = outputs.attrs.get("source") if outputs is not None else None
     why = "the run does not record where its data came from (data passed from Python)"
     for src in (recorded, source):
@@ -119,7 +123,7 @@ def find_dataset(rd: RunDir, outputs: Outputs | None,
         from autolfads.data.io import load_dataset
 
         try:
-            with local_copy(src) as path:
+            with Location(src).local_copy() as path:
                 return load_dataset(path, cfg), ""
         except UserInputError as e:
             why = f"the data file could not be read again: {e}"

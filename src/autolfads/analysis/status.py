@@ -14,8 +14,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from autolfads.analysis.rundir import HPLog, RunDir
 from autolfads.pbt import stop_rule
+from autolfads.rundir import layout
+from autolfads.rundir.location import Location
+from autolfads.rundir.pbt_log import HPLog, read_decisions, read_hp_log
 
 WIDE = 200  # when piped into a file or a test, rich would otherwise wrap at 80 columns
 
@@ -23,7 +25,7 @@ WIDE = 200  # when piped into a file or a test, rich would otherwise wrap at 80 
 def status(location: str | Path, all_generations: bool = False,
            console: Console | None = None) -> None:
     """Print the population table, the best worker so far and the stop rule's progress."""
-    rd = RunDir(location)
+    rd = Location(location)
     rd.check("status")
     con = console or Console(width=None if sys.stdout.isatty() else WIDE)
     cfg, metrics = rd.config(), rd.metrics()
@@ -31,7 +33,7 @@ def status(location: str | Path, all_generations: bool = False,
     if not rd.is_pbt():
         _single_model(rd, con, cfg, metrics)
         return
-    log = rd.hp_log()
+    log = read_hp_log(rd)
     max_gen = pbt.get("generations", "?")
     if not log.rows:
         con.print(f"[bold]{rd.location}[/]: AutoLFADS run, population "
@@ -48,15 +50,11 @@ def status(location: str | Path, all_generations: bool = False,
     con.print(_progress_line(log, pbt, metrics if finished else None))
 
 
-def _table(rd: RunDir, log: HPLog, all_generations: bool) -> Table:
-    decisions = rd.decisions()
+def _table(rd: Location, log: HPLog, all_generations: bool) -> Table:
+    decisions = read_decisions(rd)
     rows = log.rows if all_generations else log.latest()
     rows = sorted(rows, key=lambda r: (r["generation"], r["worker"]))
-    best_of_gen: dict[int, float] = {}
-    for r in rows:
-        g = int(r["generation"])
-        if math.isfinite(r["score"]):
-            best_of_gen[g] = min(best_of_gen.get(g, math.inf), r["score"])
+    best_of_gen = dict(zip(log.generations, log.best_by_generation(), strict=True))
     title = "all generations" if all_generations else f"generation {int(rows[0]['generation'])}"
     table = Table(title=f"population, {title} (* = best of its generation)",
                   caption="exploited from: after this generation the worker copied that "
@@ -77,13 +75,13 @@ def _table(rd: RunDir, log: HPLog, all_generations: bool) -> Table:
     return table
 
 
-def _best_line(rd: RunDir, log: HPLog) -> str:
+def _best_line(rd: Location, log: HPLog) -> str:
     best = log.best()
     if best is None:
         return "best so far: none (every score is NaN)"
     line = (f"best so far: worker {int(best['worker'])} in generation {int(best['generation'])}, "
             f"score {_fmt(best['score'])}")
-    current = rd.read_json("pbt/best_worker.json")
+    current = rd.read_json(layout.BEST_WORKER)
     if current and (current.get("worker"), current.get("generation")) != (
             int(best["worker"]), int(best["generation"])):
         line += (f"; best of the latest generation (the model the run keeps): worker "
@@ -109,7 +107,7 @@ def _progress_line(log: HPLog, pbt: dict, metrics: dict | None) -> str:
             f"generations; {rule}{verdict}")
 
 
-def _single_model(rd: RunDir, con: Console, cfg: dict, metrics: dict | None) -> None:
+def _single_model(rd: Location, con: Console, cfg: dict, metrics: dict | None) -> None:
     rows = rd.train_log()
     train = cfg["train"] if isinstance(cfg.get("train"), dict) else {}
     state = "finished" if metrics is not None else "in progress"

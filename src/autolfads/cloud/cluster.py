@@ -25,10 +25,11 @@ from typing import Any
 
 import yaml
 
-from autolfads import __version__, storage
+from autolfads import __version__
 from autolfads.cloud import gcp, gcp_setup, nodes
 from autolfads.cloud.local import default_cluster_name
 from autolfads.errors import UserInputError
+from autolfads.rundir.location import atomic_write
 
 HEAD = "head"
 WORKER = "gpu_worker"
@@ -279,7 +280,7 @@ def write_config(cfg: dict[str, Any], path: Path, force: bool = False,
     if path.exists() and not force:
         raise UserInputError(f"{path}: file exists; pass --force to replace it")
     text = header.format(name=path.name) + yaml.safe_dump(cfg, sort_keys=False, width=100)
-    return storage.atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def load_config(path: Path) -> dict[str, Any]:

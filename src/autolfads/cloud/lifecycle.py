@@ -25,9 +25,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from autolfads import storage
 from autolfads.cloud import nodes
 from autolfads.errors import UserInputError
+from autolfads.rundir.layout import is_uri, join
 
 AUTH_ENV = ("RAY_AUTH_MODE", "token")  # keep token auth on for every job-server call
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -104,7 +104,7 @@ def check_name(name: str) -> str:
 
 def run_uri(where: str, name: str) -> str:
     """Where a run's outputs live in the cluster's storage."""
-    return storage.join(where, "runs", name)
+    return join(where, "runs", name)
 
 
 def _ray(c: Cluster, *args: str, env: tuple[tuple[str, str], ...] = ()) -> Cmd:
@@ -173,15 +173,15 @@ def run_command(c: Cluster, name: str, data: str | None, run_args: Sequence[str]
 
 def upload_commands(c: Cluster, name: str, data: str) -> tuple[list[Cmd], str]:
     """Copy a local data file into the cluster's storage: (commands, where it lands)."""
-    if storage.is_uri(data):
+    if is_uri(data):
         return [], data
     if not Path(data).is_file():
         raise UserInputError(f"DATA {data}: file not found")
-    folder = storage.join(c.storage, "data", name)
-    dest = storage.join(folder, Path(data).name)
+    folder = join(c.storage, "data", name)
+    dest = join(folder, Path(data).name)
     if c.storage.startswith("gs://"):
         return [Cmd(("gcloud", "storage", "cp", data, dest))], dest
-    if storage.is_uri(c.storage):
+    if is_uri(c.storage):
         raise UserInputError(f"DATA {data}: upload it to {c.storage} yourself and pass its URI")
     # A path on the hosts: rsync to the head (the driver, which alone reads the data).
     return [_ray(c, "exec", str(c.path), f"mkdir -p {nodes.sh(folder)}"),
@@ -221,7 +221,7 @@ def download_commands(c: Cluster, name: str, dest: Path) -> list[Cmd]:
     src = run_uri(c.storage, check_name(name))
     if c.storage.startswith("gs://"):
         return [Cmd(("gcloud", "storage", "cp", "-r", src, str(dest)))]
-    if storage.is_uri(c.storage):
+    if is_uri(c.storage):
         raise UserInputError(f"download: copy {src} yourself (only gs:// and host paths are "
                              "handled here)")
     return [_ray(c, "rsync-down", str(c.path), src + "/", str(dest / name) + "/")]

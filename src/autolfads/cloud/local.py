@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autolfads import __version__, storage
+from autolfads import __version__
 from autolfads.cloud import nodes
 from autolfads.errors import UserInputError
+from autolfads.rundir.layout import is_uri
 
 NODE_TYPE = "local.cluster.node"  # Ray's own name for an on-premise node type
 
@@ -54,7 +55,7 @@ class LocalSpec:
         if not key.is_file():
             raise UserInputError(f"--ssh-key {self.ssh_key}: file not found (a private key "
                                  "that logs in to every host, e.g. ~/.ssh/id_ed25519)")
-        if not storage.is_uri(self.storage) and not Path(self.storage).is_absolute():
+        if not is_uri(self.storage) and not Path(self.storage).is_absolute():
             raise UserInputError(f"--storage {self.storage}: give an absolute path that every "
                                  "host sees (e.g. an NFS mount) or a bucket URI")
         if self.python is not None and not Path(self.python).is_absolute():

@@ -82,9 +82,10 @@ def _client(address: str):
 
 
 def _run_exists(run: str) -> bool:
-    from autolfads import storage
+    from autolfads.rundir.layout import CONFIG, join
+    from autolfads.rundir.location import exists
 
-    return storage.exists(storage.join(run, "config.yaml"))
+    return exists(join(run, CONFIG))
 
 
 def submit(name: str, run: str, entrypoint: list[str], resume: bool, address: str) -> str:
@@ -223,13 +224,14 @@ def _count(active_line: str) -> int:
 def run_progress(run: str) -> str:
     import json
 
-    from autolfads import storage
+    from autolfads.rundir.layout import BEST_WORKER, OUTPUT_H5, join
+    from autolfads.rundir.location import exists, get_bytes
 
     try:
-        best = json.loads(storage.get_bytes(storage.join(run, "pbt", "best_worker.json")))
+        best = json.loads(get_bytes(join(run, BEST_WORKER)))
     except (OSError, ValueError):
         return f"run: no generation finished yet ({run})"
-    done = storage.exists(storage.join(run, "output", "lfads_output.h5"))
+    done = exists(join(run, OUTPUT_H5))
     return (f"run: generation {best['generation']} done, best score {best['score']:.5f} "
             f"(worker {best['worker']}){'; outputs written' if done else ''} ({run})")
 

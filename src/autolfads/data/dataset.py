@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from autolfads.rundir.layout import MATLAB_LAYOUT
+
 # Axis names a user can give in `data.layout`, e.g. "neurons_time_trials" (the tutorial's .mat).
 AXES = ("trials", "time", "neurons")
-INTERNAL_LAYOUT = "trials_time_neurons"
-MATLAB_LAYOUT = "neurons_time_trials"
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Read spike data (.mat v5/v7.3, LFADS .h5, .npz, numpy arrays) into a `Dataset`.
 
 Every reader funnels into `_build`, so files and in-memory arrays get the same checks (see
-`validate.py`) and the same train/valid split. The writers live in `writers.py` and are
-re-exported here, so `autolfads.data.io` is the one import for data in and out.
+`validate.py`) and the same train/valid split. The writers live in `writers.py` (datasets) and
+`rundir/outputs.py` (a run's outputs) and are re-exported here, so `autolfads.data.io` is the one
+import for data in and out.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import scipy.io
 
 from autolfads.config import DataConfig
-from autolfads.data.dataset import INTERNAL_LAYOUT, MATLAB_LAYOUT, Dataset, permutation
+from autolfads.data.dataset import Dataset, permutation
 from autolfads.data.validate import (
     as_numeric,
     check_3d,
@@ -26,8 +27,10 @@ from autolfads.data.validate import (
     parse_layout,
     resolve_inds,
 )
-from autolfads.data.writers import write_lfads_h5, write_outputs, write_tutorial_mat
+from autolfads.data.writers import write_lfads_h5, write_tutorial_mat
 from autolfads.errors import UserInputError
+from autolfads.rundir.layout import INTERNAL_LAYOUT, MATLAB_LAYOUT
+from autolfads.rundir.outputs import write_outputs
 
 __all__ = [
     "from_array",

@@ -14,20 +14,20 @@ For a trial of spike counts x_{1:T} (T bins x N neurons):
 Costs per trial: reconstruction -log p(x | lambda) (observations.py); KL(q(z0) || p(z0)) with a
 Gaussian prior and KL(q(u) || p(u)) with an AR(1) prior (priors.py); L2 on the recurrent weights
 of the generator and controller. With co_dim = 0 the controller and CI encoder do not exist and
-the generator is driven by its initial state (and external inputs, if any) alone.
+the generator is driven by its initial state (and external inputs, if any) alone. The GRUs clip
+their state to +-cell_clip (layers.py).
 
 Optionally the model reconstructs more bins and neurons than it encodes (`recon_seq_len`,
 `n_outputs`, e.g. held-out neurons and a forward-prediction window): the encoders read the
 T_enc given bins, the controller sees zero encoder input after them, and the generator runs
 recon_seq_len bins.
 
-How it is computed (the equations above are the contract; reference.py computes them plainly):
-all random draws are made up front (noise.py); the four encoder GRUs run as one batched
-recurrence and the controller + generator loop as one autograd.Function, both with
-hand-written backward passes (gru.py, recurrence.py) whose time loops are compiled with
-TorchScript where available (loops.py). tests/test_fast_path.py checks outputs and gradients
-against reference.py in float64. Several CPU cores are used by running shards of the batch in
-threads (training/parallel.py).
+The code below is the plain form: nn.GRU encoders and one Python step per bin. All random draws
+are made up front (noise.py), so that with `fused` on (model.fused, the default) the encoders and
+the controller + generator loop run instead as the hand-written recurrences of model/fused/ on
+the same parameters and draws; tests/test_fast_path.py checks that both give the same outputs
+and gradients. Several CPU cores are used by running shards of the batch in threads
+(training/parallel.py).
 """
 
 from __future__ import annotations
@@ -38,11 +38,10 @@ import torch
 from torch import nn
 
 from autolfads.config import ModelConfig
-from autolfads.model.gru import bidirectional
+from autolfads.model import fused
 from autolfads.model.layers import ClippedGRUCell, NormalizedLinear
 from autolfads.model.noise import Noise, draw_noise
 from autolfads.model.priors import AR1Prior, GaussianPrior
-from autolfads.model.recurrence import Decoder
 
 
 @dataclass
@@ -54,6 +53,10 @@ class LFADSOutput:
     co_mean: torch.Tensor  # (B, T, co_dim)   posterior over inferred inputs
     co_logvar: torch.Tensor  # (B, T, co_dim)
     inferred_inputs: torch.Tensor  # (B, T, co_dim) the u_t the generator received
+
+
+def _drop(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return x if mask is None else x * mask
 
 
 class LFADS(nn.Module):
@@ -69,6 +72,7 @@ class LFADS(nn.Module):
         self.ext_input_dim = ext_input_dim
         self.use_con = cfg.co_dim > 0
         self.dropout_rate = cfg.dropout_rate  # plain attribute: PBT changes it between epochs
+        self.fused = cfg.fused  # plain attribute: tests and the bench switch it
 
         self.ic_enc = nn.GRU(n_neurons, cfg.ic_enc_dim, batch_first=True, bidirectional=True)
         self.ic_enc_h0 = nn.Parameter(torch.zeros(2, 1, cfg.ic_enc_dim))
@@ -110,7 +114,7 @@ class LFADS(nn.Module):
         map_fn: a parallel map to fill the masks with (noise.draw_noise)."""
         return draw_noise(self, data.shape[0], data.shape[1], data, sample, map_fn)
 
-    # -- forward -------------------------------------------------------------------------------
+    # -- the model -----------------------------------------------------------------------------
 
     def forward(
         self, data: torch.Tensor, ext_input: torch.Tensor | None = None, sample: bool = True,
@@ -120,62 +124,88 @@ class LFADS(nn.Module):
 
         sample=True draws z0 and u_t from their posteriors (training, posterior sampling);
         sample=False passes the posterior means (deterministic validation). `noise` replaces
-        the random draws (tests use it to feed two implementations the same draws).
+        the random draws (tests use it to feed the fused and the plain form the same draws).
         """
-        cfg = self.cfg
-        B, T_enc, _ = data.shape
-        T = self.recon_seq_len or T_enc
         nz = self.draw_noise(data, sample) if noise is None else noise
-        x = data if nz.data is None else data * nz.data
-
-        encoders = [self.ic_enc] + ([self.ci_enc] if self.use_con else [])
-        h0s = [self.ic_enc_h0] + ([self.ci_enc_h0] if self.use_con else [])
-        if len({e.hidden_size for e in encoders}) == 1:
-            states = bidirectional(encoders, h0s, x)
-        else:
-            states = [s for e, h in zip(encoders, h0s, strict=True)
-                      for s in bidirectional([e], [h], x)]
-
-        # IC encoder -> q(z0 | x)
-        e = torch.cat(states[0][2:], dim=-1)  # final states of both directions, (B, 2H)
-        if nz.ic_enc is not None:
-            e = e * nz.ic_enc
-        ic_mean, ic_logvar = self.ic_linear(e).chunk(2, dim=-1)
-        ic_logvar = torch.log(torch.exp(ic_logvar) + cfg.ic_post_var_min)
-        z0 = ic_mean if nz.z0 is None else ic_mean + torch.exp(0.5 * ic_logvar) * nz.z0
-        g0 = self.ic_to_g0(z0)
-
-        con, gen = (self.con if self.use_con else None), self.gen
-        ci = self._controller_inputs(*states[1][:2], T, nz) if self.use_con else None
+        ic_mean, ic_logvar, ci = self.encode(data, nz)
+        z0 = ic_mean if nz.z0 is None else ic_mean + torch.exp(0.5 * ic_logvar) * nz.z0  # ~ q(z0|x)
         ext = None if not self.ext_input_dim else ext_input.transpose(0, 1)
-        fac, u, co = Decoder.apply(
-            ci, ext, g0,
-            self.con_h0.expand(B, -1) if con else None,
-            *((con.weight_ih, con.bias_ih, con.weight_hh, con.bias_hh, self.co_linear.weight,
-               self.co_linear.bias) if con else (None,) * 6),
-            gen.weight_ih, gen.bias_ih, gen.weight_hh, gen.bias_hh,
-            self.fac.normalized_weight(), nz.fac, nz.gen, nz.u, cfg.cell_clip, T,
-        )
-        K = cfg.co_dim
-        bt = lambda a: a.transpose(0, 1)  # noqa: E731  (time-major inside, batch-major outside)
-        # Rates in the counts' own (B, T, N) layout: the cost's elementwise passes over them
-        # run at full speed only when both are laid out alike (copying fac is the cheaper copy).
-        fac = bt(fac).contiguous()
-        return LFADSOutput(self.readout(fac), fac, ic_mean, ic_logvar, bt(co[..., :K]),
-                           bt(co[..., K:]), bt(u))
+        T = self.recon_seq_len or data.shape[1]
+        factors, u, co_mean, co_logvar = self.decode(z0, ci, ext, nz, T)
+        log_rates = self.readout(factors)  # log lambda_t = W_out f_t + b_out
+        return LFADSOutput(log_rates, factors, ic_mean, ic_logvar, co_mean, co_logvar, u)
 
-    def _controller_inputs(self, fwd: torch.Tensor, rev: torch.Tensor, T: int, nz: Noise):
-        """c_t (T, B, 2H) from the CI encoder states (fwd in time order, rev in reversed order)."""
-        T_enc, B, H = fwd.shape
+    def encode(self, x: torch.Tensor, nz: Noise):
+        """x (B, T_enc, N) -> mean and log variance of q(z0 | x), each (B, ic_dim), and the
+        controller inputs c_t (T_enc, B, 2 ci_enc_dim) (None without a controller)."""
+        B, T_enc, _ = x.shape
+        x = _drop(x, nz.data)
+        if self.fused:
+            h_ic, fwd, bwd = fused.encoders(self, x)
+        else:
+            _, h_n = self.ic_enc(x, self.ic_enc_h0.expand(-1, B, -1).contiguous())  # (2, B, H)
+            h_ic = torch.cat([h_n[0], h_n[1]], dim=-1)
+            if self.use_con:
+                states, _ = self.ci_enc(x, self.ci_enc_h0.expand(-1, B, -1).contiguous())
+                fwd, bwd = states.transpose(0, 1).chunk(2, dim=-1)  # each (T_enc, B, H)
+        e = _drop(h_ic, nz.ic_enc)  # e = [GRU_fwd(x)_T ; GRU_bwd(x)_1]
+        ic_mean, ic_logvar = self.ic_linear(e).chunk(2, dim=-1)  # [mu0, log var0] = W_ic e
+        ic_logvar = torch.log(torch.exp(ic_logvar) + self.cfg.ic_post_var_min)  # var0 >= min
+        if not self.use_con:
+            return ic_mean, ic_logvar, None
+        # c_t = [GRU_fwd(x)_{t-lag} ; GRU_bwd(x)_{t+lag}], zero beyond the ends: the controller
+        # at bin t cannot read the very bin it is about to explain.
         lag = min(self.cfg.ci_lag, T_enc)
-        # The controller at bin t sees the forward encoder up to t-lag and the backward one from
-        # t+lag on, so it cannot read the very bin it is about to explain.
-        pad = fwd.new_zeros(lag, B, H)
-        fwd = torch.cat([pad, fwd[: T_enc - lag]])
-        bwd = torch.cat([rev[: T_enc - lag].flip(0), pad])
-        ci = torch.cat([fwd, bwd], dim=-1)
-        if nz.ci is not None:
-            ci = ci * nz.ci
-        if T_enc < T:
-            ci = torch.cat([ci, ci.new_zeros(T - T_enc, B, 2 * H)])
-        return ci
+        pad = fwd.new_zeros(lag, B, fwd.shape[-1])
+        ci = torch.cat([torch.cat([pad, fwd[: T_enc - lag]]), torch.cat([bwd[lag:], pad])], -1)
+        return ic_mean, ic_logvar, _drop(ci, nz.ci)
+
+    def decode(self, z0: torch.Tensor, ci: torch.Tensor | None, ext: torch.Tensor | None,
+               nz: Noise, T: int):
+        """T bins from z0 (B, ic_dim), c_t (T_enc, B, D) and ext_t (T, B, E) (or None) ->
+        factors (B, T, fac_dim), inferred inputs u_t and the mean and log variance of
+        q(u_t | x), each (B, T, co_dim)."""
+        K = self.cfg.co_dim
+        g = self.ic_to_g0(z0)  # g_0 = W_g0 z0
+        if ci is not None and ci.shape[0] < T:  # no encoder input past the encoded bins
+            ci = torch.cat([ci, ci.new_zeros(T - ci.shape[0], *ci.shape[1:])])
+        if self.fused:
+            return fused.decode(self, g, ci, ext, nz, T)
+
+        B = g.shape[0]
+        w_fac = self.fac.normalized_weight()
+        g_masks = [None] * (T + 1) if nz.gen is None else nz.gen.unbind(0)
+        # The input gates of the inputs known in advance, all bins at once: b (+ W_ext ext_t).
+        gen_xg = self.gen.bias_ih.expand(T, B, -1)
+        if ext is not None:
+            gen_xg = gen_xg + self.gen.input_gates(ext, slice(K, K + self.ext_input_dim))
+        gen_xg = gen_xg.unbind(0)
+        if self.use_con:
+            D = ci.shape[-1]
+            con_xg = (self.con.input_gates(ci, slice(0, D)) + self.con.bias_ih).unbind(0)
+            w_con_f, w_gen_u = self.con.weight_ih[:, D:], self.gen.weight_ih[:, :K]
+            f_masks = [None] * T if nz.fac is None else nz.fac.unbind(0)
+            h = self.con_h0.expand(B, -1)
+            f = _drop(g, g_masks[0]) @ w_fac.t()  # f_{-1} = W_fac g_0
+
+        factors, us, co_means, co_logvars = [], [], [], []
+        for t in range(T):
+            xg = gen_xg[t]
+            if self.use_con:
+                # h^con_t = GRU_con([c_t ; f_{t-1}], h^con_{t-1})
+                h = self.con.step(con_xg[t] + _drop(f, f_masks[t]) @ w_con_f.t(), h)
+                mean, logvar = self.co_linear(h).chunk(2, dim=-1)  # [mu_t, log var_t] = W_co h
+                u = mean if nz.u is None else mean + torch.exp(0.5 * logvar) * nz.u[t]  # ~ q(u_t)
+                xg = xg + u @ w_gen_u.t()
+                us.append(u)
+                co_means.append(mean)
+                co_logvars.append(logvar)
+            g = self.gen.step(xg, g)  # g_t = GRU_gen([u_t ; ext_t], g_{t-1})
+            f = _drop(g, g_masks[t + 1]) @ w_fac.t()  # f_t = W_fac g_t
+            factors.append(f)
+
+        fac = torch.stack(factors, dim=1)
+        if not self.use_con:
+            none = fac.new_zeros(B, T, 0)
+            return fac, none, none, none
+        return fac, *(torch.stack(a, dim=1) for a in (us, co_means, co_logvars))

@@ -2,7 +2,7 @@
 
 Drawing every dropout mask and every posterior-sample noise before the recurrences start keeps the
 time loops free of RNG calls, lets one draw fill a whole (T, B, D) block instead of T small ones,
-and lets the fast model and the plain reference (reference.py) consume the very same draws, which
+and lets the fused and the plain form of the model (lfads.py) consume the very same draws, which
 is what the numerical-equivalence test relies on.
 
 Masks are inverted-dropout masks: 0 with probability `rate`, 1/(1 - rate) otherwise.

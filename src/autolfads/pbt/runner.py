@@ -1,5 +1,5 @@
 """Start or resume an AutoLFADS run: Ray (local on 127.0.0.1, or a cluster), the population,
-per-generation logs (runlog.py), and the best worker's checkpoint.
+per-generation logs (rundir/pbt_log.py), and the best worker's checkpoint.
 
 Run directory (DESIGN.md §3), besides the logs:
   pbt/checkpoints/        each worker's state at the end of the latest generation
@@ -22,22 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
-from autolfads import storage
 from autolfads.config import Config
 from autolfads.data.dataset import Dataset
 from autolfads.errors import RunFailed, RunInterrupted, UserInputError
 from autolfads.pbt.callbacks import WorkerFailures
-from autolfads.pbt.runlog import ResumePoint, RunLog
-from autolfads.pbt.scheduler import (
-    BinaryTournamentPBT,
-    Decision,
-    GenerationRecord,
-    member_config,
-)
+from autolfads.pbt.resume import ResumePoint
+from autolfads.pbt.scheduler import BinaryTournamentPBT, member_config
 from autolfads.pbt.search_space import build_space, sample_initial
 from autolfads.pbt.stopper import PBTStopper
-from autolfads.pbt.trainable import lfads_worker, worker_checkpoint
-from autolfads.storage import RunStore, get_bytes, join, put_bytes, put_json
+from autolfads.pbt.trainable import lfads_worker
+from autolfads.rundir import location
+from autolfads.rundir.layout import join, worker_checkpoint
+from autolfads.rundir.location import Location, get_bytes, put_bytes, put_json
+from autolfads.rundir.pbt_log import RunLog
+from autolfads.rundir.records import Decision, GenerationRecord
 
 
 @dataclass
@@ -53,14 +51,14 @@ class PBTResult:
 def run_pbt(
     dataset: Dataset,
     cfg: Config,
-    store: RunStore,
+    store: Location,
     *,
     address: str | None = None,
     resume: ResumePoint | None = None,
     log: Callable[[str], None] = print,
     after_generation: Callable[[Path], None] | None = None,
 ) -> PBTResult:
-    """`resume`: where an earlier run continues (`runlog.resume_point`), None for a new run.
+    """`resume`: where an earlier run continues (`resume.resume_point`), None for a new run.
     `after_generation(local_run_dir)` runs once the generation's logs are written (the API
     refreshes the HTML report there); it is for people watching, so its failure is only logged."""
     from ray import tune
@@ -159,7 +157,7 @@ def run_pbt(
                      stopper.stopped_reason, time.perf_counter() - t0)
 
 
-def _finished(store: RunStore, run: str, generation: int, reason: str) -> PBTResult:
+def _finished(store: Location, run: str, generation: int, reason: str) -> PBTResult:
     """A run whose PBT ended but whose outputs were never written: the best worker of its last
     generation (best_worker.json is written before population.json) is the model to sample."""
     info = json.loads((store.local / "pbt" / "best_worker.json").read_text())
@@ -261,12 +259,12 @@ def _keep_best_model(out_dir: Path, run: str, record: GenerationRecord) -> None:
 def _prune_checkpoints(run: str, generation: int) -> None:
     """Keep only the latest generation's worker checkpoints (what --resume needs), and the last
     two of Ray's copies per trial (Ray keeps all so that PBT can always find a source's)."""
-    for path in storage.glob(join(run, "pbt", "checkpoints", "w*", "gen*.pt")):
+    for path in location.glob(join(run, "pbt", "checkpoints", "w*", "gen*.pt")):
         if int(path.rsplit("gen", 1)[1][:3]) < generation:
-            storage.remove(path)
+            location.remove(path)
     trials: dict[str, list[str]] = {}
-    for path in storage.glob(join(run, "pbt", "tune", "*", "*", "checkpoint_*")):
+    for path in location.glob(join(run, "pbt", "tune", "*", "*", "checkpoint_*")):
         trials.setdefault(path.rsplit("/", 1)[0], []).append(path)
     for ckpts in trials.values():
         for old in sorted(ckpts)[:-2]:
-            storage.remove_tree(old)
+            location.remove_tree(old)

@@ -12,7 +12,8 @@ At the end of every generation (K epochs; all workers synchronised):
 
 Ray's PopulationBasedTraining does the mechanics (pausing at the generation boundary, saving the
 sources' checkpoints, restarting a trial from another trial's checkpoint); this subclass replaces
-its quantile rule with the tournament, its explore with ours, and reports every decision.
+its quantile rule with the tournament, its explore with ours, and reports every decision as a
+`GenerationRecord` (rundir/records.py: plain data, no Ray, shared with the logs' reader).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 from ray.tune.experiment import Trial
@@ -28,33 +28,10 @@ from ray.tune.schedulers import PopulationBasedTraining
 
 from autolfads.pbt.search_space import HyperParam, perturb
 from autolfads.pbt.stopper import PBTStopper
+from autolfads.rundir.records import Decision, GenerationRecord, best_score
 
 SCORE = "score"
 GENERATION = "generation"
-
-
-@dataclass
-class Decision:
-    worker: int
-    score: float
-    hparams: dict[str, float]  # used during the generation that just ended
-    source: int | None = None  # the worker copied, when exploited
-    source_score: float | None = None
-    new_hparams: dict[str, float] | None = None  # after explore, for the next generation
-
-    @property
-    def exploited(self) -> bool:
-        return self.source is not None
-
-
-@dataclass
-class GenerationRecord:
-    generation: int  # 1-based: generations completed
-    decisions: list[Decision] = field(default_factory=list)
-
-    def best(self) -> Decision:
-        finite = [d for d in self.decisions if math.isfinite(d.score)]
-        return min(finite or self.decisions, key=lambda d: d.score)
 
 
 def tournament(scores: dict[int, float], rng: np.random.Generator) -> dict[int, int | None]:
@@ -140,8 +117,7 @@ class BinaryTournamentPBT(PopulationBasedTraining):
             scores[w] = float(result.get(SCORE, math.nan))
             by_worker[w] = t
             generation = max(generation, int(result.get(GENERATION, 0)))
-        finite = [s for s in scores.values() if math.isfinite(s)]
-        stopping = self.stopper.record(generation, min(finite) if finite else math.nan)
+        stopping = self.stopper.record(generation, best_score(scores.values()))
         # The last generation is logged like the others, but nobody copies anybody any more.
         picks = {w: None for w in scores} if stopping else tournament(scores, self.rng)
         self._round = GenerationRecord(generation)

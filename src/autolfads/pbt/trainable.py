@@ -26,7 +26,8 @@ from ray import tune
 from autolfads.config import Config
 from autolfads.data.dataset import Dataset
 from autolfads.pbt.scheduler import GENERATION, SCORE
-from autolfads.storage import get_bytes, join, put_bytes
+from autolfads.rundir.layout import worker_checkpoint
+from autolfads.rundir.location import get_bytes, put_bytes
 from autolfads.training.loop import Trainer
 
 CHECKPOINT = "checkpoint.pt"
@@ -65,12 +66,6 @@ def worker_device(train_device: str, workers_per_gpu: int) -> str:
     """A GPU worker trains on the GPU Ray gave it ("cuda" is that one: Ray sets
     CUDA_VISIBLE_DEVICES), never on a CPU fallback; an explicit train.device still wins."""
     return "cuda" if workers_per_gpu > 0 and train_device == "auto" else train_device
-
-
-def worker_checkpoint(run: str | Path, worker: int, generation: int) -> str:
-    """Where a worker's end-of-generation state is kept in the run (a path or a bucket URI), for
-    resume and best_model/; Ray keeps its own copies for exploiting."""
-    return join(run, "pbt", "checkpoints", f"w{worker:02d}", f"gen{generation:03d}.pt")
 
 
 def lfads_worker(config: dict, dataset: Dataset, base: dict, run_dir: str) -> None:

@@ -43,24 +43,18 @@ def resolve_device(name: str) -> torch.device:
 def loss_and_grads(model: LFADS, x_in: torch.Tensor, target: torch.Tensor, w: Weights,
                    shards: Shards, cd_mask: torch.Tensor | None = None,
                    sv: torch.Tensor | None = None, ext: torch.Tensor | None = None,
-                   forward: Callable | None = None, log_fact: torch.Tensor | None = None
-                   ) -> torch.Tensor:
+                   log_fact: torch.Tensor | None = None) -> torch.Tensor:
     """Forward and backward pass of one training batch: fills the parameters' .grad and
     returns the detached terms (loss, recon, kl_ic, kl_co, l2, sv_recon) of the batch.
 
     x_in: encoder input (after CD / SV hiding); target: the counts the cost compares with;
-    log_fact: log target! (observations.log_factorial), if the caller keeps it;
-    forward(model, x, ext, noise) -> LFADSOutput replaces the model's own forward (the bench
-    uses it to time the reference implementation). Run in shards when `shards` has several
-    threads and the batch is large enough; the result is that of the whole batch.
+    log_fact: log target! (observations.log_factorial), if the caller keeps it. Run in shards
+    when `shards` has several threads and the batch is large enough; the result is that of the
+    whole batch.
     """
-    if forward is None:
-        def forward(m, x, e, nz):
-            return m(x, e, sample=True, noise=nz)
-
     parts = shards.split(x_in.shape[0])
     if len(parts) == 1:
-        out = forward(model, x_in, ext, None)
+        out = model(x_in, ext, sample=True)
         costs = compute_costs(model, out, target, w, cd_mask, sv, log_fact)
         loss = total_loss(costs, w)
         loss.backward()
@@ -82,7 +76,7 @@ def loss_and_grads(model: LFADS, x_in: torch.Tensor, target: torch.Tensor, w: We
 
     def run(i: int):
         s = parts[i]
-        out = forward(model, x_in[s], None if ext is None else ext[s], nz.select(s))
+        out = model(x_in[s], None if ext is None else ext[s], sample=True, noise=nz.select(s))
         c = compute_costs(model, out, target[s], w, *(None if a is None else a[s]
                                                       for a in (cd_mask, sv, log_fact)))
         l2 = c.l2 if i == 0 else c.l2.new_zeros(())  # not per trial: counted once

@@ -42,7 +42,7 @@ import math
 
 import torch
 
-from autolfads.model import loops
+from autolfads.model.fused import loops
 
 CHUNK_ROWS = 2048  # steps x batch rows per chunk of the time loop
 
@@ -80,6 +80,13 @@ def bias_grads(colsum: torch.Tensor, H: int) -> tuple[torch.Tensor, torch.Tensor
     return colsum[..., H:], torch.cat([colsum[..., H : 3 * H], colsum[..., :H]], dim=-1)
 
 
+def by_name(names: tuple[str, ...], grads: dict[str, torch.Tensor | None], need: tuple[bool, ...]
+            ) -> tuple[torch.Tensor | None, ...]:
+    """An autograd.Function's backward result from its gradients keyed by input name: in input
+    order, None for inputs without a gradient or whose gradient is not needed."""
+    return tuple(grads.get(k) if n else None for k, n in zip(names, need, strict=True))
+
+
 class GRUStack(torch.autograd.Function):
     """G independent GRUs of one size run in lockstep, so one bmm per step serves all of them.
 
@@ -87,6 +94,8 @@ class GRUStack(torch.autograd.Function):
     -> (last states (G, B, H), then per GRU its states after each step (T, B, H)).
     No clipping (these are the encoders).
     """
+
+    INPUTS = ("x", "w_ih", "b_ih", "w_hh", "b_hh", "h0")
 
     @staticmethod
     def forward(ctx, x, w_ih, b_ih, w_hh, b_hh, h0):
@@ -108,7 +117,7 @@ class GRUStack(torch.autograd.Function):
             scratch[..., :H] = b4[..., :H]
             torch.baddbmm(b4[..., H:], xs[:, t0 * B : t1 * B], w3, out=scratch[..., H:])
             P = scratch.view(G, c, B, 4 * H)
-            loops.stack_forward(P, hs, u, t0, neg1, H)
+            loops.active.stack_forward(P, hs, u, t0, neg1, H)
             if keep:
                 bufs.append(P)
         if keep:
@@ -143,7 +152,7 @@ class GRUStack(torch.autograd.Function):
         for (t0, t1), P in zip(reversed(spans), reversed(bufs), strict=True):
             c = t1 - t0
             d = dbuf if c == k else hs.new_empty(G, c, B, 4 * H)
-            dh = loops.stack_backward(dh, P, hs, d, tmp, u, t0, seq_idx, seq_grads, H)
+            dh = loops.active.stack_backward(dh, P, hs, d, tmp, u, t0, seq_idx, seq_grads, H)
             rows = d.reshape(G, c * B, 4 * H)
             dw_hh.baddbmm_(rows[..., : 3 * H].transpose(1, 2),
                            hs[:, t0:t1].reshape(G, c * B, H))
@@ -152,9 +161,9 @@ class GRUStack(torch.autograd.Function):
             if dx is not None:
                 dx[:, t0:t1] = torch.bmm(rows[..., H:], w_ih).view(G, c, B, N)
         db_ih, db_hh = bias_grads(colsum, H)
-        return (dx, dw_t.transpose(1, 2) if need[1] else None, db_ih if need[2] else None,
-                hidden_weight_grad(dw_hh, H) if need[3] else None, db_hh if need[4] else None,
-                dh)
+        return by_name(GRUStack.INPUTS, dict(x=dx, w_ih=dw_t.transpose(1, 2), b_ih=db_ih,
+                                             w_hh=hidden_weight_grad(dw_hh, H), b_hh=db_hh,
+                                             h0=dh), need)
 
 
 def bidirectional(grus, h0s, x: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
