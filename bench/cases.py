@@ -16,10 +16,11 @@ import torch
 from autolfads.config import ModelConfig, TrainConfig
 from autolfads.model import LFADS
 from autolfads.model.augment import coordinated_dropout
-from autolfads.model.objective import Weights
+from autolfads.model.objective import LossWeights
 from autolfads.model.observations import log_factorial
-from autolfads.training.loop import adam, loss_and_grads
+from autolfads.training.loop import adam
 from autolfads.training.parallel import Shards
+from autolfads.training.step import loss_and_grads
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,12 @@ def make_batch(case: Case, device: str, batch: int | None = None, seed: int = 1)
 def make_step(model: LFADS, case: Case, shards: Shards | None = None
               ) -> tuple[Callable, torch.optim.Adam]:
     """A function running one training step on (x, counts, log_fact), as the Trainer does
-    (training/loop.py: loss_and_grads, gradient clipping, Adam); returns the (device) loss.
+    (training/step.py: loss_and_grads, then gradient clipping and Adam); returns the (device) loss.
     The model's `fused` switch chooses the fused recurrences or the plain form."""
     t = TrainConfig()
     opt = adam(model.parameters(), t.lr, t.adam_eps, next(model.parameters()).device)
-    w = Weights(t.kl_ic_scale, t.kl_co_scale, t.l2_gen_scale, t.l2_con_scale, 0.5, 0.5,
-                t.loss_scale)
+    w = LossWeights(t.kl_ic_scale, t.kl_co_scale, t.l2_gen_scale, t.l2_con_scale, 0.5, 0.5,
+                    t.loss_scale)
     cd_rate = model.cfg.cd_rate
     shards = shards or Shards(1)
     params = list(model.parameters())

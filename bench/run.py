@@ -123,13 +123,12 @@ def matmul_shapes(case: Case) -> dict[str, tuple[int, int, int]]:
 # -- one case, in its own process --------------------------------------------------------------
 
 def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
-    from autolfads.training.parallel import Shards, keep_freed_memory, setup_cpu_threads
+    from autolfads.config import TrainConfig
+    from autolfads.training.parallel import Shards
+    from autolfads.training.process import setup_process
     from autolfads.training.sampling import sample_and_average
 
-    n = 1
-    if device == "cpu":  # as the Trainer sets up a CPU process
-        n = setup_cpu_threads(threads)
-        keep_freed_memory()
+    n = setup_process(TrainConfig(device=device, threads=threads))  # as a training process
     shards = Shards(n)
     case = CASES[name]
     warm, reps = (2, 5) if quick else (3, 10)
@@ -222,10 +221,11 @@ def in_subprocess(fn, args):
 # -- worker processes sharing the cores --------------------------------------------------------
 
 def _throughput_worker(threads: int, steps: int, barrier, queue) -> None:
-    from autolfads.training.parallel import Shards, keep_freed_memory, setup_cpu_threads
+    from autolfads.config import TrainConfig
+    from autolfads.training.parallel import Shards
+    from autolfads.training.process import setup_process
 
-    shards = Shards(setup_cpu_threads(threads))
-    keep_freed_memory()
+    shards = Shards(setup_process(TrainConfig(device="cpu", threads=threads)))
     case = CASES["lorenz"]
     model = build_model(case, "cpu")
     x, counts, lf = make_batch(case, "cpu")

@@ -10,11 +10,11 @@ import torch
 from autolfads.config import ModelConfig
 from autolfads.model import LFADS
 from autolfads.model.fused import gru, loops
-from autolfads.model.objective import Weights, compute_costs, total_loss
+from autolfads.model.objective import LossWeights, compute_costs, total_loss
 from tests.conftest import TINY_MODEL
 
-# Weights such that every cost term (recon, both KLs, L2) contributes to the gradient.
-W = Weights(kl_ic_scale=0.3, kl_co_scale=0.2, l2_gen_scale=0.5, l2_con_scale=0.7)
+# Loss weights such that every cost term (recon, both KLs, L2) contributes to the gradient.
+W = LossWeights(kl_ic_scale=0.3, kl_co_scale=0.2, l2_gen_scale=0.5, l2_con_scale=0.7)
 OUT_FIELDS = ("log_rates", "factors", "ic_mean", "ic_logvar", "co_mean", "co_logvar",
               "inferred_inputs")
 
@@ -149,11 +149,12 @@ def test_clip_case_actually_clips():
 
 def test_sharded_step_and_sampling_match_unsharded():
     """Batch shards in threads (training/parallel.py) give the whole batch's costs and gradients
-    and the same posterior samples (the random draws are made once, for the whole batch)."""
+    (laid out as the parameters) and the same posterior samples (the random draws are made once,
+    for the whole batch)."""
     from autolfads.model.augment import coordinated_dropout, sample_validation_mask
-    from autolfads.training.loop import loss_and_grads
     from autolfads.training.parallel import Shards
     from autolfads.training.sampling import sample_and_average
+    from autolfads.training.step import loss_and_grads
 
     model, _, _, _, _, _ = build({}, {}, torch.float64)
     B, T, N = 48, 9, 6  # three shards of 16 trials
@@ -168,6 +169,8 @@ def test_sharded_step_and_sampling_match_unsharded():
         torch.manual_seed(5)
         terms = loss_and_grads(model, x_in, counts, W, shards, cd_mask, sv)
         grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        # Laid out as the parameters: fused Adam reads .grad in the parameter's memory order.
+        assert all(p.grad.stride() == p.stride() for p in model.parameters() if p.grad is not None)
         torch.manual_seed(6)
         post = sample_and_average(model, counts, n_samples=3, shards=shards)
         model.train()
@@ -210,4 +213,5 @@ def test_shard_map_runs_every_item_once_in_order():
     assert shards.map(fn, list(range(7))) == [i * i for i in range(7)]
     assert sorted(calls) == list(range(7))
     assert len(threads) == 2
+    assert shards.map(fn, []) == []  # e.g. no dropout masks to draw
     shards.close()

@@ -10,7 +10,7 @@ from autolfads.config import ModelConfig
 from autolfads.model import LFADS
 from autolfads.model.augment import coordinated_dropout, gradient_only_through
 from autolfads.model.layers import ClippedGRUCell, NormalizedLinear
-from autolfads.model.objective import Weights, compute_costs, total_loss
+from autolfads.model.objective import LossWeights, compute_costs, total_loss
 from autolfads.model.observations import poisson_nll
 from autolfads.model.priors import AR1Prior, GaussianPrior
 
@@ -34,8 +34,8 @@ def test_forward_shapes(co_dim, ext):
     assert out.ic_mean.shape == (7, 6)
     assert out.inferred_inputs.shape == (7, 12, co_dim)
     assert torch.isfinite(out.log_rates).all()
-    c = compute_costs(m, out, x, Weights(1e-3, 1e-3, 1e-3, 1e-3))
-    total_loss(c, Weights(1e-3, 1e-3, 1e-3, 1e-3)).backward()
+    c = compute_costs(m, out, x, LossWeights(1e-3, 1e-3, 1e-3, 1e-3))
+    total_loss(c, LossWeights(1e-3, 1e-3, 1e-3, 1e-3)).backward()
     assert all(p.grad is not None for n, p in m.named_parameters()
                if p.numel() and not n.startswith("ic_prior"))
 
@@ -147,7 +147,7 @@ def test_sample_validation_entries_do_not_train():
     held = torch.zeros_like(x, dtype=torch.bool)
     held[:, :, 0] = True  # neuron 0 held out everywhere
     out = m(x)
-    c = compute_costs(m, out, x, Weights(0, 0, 0, 0), None, held)
+    c = compute_costs(m, out, x, LossWeights(0, 0, 0, 0), None, held)
     grad = torch.autograd.grad(c.recon, out.log_rates)[0]
     assert torch.all(grad[:, :, 0] == 0) and torch.any(grad[:, :, 1:] != 0)
     assert c.sv_recon is not None and float(c.sv_recon) > 0

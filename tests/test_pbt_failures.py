@@ -114,7 +114,7 @@ def test_replayed_history_does_not_stop_a_resumed_run():
 
 
 def test_max_failures_config_and_flag(tmp_path, monkeypatch, capsys):
-    assert load_config().pbt.max_failures == 3
+    assert load_config().pbt.max_failures == 20
     assert load_config(None, ["pbt.max_failures=5"]).pbt.max_failures == 5
     import autolfads.pbt.runner
     from autolfads.errors import RunFailed

@@ -8,7 +8,14 @@ from conftest import tiny_config, tiny_dataset
 
 from autolfads.model.observations import poisson_nll
 from autolfads.training.loop import Trainer, ramp
+from autolfads.training.process import setup_process
 from autolfads.training.sampling import posterior_outputs, sample_and_average
+
+
+def new_trainer(cfg, data) -> Trainer:
+    """A Trainer built as the entry points build one: in a process set up (threads, RNG seeds)
+    for cfg.train, so two built from one config start from the same weights."""
+    return Trainer(cfg, data, shard_threads=setup_process(cfg.train))
 
 
 def params(tr: Trainer) -> dict[str, torch.Tensor]:
@@ -19,14 +26,14 @@ def test_checkpoint_round_trip_equals_straight_through(tiny, tmp_path):
     cfg = tiny_config(seed=3)
     cfg.model.dropout_rate = 0.2  # exercise every random draw: dropout, CD, posterior samples
     cfg.model.sv_rate = 0.1
-    a = Trainer(cfg, tiny)
+    a = new_trainer(cfg, tiny)
     a.fit(2, early_stop=False)
     path = a.save(tmp_path / "ck.pt")
 
-    straight = Trainer(cfg, tiny)
+    straight = new_trainer(cfg, tiny)
     straight.fit(4, early_stop=False)
 
-    resumed = Trainer(cfg, tiny)
+    resumed = new_trainer(cfg, tiny)
     resumed.load(path)
     assert resumed.state.epoch == 2
     resumed.fit(2, early_stop=False)
@@ -45,10 +52,10 @@ def test_checkpoint_round_trip_equals_straight_through(tiny, tmp_path):
 
 
 def test_restored_lr_is_overridden_by_new_hparams(tiny, tmp_path):
-    a = Trainer(tiny_config(lr=1e-3), tiny)
+    a = new_trainer(tiny_config(lr=1e-3), tiny)
     a.fit(1, early_stop=False)
     path = a.save(tmp_path / "ck.pt")
-    b = Trainer(tiny_config(lr=1e-3), tiny)
+    b = new_trainer(tiny_config(lr=1e-3), tiny)
     b.load(path)
     b.set_hparams({"lr": 2.5e-4, "dropout_rate": 0.3, "kl_co_scale": 1e-5})
     assert all(g["lr"] == 2.5e-4 for g in b.optimizer.param_groups)
@@ -58,7 +65,7 @@ def test_restored_lr_is_overridden_by_new_hparams(tiny, tmp_path):
 
 def test_training_lowers_validation_cost_and_checkpoint_loads_weights_only(tmp_path):
     ds = tiny_dataset(n_trials=60)
-    tr = Trainer(tiny_config(lr=1e-2, seed=0), ds)
+    tr = new_trainer(tiny_config(lr=1e-2, seed=0), ds)
     x, truth = tr.valid_x, torch.as_tensor(ds.valid_truth)
     null = float(poisson_nll(x, x.mean((0, 1)).log().expand_as(x)).mean())  # ~1.54
     oracle = float(poisson_nll(x, truth.log()).mean())  # ~1.31
@@ -77,13 +84,13 @@ def test_ramps():
 
 
 def test_nan_score_stops_training(tiny):
-    tr = Trainer(tiny_config(), tiny)
+    tr = new_trainer(tiny_config(), tiny)
     tr.state.smoothed = float("nan")
     assert tr.should_stop()
 
 
 def test_posterior_sampling_shapes_and_per_trial_averaging(tiny):
-    tr = Trainer(tiny_config(), tiny)
+    tr = new_trainer(tiny_config(), tiny)
     tr.fit(3, early_stop=False)
     post = posterior_outputs(tr, n_samples=6)
     n_tr, n_va = len(tiny.train_inds), len(tiny.valid_inds)
@@ -109,7 +116,7 @@ def test_early_stopping_waits_for_the_ramps(tiny):
     cfg = tiny_config(patience=2, kl_increase_epochs=6, l2_increase_epochs=4, epochs=40,
                       lr=1e-12, smoothing=0.0)
     cfg.model.dropout_rate = 0.0
-    tr = Trainer(cfg, tiny)
+    tr = new_trainer(cfg, tiny)
     tr.fit()
     assert tr.ramps_end() == 6
     assert tr.state.best_epoch == 0

@@ -35,6 +35,7 @@ from autolfads.rundir.layout import is_uri
 from autolfads.rundir.location import Location, put_json
 from autolfads.rundir.pbt_log import read_population
 from autolfads.training.loop import Trainer
+from autolfads.training.process import setup_process
 from autolfads.training.sampling import posterior_outputs
 
 DataLike = str | Path | Dataset | np.ndarray | None
@@ -131,7 +132,7 @@ def train(
 
     say(f"data: {dataset.source}: {dataset.summary()}")
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, dataset)
+    trainer = Trainer(cfg, dataset, shard_threads=setup_process(cfg.train))
     say(f"training LFADS on {trainer.device} for up to {cfg.train.epochs} epochs")
     if out_dir is not None:
         write_config(out_dir, cfg)
@@ -234,7 +235,7 @@ def run(
         (f"; stopped: {result.stopped_reason}" if result.stopped_reason else ""))
 
     best_cfg = cfg.model_copy(deep=True)
-    trainer = Trainer(best_cfg, dataset)
+    trainer = Trainer(best_cfg, dataset, shard_threads=setup_process(best_cfg.train))
     trainer.load(result.best_checkpoint)
     trainer.set_hparams(result.best.hparams)
     extra = {"valid_recon": result.best.score, "generations": result.generations,

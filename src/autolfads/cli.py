@@ -88,7 +88,7 @@ def run(
     workers_per_gpu: int = typer.Option(None, help="Workers sharing one GPU (0 = CPU only)."),
     cpus_per_worker: float = typer.Option(None, help="CPU cores per worker."),
     max_failures: int = typer.Option(None, help="Restarts of a failed worker before it is "
-                                     "dropped (pbt.max_failures, default 3)."),
+                                     "dropped (pbt.max_failures, default 20; -1: no limit)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
     seed: int = typer.Option(None, help="PBT random seed (pbt.seed)."),
     config: Path = CONFIG,

@@ -107,10 +107,10 @@ class PBTConfig(_Section):
     seed: int = 0
     cpus_per_worker: float = Field(1.0, gt=0.0)
     workers_per_gpu: int = Field(0, ge=0)  # 0 = CPU workers; N = each worker takes 1/N of a GPU
-    # Restarts of a failed worker (from its last generation) before it is dropped. A spot run
-    # would want many, but with larger budgets (-1, 100) Ray 2.60 sometimes never restarted a
-    # trial after its node was lost (tests/test_cluster.py hung); 3, as before, has not hung.
-    max_failures: int = Field(3, ge=0)
+    # Restarts of a failed worker (from its last generation) before it is dropped; -1: no limit.
+    # Sized for spot VMs, which a long run can lose many times; a worker that crashes the same way
+    # every time still stops after this many (restarts back off to a minute each: callbacks.py).
+    max_failures: int = Field(20, ge=-1)
     search_space: dict[str, HPOverride] = Field(default_factory=dict)
 
 

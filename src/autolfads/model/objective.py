@@ -21,6 +21,21 @@ from autolfads.model.lfads import LFADS, LFADSOutput
 from autolfads.model.observations import poisson_cost
 
 
+@dataclass(frozen=True)
+class BatchShare:
+    """The part of a batch's costs that one shard of the batch carries (training/parallel.py runs
+    a batch as shards in threads): each cost of the batch is the sum over its shards of the
+    shard's cost times its share."""
+
+    trials: float = 1.0  # of the trials: KL_ic and KL_co are means over trials
+    seen: float = 1.0  # of the entries recon averages over (those SV does not hold out)
+    held_out: float = 1.0  # of the entries SV holds out, which sv_recon averages over
+    l2: bool = True  # L2 is a cost of the weights, not a mean over trials: one shard carries it
+
+
+WHOLE_BATCH = BatchShare()
+
+
 @dataclass
 class Costs:
     recon: torch.Tensor  # scalar, differentiable (CD: gradient only through dropped entries)
@@ -29,9 +44,25 @@ class Costs:
     l2: torch.Tensor
     sv_recon: torch.Tensor | None = None  # cost on the held-out sample-validation entries
 
+    def part(self, share: BatchShare) -> Costs:
+        """This shard's part of its batch's costs: summed over the shards, the batch's costs.
+        total_loss is linear in the costs, so the parts' losses sum to the batch's loss too."""
+        if share == WHOLE_BATCH:
+            return self
+        return Costs(
+            recon=share.seen * self.recon,
+            kl_ic=share.trials * self.kl_ic,
+            kl_co=share.trials * self.kl_co,
+            l2=self.l2 if share.l2 else self.l2.new_zeros(()),
+            sv_recon=None if self.sv_recon is None else share.held_out * self.sv_recon,
+        )
+
 
 @dataclass
-class Weights:
+class LossWeights:
+    """The scales and ramp factors of the loss terms (module docstring); the Trainer makes them
+    from its TrainConfig for each epoch."""
+
     kl_ic_scale: float
     kl_co_scale: float
     l2_gen_scale: float
@@ -45,7 +76,7 @@ def compute_costs(
     model: LFADS,
     out: LFADSOutput,
     counts: torch.Tensor,
-    weights: Weights,
+    weights: LossWeights,
     cd_grad_mask: torch.Tensor | None = None,
     sv_held_out: torch.Tensor | None = None,
     log_fact: torch.Tensor | None = None,
@@ -77,6 +108,7 @@ def compute_costs(
     return Costs(recon, kl_ic, kl_co, l2, sv_recon)
 
 
-def total_loss(c: Costs, w: Weights) -> torch.Tensor:
+def total_loss(c: Costs, w: LossWeights) -> torch.Tensor:
+    """The loss of the module docstring, for a batch or (Costs.part) a shard of one."""
     kl = w.kl_ic_scale * c.kl_ic + w.kl_co_scale * c.kl_co
     return w.loss_scale * (c.recon + w.kl_ramp * kl + w.l2_ramp * c.l2)

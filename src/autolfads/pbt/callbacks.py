@@ -1,7 +1,7 @@
 """What the driver does when a worker fails: log it, back off, or end the run.
 
 Failure budget: Ray restarts a failed worker from its last checkpoint (the end of its last
-generation) up to `pbt.max_failures` times (3 by default; config.py says why not more).
+generation) up to `pbt.max_failures` times (20 by default, sized for spot VMs; -1: no limit).
 
 Back-off: so that a worker whose nodes keep failing does not spin, its n-th failure in a row
 (failures since it last finished a generation) makes it wait `restart_delay(n)` = min(60, 2**n)

@@ -29,6 +29,7 @@ from autolfads.pbt.scheduler import GENERATION, SCORE
 from autolfads.rundir.layout import worker_checkpoint
 from autolfads.rundir.location import get_bytes, put_bytes
 from autolfads.training.loop import Trainer
+from autolfads.training.process import setup_process
 
 CHECKPOINT = "checkpoint.pt"
 # A restarted worker never waits longer than this, whatever the driver's clock says.
@@ -83,7 +84,7 @@ def lfads_worker(config: dict, dataset: Dataset, base: dict, run_dir: str) -> No
     wait = min(MAX_RESTART_DELAY_S, float(member.get("not_before", 0.0)) - time.time())
     if wait > 0:
         time.sleep(wait)
-    trainer = Trainer(cfg, dataset)
+    trainer = Trainer(cfg, dataset, shard_threads=setup_process(cfg.train))
 
     state = _starting_checkpoint(member)
     if state is not None:

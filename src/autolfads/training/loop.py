@@ -29,83 +29,16 @@ from autolfads.model.augment import (
     hide_entries,
     sample_validation_mask,
 )
-from autolfads.model.objective import Weights, compute_costs, total_loss
+from autolfads.model.objective import Costs, LossWeights
 from autolfads.model.observations import log_factorial
-from autolfads.training.parallel import Shards, keep_freed_memory, setup_cpu_threads
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def loss_and_grads(model: LFADS, x_in: torch.Tensor, target: torch.Tensor, w: Weights,
-                   shards: Shards, cd_mask: torch.Tensor | None = None,
-                   sv: torch.Tensor | None = None, ext: torch.Tensor | None = None,
-                   log_fact: torch.Tensor | None = None) -> torch.Tensor:
-    """Forward and backward pass of one training batch: fills the parameters' .grad and
-    returns the detached terms (loss, recon, kl_ic, kl_co, l2, sv_recon) of the batch.
-
-    x_in: encoder input (after CD / SV hiding); target: the counts the cost compares with;
-    log_fact: log target! (observations.log_factorial), if the caller keeps it. Run in shards
-    when `shards` has several threads and the batch is large enough; the result is that of the
-    whole batch.
-    """
-    parts = shards.split(x_in.shape[0])
-    if len(parts) == 1:
-        out = model(x_in, ext, sample=True)
-        costs = compute_costs(model, out, target, w, cd_mask, sv, log_fact)
-        loss = total_loss(costs, w)
-        loss.backward()
-        sv_cost = loss.new_zeros(()) if costs.sv_recon is None else costs.sv_recon
-        return torch.stack([loss, costs.recon, costs.kl_ic, costs.kl_co, costs.l2,
-                            sv_cost]).detach()
-
-    nz = model.draw_noise(x_in, sample=True, map_fn=shards.map)  # same draws as unsharded
-    params = [p for p in model.parameters() if p.requires_grad]
-    B = x_in.shape[0]
-    frac = [(s.stop - s.start) / B for s in parts]
-    if sv is None:
-        recon_w, held_w = frac, [0.0] * len(parts)
-    else:  # the recon cost averages over the seen entries, sv_recon over the held-out ones
-        seen = torch.stack([(~sv[s]).sum() for s in parts]).double()
-        held = torch.stack([sv[s].sum() for s in parts]).double()
-        recon_w = (seen / seen.sum().clamp_min(1.0)).tolist()
-        held_w = (held / held.sum().clamp_min(1.0)).tolist()
-
-    def run(i: int):
-        s = parts[i]
-        out = model(x_in[s], None if ext is None else ext[s], sample=True, noise=nz.select(s))
-        c = compute_costs(model, out, target[s], w, *(None if a is None else a[s]
-                                                      for a in (cd_mask, sv, log_fact)))
-        l2 = c.l2 if i == 0 else c.l2.new_zeros(())  # not per trial: counted once
-        kl = w.kl_ic_scale * c.kl_ic + w.kl_co_scale * c.kl_co
-        loss = w.loss_scale * (recon_w[i] * c.recon + w.kl_ramp * frac[i] * kl
-                               + w.l2_ramp * l2)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        sv_cost = c.recon.new_zeros(()) if c.sv_recon is None else held_w[i] * c.sv_recon
-        terms = torch.stack([loss, recon_w[i] * c.recon, frac[i] * c.kl_ic,
-                             frac[i] * c.kl_co, l2, sv_cost]).detach()
-        return grads, terms
-
-    results = shards.map(run, range(len(parts)))
-    for j, p in enumerate(params):
-        g = None
-        for grads, _ in results:  # fixed order: reproducible sums
-            if grads[j] is not None:
-                g = grads[j] if g is None else g + grads[j]
-        if g is not None:
-            p.grad = g if p.grad is None else p.grad + g
-    terms = results[0][1]
-    for _, t in results[1:]:
-        terms = terms + t
-    return terms
+from autolfads.training.parallel import Shards
+from autolfads.training.process import resolve_device
+from autolfads.training.step import TERMS, batch_shares, loss_and_grads, shard_costs
 
 
 def adam(params, lr: float, eps: float, device: torch.device) -> torch.optim.Adam:
-    """Adam; its fused single-kernel form where torch has one (CPU, CUDA): same update, ~4x
-    less time than the per-tensor loop at LFADS sizes."""
+    """Adam; its fused form where torch has one (CPU, CUDA): the same update in one kernel for
+    all parameters instead of several per parameter, which dominate at LFADS sizes."""
     return torch.optim.Adam(params, lr=lr, eps=eps, fused=device.type in ("cpu", "cuda"))
 
 
@@ -131,6 +64,14 @@ class EpochStats:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class SplitCosts:
+    """What Trainer.evaluate finds on a whole split (posterior means, no dropout, no CD)."""
+
+    recon: float  # reconstruction cost of the entries the model sees: the validation score
+    sv_recon: float | None = None  # of the entries SV holds out; None without SV
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # epochs completed
@@ -142,17 +83,14 @@ class TrainState:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, data: Dataset, device: str | None = None):
+    def __init__(self, cfg: Config, data: Dataset, shard_threads: int = 1):
+        """shard_threads: the threads each batch runs in (parallel.Shards). Entry points get it
+        from process.setup_process(cfg.train), which also seeds the global RNGs that the model's
+        initial weights and the training draws come from."""
         self.cfg = cfg.model_copy(deep=True)
         self.data = data
-        self.device = resolve_device(device or cfg.train.device)
-        n = 1
-        if self.device.type == "cpu":
-            n = setup_cpu_threads(cfg.train.threads)
-            keep_freed_memory()
-        self.shards = Shards(n)
-        torch.manual_seed(cfg.train.seed)
-        np.random.seed(cfg.train.seed % 2**32)
+        self.device = resolve_device(cfg.train.device)
+        self.shards = Shards(shard_threads)
 
         def to(a: np.ndarray | None) -> torch.Tensor | None:
             if a is None:
@@ -190,9 +128,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.train.lr
 
-    def weights(self, epoch: int) -> Weights:
+    def loss_weights(self, epoch: int) -> LossWeights:
         t = self.cfg.train
-        return Weights(
+        return LossWeights(
             kl_ic_scale=t.kl_ic_scale,
             kl_co_scale=t.kl_co_scale,
             l2_gen_scale=t.l2_gen_scale,
@@ -207,11 +145,10 @@ class Trainer:
     def train_epoch(self) -> dict[str, float]:
         self.model.train()
         t = self.cfg.train
-        w = self.weights(self.state.epoch)
+        w = self.loss_weights(self.state.epoch)
         n = self.train_x.shape[0]
         order = torch.randperm(n, device=self.device)
-        names = ("loss", "recon", "kl_ic", "kl_co", "l2", "sv")
-        sums = torch.zeros(len(names), device=self.device)
+        sums = torch.zeros(len(TERMS), device=self.device)
         for idx in order.split(t.batch_size):
             x, lf = self.train_x[idx], self.train_lf[idx]
             sv = None if self.train_sv is None else self.train_sv[idx]
@@ -225,46 +162,44 @@ class Trainer:
             self.optimizer.step()
             # Accumulated on the device: one host sync per epoch, not per batch.
             sums += terms * (len(idx) / n)
-        return dict(zip(names, sums.tolist(), strict=True))
+        return dict(zip(TERMS, sums.tolist(), strict=True))
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, ext: torch.Tensor | None, sv: torch.Tensor | None,
-                 log_fact: torch.Tensor | None = None) -> tuple[float, float | None]:
-        """Reconstruction cost on a whole split with posterior means (no dropout, no CD)."""
+                 log_fact: torch.Tensor | None = None) -> SplitCosts:
+        """Reconstruction costs of a whole split with posterior means (no dropout, no CD)."""
         self.model.eval()
-        w = self.weights(self.state.epoch)
-        total, sv_total, n = 0.0, 0.0, x.shape[0]
+        w = self.loss_weights(self.state.epoch)
+        recon, sv_recon, n = 0.0, 0.0, x.shape[0]
         for idx in torch.arange(n, device=self.device).split(max(self.cfg.train.batch_size, 256)):
             xb = x[idx]
             svb = None if sv is None else sv[idx]
             lfb = None if log_fact is None else log_fact[idx]
-            xin = hide_entries(xb, svb, self.cfg.model.sv_rate)
             eb = None if ext is None else ext[idx]
+            x_in = hide_entries(xb, svb, self.cfg.model.sv_rate)
+            nz = self.model.draw_noise(x_in, sample=False)  # eval mode: nothing to draw
+            parts = self.shards.split(len(idx))
 
-            def run(s: slice, xb=xb, svb=svb, lfb=lfb, xin=xin, eb=eb):
-                out = self.model(xin[s], None if eb is None else eb[s], sample=False)
-                sub = None if svb is None else svb[s]
-                c = compute_costs(self.model, out, xb[s], w, None, sub,
-                                  None if lfb is None else lfb[s])
-                # The chunk's cost averages over its (seen / held-out) entries: weight by them.
-                seen = out.log_rates.numel() if sub is None else int((~sub).sum())
-                held = 0 if sub is None else int(sub.sum())
-                return float(c.recon), seen, (float(c.sv_recon) if held else 0.0), held
+            def run(rows: slice, xb=xb, svb=svb, lfb=lfb, eb=eb, x_in=x_in, nz=nz) -> Costs:
+                return shard_costs(self.model, nz, w, rows, x_in, xb, eb, None, svb, lfb)
 
-            parts = self.shards.map(run, self.shards.split(len(idx)))
-            seen = sum(p[1] for p in parts)
-            held = sum(p[3] for p in parts)
-            recon = sum(p[0] * p[1] for p in parts) / max(seen, 1)
-            total += recon * len(idx) / n
+            costs = self.shards.map(run, parts)
+            # Weighted in Python floats, not by Costs.part on float32 tensors: the score keeps
+            # double precision.
+            shares = batch_shares(parts, len(idx), svb)
+            chunk = sum(s.seen * float(c.recon) for c, s in zip(costs, shares, strict=True))
+            recon += chunk * len(idx) / n
             if svb is not None:
-                sv_total += sum(p[2] * p[3] for p in parts) / max(held, 1) * len(idx) / n
-        return total, (sv_total if sv is not None else None)
+                chunk = sum(s.held_out * float(c.sv_recon)
+                            for c, s in zip(costs, shares, strict=True))
+                sv_recon += chunk * len(idx) / n
+        return SplitCosts(recon, sv_recon if sv is not None else None)
 
     def run_epoch(self) -> EpochStats:
         start = time.perf_counter()
-        tr = self.train_epoch()
-        valid, valid_sv = self.evaluate(self.valid_x, self.valid_ext, self.valid_sv,
-                                        self.valid_lf)
+        train = self.train_epoch()
+        valid_costs = self.evaluate(self.valid_x, self.valid_ext, self.valid_sv, self.valid_lf)
+        valid = valid_costs.recon
         s = self.state
         a = self.cfg.train.smoothing
         s.smoothed = valid if math.isnan(s.smoothed) else a * s.smoothed + (1 - a) * valid
@@ -276,10 +211,11 @@ class Trainer:
             # with the ramps before that, and stopping there would skip the regularised model.
             s.bad_epochs += 1
         stats = EpochStats(
-            epoch=s.epoch, train_loss=tr["loss"], train_recon=tr["recon"], valid_recon=valid,
-            smoothed_valid_recon=s.smoothed, kl_ic=tr["kl_ic"], kl_co=tr["kl_co"], l2=tr["l2"],
-            train_sv_recon=tr["sv"] if self.train_sv is not None else None,
-            valid_sv_recon=valid_sv, seconds=time.perf_counter() - start,
+            epoch=s.epoch, train_loss=train["loss"], train_recon=train["recon"],
+            valid_recon=valid, smoothed_valid_recon=s.smoothed, kl_ic=train["kl_ic"],
+            kl_co=train["kl_co"], l2=train["l2"],
+            train_sv_recon=train["sv"] if self.train_sv is not None else None,
+            valid_sv_recon=valid_costs.sv_recon, seconds=time.perf_counter() - start,
         )
         s.history.append(stats.__dict__.copy())
         s.epoch += 1

@@ -1,25 +1,23 @@
 """Data parallelism over batch shards in threads: how one process uses several CPU cores.
 
-LFADS steps are long chains of small ops (a GRU step on 200 x 64 states is ~10 us of arithmetic
-per op). Spreading each op over cores with OpenMP costs a barrier per op, and when a core is
-also busy with anything else (another worker, another process) every barrier waits for a
-descheduled thread: a 2-thread step can take 10x as long as a 1-thread one. Instead each of n
-threads runs the whole forward and backward pass of its share of the trials with torch's
-intra-op parallelism at 1 thread, and the threads meet once per step.
+LFADS steps are long chains of small ops (one GRU step of a batch is microseconds of arithmetic).
+Spreading each op over cores with OpenMP costs a barrier per op, and when a core is also busy
+with anything else (another worker, another process) every barrier waits for a descheduled
+thread, so a step on several threads can take far longer than on one. Instead each of n threads
+runs the whole forward and backward pass of its share of the trials with torch's intra-op
+parallelism at 1 thread, and the threads meet once per step (process.py sets that up).
 
 The results are those of the unsharded batch: random draws are made for the whole batch in the
 calling thread (same RNG stream as an unsharded pass) and sliced; each shard's costs are
-weighted by its share of what the batch cost averages over; per-shard gradients are summed in a
-fixed order (not accumulated by whichever thread finishes first), so a run is reproducible.
-Sums are reassociated, so the last bits differ from an unsharded pass.
+weighted by its share of what the batch cost averages over (model/objective.py: BatchShare);
+per-shard gradients are summed in a fixed order (not accumulated by whichever thread finishes
+first), so a run is reproducible. Sums are reassociated, so the last bits differ from an
+unsharded pass.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import sys
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,13 +29,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MIN_ROWS = 16  # do not split a batch into shards smaller than this
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _one_intra_op_thread() -> None:
@@ -69,7 +60,7 @@ class Shards:
         """[fn(item) for item in items]: the first in the calling thread, the rest in the pool;
         when the caller is done it also runs, from the end, the items no thread has started
         (so uneven items, as the random draws of noise.py, share out the work)."""
-        if self._pool is None or len(items) == 1:
+        if self._pool is None or len(items) <= 1:
             return [fn(it) for it in items]
         if os.getpid() != self._pid:  # a forked child has none of the parent's threads
             self._start()
@@ -103,48 +94,3 @@ class Shards:
     def __setstate__(self, state):
         self.__init__(state["n"])
 
-
-def setup_cpu_threads(n: int) -> int:
-    """Set up this process to use n CPU cores (0: all it may run on); returns n.
-
-    The n cores are used as n threads that each run a shard of the batch (parallel.py), with
-    torch's intra-op (OpenMP/MKL) parallelism at one thread, so nothing waits on per-op barriers.
-    N workers sharing C cores should each get n = C // N (pbt/ sets cfg.train.threads from
-    cpus_per_worker). The inter-op pool can be sized only before it is first used; LFADS runs no
-    inter-op work, so a later call that cannot resize it is harmless.
-    """
-    n = n if n > 0 else available_cores()
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
-    if torch.get_num_interop_threads() != 1:
-        with contextlib.suppress(RuntimeError):  # already started or already set
-            torch.set_num_interop_threads(1)
-    return n
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
-
-    A training step allocates and frees the same few hundred MB of activations and gradients
-    every time. By default glibc serves blocks over its mmap threshold with fresh mmaps and
-    trims the heap's free top back to the kernel, so the next step touches new pages: a page
-    fault (and a page of zeroing) per 4 KiB, ~10% of a CPU step. Raising the thresholds keeps
-    that memory in the process (RSS stays at its peak, which it reaches every step anyway).
-    Process-wide; a no-op (False) where the C library is not glibc.
-    """
-    global _malloc_tuned
-    if _malloc_tuned is None:
-        _malloc_tuned = False
-        if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL("libc.so.6")
-                m_trim_threshold, m_mmap_threshold = -1, -3
-                ok = libc.mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's maximum
-                ok = ok and libc.mallopt(m_trim_threshold, 2**30)
-                _malloc_tuned = bool(ok)
-            except (OSError, AttributeError):
-                pass
-    return _malloc_tuned
-
-
-_malloc_tuned: bool | None = None

@@ -1,0 +1,95 @@
+"""Setting up a process to train in: CPU threads, glibc's malloc and the global RNG seeds.
+
+These are process-wide, so the code that owns the process sets them, once, before it builds a
+Trainer: api.train, api's PBT path, a PBT worker (pbt/trainable.py) and the benchmarks. A Trainer
+changes nothing outside its own objects, so building one (in a test, or a second one in the same
+process) leaves thread counts and random streams alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+
+import numpy as np
+import torch
+
+from autolfads.config import TrainConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def setup_process(train: TrainConfig) -> int:
+    """Set this process up to train as `train` says; returns the number of shard threads to
+    give the Trainer (Trainer(..., shard_threads=...)): train.threads on a CPU, 1 on a GPU.
+
+    Seeds torch's and numpy's global generators with train.seed: they fix the model's initial
+    weights and every random draw of training, until a checkpoint's RNG state replaces them
+    (Trainer.load_checkpoint).
+    """
+    threads = 1
+    if resolve_device(train.device).type == "cpu":
+        threads = setup_cpu_threads(train.threads)
+        keep_freed_memory()
+    torch.manual_seed(train.seed)
+    np.random.seed(train.seed % 2**32)
+    return threads
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def setup_cpu_threads(n: int) -> int:
+    """Set up this process to use n CPU cores (0: all it may run on); returns n.
+
+    The n cores are used as n threads that each run a shard of the batch (parallel.py), with
+    torch's intra-op (OpenMP/MKL) parallelism at one thread, so nothing waits on per-op barriers.
+    N workers sharing C cores should each get n = C // N (pbt/ sets cfg.train.threads from
+    cpus_per_worker). The inter-op pool can be sized only before it is first used; LFADS runs no
+    inter-op work, so a later call that cannot resize it is harmless.
+    """
+    n = n if n > 0 else available_cores()
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    if torch.get_num_interop_threads() != 1:
+        with contextlib.suppress(RuntimeError):  # already started or already set
+            torch.set_num_interop_threads(1)
+    return n
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
+
+    A training step allocates and frees the same few hundred MB of activations and gradients
+    every time. By default glibc serves blocks over its mmap threshold with fresh mmaps and
+    trims the heap's free top back to the kernel, so the next step touches new pages: a page
+    fault (and a page of zeroing) per 4 KiB, a visible part of a CPU step. Raising the
+    thresholds keeps that memory in the process (RSS stays at its peak, which it reaches every
+    step anyway). Process-wide; a no-op (False) where the C library is not glibc.
+    """
+    global _malloc_tuned
+    if _malloc_tuned is None:
+        _malloc_tuned = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                m_trim_threshold, m_mmap_threshold = -1, -3
+                ok = libc.mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's maximum
+                ok = ok and libc.mallopt(m_trim_threshold, 2**30)
+                _malloc_tuned = bool(ok)
+            except (OSError, AttributeError):
+                pass
+    return _malloc_tuned
+
+
+_malloc_tuned: bool | None = None
