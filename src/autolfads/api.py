@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from autolfads.config import Config, DataConfig, load_config
+from autolfads.data.chaotic_rnn import DEFAULTS as CHAOTIC_RNN_DEFAULTS
+from autolfads.data.chaotic_rnn import chaotic_rnn_dataset, write_dataset
 from autolfads.data.dataset import Dataset
 from autolfads.data.io import from_array, load_dataset
 from autolfads.data.synthetic import lorenz_dataset, write_lorenz
@@ -83,14 +85,36 @@ def _read(location: str | Path, cfg: DataConfig) -> Dataset:
     return dataset
 
 
+SYNTH_KINDS = ("lorenz", "chaotic_rnn")
+
+
 def synth(kind: str = "lorenz", seed: int = 0, out: str | Path | None = None,
-          fmt: str | None = None) -> Dataset:
-    """The built-in synthetic dataset (with true rates); written to `out` when given."""
-    if kind != "lorenz":
-        raise UserInputError(f"synth: unknown dataset '{kind}'; available: lorenz")
+          fmt: str | None = None, **params) -> Dataset:
+    """A built-in synthetic dataset (with true rates); written to `out` when given.
+
+    "lorenz": the demo data (no parameters). "chaotic_rnn": a chaotic RNN with one input pulse
+    per trial (true input times included); params units, gain, pulse, neurons, trials, bins
+    (see autolfads.data.chaotic_rnn)."""
+    if kind not in SYNTH_KINDS:
+        raise UserInputError(
+            f"synth: unknown dataset '{kind}'; available: {', '.join(SYNTH_KINDS)}"
+        )
+    if kind == "lorenz":
+        if params:
+            raise UserInputError(f"synth lorenz: takes no parameters (got {', '.join(params)})")
+        if out is not None:
+            write_lorenz(out, seed=seed, fmt=fmt)
+        return lorenz_dataset(seed=seed)
+    unknown = sorted(set(params) - {*CHAOTIC_RNN_DEFAULTS, "bin_size_s", "mean_rate_hz"})
+    if unknown:
+        raise UserInputError(
+            f"synth chaotic_rnn: unknown parameter(s) {', '.join(unknown)}; "
+            f"known: {', '.join(CHAOTIC_RNN_DEFAULTS)}"
+        )
+    ds = chaotic_rnn_dataset(seed=seed, **params)
     if out is not None:
-        write_lorenz(out, seed=seed, fmt=fmt)
-    return lorenz_dataset(seed=seed)
+        write_dataset(out, ds, fmt=fmt)
+    return ds
 
 
 def resolve_data(data: DataLike, cfg: DataConfig) -> Dataset:

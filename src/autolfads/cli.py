@@ -53,6 +53,31 @@ def synth_lorenz(
     typer.echo(f"wrote {out}: {ds.summary()}, true rates included")
 
 
+@synth_app.command("chaotic_rnn")
+def synth_chaotic_rnn(
+    out: Path = typer.Option(..., "--out", help="File to write (.h5 or .mat)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    units: int = typer.Option(50, help="Network units."),
+    gain: float = typer.Option(1.5, help="Recurrent gain (above 1: chaotic)."),
+    pulse: float = typer.Option(5.0, help="Input pulse amplitude (0: no input)."),
+    neurons: int = typer.Option(50, help="Poisson neurons."),
+    trials: int = typer.Option(400, help="Trials."),
+    bins: int = typer.Option(100, help="10 ms bins per trial."),
+    fmt: str = typer.Option(None, "--format", help="h5 or mat (default: from the file name)."),
+) -> None:
+    """Chaotic RNN with one input pulse per trial; true rates and input times included."""
+    from autolfads.api import synth
+
+    fmt = fmt or (out.suffix.lstrip(".") or "h5")
+    if fmt not in ("h5", "mat"):
+        raise UserInputError(f"--format {fmt}: expected h5 or mat")
+    if out.exists():
+        raise UserInputError(f"--out {out}: file exists; remove it or choose another name")
+    ds = synth("chaotic_rnn", seed=seed, out=out, fmt=fmt, units=units, gain=gain, pulse=pulse,
+               neurons=neurons, trials=trials, bins=bins)
+    typer.echo(f"wrote {out}: {ds.summary()}, true rates and input times included")
+
+
 @app.command()
 def train(
     data: str = DATA,

@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 SUPPORTED = ".mat (MATLAB v5 or v7.3), .h5/.hdf5 (LFADS: train_data/valid_data), .npz (data)"
-OPTIONAL_VARS = ("truth", "conditions", "train_inds", "valid_inds", "bin_size_ms", "dt", "layout")
+OPTIONAL_VARS = ("truth", "conditions", "train_inds", "valid_inds", "bin_size_ms", "dt", "layout",
+                 "true_input_times")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -53,7 +54,8 @@ def load_dataset(path: str | Path, cfg: DataConfig | None = None) -> Dataset:
 
     .mat (v5 via scipy, v7.3 via h5py) and .npz: variable `cfg.variable` (default "data"),
     neurons x time x trials unless `cfg.layout` (or, for .npz only, a `layout` entry) says
-    otherwise; optional truth, conditions, train_inds/valid_inds, bin_size_ms (ms) or dt (s).
+    otherwise; optional truth, conditions, train_inds/valid_inds, bin_size_ms (ms) or dt (s),
+    true_input_times (one bin per trial; 1-based in .mat, 0-based elsewhere).
     LFADS .h5: train_data/valid_data (trials x time x neurons) and the usual LFADS extras.
     A split stored in the file wins over `cfg.split`; `cfg.bin_size_ms` wins over the file's.
     """
@@ -87,16 +89,18 @@ def from_array(
     valid_inds: np.ndarray | None = None,
     ext_input: np.ndarray | None = None,
     bin_size_s: float | None = None,
+    true_input_times: np.ndarray | None = None,
 ) -> Dataset:
     """A `Dataset` from in-memory arrays, with the same checks and split as `load_dataset`.
 
     `layout` names the axes of `data` (and `truth`); `cfg.layout` is not consulted here.
     `ext_input` is trials x time x inputs. Indices may be 0- or 1-based (detected).
+    `true_input_times` (synthetic data) is one 0-based bin per trial, in the data's trial order.
     """
     return _build(
         data, layout, label=source, noun="argument", cfg=cfg, truth=truth,
         conditions=conditions, train_inds=train_inds, valid_inds=valid_inds,
-        ext_input=ext_input, bin_size_s=bin_size_s,
+        ext_input=ext_input, bin_size_s=bin_size_s, true_input_times=true_input_times,
     )  # fmt: skip
 
 
@@ -138,6 +142,7 @@ def _build(
     bin_size_s: float | None = None,
     data_name: str = "data",
     can_relayout: bool = True,
+    true_input_times: object = None,
 ) -> Dataset:
     cfg = cfg or DataConfig()
 
@@ -166,6 +171,7 @@ def _build(
         true_rates = np.ascontiguousarray(t.transpose(perm), dtype=np.float32)
     cond = _conditions(conditions, n, describe("conditions"))
     ext = _ext_input(ext_input, x.shape, describe("ext_input"))
+    input_times = _input_times(true_input_times, x.shape, describe("true_input_times"))
 
     if train_inds is None and valid_inds is None:
         tr, va = split_trials(n, cfg)
@@ -183,8 +189,8 @@ def _build(
         train_data=pick(x, tr), valid_data=pick(x, va), train_inds=tr, valid_inds=va,
         train_truth=pick(true_rates, tr), valid_truth=pick(true_rates, va),
         train_ext_input=pick(ext, tr), valid_ext_input=pick(ext, va),
-        conditions=cond, bin_size_s=bin_size_s, source=label, layout=layout,
-        meta={"split": split},
+        conditions=cond, true_input_times=input_times, bin_size_s=bin_size_s, source=label,
+        layout=layout, meta={"split": split},
     )  # fmt: skip
 
 
@@ -215,6 +221,17 @@ def _ext_input(ext: object, shape: tuple[int, ...], what: str) -> np.ndarray | N
     if e.dtype.kind == "f" and not np.isfinite(e).all():
         raise UserInputError(f"{what}: contains NaN/Inf; external inputs must be finite")
     return np.ascontiguousarray(e, dtype=np.float32)
+
+
+def _input_times(times: object, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    if times is None:
+        return None
+    t = as_numeric(times, what).ravel()
+    if t.size != shape[0] or not np.all(np.isfinite(t)) or not np.all(t == np.round(t)):
+        raise UserInputError(f"{what}: expected one whole bin number per trial ({shape[0]})")
+    if t.size and (t.min() < 0 or t.max() >= shape[1]):
+        raise UserInputError(f"{what}: bins must lie in 0..{shape[1] - 1} (0-based)")
+    return t.astype(np.int64)
 
 
 def _unreadable(p: Path, kind: str, err: Exception) -> UserInputError:
@@ -302,10 +319,14 @@ def _from_table(
     cond = values.get("conditions")
     if conditions_one_based and cond is not None:
         cond = _from_matlab_labels(np.asarray(cond))
+    times = values.get("true_input_times")
+    if conditions_one_based and times is not None:  # MATLAB bin numbers are 1-based
+        times = as_numeric(times, f"{p}: variable 'true_input_times'") - 1
     return _build(
         values[var], layout, label=str(p), noun="variable", cfg=cfg, truth=values.get("truth"),
         conditions=cond, train_inds=values.get("train_inds"), valid_inds=values.get("valid_inds"),
         bin_size_s=_bin_size_s(values, str(p), "variable"), data_name=var,
+        true_input_times=times,
     )  # fmt: skip
 
 
@@ -387,5 +408,5 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
         truth=merge("truth", check_rates), conditions=vals.get("conditions"),
         train_inds=tr, valid_inds=va, ext_input=merge("ext_input", None),
         bin_size_s=_bin_size_s(vals, label, "dataset"), data_name="train_data/valid_data",
-        can_relayout=False,
+        can_relayout=False, true_input_times=vals.get("true_input_times"),
     )  # fmt: skip

@@ -33,6 +33,8 @@ def write_lfads_h5(path: str | Path, dataset: Dataset) -> Path:
                         h5_put(f, f"{split}_{stem}", arr.astype(np.float32))
             if dataset.conditions is not None and dataset.conditions.dtype.kind in "iuf":
                 h5_put(f, "conditions", dataset.conditions)
+            if dataset.true_input_times is not None:  # original order, 0-based bins
+                h5_put(f, "true_input_times", dataset.true_input_times.astype(np.int64))
             if dataset.bin_size_s is not None:
                 f.create_dataset("bin_size_ms", data=dataset.bin_size_s * 1000.0)
 
@@ -55,6 +57,8 @@ def write_tutorial_mat(path: str | Path, dataset: Dataset) -> Path:
         if cond is not None:
             numeric = cond.dtype.kind in "iuf"
             mdict["conditions"] = one_based_row(cond) if numeric else cond
+        if dataset.true_input_times is not None:  # MATLAB bin numbers are 1-based
+            mdict["true_input_times"] = one_based_row(dataset.true_input_times)
         if dataset.bin_size_s is not None:
             mdict["bin_size_ms"] = dataset.bin_size_s * 1000.0
         save_mat(tmp, mdict)

@@ -3,8 +3,9 @@ compression rule written once for every writer (the run's own outputs, `autolfad
 the dataset writers in data/writers.py).
 
   output/lfads_output.h5   trials x time x dim: per split (train_/valid_) and for all trials in
-                           the original order, 0-based train_inds/valid_inds, truth/conditions
-                           when known; attributes layout, input_layout, source, bin_size_ms
+                           the original order, 0-based train_inds/valid_inds, truth/conditions/
+                           true_input_times (0-based bins) when known; attributes layout,
+                           input_layout, source, bin_size_ms
   output/lfads_output.mat  MATLAB: dim x time x trials (ic_mean dim x trials), original order,
                            1-based index rows; `layout` records the input's axis order
 
@@ -107,6 +108,8 @@ def outputs_of(dataset: Dataset, post: dict[str, np.ndarray]) -> Outputs:
         arrays["truth"] = truth
     if dataset.conditions is not None and dataset.conditions.dtype.kind in "iuf":
         arrays["conditions"] = dataset.conditions
+    if dataset.true_input_times is not None:
+        arrays["true_input_times"] = dataset.true_input_times.astype(np.int64)
     attrs: dict[str, Any] = {"layout": layout.INTERNAL_LAYOUT, "input_layout": dataset.layout,
                              "source": dataset.source}
     if dataset.bin_size_s is not None:
@@ -129,6 +132,8 @@ def matlab_dict(outputs: Outputs, conditions: bool = True) -> dict[str, object]:
     cond = a.get("conditions")
     if conditions and cond is not None and np.asarray(cond).dtype.kind in "iuf":
         mdict["conditions"] = one_based_row(cond)
+    if "true_input_times" in a:  # MATLAB bin numbers are 1-based
+        mdict["true_input_times"] = one_based_row(a["true_input_times"])
     if outputs.bin_size_ms:
         mdict["bin_size_ms"] = outputs.bin_size_ms
     input_layout = outputs.attrs.get("input_layout")
@@ -215,7 +220,7 @@ def _outputs_from_mat(loc: Location) -> Outputs:
     for key in (*TIME_ARRAYS, "ic_mean"):
         if key in mat:
             arrays[key] = np.ascontiguousarray(matlab_axes(mat[key]))
-    for key in ("train_inds", "valid_inds"):
+    for key in ("train_inds", "valid_inds", "true_input_times"):
         if key in mat:  # MATLAB indices are 1-based
             arrays[key] = np.asarray(mat[key]).ravel().astype(np.int64) - 1
     if "train_inds" in arrays and "valid_inds" in arrays:
