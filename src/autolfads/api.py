@@ -20,10 +20,11 @@ import numpy as np
 
 from autolfads.config import Config, DataConfig, load_config
 from autolfads.data.chaotic_rnn import DEFAULTS as CHAOTIC_RNN_DEFAULTS
-from autolfads.data.chaotic_rnn import chaotic_rnn_dataset, write_dataset
+from autolfads.data.chaotic_rnn import chaotic_rnn_dataset
 from autolfads.data.dataset import Dataset
 from autolfads.data.io import from_array, load_dataset
 from autolfads.data.synthetic import lorenz_dataset, write_lorenz
+from autolfads.data.writers import write_dataset
 from autolfads.errors import UserInputError
 from autolfads.results import (
     compute_metrics,

@@ -42,6 +42,12 @@ def synth_lorenz(
     fmt: str = typer.Option(None, "--format", help="h5 or mat (default: from the file name)."),
 ) -> None:
     """Synthetic Lorenz dataset with ground-truth rates (the built-in demo data)."""
+    ds = _write_synth("lorenz", out, seed, fmt)
+    typer.echo(f"wrote {out}: {ds.summary()}, true rates included")
+
+
+def _write_synth(kind: str, out: Path, seed: int, fmt: str | None, **params):
+    """api.synth to a new file, after the checks both synth commands share."""
     from autolfads.api import synth
 
     fmt = fmt or (out.suffix.lstrip(".") or "h5")
@@ -49,8 +55,7 @@ def synth_lorenz(
         raise UserInputError(f"--format {fmt}: expected h5 or mat")
     if out.exists():
         raise UserInputError(f"--out {out}: file exists; remove it or choose another name")
-    ds = synth("lorenz", seed=seed, out=out, fmt=fmt)
-    typer.echo(f"wrote {out}: {ds.summary()}, true rates included")
+    return synth(kind, seed=seed, out=out, fmt=fmt, **params)
 
 
 @synth_app.command("chaotic_rnn")
@@ -66,15 +71,8 @@ def synth_chaotic_rnn(
     fmt: str = typer.Option(None, "--format", help="h5 or mat (default: from the file name)."),
 ) -> None:
     """Chaotic RNN with one input pulse per trial; true rates and input times included."""
-    from autolfads.api import synth
-
-    fmt = fmt or (out.suffix.lstrip(".") or "h5")
-    if fmt not in ("h5", "mat"):
-        raise UserInputError(f"--format {fmt}: expected h5 or mat")
-    if out.exists():
-        raise UserInputError(f"--out {out}: file exists; remove it or choose another name")
-    ds = synth("chaotic_rnn", seed=seed, out=out, fmt=fmt, units=units, gain=gain, pulse=pulse,
-               neurons=neurons, trials=trials, bins=bins)
+    ds = _write_synth("chaotic_rnn", out, seed, fmt, units=units, gain=gain, pulse=pulse,
+                      neurons=neurons, trials=trials, bins=bins)
     typer.echo(f"wrote {out}: {ds.summary()}, true rates and input times included")
 
 

@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from autolfads.config import DataConfig
 from autolfads.data.dataset import MATLAB_LAYOUT, Dataset
 from autolfads.data.io import from_array
-from autolfads.data.writers import write_lfads_h5, write_tutorial_mat
 from autolfads.errors import UserInputError
 
 STEPS_PER_BIN = 4
@@ -141,25 +139,3 @@ def chaotic_rnn_dataset(seed: int = 0, cfg: DataConfig | None = None, **params) 
     )  # fmt: skip
     ds.layout = MATLAB_LAYOUT  # as for the Lorenz data: what MATLAB users expect
     return ds
-
-
-def write_dataset(path: str | Path, ds: Dataset, fmt: str | None = None) -> Path:
-    """Write `ds` as LFADS .h5 or tutorial .mat; the extension must match the format."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if fmt is None:
-        fmt = "mat" if suffix == ".mat" else "h5"
-    if fmt not in ("h5", "mat"):
-        raise UserInputError(f"--format {fmt}: unknown format; use h5 or mat")
-    wanted = (".mat",) if fmt == "mat" else (".h5", ".hdf5")
-    if suffix not in wanted:  # the readers pick the format from the extension
-        raise UserInputError(
-            f"{path}: extension does not match --format {fmt}; name the file *{wanted[0]}"
-        )
-    return write_lfads_h5(path, ds) if fmt == "h5" else write_tutorial_mat(path, ds)
-
-
-def write_chaotic_rnn(path: str | Path, seed: int = 0, fmt: str | None = None,
-                      **params) -> Path:
-    """Write the chaotic-RNN dataset (.h5 or .mat, see `write_dataset`)."""
-    return write_dataset(path, chaotic_rnn_dataset(seed=seed, **params), fmt=fmt)

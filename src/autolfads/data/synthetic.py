@@ -36,7 +36,7 @@ import numpy as np
 from autolfads.config import DataConfig
 from autolfads.data.dataset import MATLAB_LAYOUT, Dataset
 from autolfads.data.io import from_array
-from autolfads.data.writers import write_lfads_h5, write_tutorial_mat
+from autolfads.data.writers import write_dataset
 from autolfads.errors import UserInputError
 
 SIGMA, RHO, BETA = 10.0, 28.0, 8.0 / 3.0
@@ -140,24 +140,6 @@ def lorenz_dataset(seed: int = 0, cfg: DataConfig | None = None, **kwargs) -> Da
 
 
 def write_lorenz(path: str | Path, seed: int = 0, fmt: str | None = None) -> Path:
-    """Write the Lorenz dataset as an LFADS .h5 (fmt="h5") or tutorial .mat (fmt="mat").
-
-    With fmt=None the format follows the file extension (.mat -> mat, anything else -> h5); the
-    extension must match the format (.mat, or .h5/.hdf5), since readers go by the extension.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if fmt is None:
-        fmt = "mat" if suffix == ".mat" else "h5"
-    if fmt not in ("h5", "mat"):
-        raise UserInputError(f"--format {fmt}: unknown format; use h5 or mat")
-    wanted = (".mat",) if fmt == "mat" else (".h5", ".hdf5")
-    if suffix not in wanted:  # the readers pick the format from the extension
-        want = wanted[0]
-        raise UserInputError(
-            f"{path}: extension does not match --format {fmt}; name the file *{want}"
-        )
-    ds = lorenz_dataset(seed=seed)
-    if fmt == "h5":
-        return write_lfads_h5(path, ds)
-    return write_tutorial_mat(path, ds)
+    """Write the Lorenz dataset as an LFADS .h5 or tutorial .mat (writers.write_dataset: the
+    format follows the extension when not given, and must match it)."""
+    return write_dataset(path, lorenz_dataset(seed=seed), fmt=fmt)

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from autolfads.data.dataset import Dataset
+from autolfads.errors import UserInputError
 from autolfads.rundir.location import atomic_write
 from autolfads.rundir.outputs import h5_put, matlab_axes, one_based_row, save_mat
 
@@ -64,3 +65,19 @@ def write_tutorial_mat(path: str | Path, dataset: Dataset) -> Path:
         save_mat(tmp, mdict)
 
     return atomic_write(path, write, protect=dataset.source)
+
+
+def write_dataset(path: str | Path, ds: Dataset, fmt: str | None = None) -> Path:
+    """Write `ds` as LFADS .h5 or tutorial .mat; the extension must match the format."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if fmt is None:
+        fmt = "mat" if suffix == ".mat" else "h5"
+    if fmt not in ("h5", "mat"):
+        raise UserInputError(f"--format {fmt}: unknown format; use h5 or mat")
+    wanted = (".mat",) if fmt == "mat" else (".h5", ".hdf5")
+    if suffix not in wanted:  # the readers pick the format from the extension
+        raise UserInputError(
+            f"{path}: extension does not match --format {fmt}; name the file *{wanted[0]}"
+        )
+    return write_lfads_h5(path, ds) if fmt == "h5" else write_tutorial_mat(path, ds)
