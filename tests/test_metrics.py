@@ -84,3 +84,48 @@ def test_smoothing_baseline_on_lorenz() -> None:
     for sigma in (1, 8):
         assert r2_rates(gaussian_smooth(ds.valid_data, sigma), ds.valid_truth) <= valid["r2_rates"]
     assert bits_per_spike(ds.valid_truth, ds.valid_data) > 0
+
+
+def test_input_peaks_ignore_what_all_trials_share() -> None:
+    """Every trial has a large start transient (shared) and its own smaller bump at its own time;
+    the peak is the bump, and accuracy counts trials within the tolerance."""
+    from autolfads.analysis.metrics import input_peak_bins, input_time_accuracy
+
+    rng = np.random.default_rng(0)
+    trials, bins = 40, 60
+    times = rng.integers(15, 45, size=trials)
+    u = np.zeros((trials, bins, 2))
+    u[:, :3, 0] = 10.0  # shared transient, far larger than the events
+    u[np.arange(trials), times, 1] = 2.0
+    u += rng.normal(scale=0.05, size=u.shape)
+    np.testing.assert_array_equal(input_peak_bins(u), times)
+    assert input_time_accuracy(u, times) == 1.0
+    shifted = times.copy()
+    shifted[:10] += 3  # at the tolerance: still found
+    shifted[10:20] -= 4  # beyond it: missed
+    assert input_time_accuracy(u, shifted) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="true input times"):
+        input_time_accuracy(u, times[:-1])
+
+
+def test_compute_metrics_reports_input_time_accuracy() -> None:
+    from autolfads.data.chaotic_rnn import chaotic_rnn_dataset
+    from autolfads.results import compute_metrics
+
+    ds = chaotic_rnn_dataset(seed=0, trials=30, bins=40, neurons=6, units=10)
+    post = {}
+    for split, inds in (("train", ds.train_inds), ("valid", ds.valid_inds)):
+        data = ds.train_data if split == "train" else ds.valid_data
+        inputs = np.zeros((len(inds), ds.n_time, 1))
+        ok = inds % 2 == 0  # trials at even positions peak at the truth, the others 10 bins off
+        t = ds.true_input_times[inds] + np.where(ok, 0, 10)
+        inputs[np.arange(len(inds)), t, 0] = 1.0
+        post |= {f"{split}_rates": data + 0.1, f"{split}_inferred_inputs": inputs}
+    m = compute_metrics(ds, post)
+    assert m["input_time_accuracy"] == pytest.approx(np.mean(np.arange(30) % 2 == 0))
+    assert m["input_time_accuracy_valid"] == pytest.approx(np.mean(ds.valid_inds % 2 == 0))
+    post |= {f"{s}_inferred_inputs": np.zeros((len(post[f"{s}_rates"]), ds.n_time, 0))
+             for s in ("train", "valid")}  # no controller: no input metric
+    assert "input_time_accuracy" not in compute_metrics(ds, post)
+    no_pulse = chaotic_rnn_dataset(seed=0, trials=30, bins=40, neurons=6, units=10, pulse=0.0)
+    assert no_pulse.true_input_times is None  # nothing to find without an input

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autolfads.analysis.metrics import INPUT_TIME_TOLERANCE_BINS
 from autolfads.config import Config, DataConfig, load_config
 from autolfads.data.chaotic_rnn import DEFAULTS as CHAOTIC_RNN_DEFAULTS
 from autolfads.data.chaotic_rnn import chaotic_rnn_dataset
@@ -337,6 +338,9 @@ def summary_line(m: dict, out_dir: Path | None) -> str:
              f"valid recon {m['valid_recon']:.4f}", f"bits/spike {m['bps']:.3f}"]
     if "r2_rates" in m:
         parts.append(f"R^2 vs true rates {m['r2_rates']:.3f} (smoothing {m['r2_smoothing']:.3f})")
+    if "input_time_accuracy" in m:
+        parts.append(f"inferred input within {INPUT_TIME_TOLERANCE_BINS} bins of the true input on "
+                     f"{100 * m['input_time_accuracy']:.0f}% of trials")
     if out_dir is not None:
         parts.append(f"outputs in {out_dir / 'output'}")
     return "; ".join(parts)

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from autolfads.analysis.metrics import bits_per_spike, r2_per_neuron, r2_rates, smoothing_baseline
+from autolfads.analysis.metrics import (
+    bits_per_spike,
+    input_time_accuracy,
+    r2_per_neuron,
+    r2_rates,
+    smoothing_baseline,
+)
 from autolfads.config import Config, config_to_yaml
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
@@ -54,7 +60,8 @@ def write_config(out_dir: Path, cfg: Config) -> Path:
 
 def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray]) -> dict[str, float]:
     """Bits/spike on held-out (validation) trials and, with ground truth, R^2 against the true rates
-    for the model and for a Gaussian-smoothing baseline."""
+    for the model and for a Gaussian-smoothing baseline; with true input times and a controller,
+    the fraction of trials whose inferred input peaks within 3 bins of the true input."""
     m: dict[str, float] = {
         "bps_valid": bits_per_spike(post["valid_rates"], dataset.valid_data),
         "bps_train": bits_per_spike(post["train_rates"], dataset.train_data),
@@ -69,6 +76,14 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray]) -> dict[str, 
         base = smoothing_baseline(dataset.all_data(), truth)
         m["r2_smoothing"] = float(base["r2_rates"])
         m["smoothing_sigma_bins"] = float(base["sigma_bins"])
+    times = dataset.true_input_times
+    if times is not None and post["train_inferred_inputs"].shape[-1] > 0:
+        inputs = dataset.to_original_order(post["train_inferred_inputs"],
+                                           post["valid_inferred_inputs"])
+        m["input_time_accuracy"] = input_time_accuracy(inputs, times)
+        valid_times = np.asarray(times)[dataset.valid_inds]
+        m["input_time_accuracy_valid"] = input_time_accuracy(post["valid_inferred_inputs"],
+                                                             valid_times)
     return {k: float(v) for k, v in m.items()}
 
 

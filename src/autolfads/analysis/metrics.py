@@ -1,4 +1,5 @@
-"""Metrics for inferred rates: R^2 against true rates, bits per spike, a smoothing baseline.
+"""Metrics for inferred rates and inputs: R^2 against true rates, bits per spike, a smoothing
+baseline, and how well inferred inputs find the true input times.
 
 All arrays are trials x time x neurons, rates in expected counts per bin.
 """
@@ -60,6 +61,34 @@ def bits_per_spike(rates: np.ndarray, spikes: np.ndarray) -> float:
     if n_spikes == 0:
         return float("nan")
     return (_poisson_ll(r, y) - _poisson_ll(null, y)) / (n_spikes * np.log(2.0))
+
+
+INPUT_TIME_TOLERANCE_BINS = 3
+
+
+def input_peak_bins(inputs: np.ndarray) -> np.ndarray:
+    """The bin at which each trial's inferred input deviates most from the average trial's:
+    argmax over time of |u_k(t) - mean_j u_j(t)| (Euclidean over input dimensions).
+
+    Subtracting the across-trial mean at each bin removes what every trial shares (the
+    controller's start-of-trial transient, a condition-independent drive), so what is left is
+    the trial's own event; inputs are trials x time x dims."""
+    u = np.asarray(inputs, dtype=np.float64)
+    if u.ndim != 3 or u.shape[2] == 0:
+        raise ValueError(f"inferred inputs must be trials x time x dims, got {u.shape}")
+    dev = np.linalg.norm(u - u.mean(axis=0, keepdims=True), axis=2)
+    return dev.argmax(axis=1)
+
+
+def input_time_accuracy(inputs: np.ndarray, true_times: np.ndarray,
+                        tolerance: int = INPUT_TIME_TOLERANCE_BINS) -> float:
+    """Fraction of trials whose inferred-input peak (input_peak_bins) lies within `tolerance`
+    bins of the trial's true input time (0-based bins, one per trial)."""
+    t = np.asarray(true_times).ravel()
+    peaks = input_peak_bins(inputs)
+    if peaks.shape != t.shape:
+        raise ValueError(f"{len(peaks)} trials of inputs but {len(t)} true input times")
+    return float(np.mean(np.abs(peaks - t) <= tolerance))
 
 
 def gaussian_smooth(spikes: np.ndarray, sigma_bins: float) -> np.ndarray:

@@ -229,8 +229,11 @@ def factor_trajectories(factors: np.ndarray, conditions: np.ndarray | None) -> t
     return fig, caption
 
 
-def inferred_inputs(inputs: np.ndarray, trials: Sequence[int], bin_ms: float | None) -> Figure:
-    """Each inferred-input dimension over time: example trials and the mean +- sd over trials."""
+def inferred_inputs(inputs: np.ndarray, trials: Sequence[int], bin_ms: float | None,
+                    true_times: np.ndarray | None = None) -> Figure:
+    """Each inferred-input dimension over time: example trials and the mean +- sd over trials;
+    with `true_times` (0-based bins, one per trial) each example trial's true input time as a
+    dotted line in the trial's colour."""
     t, t_label = _time_axis(inputs.shape[1], bin_ms)
     dims = min(inputs.shape[2], 8)
     fig = Figure(figsize=(8, 1.8 * dims + 0.8), layout="constrained")
@@ -242,6 +245,8 @@ def inferred_inputs(inputs: np.ndarray, trials: Sequence[int], bin_ms: float | N
         ax.plot(t, mean[:, d], color="black", lw=1.5)
         for i, k in enumerate(trials):
             ax.plot(t, inputs[k, :, d], color=f"C{i}", lw=1, label=f"trial {k + 1}")
+            if true_times is not None:
+                ax.axvline(t[int(true_times[k])], color=f"C{i}", lw=1, ls=":")
         ax.set_ylabel(f"input {d + 1} (a.u.)")
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel(t_label)

@@ -25,6 +25,7 @@ import numpy as np
 
 from autolfads.analysis import plots
 from autolfads.analysis import report_data as rdata
+from autolfads.analysis.metrics import INPUT_TIME_TOLERANCE_BINS, input_time_accuracy
 from autolfads.analysis.report_data import RunView
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
@@ -124,7 +125,9 @@ def _summary(v: RunView, page: _Page) -> str:
     m = v.metrics or {}
     final = [f"{label} {m[k]:.4g}" for k, label in (
         ("valid_recon", "valid recon cost"), ("bps", "bits/spike (validation)"),
-        ("r2_rates", "R^2 vs true rates"), ("r2_smoothing", "R^2 of smoothing"))
+        ("r2_rates", "R^2 vs true rates"), ("r2_smoothing", "R^2 of smoothing"),
+        ("input_time_accuracy", "fraction of trials whose inferred input peaks within "
+         f"{INPUT_TIME_TOLERANCE_BINS} bins of the true input"))
         if isinstance(m.get(k), (int, float)) and v.finished]
     rows.append(("final metrics", ", ".join(final) if final else "when the run finishes"))
     html_rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(val)}</td></tr>" for k, val in rows)
@@ -199,10 +202,17 @@ def _latents(v: RunView, page: _Page) -> str:
     inputs = out.get("inferred_inputs")
     if inputs is None or inputs.ndim != 3 or inputs.shape[2] == 0:
         return html_out + _note("no inferred inputs: the controller is off (model.co_dim = 0)")
-    fig = plots.inferred_inputs(inputs, rdata.example_trials(v), v.bin_ms)
-    return html_out + page.figure(
-        "inputs", fig, "Inferred inputs over time for the example trials, with the mean +- sd "
-        "over all trials (grey).", "inferred inputs")
+    times = out.get("true_input_times")
+    times = None if times is None or len(times) != len(inputs) else np.asarray(times)
+    fig = plots.inferred_inputs(inputs, rdata.example_trials(v), v.bin_ms, times)
+    caption = ("Inferred inputs over time for the example trials, with the mean +- sd over all "
+               "trials (grey).")
+    if times is not None:
+        found = input_time_accuracy(inputs, times)
+        caption += (" Dotted: each example trial's true input time. The inferred input of "
+                    f"{100 * found:.0f}% of all trials deviates most from the average trial's "
+                    f"within {INPUT_TIME_TOLERANCE_BINS} bins of the true input time.")
+    return html_out + page.figure("inputs", fig, caption, "inferred inputs")
 
 
 def _metrics(v: RunView, page: _Page) -> str:

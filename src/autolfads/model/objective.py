@@ -9,6 +9,19 @@
     L2     = (l2_gen_scale * |U_gen|^2 + l2_con_scale * |U_con|^2) / (2 * #recurrent weights)
 
 w_kl and w_l2 ramp linearly from 0 to 1 (training/loop.py) so the model first learns to reconstruct.
+
+How the terms are normalised, for moving hyperparameters between implementations (T bins,
+N neurons per trial):
+- recon is a mean per entry (trial x bin x neuron), KL_ic a sum over latent dimensions and KL_co a
+  sum over bins and input dimensions, both averaged over trials. With kl_*_scale = 1/(T*N) the loss
+  is the negative ELBO per entry; smaller scales (1e-7 .. 1e-5 are typical) weaken the prior.
+- L2 is per recurrent weight: 0.5 * scale * |U|^2 summed, divided by the number of weights.
+- lfads-torch with `recon_reduce_mean: True` (its published configs) normalises exactly this way
+  and has the same loss_scale (1e4): its kl_*_scale, l2_*_scale and loss_scale carry over as they
+  are. It also has L2 on the encoders' recurrent weights (l2_ic_enc_scale, l2_ci_enc_scale; 0 in
+  its published configs), which we leave out.
+- The original TensorFlow LFADS sums the reconstruction cost over bins and neurons (a mean over
+  trials) and uses no loss_scale: its KL and L2 weights are T*N times ours, so divide them by T*N.
 """
 
 from __future__ import annotations
