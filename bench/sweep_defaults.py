@@ -28,9 +28,11 @@ HERE = Path(__file__).resolve().parent
 SYSTEMS: dict[str, tuple[str, dict]] = {
     "lorenz": ("lorenz", {}),
     "lorenz_sparse": ("lorenz", {"trials_per_condition": 4, "mean_rate_hz": 8.0}),
-    "crnn": ("chaotic_rnn", {}),
-    "crnn_strong": ("chaotic_rnn", {"units": 200, "gain": 2.5}),
-    "crnn_small": ("chaotic_rnn", {"units": 100, "gain": 2.0, "neurons": 30, "trials": 200}),
+    "crnn": ("chaotic_rnn", {"pulse": 20.0}),
+    "crnn_strong": ("chaotic_rnn", {"units": 200, "gain": 2.5, "pulse": 20.0}),
+    "crnn_small": ("chaotic_rnn", {"units": 100, "gain": 2.0, "neurons": 30, "trials": 200,
+                                   "pulse": 20.0}),
+    "crnn_pulse50": ("chaotic_rnn", {"pulse": 50.0}),  # the built-in default since the sweep
 }
 
 _PUBLIC_REG = [  # the public implementation's published MC_Maze regularisation (issue 14)

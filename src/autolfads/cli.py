@@ -64,7 +64,7 @@ def synth_chaotic_rnn(
     seed: int = typer.Option(0, help="Random seed."),
     units: int = typer.Option(50, help="Network units."),
     gain: float = typer.Option(1.5, help="Recurrent gain (above 1: chaotic)."),
-    pulse: float = typer.Option(20.0, help="Input pulse amplitude (0: no input)."),
+    pulse: float = typer.Option(50.0, help="Input pulse amplitude (0: no input)."),
     neurons: int = typer.Option(50, help="Poisson neurons."),
     trials: int = typer.Option(400, help="Trials."),
     bins: int = typer.Option(100, help="10 ms bins per trial."),
