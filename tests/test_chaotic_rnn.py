@@ -212,3 +212,15 @@ def test_synth_then_train_reports_input_timing(tmp_path, monkeypatch, capsys) ->
     assert f"{100 * m['input_time_accuracy']:.0f}% of trials" in err
     page = (run / "report" / "index.html").read_text()
     assert "true input time" in page and "peaks within 3 bins" in page
+
+
+def test_cli_defaults_are_the_generators() -> None:
+    """The CLI keeps its imports light, so it repeats the defaults: they must not drift."""
+    import typer.main
+
+    from autolfads.cli import synth_app
+    from autolfads.data.chaotic_rnn import DEFAULTS
+
+    cmd = typer.main.get_command(synth_app).commands["chaotic_rnn"]
+    shown = {p.name: p.default for p in cmd.params if p.name in DEFAULTS}
+    assert shown == DEFAULTS

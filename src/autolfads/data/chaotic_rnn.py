@@ -23,10 +23,10 @@ the state by ~20 along b (4 Euler steps of dt/tau = 0.1): LFADS with its default
 ~97% of trials (bench/defaults_sweep.md). At pulse 20 (the kick of the LFADS paper's experiment,
 magnitude 20 at dt/tau = 0.4) the log-rates move by ~0.5 right after it, yet among the chaotic
 dynamics no configuration we tried found more than a quarter of the pulses: a harder setting.
-A network this
-small is only weakly chaotic at gain 1.5 (for some J it settles within a few seconds); the trials
-still differ strongly because each starts elsewhere and 1 s is only 40 tau. Larger networks
-(e.g. --units 200 --gain 2.5) are robustly chaotic: nearby states diverge exponentially.
+A network this small is only weakly chaotic at gain 1.5 (for some J it settles within a few
+seconds); the trials still differ strongly because each starts elsewhere and 1 s is only 40 tau.
+Larger networks (e.g. --units 200 --gain 2.5) are robustly chaotic: nearby states diverge
+exponentially.
 """
 
 from __future__ import annotations
@@ -110,8 +110,9 @@ def _check(units: int, gain: float, pulse: float, neurons: int, trials: int, bin
         raise bad("bin_size_s and mean_rate_hz must be positive")
 
 
-def make_chaotic_rnn(seed: int = 0, units: int = 50, gain: float = 1.5, pulse: float = 50.0,
-                     neurons: int = 50, trials: int = 400, bins: int = 100,
+def make_chaotic_rnn(seed: int = 0, units: int = DEFAULTS["units"], gain: float = DEFAULTS["gain"],
+                     pulse: float = DEFAULTS["pulse"], neurons: int = DEFAULTS["neurons"],
+                     trials: int = DEFAULTS["trials"], bins: int = DEFAULTS["bins"],
                      bin_size_s: float = 0.01, mean_rate_hz: float = 20.0) -> ChaoticRNNData:
     """Generate the dataset described in the module docstring; deterministic per seed."""
     _check(units, gain, pulse, neurons, trials, bins, bin_size_s, mean_rate_hz)
