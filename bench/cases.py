@@ -62,7 +62,7 @@ def make_batch(case: Case, device: str, batch: int | None = None, seed: int = 1)
 
 def make_step(model: LFADS, case: Case, shards: Shards | None = None
               ) -> tuple[Callable, torch.optim.Adam]:
-    """A function running one training step on (x, counts, log_fact), as the Trainer does
+    """A function running one training step on (x, counts, data_term), as the Trainer does
     (training/step.py: loss_and_grads, then gradient clipping and Adam); returns the (device) loss.
     The model's `fused` switch chooses the fused recurrences or the plain form."""
     t = TrainConfig()
@@ -73,7 +73,7 @@ def make_step(model: LFADS, case: Case, shards: Shards | None = None
     shards = shards or Shards(1)
     params = list(model.parameters())
 
-    def step(x: torch.Tensor, counts: torch.Tensor, log_fact: torch.Tensor) -> torch.Tensor:
+    def step(x: torch.Tensor, counts: torch.Tensor, data_term: torch.Tensor) -> torch.Tensor:
         model.train()
         x_in, cd_mask = coordinated_dropout(x, cd_rate)
         if cd_mask is not None and cd_mask.shape != counts.shape:
@@ -82,7 +82,7 @@ def make_step(model: LFADS, case: Case, shards: Shards | None = None
             full[:, : x.shape[1], : x.shape[2]] = cd_mask
             cd_mask = full
         opt.zero_grad(set_to_none=True)
-        terms = loss_and_grads(model, x_in, counts, w, shards, cd_mask, log_fact=log_fact)
+        terms = loss_and_grads(model, x_in, counts, w, shards, cd_mask, data_term=data_term)
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         opt.step()
         return terms[0]

@@ -14,7 +14,7 @@ def good_counts(n=29, t=20, k=30, seed=0):
 
 
 def bad_inputs(tmp):
-    """(case name, path to give the CLI, words the message must contain)."""
+    """(case name, path to give the CLI, words the message must contain[, extra CLI args])."""
     cases = []
 
     def mat(name, **variables):
@@ -35,10 +35,23 @@ def bad_inputs(tmp):
     cases.append(("inf", mat("inf", data=inf), ["Inf"]))
     neg = good_counts()
     neg[1, 2, 3] = -1
-    cases.append(("negative", mat("neg", data=neg), ["negative"]))
+    # What values are allowed depends on the observation model (auto picks one that fits).
+    gamma = ["--set", "model.observation=gamma"]
+    cases.append(("negative", mat("neg", data=neg), ["negative", "gaussian"], gamma))
     frac = good_counts()
     frac[1, 2, 3] = 2.5
-    cases.append(("non-integer", mat("frac", data=frac), ["integer", "2.5"]))
+    cases.append(("non-integer", mat("frac", data=frac), ["integer", "2.5", "gamma"],
+                  ["--set", "model.observation=poisson"]))
+    zeros = good_counts() + 0.5
+    zeros[1, 2, 3] = 0.0
+    cases.append(("zeros for gamma", mat("zeros", data=zeros), ["zero", "zero_inflated_gamma"],
+                  gamma))
+    silent = good_counts() + 0.5
+    silent[:, :, 4] = 0.0  # neurons x time x trials: neuron 4 is zero throughout trial 4 only
+    silent[7] = 0.0
+    cases.append(("all-zero channel", mat("silent", data=silent), ["channel", "7", "zero"],
+                  ["--set", "model.observation=zero_inflated_gamma"]))
+    cases.append(("all zero", mat("allzero", data=np.zeros((29, 20, 30))), ["every value"]))
     cases.append(("too few trials", mat("few", data=good_counts(n=5, t=8, k=6)), ["trials", "10"]))
     cases.append(("transposed", mat("transposed", data=good_counts(n=300, t=20, k=5)),
                   ["transposed", "--layout"]))
@@ -52,15 +65,16 @@ def bad_inputs(tmp):
 
 
 CASE_NAMES = ["missing file", "missing variable", "wrong ndim", "empty", "nan", "inf", "negative",
-              "non-integer", "too few trials", "transposed", "unsupported format", "corrupt"]
+              "non-integer", "zeros for gamma", "all-zero channel", "all zero", "too few trials",
+              "transposed", "unsupported format", "corrupt"]
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
 def test_bad_input_gives_one_error_line_and_exit_2(case, tmp_path, monkeypatch, capsys):
-    name, path, words = next(c for c in bad_inputs(tmp_path) if c[0] == case)
+    name, path, words, *extra = next(c for c in bad_inputs(tmp_path) if c[0] == case)
     before = path.read_bytes() if path.exists() else None
     code, _, err = run_cli(monkeypatch, capsys, "train", path, "--out", tmp_path / "run",
-                           "--epochs", "1")
+                           "--epochs", "1", *(extra[0] if extra else []))
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err

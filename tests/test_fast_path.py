@@ -15,7 +15,7 @@ from tests.conftest import TINY_MODEL
 
 # Loss weights such that every cost term (recon, both KLs, L2) contributes to the gradient.
 W = LossWeights(kl_ic_scale=0.3, kl_co_scale=0.2, l2_gen_scale=0.5, l2_con_scale=0.7)
-OUT_FIELDS = ("log_rates", "factors", "ic_mean", "ic_logvar", "co_mean", "co_logvar",
+OUT_FIELDS = ("obs_params", "factors", "ic_mean", "ic_logvar", "co_mean", "co_logvar",
               "inferred_inputs")
 
 # name: (model overrides, forward options)

@@ -29,11 +29,11 @@ def test_forward_shapes(co_dim, ext):
     x = counts()
     e = torch.randn(7, 12, ext) if ext else None
     out = m(x, e)
-    assert out.log_rates.shape == (7, 12, 9)
+    assert out.obs_params.shape == (7, 12, 9)
     assert out.factors.shape == (7, 12, 5)
     assert out.ic_mean.shape == (7, 6)
     assert out.inferred_inputs.shape == (7, 12, co_dim)
-    assert torch.isfinite(out.log_rates).all()
+    assert torch.isfinite(out.obs_params).all()
     c = compute_costs(m, out, x, LossWeights(1e-3, 1e-3, 1e-3, 1e-3))
     total_loss(c, LossWeights(1e-3, 1e-3, 1e-3, 1e-3)).backward()
     assert all(p.grad is not None for n, p in m.named_parameters()
@@ -45,9 +45,9 @@ def test_eval_without_sampling_is_deterministic():
     m = LFADS(ModelConfig(dropout_rate=0.3, **SMALL), n_neurons=9).eval()
     x = counts()
     a, b = m(x, sample=False), m(x, sample=False)
-    assert torch.equal(a.log_rates, b.log_rates)
+    assert torch.equal(a.obs_params, b.obs_params)
     c = m(x, sample=True)
-    assert not torch.equal(a.log_rates, c.log_rates)
+    assert not torch.equal(a.obs_params, c.obs_params)
 
 
 def test_gru_cell_matches_torch_gru_cell_and_clips():
@@ -148,6 +148,6 @@ def test_sample_validation_entries_do_not_train():
     held[:, :, 0] = True  # neuron 0 held out everywhere
     out = m(x)
     c = compute_costs(m, out, x, LossWeights(0, 0, 0, 0), None, held)
-    grad = torch.autograd.grad(c.recon, out.log_rates)[0]
+    grad = torch.autograd.grad(c.recon, out.obs_params)[0]
     assert torch.all(grad[:, :, 0] == 0) and torch.any(grad[:, :, 1:] != 0)
     assert c.sv_recon is not None and float(c.sv_recon) > 0

@@ -105,7 +105,7 @@ def test_posterior_sampling_shapes_and_per_trial_averaging(tiny):
     torch.manual_seed(1)
     small = sample_and_average(tr.model, tr.valid_x, n_samples=200, max_batch=400)["rates"]
     assert np.abs(big - small).max() < 0.1 * big.mean()
-    mean_pass = torch.exp(tr.model(tr.valid_x, sample=False).log_rates).detach().numpy()
+    mean_pass = torch.exp(tr.model(tr.valid_x, sample=False).obs_params).detach().numpy()
     per_trial = [np.corrcoef(big[i].ravel(), mean_pass[i].ravel())[0, 1] for i in range(n_va)]
     assert min(per_trial) > 0.9
 

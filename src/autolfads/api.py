@@ -23,10 +23,13 @@ from autolfads.config import Config, DataConfig, load_config
 from autolfads.data.chaotic_rnn import DEFAULTS as CHAOTIC_RNN_DEFAULTS
 from autolfads.data.chaotic_rnn import chaotic_rnn_dataset
 from autolfads.data.dataset import Dataset
+from autolfads.data.deconvolve import DeconvolveOptions, deconvolve_dataset
 from autolfads.data.io import from_array, load_dataset
+from autolfads.data.modalities import CALCIUM_DEFAULTS, EMG_DEFAULTS, modality_dataset
 from autolfads.data.synthetic import lorenz_dataset, write_lorenz
 from autolfads.data.writers import write_dataset
 from autolfads.errors import UserInputError
+from autolfads.model.observations.choose import resolve as resolve_observation
 from autolfads.results import (
     compute_metrics,
     prepare_run_dir,
@@ -87,7 +90,7 @@ def _read(location: str | Path, cfg: DataConfig) -> Dataset:
     return dataset
 
 
-SYNTH_KINDS = ("lorenz", "chaotic_rnn")
+SYNTH_KINDS = ("lorenz", "chaotic_rnn", "emg", "calcium")
 
 
 def synth(kind: str = "lorenz", seed: int = 0, out: str | Path | None = None,
@@ -96,7 +99,8 @@ def synth(kind: str = "lorenz", seed: int = 0, out: str | Path | None = None,
 
     "lorenz": the demo data (no parameters). "chaotic_rnn": a chaotic RNN with one input pulse
     per trial (true input times included); params units, gain, pulse, neurons, trials, bins
-    (see autolfads.data.chaotic_rnn)."""
+    (see autolfads.data.chaotic_rnn). "emg" (Gamma-distributed, true means) and "calcium" (dF/F
+    traces, true spike rates): Lorenz-driven, params in autolfads.data.modalities."""
     if kind not in SYNTH_KINDS:
         raise UserInputError(
             f"synth: unknown dataset '{kind}'; available: {', '.join(SYNTH_KINDS)}"
@@ -107,6 +111,16 @@ def synth(kind: str = "lorenz", seed: int = 0, out: str | Path | None = None,
         if out is not None:
             write_lorenz(out, seed=seed, fmt=fmt)
         return lorenz_dataset(seed=seed)
+    if kind in ("emg", "calcium"):
+        known = EMG_DEFAULTS if kind == "emg" else CALCIUM_DEFAULTS
+        if set(params) - set(known):
+            raise UserInputError(f"synth {kind}: unknown parameter(s) "
+                                 f"{', '.join(sorted(set(params) - set(known)))}; known: "
+                                 f"{', '.join(known)}")
+        ds = modality_dataset(kind, seed=seed, **params)
+        if out is not None:
+            write_dataset(out, ds, fmt=fmt)
+        return ds
     unknown = sorted(set(params) - {*CHAOTIC_RNN_DEFAULTS, "bin_size_s", "mean_rate_hz"})
     if unknown:
         raise UserInputError(
@@ -119,15 +133,44 @@ def synth(kind: str = "lorenz", seed: int = 0, out: str | Path | None = None,
     return ds
 
 
-def resolve_data(data: DataLike, cfg: DataConfig) -> Dataset:
+def deconvolve(data: str | Path, out: str | Path, options: DeconvolveOptions | None = None,
+               log: Callable[[str], None] | None = None, **data_options) -> Dataset:
+    """Calcium traces in `data` -> deconvolved events written to `out` (.h5 or .mat, by its
+    extension), trial order, split and truth kept; data_options are `data` config keys."""
+    out = Path(out)
+    if out.exists():
+        raise UserInputError(f"--out {out}: file exists; remove it or choose another name")
+    ds = load(data, **data_options)
+    say = log or _stderr
+    say(f"data: {ds.source}: {ds.summary()}")
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            say(f"deconvolved {done}/{total} neurons")
+
+    events = deconvolve_dataset(ds, options or DeconvolveOptions(), progress)
+    write_dataset(out, events)
+    return events
+
+
+def resolve_data(data: DataLike, cfg: DataConfig, say: Callable[[str], None] | None = None
+                 ) -> Dataset:
+    """The dataset `data` names (None: built-in Lorenz), deconvolved when data.deconvolve."""
     if data is None:
-        return lorenz_dataset(seed=0, cfg=cfg)
-    if isinstance(data, Dataset):
-        return data
-    if isinstance(data, np.ndarray):
+        ds = lorenz_dataset(seed=0, cfg=cfg)
+    elif isinstance(data, Dataset):
+        ds = data
+    elif isinstance(data, np.ndarray):
         layout = "trials_time_neurons" if cfg.layout == "auto" else cfg.layout
-        return from_array(data, layout=layout, cfg=cfg)
-    return _read(data, cfg)
+        ds = from_array(data, layout=layout, cfg=cfg)
+    else:
+        ds = _read(data, cfg)
+    if not cfg.deconvolve:
+        return ds
+    opts = DeconvolveOptions(cfg.tau_decay_s, cfg.event_threshold_sd)
+    if say is not None:
+        say(f"deconvolving {ds.n_neurons} neurons' calcium traces into events (OASIS)")
+    return deconvolve_dataset(ds, opts)
 
 
 def train(
@@ -153,10 +196,12 @@ def train(
     if seed is not None:
         cfg.train.seed = seed
     say = (lambda _m: None) if quiet else (log or _stderr)
-    dataset = resolve_data(data, cfg.data)
+    dataset = resolve_data(data, cfg.data, say)
+    obs_line = choose_observation(cfg, dataset)  # bad data is reported before --out is touched
     out_dir = prepare_run_dir(out, force) if out is not None else None
 
     say(f"data: {dataset.source}: {dataset.summary()}")
+    say(obs_line)
     t0 = time.perf_counter()
     trainer = Trainer(cfg, dataset, shard_threads=setup_process(cfg.train))
     say(f"training LFADS on {trainer.device} for up to {cfg.train.epochs} epochs")
@@ -177,15 +222,19 @@ def _finish(trainer: Trainer, dataset: Dataset, cfg: Config, out_dir: Path | Non
     """Posterior sample-and-average with the chosen model, then outputs and metrics."""
     say(f"posterior sample-and-average ({cfg.train.n_samples} samples per trial)")
     post = posterior_outputs(trainer)
-    extra = {**extra, "wall_s": time.perf_counter() - t0, "device": str(trainer.device)}
+    obs = trainer.cfg.model.observation
+    valid = trainer.evaluate(trainer.valid_x, trainer.valid_ext, trainer.valid_sv,
+                             trainer.valid_dt, trainer.valid_in)
+    extra = {**extra, "wall_s": time.perf_counter() - t0, "device": str(trainer.device),
+             "observation": obs, "nll_per_bin_valid": valid.recon * dataset.n_neurons}
     if out_dir is not None:
-        metrics = write_results(out_dir, dataset, post, extra)
+        metrics = write_results(out_dir, dataset, post, extra, obs)
         try:
             _refresh_report(out_dir, dataset)
         except Exception as e:  # noqa: BLE001  (the outputs are written; the page is extra)
             say(f"report not written: {type(e).__name__}: {e}")
     else:
-        metrics = {**extra, **compute_metrics(dataset, post)}
+        metrics = {**extra, **compute_metrics(dataset, post, obs)}
     say(summary_line(metrics, out_dir))
     return TrainResult(out_dir, dataset, cfg, metrics, post, trainer.state.history, trainer)
 
@@ -241,7 +290,8 @@ def run(
     # Read once, here: a finished run, or nothing to resume, is reported before any file is
     # written, and run_pbt starts from this point.
     point = resume_point(store.local, store.location, cfg.pbt) if resume else None
-    dataset = resolve_data(data, cfg.data)
+    dataset = resolve_data(data, cfg.data, say)
+    obs_line = choose_observation(cfg, dataset)  # before anything is written to --out
     if not resume:
         _prepare_store(store, force)
         put_json(store.local / layout.RUN_JSON, {"data": _data_location(data)})
@@ -251,6 +301,7 @@ def run(
 
     p = cfg.pbt
     say(f"data: {dataset.source}: {dataset.summary()}")
+    say(obs_line)
     say(f"AutoLFADS: population {p.population}, up to {p.generations} generations of "
         f"{p.epochs_per_generation} epochs, {p.cpus_per_worker:g} CPU per worker")
     t0 = time.perf_counter()
@@ -273,6 +324,15 @@ def run(
         store.sync()
         say(f"run uploaded to {store.location} (local copy: {out_dir})")
     return res
+
+
+def choose_observation(cfg: Config, dataset: Dataset) -> str:
+    """Settle cfg.model.observation for this data (auto: by the rule of observations/choose.py;
+    an explicit choice: checked against the data) and return the line that says which and why."""
+    name, why = resolve_observation(cfg.model.observation, dataset.all_data(),
+                                    dataset.source or "data")
+    cfg.model.observation = name
+    return f"observation model: {name} ({why})"
 
 
 def _refresh_report(out_dir: Path, dataset: Dataset) -> None:
@@ -335,9 +395,15 @@ def _recorded_data(out_dir: Path) -> str | None:
 
 def summary_line(m: dict, out_dir: Path | None) -> str:
     parts = [f"done in {m['wall_s']:.0f}s ({m['epochs']} epochs)",
-             f"valid recon {m['valid_recon']:.4f}", f"bits/spike {m['bps']:.3f}"]
+             f"valid recon {m['valid_recon']:.4f}"]
+    if "bps" in m:  # spike counts
+        parts.append(f"bits/spike {m['bps']:.3f}")
+    elif "nll_per_bin_valid" in m:
+        parts.append(f"valid NLL per bin {m['nll_per_bin_valid']:.3f}")
     if "r2_rates" in m:
-        parts.append(f"R^2 vs true rates {m['r2_rates']:.3f} (smoothing {m['r2_smoothing']:.3f})")
+        truth = "rates" if m.get("observation", "poisson") == "poisson" else "means"
+        parts.append(f"R^2 vs true {truth} {m['r2_rates']:.3f} "
+                     f"(smoothing {m['r2_smoothing']:.3f})")
     if "input_time_accuracy" in m:
         parts.append(f"inferred input within {INPUT_TIME_TOLERANCE_BINS} bins of the true input on "
                      f"{100 * m['input_time_accuracy']:.0f}% of trials")

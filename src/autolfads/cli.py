@@ -76,6 +76,67 @@ def synth_chaotic_rnn(
     typer.echo(f"wrote {out}: {ds.summary()}, true rates and input times included")
 
 
+@synth_app.command("emg")
+def synth_emg(
+    out: Path = typer.Option(..., "--out", help="File to write (.h5 or .mat)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    channels: int = typer.Option(16, help="EMG channels (muscles)."),
+    conditions: int = typer.Option(20, help="Conditions (Lorenz initial states)."),
+    trials_per_condition: int = typer.Option(10, help="Trials per condition."),
+    bins: int = typer.Option(50, help="10 ms bins per trial."),
+    shape: float = typer.Option(4.0, help="Gamma shape (noise: CV = 1/sqrt(shape))."),
+    fmt: str = typer.Option(None, "--format", help="h5 or mat (default: from the file name)."),
+) -> None:
+    """Lorenz-driven EMG-like data: Gamma-distributed envelopes; true means included."""
+    ds = _write_synth("emg", out, seed, fmt, channels=channels, conditions=conditions,
+                      trials_per_condition=trials_per_condition, bins=bins, shape=shape)
+    typer.echo(f"wrote {out}: {ds.summary()}, true means included")
+
+
+@synth_app.command("calcium")
+def synth_calcium(
+    out: Path = typer.Option(..., "--out", help="File to write (.h5 or .mat)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    neurons: int = typer.Option(40, help="Neurons."),
+    conditions: int = typer.Option(20, help="Conditions (Lorenz initial states)."),
+    trials_per_condition: int = typer.Option(10, help="Trials per condition."),
+    bins: int = typer.Option(100, help="Frames per trial."),
+    frame_rate_hz: float = typer.Option(30.0, help="Imaging frame rate."),
+    noise: float = typer.Option(0.1, help="Noise SD (dF/F)."),
+    fmt: str = typer.Option(None, "--format", help="h5 or mat (default: from the file name)."),
+) -> None:
+    """Lorenz-driven calcium imaging: spikes -> indicator (rise, decay) -> dF/F with noise; true
+    spike rates included. Deconvolve it (autolfads deconvolve) before training."""
+    ds = _write_synth("calcium", out, seed, fmt, neurons=neurons, conditions=conditions,
+                      trials_per_condition=trials_per_condition, bins=bins,
+                      frame_rate_hz=frame_rate_hz, noise=noise)
+    typer.echo(f"wrote {out}: {ds.summary()}, true spike rates included")
+
+
+@app.command()
+def deconvolve(
+    data: str = typer.Argument(..., help="Calcium dF/F traces (.mat, .h5, .npz)."),
+    out: Path = typer.Option(..., "--out", help="Events file to write (.h5 or .mat)."),
+    layout: str = LAYOUT,
+    variable: str = typer.Option("data", help="Variable holding the traces (.mat/.npz)."),
+    tau_decay_s: float = typer.Option(None, help="Indicator decay time constant in seconds "
+                                      "(default: estimated per neuron)."),
+    threshold_sd: float = typer.Option(1.0, help="Events below this many noise SDs become 0."),
+    bin_size_ms: float = typer.Option(None, help="Frame interval, if the file does not say."),
+) -> None:
+    """Deconvolve calcium traces into event amplitudes (OASIS), keeping trials and their order;
+    train on the events (observation model: zero_inflated_gamma, which auto picks)."""
+    from autolfads.api import deconvolve as deconvolve_api
+    from autolfads.data.deconvolve import DeconvolveOptions
+
+    options = {"variable": variable, **({"layout": layout} if layout else {}),
+               **({"bin_size_ms": bin_size_ms} if bin_size_ms else {})}
+    ds = deconvolve_api(data, out, DeconvolveOptions(tau_decay_s, threshold_sd),
+                        **options)
+    zeros = float((ds.all_data() == 0).mean())
+    typer.echo(f"wrote {out}: {ds.summary()}, events in {100 * (1 - zeros):.0f}% of bins")
+
+
 @app.command()
 def train(
     data: str = DATA,

@@ -27,6 +27,11 @@ class DataConfig(_Section):
     valid_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # random split
     split_seed: int = 0
     bin_size_ms: float | None = Field(None, gt=0)  # bin width, when the file does not say
+    # Calcium dF/F traces: deconvolve them into events first (data/deconvolve.py, OASIS), which
+    # `auto` then models as zero_inflated_gamma. Decay time constant None: estimated per neuron.
+    deconvolve: bool = False
+    tau_decay_s: float | None = Field(None, gt=0)
+    event_threshold_sd: float = Field(1.0, ge=0)  # events below this many noise SDs become 0
 
 
 class ModelConfig(_Section):
@@ -52,6 +57,10 @@ class ModelConfig(_Section):
     co_prior_tau: float = Field(10.0, gt=0.0)  # AR(1) prior time constant, in bins (learned)
     co_prior_nvar: float = Field(0.1, gt=0.0)  # AR(1) prior innovation variance (learned)
     fused: bool = True  # fast hand-written recurrences (model/fused/); false: the plain form
+    # How the data are distributed given the factors (model/observations/): auto picks from the
+    # values (counts -> poisson, positive -> gamma, mostly zeros -> zero_inflated_gamma, signed ->
+    # gaussian) and says why; a run records its choice in config.yaml.
+    observation: Literal["auto", "poisson", "gamma", "zero_inflated_gamma", "gaussian"] = "auto"
 
 
 class TrainConfig(_Section):

@@ -58,15 +58,17 @@ def write_config(out_dir: Path, cfg: Config) -> Path:
     return write_text_atomic(out_dir / layout.CONFIG, config_to_yaml(cfg))
 
 
-def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray]) -> dict[str, float]:
-    """Bits/spike on held-out (validation) trials and, with ground truth, R^2 against the true rates
-    for the model and for a Gaussian-smoothing baseline; with true input times and a controller,
-    the fraction of trials whose inferred input peaks within 3 bins of the true input."""
-    m: dict[str, float] = {
-        "bps_valid": bits_per_spike(post["valid_rates"], dataset.valid_data),
-        "bps_train": bits_per_spike(post["train_rates"], dataset.train_data),
-    }
-    m["bps"] = m["bps_valid"]
+def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
+                    observation: str = "poisson") -> dict[str, float]:
+    """Bits/spike on held-out (validation) trials, for spike counts (Poisson) only, where it means
+    something; with ground truth, R^2 against the true rates (means) for the model and for a
+    Gaussian-smoothing baseline; with true input times and a controller, the fraction of trials
+    whose inferred input peaks within 3 bins of the true input."""
+    m: dict[str, float] = {}
+    if observation == "poisson":
+        m["bps_valid"] = bits_per_spike(post["valid_rates"], dataset.valid_data)
+        m["bps_train"] = bits_per_spike(post["train_rates"], dataset.train_data)
+        m["bps"] = m["bps_valid"]
     if dataset.has_truth:
         rates = dataset.to_original_order(post["train_rates"], post["valid_rates"])
         truth = dataset.all_truth()
@@ -88,10 +90,11 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray]) -> dict[str, 
 
 
 def write_results(
-    out_dir: Path, dataset: Dataset, post: dict[str, np.ndarray], extra: dict
+    out_dir: Path, dataset: Dataset, post: dict[str, np.ndarray], extra: dict,
+    observation: str = "poisson",
 ) -> dict[str, float]:
     """Write output/lfads_output.{h5,mat} and metrics.json; return the metrics."""
     write_outputs(out_dir, dataset, post)
-    metrics = {**extra, **compute_metrics(dataset, post)}
+    metrics = {**extra, **compute_metrics(dataset, post, observation)}
     write_text_atomic(out_dir / layout.METRICS, json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -1,4 +1,5 @@
-"""The Dataset: spike counts split into train/valid trials, with the bookkeeping to undo the split.
+"""The Dataset: recorded activity (spike counts or continuous signals) split into train/valid
+trials, with the bookkeeping to undo the split.
 
 Internally every array is trials x time x neurons (the LFADS layout). The user's own layout and
 trial order are recorded so that outputs can be written back the way the data came in.
@@ -18,11 +19,11 @@ AXES = ("trials", "time", "neurons")
 
 @dataclass
 class Dataset:
-    train_data: np.ndarray  # (n_train, T, N) spike counts, float32
+    train_data: np.ndarray  # (n_train, T, N) spike counts or a continuous signal, float32
     valid_data: np.ndarray  # (n_valid, T, N)
     train_inds: np.ndarray  # (n_train,) 0-based positions in the user's original trial order
     valid_inds: np.ndarray  # (n_valid,)
-    train_truth: np.ndarray | None = None  # (n_train, T, N) true rates, expected counts per bin
+    train_truth: np.ndarray | None = None  # (n_train, T, N) true rates / means, data units
     valid_truth: np.ndarray | None = None
     train_ext_input: np.ndarray | None = None  # (n_train, T, E) optional external inputs
     valid_ext_input: np.ndarray | None = None

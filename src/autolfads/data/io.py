@@ -20,10 +20,10 @@ from autolfads.data.dataset import Dataset, permutation
 from autolfads.data.validate import (
     as_numeric,
     check_3d,
-    check_counts,
     check_rates,
     check_scalar,
     check_trials,
+    check_values,
     parse_layout,
     resolve_inds,
 )
@@ -154,7 +154,7 @@ def _build(
     a = as_numeric(data, what)
     check_3d(a, what, layout)
     check_trials(a.shape, layout, what, can_relayout)
-    check_counts(a, what)
+    check_values(a, what)
     perm = permutation(layout, INTERNAL_LAYOUT)
     x = np.ascontiguousarray(a.transpose(perm), dtype=np.float32)
     n = x.shape[0]
@@ -364,7 +364,7 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
         what = f"{label}: dataset '{key}'"
         parts[key] = as_numeric(vals[key], what)
         check_3d(parts[key], what, INTERNAL_LAYOUT)
-        check_counts(parts[key], what)
+        check_values(parts[key], what)
     tr_x, va_x = parts["train_data"], parts["valid_data"]
     if tr_x.shape[1:] != va_x.shape[1:]:
         raise UserInputError(

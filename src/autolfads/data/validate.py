@@ -37,7 +37,8 @@ def as_numeric(arr: object, what: str) -> np.ndarray:
     if a.dtype.kind not in "iuf":
         kind = {"O": "a cell/object array", "U": "text", "S": "text", "V": "a struct/record",
                 "c": "complex"}.get(a.dtype.kind, f"dtype {a.dtype}")
-        raise UserInputError(f"{what}: is {kind}; expected a numeric array of spike counts")
+        raise UserInputError(f"{what}: is {kind}; expected a numeric array (spike counts or "
+                             "a continuous signal)")
     return a
 
 
@@ -100,19 +101,10 @@ def _check_nonnegative(a: np.ndarray, what: str, noun: str) -> None:
         )
 
 
-def check_counts(a: np.ndarray, what: str) -> None:
-    """Finite, non-negative, whole numbers: the Poisson observation model needs spike counts."""
+def check_values(a: np.ndarray, what: str) -> None:
+    """Finite values. What else the values must be (whole counts, positive, ...) depends on the
+    observation model, which model/observations/choose.py checks once the data is read."""
     _check_finite(a, what)
-    _check_nonnegative(a, what, "spike counts")
-    if a.dtype.kind == "f":
-        frac = a != np.round(a)
-        if frac.any():
-            first = int(np.flatnonzero(frac)[0])
-            raise UserInputError(
-                f"{what}: {int(frac.sum())} non-integer value(s), found {a.flat[first]:g} at "
-                f"index {_index(first, a.shape)} (0-based); the Poisson model needs spike counts "
-                "per bin, not rates or smoothed data"
-            )
 
 
 def check_rates(a: np.ndarray, what: str) -> None:

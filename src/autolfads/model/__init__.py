@@ -1,4 +1,5 @@
-"""LFADS in PyTorch: encoders -> controller -> generator -> factors -> Poisson observations."""
+"""LFADS in PyTorch: encoders -> controller -> generator -> factors -> observations (Poisson
+spike counts, or gamma, zero-inflated gamma, Gaussian for continuous signals)."""
 
 from autolfads.model.lfads import LFADS, LFADSOutput
 

@@ -9,9 +9,10 @@ For a trial of spike counts x_{1:T} (T bins x N neurons):
                   q(u_t | x) = N(mu_t, var_t), [mu_t, log var_t] = W_co h^con_t      u_t: co_dim
   Generator       g_0 = W_g0 z0;   g_t = GRU_gen([u_t ; ext_t], g_{t-1})             gen_dim
   Factors         f_t = W_fac g_t  (rows of W_fac unit-norm, dropout on g_t)          fac_dim
-  Observations    log lambda_t = W_out f_t + b_out;  x_t ~ Poisson(lambda_t)
+  Observations    theta_t = W_out f_t + b_out;  x_t ~ p(x | theta_t)
+                  (Poisson: theta = log lambda; gamma, zero-inflated gamma, Gaussian: observations/)
 
-Costs per trial: reconstruction -log p(x | lambda) (observations.py); KL(q(z0) || p(z0)) with a
+Costs per trial: reconstruction -log p(x | theta) (observations/); KL(q(z0) || p(z0)) with a
 Gaussian prior and KL(q(u) || p(u)) with an AR(1) prior (priors.py); L2 on the recurrent weights
 of the generator and controller. With co_dim = 0 the controller and CI encoder do not exist and
 the generator is driven by its initial state (and external inputs, if any) alone. The GRUs clip
@@ -41,12 +42,13 @@ from autolfads.config import ModelConfig
 from autolfads.model import fused
 from autolfads.model.layers import ClippedGRUCell, NormalizedLinear
 from autolfads.model.noise import Noise, draw_noise
+from autolfads.model.observations import Observation, Poisson
 from autolfads.model.priors import AR1Prior, GaussianPrior
 
 
 @dataclass
 class LFADSOutput:
-    log_rates: torch.Tensor  # (B, T, N)
+    obs_params: torch.Tensor  # (B, T, P * N) observation parameters (Poisson: log-rates)
     factors: torch.Tensor  # (B, T, fac_dim)
     ic_mean: torch.Tensor  # (B, ic_dim)
     ic_logvar: torch.Tensor  # (B, ic_dim)
@@ -61,9 +63,11 @@ def _drop(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 class LFADS(nn.Module):
     def __init__(self, cfg: ModelConfig, n_neurons: int, ext_input_dim: int = 0,
-                 n_outputs: int | None = None, recon_seq_len: int | None = None):
-        """n_neurons: encoder input width; n_outputs: readout width (default n_neurons);
-        recon_seq_len: bins the generator runs (default: as many as the input has)."""
+                 n_outputs: int | None = None, recon_seq_len: int | None = None,
+                 observation: Observation | None = None):
+        """n_neurons: encoder input width; n_outputs: channels reconstructed (default n_neurons);
+        recon_seq_len: bins the generator runs (default: as many as the input has);
+        observation: the observation model (default Poisson; observations.build)."""
         super().__init__()
         self.cfg = cfg
         self.n_neurons = n_neurons
@@ -92,14 +96,16 @@ class LFADS(nn.Module):
         # Generator input columns: [u_t (co_dim) ; ext_t (ext_input_dim)]; may be empty.
         self.gen = ClippedGRUCell(cfg.co_dim + ext_input_dim, cfg.gen_dim, cfg.cell_clip)
         self.fac = NormalizedLinear(cfg.gen_dim, cfg.fac_dim)
-        self.readout = nn.Linear(cfg.fac_dim, self.n_outputs)
+        self.obs = observation or Poisson()
+        self.readout = nn.Linear(cfg.fac_dim, self.obs.n_params * self.n_outputs)
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def init_readout_bias(self, mean_counts: torch.Tensor) -> None:
-        """Start each neuron's log-rate at its mean count per bin: training starts at the null."""
+    def init_readout_bias(self, train_x: torch.Tensor) -> None:
+        """Start each channel's distribution at its own over the training data (trials x time x
+        channels): training starts at the null model (Poisson: log of the mean count per bin)."""
         with torch.no_grad():
-            self.readout.bias.copy_(torch.log(mean_counts.clamp_min(1e-3)))
+            self.readout.bias.copy_(self.obs.init_bias(train_x))
 
     def recurrent_l2(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
         """(sum of squared generator U, same for the controller, number of recurrent weights)."""
@@ -132,8 +138,8 @@ class LFADS(nn.Module):
         ext = None if not self.ext_input_dim else ext_input.transpose(0, 1)
         T = self.recon_seq_len or data.shape[1]
         factors, u, co_mean, co_logvar = self.decode(z0, ci, ext, nz, T)
-        log_rates = self.readout(factors)  # log lambda_t = W_out f_t + b_out
-        return LFADSOutput(log_rates, factors, ic_mean, ic_logvar, co_mean, co_logvar, u)
+        obs_params = self.readout(factors)  # theta_t = W_out f_t + b_out
+        return LFADSOutput(obs_params, factors, ic_mean, ic_logvar, co_mean, co_logvar, u)
 
     def encode(self, x: torch.Tensor, nz: Noise):
         """x (B, T_enc, N) -> mean and log variance of q(z0 | x), each (B, ic_dim), and the

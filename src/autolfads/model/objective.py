@@ -3,7 +3,7 @@
     loss = loss_scale * ( recon + w_kl(epoch) * (kl_ic_scale * KL_ic + kl_co_scale * KL_co)
                                 + w_l2(epoch) * L2 )
 
-    recon  = mean over trials, bins and neurons of -log p(x | lambda)   (CD / SV masks applied)
+    recon  = mean over trials, bins and neurons of -log p(x | theta)    (CD / SV masks applied)
     KL_ic  = mean over trials of KL(q(z0|x) || p(z0))
     KL_co  = mean over trials of sum_t KL(q(u_t|x) || p(u_t|u_{t-1}))
     L2     = (l2_gen_scale * |U_gen|^2 + l2_con_scale * |U_con|^2) / (2 * #recurrent weights)
@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import torch
 
 from autolfads.model.lfads import LFADS, LFADSOutput
-from autolfads.model.observations import poisson_cost
 
 
 @dataclass(frozen=True)
@@ -92,18 +91,19 @@ def compute_costs(
     weights: LossWeights,
     cd_grad_mask: torch.Tensor | None = None,
     sv_held_out: torch.Tensor | None = None,
-    log_fact: torch.Tensor | None = None,
+    data_term: torch.Tensor | None = None,
 ) -> Costs:
-    """The cost terms of one batch. cd_grad_mask: coordinated dropout's gradient mask;
-    sv_held_out: the sample-validation entries (True = held out); log_fact: log counts!, if the
-    caller has it (observations.log_factorial)."""
+    """The cost terms of one batch. counts: the data the cost compares with (spike counts or a
+    continuous signal); cd_grad_mask: coordinated dropout's gradient mask; sv_held_out: the
+    sample-validation entries (True = held out); data_term: model.obs.data_term(counts), if the
+    caller keeps it (Poisson: log counts!)."""
     sv_recon = None
     if sv_held_out is None:
-        recon, _ = poisson_cost(counts, out.log_rates, None, cd_grad_mask, log_fact)
+        recon, _ = model.obs.cost(counts, out.obs_params, None, cd_grad_mask, data_term)
     else:
         seen = (~sv_held_out).to(counts.dtype)
         weight = seen / seen.sum().clamp_min(1.0)
-        recon, nll = poisson_cost(counts, out.log_rates, weight, cd_grad_mask, log_fact)
+        recon, nll = model.obs.cost(counts, out.obs_params, weight, cd_grad_mask, data_term)
         held = sv_held_out.to(nll.dtype)
         sv_recon = (nll * held).sum() / held.sum().clamp_min(1.0)
 

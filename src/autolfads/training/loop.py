@@ -30,7 +30,8 @@ from autolfads.model.augment import (
     sample_validation_mask,
 )
 from autolfads.model.objective import Costs, LossWeights
-from autolfads.model.observations import log_factorial
+from autolfads.model.observations import build as build_observation
+from autolfads.model.observations.choose import resolve as resolve_observation
 from autolfads.training.parallel import Shards
 from autolfads.training.process import resolve_device
 from autolfads.training.step import TERMS, batch_shares, loss_and_grads, shard_costs
@@ -103,11 +104,19 @@ class Trainer:
         seed = cfg.train.seed + 7919  # the SV mask is fixed for the run, apart from the batch RNG
         self.train_sv = _sv_mask(self.train_x, sv, seed)
         self.valid_sv = _sv_mask(self.valid_x, sv, seed + 1)
-        # log x! of the counts: a constant of the data, and slow to compute on every batch.
-        self.train_lf, self.valid_lf = log_factorial(self.train_x), log_factorial(self.valid_x)
 
-        self.model = LFADS(cfg.model, data.n_neurons, data.ext_input_dim).to(self.device)
-        self.model.init_readout_bias(self.train_x.mean(dim=(0, 1)))
+        # The observation model (auto: chosen from the data; api.py says why before training).
+        name, _ = resolve_observation(cfg.model.observation, data.all_data(), data.source or "data")
+        self.cfg.model.observation = name
+        obs = build_observation(name, self.train_x, torch.cat([self.train_x, self.valid_x]))
+        self.model = LFADS(cfg.model, data.n_neurons, data.ext_input_dim,
+                           observation=obs).to(self.device)
+        self.model.init_readout_bias(self.train_x)
+        # What the encoders read (continuous data rescaled per channel; counts as they are), and
+        # the cost's data-only term (Poisson: log x!), slow to compute on every batch.
+        self.train_in = obs.encoder_input(self.train_x)
+        self.valid_in = obs.encoder_input(self.valid_x)
+        self.train_dt, self.valid_dt = obs.data_term(self.train_x), obs.data_term(self.valid_x)
         self.optimizer = adam(self.model.parameters(), cfg.train.lr, cfg.train.adam_eps,
                               self.device)
         self.state = TrainState()
@@ -150,14 +159,15 @@ class Trainer:
         order = torch.randperm(n, device=self.device)
         sums = torch.zeros(len(TERMS), device=self.device)
         for idx in order.split(t.batch_size):
-            x, lf = self.train_x[idx], self.train_lf[idx]
+            x, x_enc = self.train_x[idx], self.train_in[idx]
+            dt = None if self.train_dt is None else self.train_dt[idx]
             sv = None if self.train_sv is None else self.train_sv[idx]
             ext = None if self.train_ext is None else self.train_ext[idx]
-            x_in, cd_mask = coordinated_dropout(hide_entries(x, sv, self.cfg.model.sv_rate),
+            x_in, cd_mask = coordinated_dropout(hide_entries(x_enc, sv, self.cfg.model.sv_rate),
                                                 self.cfg.model.cd_rate)
             self.optimizer.zero_grad(set_to_none=True)
             terms = loss_and_grads(self.model, x_in, x, w, self.shards, cd_mask, sv, ext,
-                                   log_fact=lf)
+                                   data_term=dt)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.optimizer.step()
             # Accumulated on the device: one host sync per epoch, not per batch.
@@ -166,17 +176,20 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, ext: torch.Tensor | None, sv: torch.Tensor | None,
-                 log_fact: torch.Tensor | None = None) -> SplitCosts:
-        """Reconstruction costs of a whole split with posterior means (no dropout, no CD)."""
+                 data_term: torch.Tensor | None = None, x_enc: torch.Tensor | None = None
+                 ) -> SplitCosts:
+        """Reconstruction costs of a whole split with posterior means (no dropout, no CD);
+        x_enc: what the encoders read (default model.obs.encoder_input(x))."""
+        x_enc = self.model.obs.encoder_input(x) if x_enc is None else x_enc
         self.model.eval()
         w = self.loss_weights(self.state.epoch)
         recon, sv_recon, n = 0.0, 0.0, x.shape[0]
         for idx in torch.arange(n, device=self.device).split(max(self.cfg.train.batch_size, 256)):
             xb = x[idx]
             svb = None if sv is None else sv[idx]
-            lfb = None if log_fact is None else log_fact[idx]
+            lfb = None if data_term is None else data_term[idx]
             eb = None if ext is None else ext[idx]
-            x_in = hide_entries(xb, svb, self.cfg.model.sv_rate)
+            x_in = hide_entries(x_enc[idx], svb, self.cfg.model.sv_rate)
             nz = self.model.draw_noise(x_in, sample=False)  # eval mode: nothing to draw
             parts = self.shards.split(len(idx))
 
@@ -198,7 +211,8 @@ class Trainer:
     def run_epoch(self) -> EpochStats:
         start = time.perf_counter()
         train = self.train_epoch()
-        valid_costs = self.evaluate(self.valid_x, self.valid_ext, self.valid_sv, self.valid_lf)
+        valid_costs = self.evaluate(self.valid_x, self.valid_ext, self.valid_sv, self.valid_dt,
+                                    self.valid_in)
         valid = valid_costs.recon
         s = self.state
         a = self.cfg.train.smoothing

@@ -25,9 +25,11 @@ def sample_and_average(
     max_batch: int = 1024,  # rows per pass: larger ones fall out of cache and run slower (bench)
     shards: Shards | None = None,
 ) -> dict[str, np.ndarray]:
-    """data: (B, T, N) -> {'rates': (B,T,N), 'factors': (B,T,F), 'inferred_inputs': (B,T,U),
-    'ic_mean': (B, ic_dim)} averaged over `n_samples` posterior samples. `shards` spreads each
-    pass over threads (training/parallel.py); the draws are made for the whole pass first."""
+    """data: (B, T, N) encoder input (model.obs.encoder_input of the data) -> {'rates': (B,T,N)
+    the observation model's mean in the data's units, 'factors': (B,T,F), 'inferred_inputs':
+    (B,T,U), 'ic_mean': (B, ic_dim)} averaged over `n_samples` posterior samples. `shards`
+    spreads each pass over threads (training/parallel.py); the draws are made for the whole pass
+    first."""
     model.eval()
     shards = shards or Shards(1)
     B = data.shape[0]
@@ -43,7 +45,7 @@ def sample_and_average(
 
         def run(s: slice, xs=xs, es=es, nz=nz):
             out = model(xs[s], None if es is None else es[s], sample=True, noise=nz.select(s))
-            return torch.exp(out.log_rates), out.factors, out.inferred_inputs, out.ic_mean
+            return model.obs.mean(out.obs_params), out.factors, out.inferred_inputs, out.ic_mean
 
         outs = shards.map(run, shards.split(xs.shape[0]))
         rates, factors, inputs, ic_mean = (torch.cat(t) for t in zip(*outs, strict=True))
@@ -62,8 +64,8 @@ def posterior_outputs(trainer, n_samples: int | None = None) -> dict[str, np.nda
     """Sample-and-average both splits of a trainer's data; keys train_rates, valid_factors, ..."""
     n = n_samples or trainer.cfg.train.n_samples
     post: dict[str, np.ndarray] = {}
-    for split, x, ext in (("train", trainer.train_x, trainer.train_ext),
-                          ("valid", trainer.valid_x, trainer.valid_ext)):
+    for split, x, ext in (("train", trainer.train_in, trainer.train_ext),
+                          ("valid", trainer.valid_in, trainer.valid_ext)):
         for k, v in sample_and_average(trainer.model, x, ext, n, shards=trainer.shards).items():
             post[f"{split}_{k}"] = v
     return post

@@ -31,14 +31,14 @@ TERMS = ("loss", "recon", "kl_ic", "kl_co", "l2", "sv")
 def loss_and_grads(model: LFADS, x_in: torch.Tensor, target: torch.Tensor, w: LossWeights,
                    shards: Shards, cd_mask: torch.Tensor | None = None,
                    sv: torch.Tensor | None = None, ext: torch.Tensor | None = None,
-                   log_fact: torch.Tensor | None = None) -> torch.Tensor:
+                   data_term: torch.Tensor | None = None) -> torch.Tensor:
     """Forward and backward pass of one training batch: fills the parameters' .grad and
     returns the batch's detached TERMS (loss, recon, kl_ic, kl_co, l2, sv_recon) as one tensor.
 
-    x_in: encoder input (after CD / SV hiding); target: the counts the cost compares with;
-    log_fact: log target! (observations.log_factorial), if the caller keeps it. The batch runs as
-    the shards of shards.split (one, unless `shards` has several threads and the batch is large
-    enough); the result is that of the whole batch.
+    x_in: encoder input (after CD / SV hiding); target: the data the cost compares with;
+    data_term: model.obs.data_term(target) (Poisson: log target!), if the caller keeps it. The
+    batch runs as the shards of shards.split (one, unless `shards` has several threads and the
+    batch is large enough); the result is that of the whole batch.
     """
     rows = x_in.shape[0]
     parts = shards.split(rows)
@@ -48,7 +48,7 @@ def loss_and_grads(model: LFADS, x_in: torch.Tensor, target: torch.Tensor, w: Lo
     params = [] if whole else [p for p in model.parameters() if p.requires_grad]
 
     def run(i: int):
-        c = shard_costs(model, nz, w, parts[i], x_in, target, ext, cd_mask, sv, log_fact)
+        c = shard_costs(model, nz, w, parts[i], x_in, target, ext, cd_mask, sv, data_term)
         c = c.part(shares[i])
         loss = total_loss(c, w)
         grads = None
@@ -88,7 +88,7 @@ def batch_shares(parts: list[slice], rows: int, sv: torch.Tensor | None) -> list
 def shard_costs(model: LFADS, nz: Noise, w: LossWeights, rows: slice, x_in: torch.Tensor,
                 target: torch.Tensor, ext: torch.Tensor | None = None,
                 cd_mask: torch.Tensor | None = None, sv: torch.Tensor | None = None,
-                log_fact: torch.Tensor | None = None) -> Costs:
+                data_term: torch.Tensor | None = None) -> Costs:
     """Forward pass and costs of the trials `rows` of a batch, with the batch's draws `nz`."""
     whole = rows.start == 0 and rows.stop == x_in.shape[0]  # as is: slicing takes Python time
 
@@ -96,7 +96,7 @@ def shard_costs(model: LFADS, nz: Noise, w: LossWeights, rows: slice, x_in: torc
         return a if a is None or whole else a[rows]
 
     out = model(cut(x_in), cut(ext), noise=nz if whole else nz.select(rows))
-    return compute_costs(model, out, cut(target), w, cut(cd_mask), cut(sv), cut(log_fact))
+    return compute_costs(model, out, cut(target), w, cut(cd_mask), cut(sv), cut(data_term))
 
 
 def _add_grads(params: list[torch.Tensor], shard_grads: list[tuple]) -> None:

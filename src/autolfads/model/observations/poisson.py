@@ -1,26 +1,29 @@
-"""Observation model: spike counts are Poisson given the rates, with log-rates from the factors.
+"""Poisson observations, for spike counts: one readout parameter per neuron, the log-rate.
 
     log lambda_t = W_out f_t + b_out          (rates in expected counts per bin)
     -log p(x | lambda) = lambda - x log lambda + log Gamma(x + 1)
+    mean = lambda
 """
 
 from __future__ import annotations
 
 import torch
 
+from autolfads.model.observations.base import Observation
 
-def poisson_nll(counts: torch.Tensor, log_rates: torch.Tensor) -> torch.Tensor:
+
+def poisson_nll(counts: torch.Tensor, obs_params: torch.Tensor) -> torch.Tensor:
     """Elementwise negative log-likelihood, same shape as the inputs."""
-    return torch.exp(log_rates) - counts * log_rates + log_factorial(counts)
+    return torch.exp(obs_params) - counts * obs_params + log_factorial(counts)
 
 
 class _PoissonCost(torch.autograd.Function):
     """The reconstruction cost with its gradient formed in the same pass (see poisson_cost)."""
 
     @staticmethod
-    def forward(ctx, log_rates, counts, weight, grad_mask, log_fact):
-        rates = log_rates.detach().exp()
-        nll = torch.addcmul(rates, counts, log_rates.detach(), value=-1.0)
+    def forward(ctx, obs_params, counts, weight, grad_mask, log_fact):
+        rates = obs_params.detach().exp()
+        nll = torch.addcmul(rates, counts, obs_params.detach(), value=-1.0)
         nll += log_factorial(counts) if log_fact is None else log_fact
         cost = nll.mean() if weight is None else torch.dot(nll.flatten(), weight.flatten())
         if ctx.needs_input_grad[0]:
@@ -46,13 +49,35 @@ def log_factorial(counts: torch.Tensor) -> torch.Tensor:
     return torch.lgamma(counts + 1.0)
 
 
-def poisson_cost(counts: torch.Tensor, log_rates: torch.Tensor,
+def poisson_cost(counts: torch.Tensor, obs_params: torch.Tensor,
                  weight: torch.Tensor | None = None, grad_mask: torch.Tensor | None = None,
                  log_fact: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(cost, nll): cost = sum of weight * nll over the entries (weight None: the mean), and the
     elementwise nll (detached). The cost's gradient flows only where grad_mask is 1 (coordinated
-    dropout), i.e. it is (weight * augment.gradient_only_through(poisson_nll(counts, log_rates),
+    dropout), i.e. it is (weight * augment.gradient_only_through(poisson_nll(counts, obs_params),
     grad_mask)).sum(), in a few passes over the (trials x bins x neurons) entries instead of the
     dozen that composition takes under autograd. log_fact: log_factorial(counts), if known.
     All tensors of one shape."""
-    return _PoissonCost.apply(log_rates, counts, weight, grad_mask, log_fact)
+    return _PoissonCost.apply(obs_params, counts, weight, grad_mask, log_fact)
+
+
+class Poisson(Observation):
+    name = "poisson"
+    n_params = 1
+
+    def nll(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return poisson_nll(x, params)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.exp(params)
+
+    def init_bias(self, x: torch.Tensor) -> torch.Tensor:
+        """Each neuron's log-rate starts at its mean count per bin: training starts at the null."""
+        return torch.log(x.mean(dim=(0, 1)).clamp_min(1e-3))
+
+    def data_term(self, x: torch.Tensor) -> torch.Tensor:
+        return log_factorial(x)
+
+    def cost(self, x, params, weight=None, grad_mask=None, data_term=None):
+        # The fused form (value and gradient in one pass; checked against the plain one in tests).
+        return poisson_cost(x, params, weight, grad_mask, data_term)

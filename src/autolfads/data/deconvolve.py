@@ -1,0 +1,94 @@
+"""Calcium fluorescence (dF/F) -> deconvolved event amplitudes, with OASIS (Friedrich, Zhou &
+Paninski 2017; the `oasis-deconv` package), for the zero-inflated Gamma observation model.
+
+For each neuron, from all of its frames together (every trial, so that short trials still give
+stable estimates):
+- the indicator's decay as an AR(1) coefficient g, and the noise SD sn, by OASIS's
+  `estimate_parameters` (autocovariance and power spectrum); or g = exp(-1 / (tau_decay * frame
+  rate)) when the decay time constant is given;
+- the baseline, as the neuron's 8th percentile (a floor that events do not move).
+Then each trial is deconvolved on its own with those values (OASIS AR(1), no sparsity penalty)
+and events smaller than `threshold_sd` * sn are dropped (set to exactly zero): what is left are
+the events the zero-inflated Gamma's threshold sits under. Trials keep their order and shape.
+
+Why AR(1), not AR(2) with a rise time: on the synthetic calcium data (rise 50 ms, decay 400 ms,
+30 Hz) OASIS's AR(2) returned negative event amplitudes on every neuron, with the true time
+constants as with estimated ones (whose two roots often coincide, where its update divides by
+zero); AR(1) gave none, and events whose smoothing matched the true rates better (R^2 0.45 vs
+0.38 with estimated AR(2)). At imaging rates the rise lasts one or two frames.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from autolfads.data.dataset import Dataset
+from autolfads.errors import UserInputError
+
+BASELINE_PERCENTILE = 8.0
+
+
+@dataclass(frozen=True)
+class DeconvolveOptions:
+    tau_decay_s: float | None = None  # indicator decay time constant; None: estimated per neuron
+    threshold_sd: float = 1.0  # events below this many noise SDs are set to zero
+
+
+def _oasis():
+    try:
+        from oasis.functions import deconvolve, estimate_parameters
+    except ImportError:
+        raise UserInputError(
+            "deconvolution needs the oasis-deconv package (GPL-3.0, installed with autolfads' "
+            "[calcium] extra): pip install oasis-deconv") from None
+    return deconvolve, estimate_parameters
+
+
+def deconvolve_traces(traces: np.ndarray, options: DeconvolveOptions = DeconvolveOptions(),
+                      frame_rate_hz: float | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """traces (trials, time, neurons) dF/F -> event amplitudes of the same shape, >= 0, exact
+    zeros where there is no event. progress(done, total) is called after each neuron."""
+    deconvolve, estimate_parameters = _oasis()
+    y = np.asarray(traces, dtype=np.float64)
+    if y.ndim != 3 or y.shape[1] < 10:
+        raise UserInputError(f"deconvolve: expected trials x time x neurons with at least 10 "
+                             f"frames per trial, got shape {y.shape}")
+    if not np.isfinite(y).all():
+        raise UserInputError("deconvolve: the traces hold NaN/Inf values; remove or interpolate "
+                             "them first")
+    given = options.tau_decay_s is not None
+    if given and frame_rate_hz is None:
+        raise UserInputError("deconvolve: a decay time constant needs the frame rate: "
+                             "bin_size_ms in the file, or --bin-size-ms (data.bin_size_ms)")
+    events = np.zeros_like(y)
+    n_trials, _, n_neurons = y.shape
+    for n in range(n_neurons):
+        frames = y[:, :, n].ravel()
+        if np.ptp(frames) == 0:  # a flat trace has no events (and no noise to estimate)
+            continue
+        with warnings.catch_warnings():  # OASIS warns about short or noisy traces; we threshold
+            warnings.simplefilter("ignore")
+            g_est, sn = estimate_parameters(frames, p=1)
+            g = math.exp(-1.0 / (options.tau_decay_s * frame_rate_hz)) if given else g_est[0]
+            base = np.percentile(frames, BASELINE_PERCENTILE)
+            for i in range(n_trials):
+                s = deconvolve(y[i, :, n] - base, g=(float(g),), penalty=None, lam=0)[1]
+                events[i, :, n] = np.where(s >= options.threshold_sd * sn, s, 0.0)
+        if progress is not None:
+            progress(n + 1, n_neurons)
+    return events.astype(np.float32)
+
+
+def deconvolve_dataset(ds: Dataset, options: DeconvolveOptions = DeconvolveOptions(),
+                       progress: Callable[[int, int], None] | None = None) -> Dataset:
+    """The dataset with its traces replaced by deconvolved events (split, order, truth kept)."""
+    frame_rate = None if ds.bin_size_s is None else 1.0 / ds.bin_size_s
+    events = deconvolve_traces(ds.all_data(), options, frame_rate, progress)
+    return replace(ds, train_data=events[ds.train_inds], valid_data=events[ds.valid_inds],
+                   source=f"{ds.source} (deconvolved)")

@@ -1,0 +1,81 @@
+"""Which observation model fits the data: `auto`'s rule, and the checks an explicit choice must
+pass. Each problem is one UserInputError line that says where and what to use instead.
+
+    any negative value                     -> gaussian
+    non-negative whole numbers             -> poisson (spike counts)
+    non-negative, continuous, exact zeros  -> zero_inflated_gamma (e.g. deconvolved calcium)
+    positive and continuous                -> gamma (e.g. rectified EMG)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autolfads.errors import UserInputError
+
+ALTERNATIVES = ("model.observation=gamma (positive values), zero_inflated_gamma (non-negative, "
+                "many exact zeros), gaussian (any sign), or auto")
+
+
+def _where(values: np.ndarray, bad: np.ndarray) -> str:
+    first = int(np.flatnonzero(bad)[0])
+    i, t, n = (int(v) for v in np.unravel_index(first, values.shape))
+    return (f"{int(bad.sum())} of them, first {values.flat[first]:g} at trial {i}, bin {t}, "
+            f"channel {n} (0-based, your trial order)")
+
+
+def choose(values: np.ndarray) -> tuple[str, str]:
+    """(model name, why) for data values (trials x time x channels), by the rule above."""
+    lo, hi = float(values.min()), float(values.max())
+    zeros = int((values == 0).sum())
+    if lo < 0:
+        return "gaussian", f"values can be negative: min {lo:.2g}, max {hi:.2g}"
+    if np.array_equal(values, np.round(values)):
+        return "poisson", f"values are whole numbers, spike counts: max {hi:g} per bin"
+    if zeros:
+        positive = float(values[values > 0].min())
+        return "zero_inflated_gamma", (
+            f"values are continuous and non-negative with {100 * zeros / values.size:.0f}% exact "
+            f"zeros: smallest non-zero {positive:.2g}, max {hi:.2g}")
+    return "gamma", f"values are continuous and positive: 0 zeros, min {lo:.1e}, max {hi:.2g}"
+
+
+def check(name: str, values: np.ndarray, what: str) -> None:
+    """Raise UserInputError if the data cannot come from observation model `name`."""
+    if not values.any():
+        raise UserInputError(f"{what}: every value is zero; there is no activity to model")
+    if name in ("poisson", "gamma", "zero_inflated_gamma") and (values < 0).any():
+        raise UserInputError(f"{what}: negative values ({_where(values, values < 0)}); the {name} "
+                             "model needs non-negative data; use model.observation=gaussian "
+                             "for signed signals (or auto)")
+    if name == "poisson":
+        frac = values != np.round(values)
+        if frac.any():
+            raise UserInputError(f"{what}: non-integer values ({_where(values, frac)}); the "
+                                 f"poisson model needs spike counts per bin; for continuous data "
+                                 f"use {ALTERNATIVES}")
+    elif name == "gamma" and (values == 0).any():
+        raise UserInputError(f"{what}: exact zeros ({_where(values, values == 0)}); the gamma "
+                             "model needs positive values; use model.observation="
+                             "zero_inflated_gamma for data with zeros (or auto)")
+    elif name == "zero_inflated_gamma":
+        _check_channels(values, what, (values > 0).any(axis=(0, 1)), "is zero in every bin")
+    elif name == "gaussian":
+        flat = values.reshape(-1, values.shape[-1])
+        _check_channels(values, what, flat.max(0) > flat.min(0), "has the same value in every bin")
+
+
+def _check_channels(values: np.ndarray, what: str, ok: np.ndarray, problem: str) -> None:
+    if ok.all():
+        return
+    bad = np.flatnonzero(~ok)
+    shown = ", ".join(str(int(c)) for c in bad[:5]) + (" ..." if len(bad) > 5 else "")
+    raise UserInputError(f"{what}: {len(bad)} channel(s) {problem} (0-based: {shown}); the model "
+                         "cannot fit a distribution to them; remove those channels")
+
+
+def resolve(requested: str, values: np.ndarray, what: str) -> tuple[str, str]:
+    """(model, why): `auto`'s choice, or the requested model once the data passes its checks."""
+    name, why = choose(values) if requested == "auto" else (requested, "as configured")
+    check(name, values, what)
+    return name, why
