@@ -23,7 +23,7 @@ from autolfads.config import Config, DataConfig, load_config
 from autolfads.data.chaotic_rnn import DEFAULTS as CHAOTIC_RNN_DEFAULTS
 from autolfads.data.chaotic_rnn import chaotic_rnn_dataset
 from autolfads.data.dataset import Dataset
-from autolfads.data.deconvolve import DeconvolveOptions, deconvolve_dataset
+from autolfads.data.deconvolve import DeconvolveOptions, deconvolve_dataset, deconvolve_if_asked
 from autolfads.data.io import from_array, load_dataset
 from autolfads.data.modalities import CALCIUM_DEFAULTS, EMG_DEFAULTS, modality_dataset
 from autolfads.data.synthetic import lorenz_dataset, write_lorenz
@@ -165,12 +165,7 @@ def resolve_data(data: DataLike, cfg: DataConfig, say: Callable[[str], None] | N
         ds = from_array(data, layout=layout, cfg=cfg)
     else:
         ds = _read(data, cfg)
-    if not cfg.deconvolve:
-        return ds
-    opts = DeconvolveOptions(cfg.tau_decay_s, cfg.event_threshold_sd)
-    if say is not None:
-        say(f"deconvolving {ds.n_neurons} neurons' calcium traces into events (OASIS)")
-    return deconvolve_dataset(ds, opts)
+    return deconvolve_if_asked(ds, cfg, say)
 
 
 def train(
@@ -201,6 +196,8 @@ def train(
     out_dir = prepare_run_dir(out, force) if out is not None else None
 
     say(f"data: {dataset.source}: {dataset.summary()}")
+    if behavior_line(dataset):
+        say(behavior_line(dataset))
     say(obs_line)
     t0 = time.perf_counter()
     trainer = Trainer(cfg, dataset, shard_threads=setup_process(cfg.train))
@@ -301,6 +298,8 @@ def run(
 
     p = cfg.pbt
     say(f"data: {dataset.source}: {dataset.summary()}")
+    if behavior_line(dataset):
+        say(behavior_line(dataset))
     say(obs_line)
     say(f"AutoLFADS: population {p.population}, up to {p.generations} generations of "
         f"{p.epochs_per_generation} epochs, {p.cpus_per_worker:g} CPU per worker")
@@ -324,6 +323,16 @@ def run(
         store.sync()
         say(f"run uploaded to {store.location} (local copy: {out_dir})")
     return res
+
+
+def behavior_line(dataset: Dataset) -> str | None:
+    """What the decode targets cover, when the data has them."""
+    b = dataset.behavior
+    if b is None:
+        return None
+    where = (f"the last {b.shape[1]} of {dataset.n_time} bins (aligned to the end)"
+             if b.shape[1] < dataset.n_time else f"all {b.shape[1]} bins")
+    return f"decode targets: {b.shape[2]} variable(s) over {where}"
 
 
 def choose_observation(cfg: Config, dataset: Dataset) -> str:
@@ -404,6 +413,9 @@ def summary_line(m: dict, out_dir: Path | None) -> str:
         truth = "rates" if m.get("observation", "poisson") == "poisson" else "means"
         parts.append(f"R^2 vs true {truth} {m['r2_rates']:.3f} "
                      f"(smoothing {m['r2_smoothing']:.3f})")
+    if "decode_r2" in m:
+        parts.append(f"decoding R^2 {m['decode_r2']:.3f} "
+                     f"(smoothing {m['decode_r2_smoothing']:.3f})")
     if "input_time_accuracy" in m:
         parts.append(f"inferred input within {INPUT_TIME_TOLERANCE_BINS} bins of the true input on "
                      f"{100 * m['input_time_accuracy']:.0f}% of trials")

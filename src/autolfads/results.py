@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autolfads.analysis.decoding import decoding_metrics
 from autolfads.analysis.metrics import (
     bits_per_spike,
     input_time_accuracy,
@@ -62,8 +63,9 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
                     observation: str = "poisson") -> dict[str, float]:
     """Bits/spike on held-out (validation) trials, for spike counts (Poisson) only, where it means
     something; with ground truth, R^2 against the true rates (means) for the model and for a
-    Gaussian-smoothing baseline; with true input times and a controller, the fraction of trials
-    whose inferred input peaks within 3 bins of the true input."""
+    Gaussian-smoothing baseline; with decode targets, their cross-validated R^2 from the inferred
+    means and from smoothed data (analysis/decoding.py); with true input times and a controller,
+    the fraction of trials whose inferred input peaks within 3 bins of the true input."""
     m: dict[str, float] = {}
     if observation == "poisson":
         m["bps_valid"] = bits_per_spike(post["valid_rates"], dataset.valid_data)
@@ -78,6 +80,9 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
         base = smoothing_baseline(dataset.all_data(), truth)
         m["r2_smoothing"] = float(base["r2_rates"])
         m["smoothing_sigma_bins"] = float(base["sigma_bins"])
+    if dataset.behavior is not None:  # cross-validated ridge, as the tutorial decodes EMG
+        means = dataset.to_original_order(post["train_rates"], post["valid_rates"])
+        m.update(decoding_metrics(means, dataset.all_data(), dataset.behavior))
     times = dataset.true_input_times
     if times is not None and post["train_inferred_inputs"].shape[-1] > 0:
         inputs = dataset.to_original_order(post["train_inferred_inputs"],

@@ -178,6 +178,36 @@ def example_trials(rates: np.ndarray, trials: Sequence[int], spikes: np.ndarray 
     return fig
 
 
+N_TRACE_CHANNELS = 4
+
+
+def example_traces(means: np.ndarray, trials: Sequence[int], data: np.ndarray | None,
+                   truth: np.ndarray | None, bin_ms: float | None) -> Figure:
+    """Continuous data: for each trial (columns) and each of the most active channels (rows),
+    the observed signal (grey), the inferred mean (solid) and the true mean (dashed)."""
+    t, t_label = _time_axis(means.shape[1], bin_ms)
+    ref = data if data is not None else means
+    channels = np.argsort(np.abs(ref).mean(axis=(0, 1)))[::-1][:N_TRACE_CHANNELS]
+    fig = Figure(figsize=(3.4 * len(trials) + 0.8, 1.7 * len(channels) + 0.6),
+                 layout="constrained")
+    axes = fig.subplots(len(channels), len(trials), squeeze=False, sharex=True)
+    for c, k in enumerate(trials):
+        for r, ch in enumerate(channels):
+            ax = axes[r, c]
+            if data is not None:
+                ax.plot(t, data[k, :, ch], color="0.6", lw=0.8)
+            ax.plot(t, means[k, :, ch], color=f"C{r}", lw=1.4)
+            if truth is not None:
+                ax.plot(t, truth[k, :, ch], "--", color=f"C{r}", lw=1.0)
+            ax.grid(alpha=0.3)
+            if c == 0:
+                ax.set_ylabel(f"channel {ch + 1}", fontsize=8)
+            if r == 0:
+                ax.set_title(f"trial {k + 1}", fontsize=10)
+        axes[-1, c].set_xlabel(t_label)
+    return fig
+
+
 def pca(factors: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Project trials x time x factors onto the first k principal components (pooled over
     trials and time); returns (trials x time x k, fraction of variance of each component)."""
@@ -255,11 +285,13 @@ def inferred_inputs(inputs: np.ndarray, trials: Sequence[int], bin_ms: float | N
 
 
 def rates_vs_truth(panels: list[tuple[str, np.ndarray]], truth: np.ndarray,
-                   bin_ms: float | None, max_points: int = 4000, seed: int = 0) -> Figure:
-    """Inferred vs true rates, one scatter per method (the tutorial's compare_rates.m view)."""
+                   bin_ms: float | None, max_points: int = 4000, seed: int = 0,
+                   units: tuple[float, str] | None = None) -> Figure:
+    """Inferred vs true rates, one scatter per method (the tutorial's compare_rates.m view);
+    units: (scale, label) for data that are not spike counts."""
     from autolfads.analysis.metrics import r2_rates
 
-    scale, unit = rate_units(bin_ms)
+    scale, unit = units or rate_units(bin_ms)
     flat_truth = truth.ravel()
     pick = np.random.default_rng(seed).choice(flat_truth.size,
                                               size=min(max_points, flat_truth.size),

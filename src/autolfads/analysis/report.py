@@ -123,9 +123,11 @@ def _summary(v: RunView, page: _Page) -> str:
     if best:
         rows.append(("best worker", best))
     m = v.metrics or {}
+    truth = "rates" if v.counts else "means"
     final = [f"{label} {m[k]:.4g}" for k, label in (
         ("valid_recon", "valid recon cost"), ("bps", "bits/spike (validation)"),
-        ("r2_rates", "R^2 vs true rates"), ("r2_smoothing", "R^2 of smoothing"),
+        ("nll_per_bin_valid", f"{v.observation} NLL per bin (validation)"),
+        ("r2_rates", f"R^2 vs true {truth}"), ("r2_smoothing", "R^2 of smoothing"),
         ("input_time_accuracy", "fraction of trials whose inferred input peaks within "
          f"{INPUT_TIME_TOLERANCE_BINS} bins of the true input"))
         if isinstance(m.get(k), (int, float)) and v.finished]
@@ -177,6 +179,8 @@ def _trials(v: RunView, page: _Page) -> str:
     rates = v.outputs.arrays["rates"]
     spikes, truth = rdata.spikes_and_truth(v)
     trials = rdata.example_trials(v)
+    if not v.counts:
+        return _traces(v, page, rates, spikes, truth, trials)
     fig = plots.example_trials(rates, trials, spikes, truth, v.bin_ms)
     unit = plots.rate_units(v.bin_ms)[1]
     caption = (f"Validation trials {', '.join(str(k + 1) for k in trials)} (1-based, original "
@@ -189,6 +193,19 @@ def _trials(v: RunView, page: _Page) -> str:
         out += _note(v.notes.get("data", "spikes not available"))
     if truth is None:
         out += _note("the data has no true rates, so inferred rates are shown without them")
+    return out + page.figure("trials", fig, caption, "example trials")
+
+
+def _traces(v: RunView, page: _Page, means: np.ndarray, data: np.ndarray | None,
+            truth: np.ndarray | None, trials: list[int]) -> str:
+    """Continuous data (EMG, calcium events, ...): observed traces with the inferred mean."""
+    fig = plots.example_traces(means, trials, data, truth, v.bin_ms)
+    caption = (f"Validation trials {', '.join(str(k + 1) for k in trials)} (1-based, original "
+               f"order): the {plots.N_TRACE_CHANNELS} most active channels, observed signal "
+               "(grey), inferred mean of the " + v.observation.replace("_", "-") + " model (solid)"
+               + (" and true mean (dashed)" if truth is not None else "")
+               + ", in the data's units, one panel per channel.")
+    out = _note(v.notes.get("data", "the input data was not found")) if data is None else ""
     return out + page.figure("trials", fig, caption, "example trials")
 
 
@@ -219,26 +236,38 @@ def _metrics(v: RunView, page: _Page) -> str:
     rows, panels = rdata.metric_rows(v)
     if not rows:
         return _note(v.notes.get("outputs", "no metrics yet"))
-    head = ("<tr><th>method</th><th>trials</th><th>R^2 vs true rates (pooled, as "
-            "compare_rates.m)</th><th>mean R^2 per neuron</th><th>bits/spike</th></tr>")
+    what = "rates" if v.counts else "means"
+    head = (f"<tr><th>method</th><th>trials</th><th>R^2 vs true {what} (pooled, as "
+            "compare_rates.m)</th><th>mean R^2 per channel</th>"
+            + ("<th>bits/spike</th>" if v.counts else "") + "</tr>")
     body = "".join(f"<tr><td>{_e(r['method'])}</td><td>{_e(r['trials'])}</td>"
-                   f"<td>{_num(r['r2'])}</td><td>{_num(r['r2n'])}</td><td>{_num(r['bps'])}</td>"
-                   "</tr>" for r in rows)
+                   f"<td>{_num(r['r2'])}</td><td>{_num(r['r2n'])}</td>"
+                   + (f"<td>{_num(r['bps'])}</td>" if v.counts else "") + "</tr>" for r in rows)
     out = f"<table>{head}{body}</table>"
-    out += ("<p>R^2: squared correlation of inferred and true rates over all trials, bins and "
-            "neurons. Bits/spike: Poisson log-likelihood gain over each neuron's mean rate, per "
-            "spike (higher is better). The smoothing width is the one that matches the true "
-            "rates best (an oracle choice, so the baseline is strong). Its bits/spike use rates "
-            "made without each bin's own count (a rate cannot be scored on the spike it was made "
-            "from), mixed with the neuron's mean rate; width and weight are chosen on the "
-            "training trials.</p>")
+    if not v.counts:
+        out += (f"<p>R^2: squared correlation of the inferred and the true {what} over all trials, "
+                "bins and channels; the smoothing baseline smooths the observed signal. Bits per "
+                "spike only apply to spike counts: for this "
+                f"{v.observation.replace('_', '-')} model metrics.json gives the validation "
+                "negative log-likelihood per bin (nll_per_bin_valid).</p>")
+    else:
+        out += ("<p>R^2: squared correlation of inferred and true rates over all trials, bins "
+                "and neurons. Bits/spike: Poisson log-likelihood gain over each neuron's mean "
+                "rate, per spike (higher is better). The smoothing width is the one that matches "
+                "the true rates best (an oracle choice, so the baseline is strong). Its bits/spike "
+                "use rates made without each bin's own count (a rate cannot be scored on the "
+                "spike it was made from), mixed with the neuron's mean rate; width and weight are "
+                "chosen on the training trials.</p>")
     if "__truth__" not in panels:
         if not any(r["r2"] is not None for r in rows):
-            out += _note("no true rates in the data: R^2 needs ground truth (synthetic data); "
-                         "bits/spike is the measure for real recordings")
+            out += _note(f"no true {what} in the data: R^2 needs ground truth (synthetic data); "
+                         + ("bits/spike is the measure for real recordings" if v.counts else
+                            "the validation NLL per bin (metrics.json) is the measure for real "
+                            "recordings"))
         return out
     truth = panels.pop("__truth__")
-    fig = plots.rates_vs_truth(list(panels.items()), truth, v.bin_ms)
+    units = None if v.counts else (1.0, "data units")
+    fig = plots.rates_vs_truth(list(panels.items()), truth, v.bin_ms, units=units)
     return out + page.figure("rates_vs_truth", fig, "Inferred vs true rates (a random sample of "
                              "trials x bins x neurons); the line is y = x.", "rates vs truth")
 

@@ -60,6 +60,17 @@ class RunView:
         v = (self.config.get("data") or {}).get("bin_size_ms")
         return float(v) if isinstance(v, (int, float)) and v > 0 else None
 
+    @property
+    def observation(self) -> str:
+        """The run's observation model (runs from before there was a choice: poisson)."""
+        name = (self.metrics or {}).get("observation") or self.section("model").get("observation")
+        return name if name in ("gamma", "zero_inflated_gamma", "gaussian") else "poisson"
+
+    @property
+    def counts(self) -> bool:
+        """Spike counts (rasters, rates in Hz, bits/spike), not a continuous signal."""
+        return self.observation == "poisson"
+
     def section(self, name: str) -> dict:
         v = self.config.get(name)
         return v if isinstance(v, dict) else {}
@@ -120,11 +131,12 @@ def find_dataset(rd: Location, outputs: Outputs | None,
         if not is_uri(src) and not Path(src).is_file():
             why = f"the data file {src} is no longer there"
             continue
+        from autolfads.data.deconvolve import deconvolve_if_asked
         from autolfads.data.io import load_dataset
 
         try:
             with Location(src).local_copy() as path:
-                return load_dataset(path, cfg), ""
+                return deconvolve_if_asked(load_dataset(path, cfg), cfg), ""
         except UserInputError as e:
             why = f"the data file could not be read again: {e}"
     return None, f"spikes not shown: {why}"
@@ -212,7 +224,8 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
             "method": method, "trials": names[split],
             "r2": r2_rates(r[idx], truth[idx]) if truth is not None else None,
             "r2n": r2_per_neuron(r[idx], truth[idx]) if truth is not None else None,
-            "bps": bits_per_spike(r_bps[idx], spikes[idx]) if spikes is not None else None,
+            "bps": (bits_per_spike(r_bps[idx], spikes[idx])
+                    if spikes is not None and view.counts else None),
         }
 
     rows = [row("LFADS", rates, s) for s in ("all", "train", "valid") if s in splits]
@@ -222,8 +235,10 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
         sigma = base["sigma_bins"]
         label = f"Gaussian smoothing (sigma {sigma:g} bins)"
         train = splits.get("train", splits["all"])
-        bps_rates, how = smoothing_for_bps(spikes, train)
-        label += f"; for bits/spike: {how}"
+        bps_rates = None
+        if view.counts:
+            bps_rates, how = smoothing_for_bps(spikes, train)
+            label += f"; for bits/spike: {how}"
         rows += [row(label, base["rates"], s, bps_rates) for s in ("all", "valid") if s in splits]
         panels[f"smoothing (sigma {sigma:g} bins)"] = base["rates"]
     elif "r2_smoothing" in m:

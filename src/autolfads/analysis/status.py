@@ -123,7 +123,7 @@ def _single_model(rd: Location, con: Console, cfg: dict, metrics: dict | None) -
     if rows:
         con.print(table)
     if metrics:
-        keys = ("valid_recon", "bps", "r2_rates", "r2_smoothing")
+        keys = ("valid_recon", "bps", "nll_per_bin_valid", "r2_rates", "r2_smoothing")
         con.print("final: " + ", ".join(f"{k} {_fmt(metrics[k])}" for k in keys if k in metrics))
 
 

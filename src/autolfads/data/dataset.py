@@ -30,6 +30,9 @@ class Dataset:
     conditions: np.ndarray | None = None  # (n_trials,) condition label per original trial
     # (n_trials,) int64, original order: 0-based bin of each trial's true input pulse (synthetic)
     true_input_times: np.ndarray | None = None
+    # (n_trials, T_b, V) float32, original order: decode targets (behaviour), over the last T_b
+    # bins of each trial (T_b <= T)
+    behavior: np.ndarray | None = None
     bin_size_s: float | None = None  # bin width, when known (for plots in Hz)
     source: str = ""  # where the data came from, for messages and the report
     layout: str = MATLAB_LAYOUT  # the user's axis order, used when writing .mat outputs

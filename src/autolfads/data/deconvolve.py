@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from autolfads.config import DataConfig
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
 
@@ -92,3 +93,13 @@ def deconvolve_dataset(ds: Dataset, options: DeconvolveOptions = DeconvolveOptio
     events = deconvolve_traces(ds.all_data(), options, frame_rate, progress)
     return replace(ds, train_data=events[ds.train_inds], valid_data=events[ds.valid_inds],
                    source=f"{ds.source} (deconvolved)")
+
+
+def deconvolve_if_asked(ds: Dataset, cfg: DataConfig,
+                        say: Callable[[str], None] | None = None) -> Dataset:
+    """`ds` as the model sees it: deconvolved into events when cfg.deconvolve (data config)."""
+    if not cfg.deconvolve:
+        return ds
+    if say is not None:
+        say(f"deconvolving {ds.n_neurons} neurons' calcium traces into events (OASIS)")
+    return deconvolve_dataset(ds, DeconvolveOptions(cfg.tau_decay_s, cfg.event_threshold_sd))

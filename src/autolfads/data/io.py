@@ -20,6 +20,10 @@ from autolfads.data.dataset import Dataset, permutation
 from autolfads.data.validate import (
     as_numeric,
     check_3d,
+    check_behavior,
+    check_conditions,
+    check_ext_input,
+    check_input_times,
     check_rates,
     check_scalar,
     check_trials,
@@ -43,7 +47,7 @@ __all__ = [
 
 SUPPORTED = ".mat (MATLAB v5 or v7.3), .h5/.hdf5 (LFADS: train_data/valid_data), .npz (data)"
 OPTIONAL_VARS = ("truth", "conditions", "train_inds", "valid_inds", "bin_size_ms", "dt", "layout",
-                 "true_input_times")
+                 "true_input_times", "behavior")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -90,17 +94,20 @@ def from_array(
     ext_input: np.ndarray | None = None,
     bin_size_s: float | None = None,
     true_input_times: np.ndarray | None = None,
+    behavior: np.ndarray | None = None,
 ) -> Dataset:
     """A `Dataset` from in-memory arrays, with the same checks and split as `load_dataset`.
 
     `layout` names the axes of `data` (and `truth`); `cfg.layout` is not consulted here.
     `ext_input` is trials x time x inputs. Indices may be 0- or 1-based (detected).
     `true_input_times` (synthetic data) is one 0-based bin per trial, in the data's trial order.
+    `behavior`: decode targets, trials x time x variables (possibly fewer, final, bins).
     """
     return _build(
         data, layout, label=source, noun="argument", cfg=cfg, truth=truth,
         conditions=conditions, train_inds=train_inds, valid_inds=valid_inds,
         ext_input=ext_input, bin_size_s=bin_size_s, true_input_times=true_input_times,
+        behavior=behavior,
     )  # fmt: skip
 
 
@@ -143,6 +150,7 @@ def _build(
     data_name: str = "data",
     can_relayout: bool = True,
     true_input_times: object = None,
+    behavior: object = None,
 ) -> Dataset:
     cfg = cfg or DataConfig()
 
@@ -169,9 +177,10 @@ def _build(
             )
         check_rates(t, describe("truth"))
         true_rates = np.ascontiguousarray(t.transpose(perm), dtype=np.float32)
-    cond = _conditions(conditions, n, describe("conditions"))
-    ext = _ext_input(ext_input, x.shape, describe("ext_input"))
-    input_times = _input_times(true_input_times, x.shape, describe("true_input_times"))
+    cond = check_conditions(conditions, n, describe("conditions"))
+    ext = check_ext_input(ext_input, x.shape, describe("ext_input"))
+    input_times = check_input_times(true_input_times, x.shape, describe("true_input_times"))
+    beh = check_behavior(behavior, x.shape, describe("behavior"))
 
     if train_inds is None and valid_inds is None:
         tr, va = split_trials(n, cfg)
@@ -189,49 +198,9 @@ def _build(
         train_data=pick(x, tr), valid_data=pick(x, va), train_inds=tr, valid_inds=va,
         train_truth=pick(true_rates, tr), valid_truth=pick(true_rates, va),
         train_ext_input=pick(ext, tr), valid_ext_input=pick(ext, va),
-        conditions=cond, true_input_times=input_times, bin_size_s=bin_size_s, source=label,
-        layout=layout, meta={"split": split},
+        conditions=cond, true_input_times=input_times, behavior=beh, bin_size_s=bin_size_s,
+        source=label, layout=layout, meta={"split": split},
     )  # fmt: skip
-
-
-def _conditions(conditions: object, n: int, what: str) -> np.ndarray | None:
-    if conditions is None:
-        return None
-    c = np.asarray(conditions)
-    if c.dtype.kind == "O":  # a MATLAB cell array of labels: one 1-element array per cell
-        cells = [np.asarray(e).ravel() for e in c.ravel()]
-        if all(e.size == 1 and e.dtype.kind in "iufUS" for e in cells):
-            c = np.array([e[0] for e in cells])
-    if c.dtype.kind in "OV" or c.size != n:
-        raise UserInputError(
-            f"{what}: expected one numeric or text label per trial ({n}), found shape {c.shape}"
-        )
-    return c.ravel()
-
-
-def _ext_input(ext: object, shape: tuple[int, ...], what: str) -> np.ndarray | None:
-    if ext is None:
-        return None
-    e = as_numeric(ext, what)
-    if e.ndim != 3 or e.shape[:2] != shape[:2]:
-        raise UserInputError(
-            f"{what}: expected trials x time x inputs with {shape[0]} trials and {shape[1]} bins, "
-            f"found shape {e.shape}"
-        )
-    if e.dtype.kind == "f" and not np.isfinite(e).all():
-        raise UserInputError(f"{what}: contains NaN/Inf; external inputs must be finite")
-    return np.ascontiguousarray(e, dtype=np.float32)
-
-
-def _input_times(times: object, shape: tuple[int, ...], what: str) -> np.ndarray | None:
-    if times is None:
-        return None
-    t = as_numeric(times, what).ravel()
-    if t.size != shape[0] or not np.all(np.isfinite(t)) or not np.all(t == np.round(t)):
-        raise UserInputError(f"{what}: expected one whole bin number per trial ({shape[0]})")
-    if t.size and (t.min() < 0 or t.max() >= shape[1]):
-        raise UserInputError(f"{what}: bins must lie in 0..{shape[1] - 1} (0-based)")
-    return t.astype(np.int64)
 
 
 def _unreadable(p: Path, kind: str, err: Exception) -> UserInputError:
@@ -326,7 +295,7 @@ def _from_table(
         values[var], layout, label=str(p), noun="variable", cfg=cfg, truth=values.get("truth"),
         conditions=cond, train_inds=values.get("train_inds"), valid_inds=values.get("valid_inds"),
         bin_size_s=_bin_size_s(values, str(p), "variable"), data_name=var,
-        true_input_times=times,
+        true_input_times=times, behavior=values.get("behavior"),
     )  # fmt: skip
 
 
@@ -409,4 +378,5 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
         train_inds=tr, valid_inds=va, ext_input=merge("ext_input", None),
         bin_size_s=_bin_size_s(vals, label, "dataset"), data_name="train_data/valid_data",
         can_relayout=False, true_input_times=vals.get("true_input_times"),
+        behavior=merge("decode", None),
     )  # fmt: skip

@@ -17,6 +17,8 @@ Calcium (`make_calcium`; streams latents, readout, spikes, indicator, noise):
 2. Indicator: each spike adds gain_n * (exp(-t/tau_decay) - exp(-t/tau_rise)), scaled to peak 1,
    with gain_n ~ U(0.5, 1.5) (dF/F per spike); baseline_n ~ U(-0.05, 0.05); Gaussian noise of
    SD `noise` (dF/F). The truth is the spike rates (expected spikes per frame).
+
+Both carry the z-scored Lorenz state (3 variables per bin) as decode targets (`behavior`).
 """
 
 from __future__ import annotations
@@ -45,17 +47,19 @@ class ModalityData:
     truth: np.ndarray  # (trials, time, channels) float32: EMG means / calcium spike rates
     conditions: np.ndarray  # (trials,)
     bin_size_s: float
+    behavior: np.ndarray  # (trials, time, 3) the z-scored Lorenz state: decode targets
     spikes: np.ndarray | None = None  # calcium: the spikes behind the traces
 
 
 def _latent_drive(rng_latent: np.random.Generator, rng_readout: np.random.Generator,
-                  conditions: int, bins: int, channels: int) -> np.ndarray:
-    """z W per condition, (conditions, bins, channels), as synthetic.py's readout."""
+                  conditions: int, bins: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(z W, z) per condition, (conditions, bins, channels) and (conditions, bins, 3), as
+    synthetic.py's readout."""
     traj = lorenz_trajectories(rng_latent, conditions, bins)
     z = (traj - traj.mean(axis=(0, 1))) / traj.std(axis=(0, 1))
     w = rng_readout.uniform(1.0, 2.0, size=(3, channels)) * rng_readout.choice(
         [-1.0, 1.0], size=(3, channels)) * READOUT_SCALE
-    return z @ w
+    return z @ w, z
 
 
 def _positive(name: str, **values: float) -> None:
@@ -71,12 +75,13 @@ def make_emg(seed: int = 0, channels: int = 16, conditions: int = 20,
               trials_per_condition=trials_per_condition)
     rng_latent, rng_readout, rng_noise = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-    drive = _latent_drive(rng_latent, rng_readout, conditions, bins, channels)
+    drive, z = _latent_drive(rng_latent, rng_readout, conditions, bins, channels)
     amplitude = rng_readout.uniform(0.5, 2.0, size=channels)
     cond = np.repeat(np.arange(conditions), trials_per_condition)
     mean = amplitude * np.exp(drive)[cond]
     data = rng_noise.gamma(shape, mean / shape)
-    return ModalityData(data.astype(np.float32), mean.astype(np.float32), cond, bin_size_s)
+    return ModalityData(data.astype(np.float32), mean.astype(np.float32), cond, bin_size_s,
+                        z[cond].astype(np.float32))
 
 
 def indicator_kernel(frame_rate_hz: float, tau_rise_s: float, tau_decay_s: float) -> np.ndarray:
@@ -98,7 +103,7 @@ def make_calcium(seed: int = 0, neurons: int = 40, conditions: int = 20,
                              "--tau-decay-s")
     rng_latent, rng_readout, rng_spikes, rng_ind, rng_noise = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5))
-    drive = _latent_drive(rng_latent, rng_readout, conditions, bins, neurons)
+    drive, z = _latent_drive(rng_latent, rng_readout, conditions, bins, neurons)
     dt = 1.0 / frame_rate_hz
     cond_rates = np.exp(drive + np.log(mean_rate_hz) - np.log(np.exp(drive).mean())) * dt
     cond = np.repeat(np.arange(conditions), trials_per_condition)
@@ -115,7 +120,8 @@ def make_calcium(seed: int = 0, neurons: int = 40, conditions: int = 20,
     baseline = rng_ind.uniform(-0.05, 0.05, size=neurons)
     trace = gain * conv + baseline + rng_noise.normal(0.0, noise, size=conv.shape)
     return ModalityData(trace[:, PRE_FRAMES:].astype(np.float32), rates.astype(np.float32),
-                        cond, dt, spikes=spikes[:, PRE_FRAMES:].astype(np.float32))
+                        cond, dt, z[cond].astype(np.float32),
+                        spikes=spikes[:, PRE_FRAMES:].astype(np.float32))
 
 
 def modality_dataset(kind: str, seed: int = 0, cfg: DataConfig | None = None,
@@ -125,6 +131,6 @@ def modality_dataset(kind: str, seed: int = 0, cfg: DataConfig | None = None,
     label = {"emg": "EMG (Gamma)", "calcium": "calcium traces"}[kind]
     ds = from_array(d.data, layout="trials_time_neurons", truth=d.truth, conditions=d.conditions,
                     cfg=cfg, source=f"built-in Lorenz {label} (seed {seed})",
-                    bin_size_s=d.bin_size_s)
+                    bin_size_s=d.bin_size_s, behavior=d.behavior)
     ds.layout = MATLAB_LAYOUT
     return ds

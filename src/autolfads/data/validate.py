@@ -169,3 +169,63 @@ def _partition_problem(both: np.ndarray, n: int) -> str:
         return f"index {outside[0]} is out of range for {n} trials"
     missing = np.setdiff1d(np.arange(base, base + n), both)
     return f"trial {missing[0]} is in neither list ({len(missing)} missing)"
+
+
+def check_conditions(conditions: object, n: int, what: str) -> np.ndarray | None:
+    if conditions is None:
+        return None
+    c = np.asarray(conditions)
+    if c.dtype.kind == "O":  # a MATLAB cell array of labels: one 1-element array per cell
+        cells = [np.asarray(e).ravel() for e in c.ravel()]
+        if all(e.size == 1 and e.dtype.kind in "iufUS" for e in cells):
+            c = np.array([e[0] for e in cells])
+    if c.dtype.kind in "OV" or c.size != n:
+        raise UserInputError(
+            f"{what}: expected one numeric or text label per trial ({n}), found shape {c.shape}"
+        )
+    return c.ravel()
+
+
+def check_ext_input(ext: object, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    if ext is None:
+        return None
+    e = as_numeric(ext, what)
+    if e.ndim != 3 or e.shape[:2] != shape[:2]:
+        raise UserInputError(
+            f"{what}: expected trials x time x inputs with {shape[0]} trials and {shape[1]} bins, "
+            f"found shape {e.shape}"
+        )
+    if e.dtype.kind == "f" and not np.isfinite(e).all():
+        raise UserInputError(f"{what}: contains NaN/Inf; external inputs must be finite")
+    return np.ascontiguousarray(e, dtype=np.float32)
+
+
+def check_input_times(times: object, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    if times is None:
+        return None
+    t = as_numeric(times, what).ravel()
+    if t.size != shape[0] or not np.all(np.isfinite(t)) or not np.all(t == np.round(t)):
+        raise UserInputError(f"{what}: expected one whole bin number per trial ({shape[0]})")
+    if t.size and (t.min() < 0 or t.max() >= shape[1]):
+        raise UserInputError(f"{what}: bins must lie in 0..{shape[1] - 1} (0-based)")
+    return t.astype(np.int64)
+
+
+def check_behavior(beh: object, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    """Decode targets: trials x time x variables (trials x time for one), the same trials as the
+    data and at most as many bins (fewer: they are the data's last bins)."""
+    if beh is None:
+        return None
+    b = as_numeric(beh, what)
+    if b.ndim == 2:
+        b = b[:, :, None]
+    if b.ndim != 3 or b.shape[0] != shape[0]:
+        found = f"{b.shape[0]} trials" if b.ndim == 3 else f"shape {b.shape}"
+        raise UserInputError(f"{what}: expected trials x time x variables with the data's "
+                             f"{shape[0]} trials, found {found}")
+    if b.shape[1] > shape[1] or b.shape[1] < 1 or b.shape[2] < 1:
+        raise UserInputError(f"{what}: {b.shape[1]} bins x {b.shape[2]} variables; expected 1 to "
+                             f"{shape[1]} bins (the data's) and at least one variable")
+    if not np.isfinite(b).all():
+        raise UserInputError(f"{what}: contains NaN/Inf; decode targets must be finite")
+    return np.ascontiguousarray(b, dtype=np.float32)

@@ -23,8 +23,11 @@ def write_lfads_h5(path: str | Path, dataset: Dataset) -> Path:
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
-            h5_put(f, "train_data", dataset.train_data.astype(np.int32))
-            h5_put(f, "valid_data", dataset.valid_data.astype(np.int32))
+            counts = all(np.array_equal(a, np.round(a)) for a in (dataset.train_data,
+                                                                   dataset.valid_data))
+            kind = np.int32 if counts else np.float32  # spike counts, or a continuous signal
+            h5_put(f, "train_data", dataset.train_data.astype(kind))
+            h5_put(f, "valid_data", dataset.valid_data.astype(kind))
             h5_put(f, "train_inds", dataset.train_inds.astype(np.int64))
             h5_put(f, "valid_inds", dataset.valid_inds.astype(np.int64))
             for stem in ("truth", "ext_input"):
@@ -36,6 +39,9 @@ def write_lfads_h5(path: str | Path, dataset: Dataset) -> Path:
                 h5_put(f, "conditions", dataset.conditions)
             if dataset.true_input_times is not None:  # original order, 0-based bins
                 h5_put(f, "true_input_times", dataset.true_input_times.astype(np.int64))
+            if dataset.behavior is not None:  # LFADS names: train_decode / valid_decode
+                h5_put(f, "train_decode", dataset.behavior[dataset.train_inds])
+                h5_put(f, "valid_decode", dataset.behavior[dataset.valid_inds])
             if dataset.bin_size_s is not None:
                 f.create_dataset("bin_size_ms", data=dataset.bin_size_s * 1000.0)
 
@@ -60,6 +66,8 @@ def write_tutorial_mat(path: str | Path, dataset: Dataset) -> Path:
             mdict["conditions"] = one_based_row(cond) if numeric else cond
         if dataset.true_input_times is not None:  # MATLAB bin numbers are 1-based
             mdict["true_input_times"] = one_based_row(dataset.true_input_times)
+        if dataset.behavior is not None:  # trials x time x variables, original order
+            mdict["behavior"] = dataset.behavior.astype(np.float64)
         if dataset.bin_size_s is not None:
             mdict["bin_size_ms"] = dataset.bin_size_s * 1000.0
         save_mat(tmp, mdict)
