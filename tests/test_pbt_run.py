@@ -76,6 +76,26 @@ def test_autolfads_run_end_to_end(tmp_path):
     assert kept == ["gen003.pt"] * 4
 
 
+def test_autolfads_run_with_a_continuous_observation_model(tmp_path, capsys):
+    """PBT scores workers by the chosen model's validation cost; exploits copy its buffers."""
+    import autolfads
+    from autolfads.analysis.status import status
+    from autolfads.data.modalities import modality_dataset
+
+    run = tmp_path / "run"
+    data = modality_dataset("emg", channels=6, conditions=4, trials_per_condition=5, bins=15)
+    res = autolfads.run(data, run, population=3, generations=2, epochs_per_generation=2,
+                        overrides=TINY, quiet=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["observation"] == "gamma" and "bps" not in metrics
+    assert "observation: gamma" in (run / "config.yaml").read_text()
+    scores = [float(r["score"]) for r in read_csv(run / "pbt" / "hp_log.csv")]
+    assert all(math.isfinite(x) for x in scores)
+    assert res.rates.shape == (20, 15, 6) and (res.rates > 0).all()
+    status(str(run))
+    assert "best so far: worker" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_interrupted_run_resumes_without_redoing_generations(tmp_path):
     data = tmp_path / "tiny.h5"

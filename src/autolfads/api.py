@@ -19,17 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from autolfads.analysis.metrics import INPUT_TIME_TOLERANCE_BINS
-from autolfads.config import Config, DataConfig, load_config
-from autolfads.data.chaotic_rnn import DEFAULTS as CHAOTIC_RNN_DEFAULTS
-from autolfads.data.chaotic_rnn import chaotic_rnn_dataset
+from autolfads.config import Config, load_config
 from autolfads.data.dataset import Dataset
-from autolfads.data.deconvolve import DeconvolveOptions, deconvolve_dataset, deconvolve_if_asked
-from autolfads.data.io import from_array, load_dataset
-from autolfads.data.modalities import CALCIUM_DEFAULTS, EMG_DEFAULTS, modality_dataset
-from autolfads.data.synthetic import lorenz_dataset, write_lorenz
-from autolfads.data.writers import write_dataset
 from autolfads.errors import UserInputError
-from autolfads.model.observations.choose import resolve as resolve_observation
+from autolfads.inputs import (  # noqa: F401  (load, synth, deconvolve: part of the API)
+    DataLike,
+    behavior_line,
+    choose_observation,
+    deconvolve,
+    load,
+    resolve_data,
+    synth,
+)
 from autolfads.results import (
     compute_metrics,
     prepare_run_dir,
@@ -44,8 +45,6 @@ from autolfads.rundir.pbt_log import read_population
 from autolfads.training.loop import Trainer
 from autolfads.training.process import setup_process
 from autolfads.training.sampling import posterior_outputs
-
-DataLike = str | Path | Dataset | np.ndarray | None
 
 
 @dataclass
@@ -74,98 +73,6 @@ class TrainResult:
     @property
     def inferred_inputs(self) -> np.ndarray:
         return self._all("inferred_inputs")
-
-
-def load(path: str | Path, **data_options) -> Dataset:
-    """Read and validate a dataset (.mat, LFADS .h5, .npz; a path or a gs:// / s3:// URI);
-    options are `data` config keys."""
-    return _read(path, _data_config(data_options))
-
-
-def _read(location: str | Path, cfg: DataConfig) -> Dataset:
-    with Location(location).local_copy() as path:
-        dataset = load_dataset(path, cfg)
-    if is_uri(location):
-        dataset.source = str(location)
-    return dataset
-
-
-SYNTH_KINDS = ("lorenz", "chaotic_rnn", "emg", "calcium")
-
-
-def synth(kind: str = "lorenz", seed: int = 0, out: str | Path | None = None,
-          fmt: str | None = None, **params) -> Dataset:
-    """A built-in synthetic dataset (with true rates); written to `out` when given.
-
-    "lorenz": the demo data (no parameters). "chaotic_rnn": a chaotic RNN with one input pulse
-    per trial (true input times included); params units, gain, pulse, neurons, trials, bins
-    (see autolfads.data.chaotic_rnn). "emg" (Gamma-distributed, true means) and "calcium" (dF/F
-    traces, true spike rates): Lorenz-driven, params in autolfads.data.modalities."""
-    if kind not in SYNTH_KINDS:
-        raise UserInputError(
-            f"synth: unknown dataset '{kind}'; available: {', '.join(SYNTH_KINDS)}"
-        )
-    if kind == "lorenz":
-        if params:
-            raise UserInputError(f"synth lorenz: takes no parameters (got {', '.join(params)})")
-        if out is not None:
-            write_lorenz(out, seed=seed, fmt=fmt)
-        return lorenz_dataset(seed=seed)
-    if kind in ("emg", "calcium"):
-        known = EMG_DEFAULTS if kind == "emg" else CALCIUM_DEFAULTS
-        if set(params) - set(known):
-            raise UserInputError(f"synth {kind}: unknown parameter(s) "
-                                 f"{', '.join(sorted(set(params) - set(known)))}; known: "
-                                 f"{', '.join(known)}")
-        ds = modality_dataset(kind, seed=seed, **params)
-        if out is not None:
-            write_dataset(out, ds, fmt=fmt)
-        return ds
-    unknown = sorted(set(params) - {*CHAOTIC_RNN_DEFAULTS, "bin_size_s", "mean_rate_hz"})
-    if unknown:
-        raise UserInputError(
-            f"synth chaotic_rnn: unknown parameter(s) {', '.join(unknown)}; "
-            f"known: {', '.join(CHAOTIC_RNN_DEFAULTS)}"
-        )
-    ds = chaotic_rnn_dataset(seed=seed, **params)
-    if out is not None:
-        write_dataset(out, ds, fmt=fmt)
-    return ds
-
-
-def deconvolve(data: str | Path, out: str | Path, options: DeconvolveOptions | None = None,
-               log: Callable[[str], None] | None = None, **data_options) -> Dataset:
-    """Calcium traces in `data` -> deconvolved events written to `out` (.h5 or .mat, by its
-    extension), trial order, split and truth kept; data_options are `data` config keys."""
-    out = Path(out)
-    if out.exists():
-        raise UserInputError(f"--out {out}: file exists; remove it or choose another name")
-    ds = load(data, **data_options)
-    say = log or _stderr
-    say(f"data: {ds.source}: {ds.summary()}")
-
-    def progress(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            say(f"deconvolved {done}/{total} neurons")
-
-    events = deconvolve_dataset(ds, options or DeconvolveOptions(), progress)
-    write_dataset(out, events)
-    return events
-
-
-def resolve_data(data: DataLike, cfg: DataConfig, say: Callable[[str], None] | None = None
-                 ) -> Dataset:
-    """The dataset `data` names (None: built-in Lorenz), deconvolved when data.deconvolve."""
-    if data is None:
-        ds = lorenz_dataset(seed=0, cfg=cfg)
-    elif isinstance(data, Dataset):
-        ds = data
-    elif isinstance(data, np.ndarray):
-        layout = "trials_time_neurons" if cfg.layout == "auto" else cfg.layout
-        ds = from_array(data, layout=layout, cfg=cfg)
-    else:
-        ds = _read(data, cfg)
-    return deconvolve_if_asked(ds, cfg, say)
 
 
 def train(
@@ -325,25 +232,6 @@ def run(
     return res
 
 
-def behavior_line(dataset: Dataset) -> str | None:
-    """What the decode targets cover, when the data has them."""
-    b = dataset.behavior
-    if b is None:
-        return None
-    where = (f"the last {b.shape[1]} of {dataset.n_time} bins (aligned to the end)"
-             if b.shape[1] < dataset.n_time else f"all {b.shape[1]} bins")
-    return f"decode targets: {b.shape[2]} variable(s) over {where}"
-
-
-def choose_observation(cfg: Config, dataset: Dataset) -> str:
-    """Settle cfg.model.observation for this data (auto: by the rule of observations/choose.py;
-    an explicit choice: checked against the data) and return the line that says which and why."""
-    name, why = resolve_observation(cfg.model.observation, dataset.all_data(),
-                                    dataset.source or "data")
-    cfg.model.observation = name
-    return f"observation model: {name} ({why})"
-
-
 def _refresh_report(out_dir: Path, dataset: Dataset) -> None:
     from autolfads.analysis.report import write_report
 
@@ -422,13 +310,6 @@ def summary_line(m: dict, out_dir: Path | None) -> str:
     if out_dir is not None:
         parts.append(f"outputs in {out_dir / 'output'}")
     return "; ".join(parts)
-
-
-def _data_config(options: dict) -> DataConfig:
-    try:
-        return DataConfig(**options)
-    except Exception as e:  # pydantic's message names the key
-        raise UserInputError(f"data options: {str(e).splitlines()[0]}") from None
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:
