@@ -232,10 +232,26 @@ def _latents(v: RunView, page: _Page) -> str:
     return html_out + page.figure("inputs", fig, caption, "inferred inputs")
 
 
+def _decoding(m: dict) -> str:
+    """Decode targets' cross-validated R^2: from the inferred rates and from smoothed data."""
+    if not isinstance(m.get("decode_r2"), (int, float)):
+        return ""
+    cells = [(str(k), m.get(f"decode_r2_{k}"), m.get(f"decode_r2_smoothing_{k}"))
+             for k in range(1000) if f"decode_r2_{k}" in m]
+    cells.append(("mean", m["decode_r2"], m.get("decode_r2_smoothing")))
+    body = "".join(f"<tr><td>{_e(k)}</td><td>{_num(a)}</td><td>{_num(b)}</td></tr>"
+                   for k, a, b in cells)
+    sigma = m.get("decode_smoothing_sigma_bins")
+    return ("<h3>Decoding</h3><table><tr><th>target</th><th>from LFADS</th><th>from smoothed "
+            f"data (sigma {_num(sigma)} bins)</th></tr>{body}</table><p>Cross-validated R^2 "
+            "(10 folds, ridge, standardised inputs and targets) of each decode target from the "
+            "inferred rates and from the best Gaussian-smoothed data.</p>")
+
+
 def _metrics(v: RunView, page: _Page) -> str:
     rows, panels = rdata.metric_rows(v)
     if not rows:
-        return _note(v.notes.get("outputs", "no metrics yet"))
+        return _note(v.notes.get("outputs", "no metrics yet")) + _decoding(v.metrics or {})
     what = "rates" if v.counts else "means"
     head = (f"<tr><th>method</th><th>trials</th><th>R^2 vs true {what} (pooled, as "
             "compare_rates.m)</th><th>mean R^2 per channel</th>"
@@ -243,7 +259,7 @@ def _metrics(v: RunView, page: _Page) -> str:
     body = "".join(f"<tr><td>{_e(r['method'])}</td><td>{_e(r['trials'])}</td>"
                    f"<td>{_num(r['r2'])}</td><td>{_num(r['r2n'])}</td>"
                    + (f"<td>{_num(r['bps'])}</td>" if v.counts else "") + "</tr>" for r in rows)
-    out = f"<table>{head}{body}</table>"
+    out = f"<table>{head}{body}</table>" + _decoding(v.metrics or {})
     if not v.counts:
         out += (f"<p>R^2: squared correlation of the inferred and the true {what} over all trials, "
                 "bins and channels; the smoothing baseline smooths the observed signal. Bits per "
