@@ -145,6 +145,10 @@ def test_auto_choice_per_modality():
     name, why = choose(events)
     assert name == "zero_inflated_gamma" and "% exact zeros" in why
     assert resolve("gamma", emg, "x") == ("gamma", "as configured")
+    adc = np.round(emg * 1000)  # EMG digitised as whole numbers: poisson, with a hint
+    name, why = choose(adc)
+    assert name == "poisson" and "model.observation=gamma" in why
+    assert "model.observation" not in choose(counts)[1]
 
 
 @pytest.mark.parametrize("name,values,words", [

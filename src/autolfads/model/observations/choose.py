@@ -13,6 +13,7 @@ import numpy as np
 
 from autolfads.errors import UserInputError
 
+LARGE_COUNT = 255  # more spikes than this in one bin suggests a digitised signal, not counts
 ALTERNATIVES = ("model.observation=gamma (positive values), zero_inflated_gamma (non-negative, "
                 "many exact zeros), gaussian (any sign), or auto")
 
@@ -31,7 +32,11 @@ def choose(values: np.ndarray) -> tuple[str, str]:
     if lo < 0:
         return "gaussian", f"values can be negative: min {lo:.2g}, max {hi:.2g}"
     if np.array_equal(values, np.round(values)):
-        return "poisson", f"values are whole numbers, spike counts: max {hi:g} per bin"
+        why = f"values are whole numbers, spike counts: max {hi:g} per bin"
+        if hi > LARGE_COUNT:  # digitised signals are whole numbers too
+            why += ("; if these are not spike counts (e.g. digitised EMG), set "
+                    "model.observation=gamma or gaussian")
+        return "poisson", why
     if zeros:
         positive = float(values[values > 0].min())
         return "zero_inflated_gamma", (
