@@ -89,18 +89,6 @@ def _check_finite(a: np.ndarray, what: str) -> None:
         )
 
 
-def _check_nonnegative(a: np.ndarray, what: str, noun: str) -> None:
-    if a.dtype.kind == "u":
-        return
-    neg = a < 0
-    if neg.any():
-        first = int(np.flatnonzero(neg)[0])
-        raise UserInputError(
-            f"{what}: {int(neg.sum())} negative value(s), first {a.flat[first]} at index "
-            f"{_index(first, a.shape)} (0-based); {noun} cannot be negative"
-        )
-
-
 def check_values(a: np.ndarray, what: str) -> None:
     """Finite values. What else the values must be (whole counts, positive, ...) depends on the
     observation model, which model/observations/choose.py checks once the data is read."""
@@ -108,8 +96,8 @@ def check_values(a: np.ndarray, what: str) -> None:
 
 
 def check_rates(a: np.ndarray, what: str) -> None:
+    """True rates or means: finite (a signed signal's true mean may be negative)."""
     _check_finite(a, what)
-    _check_nonnegative(a, what, "rates")
 
 
 def check_scalar(value: object, what: str) -> float:
