@@ -157,3 +157,35 @@ def test_continuous_data_train_report_export(kind, observation, extra, tmp_path,
     assert code == 0, err
     with np.load(run / "output" / "lfads_output.npz") as z:
         np.testing.assert_allclose(z["rates"], rates, rtol=1e-6)
+
+
+QUICK = ["train.threads=1", "train.n_samples=10", "train.kl_increase_epochs=20",
+         "train.l2_increase_epochs=20", "train.batch_size=50"]
+
+
+def test_gamma_model_on_synthetic_emg_beats_smoothing():
+    """No observation flag: auto picks gamma; the inferred means beat the best smoothing of the
+    data against the true means, and so does decoding the targets from them."""
+    import autolfads
+
+    ds = modality_dataset("emg", seed=0, channels=12, conditions=10, trials_per_condition=10,
+                          bins=30)
+    m = autolfads.train(ds, quiet=True, epochs=60, overrides=QUICK).metrics
+    assert m["observation"] == "gamma"
+    assert m["r2_rates"] >= 0.9 and m["r2_rates"] > m["r2_smoothing"] + 0.03, m  # 0.954 / 0.891
+    assert m["decode_r2"] > m["decode_r2_smoothing"], m
+
+
+def test_deconvolved_calcium_with_zero_inflated_gamma_beats_smoothing():
+    """dF/F -> events -> zero-inflated gamma: inferred rates closer to the true spike rates than
+    smoothing the events or the traces (0.58 vs 0.36 vs 0.10 when written)."""
+    import autolfads
+    from autolfads.analysis.metrics import smoothing_baseline
+
+    ds = modality_dataset("calcium", seed=0, neurons=12, conditions=8, trials_per_condition=10,
+                          bins=50)
+    m = autolfads.train(ds, quiet=True, epochs=40,
+                        overrides=["data.deconvolve=true", *QUICK]).metrics
+    traces = smoothing_baseline(ds.all_data(), ds.all_truth())["r2_rates"]
+    assert m["observation"] == "zero_inflated_gamma"
+    assert m["r2_rates"] > m["r2_smoothing"] + 0.1 and m["r2_smoothing"] > traces, (m, traces)
