@@ -98,6 +98,7 @@ def test_bad_config_gives_one_error_line(args, words, tmp_path, monkeypatch, cap
     line = err.strip()
     assert "\n" not in line and line.startswith("error: ")
     assert all(w in line for w in words), line
+    assert "--set / --set" not in line, line  # the source is named once
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path, monkeypatch, capsys):

@@ -123,3 +123,20 @@ def test_early_stopping_waits_for_the_ramps(tiny):
     # Epochs 6 and 7 (1-based) are the first with full weights; without the rule it would have
     # stopped after epoch 3.
     assert tr.state.epoch == 7 and tr.state.bad_epochs == 2
+
+
+def test_sample_validation_holds_out_the_same_entries_for_every_worker():
+    """PBT workers differ in train.seed (trainable.py: seed + 1000 * worker); the SV mask must
+    not, or after an exploit the copied weights would have trained on the new worker's
+    held-out entries and workers' scores would cover different entries."""
+    ds = tiny_dataset(n_trials=40)
+    masks = []
+    for worker in range(3):
+        cfg = tiny_config(seed=1000 * worker)
+        cfg.model.sv_rate = 0.2
+        tr = Trainer(cfg, ds)
+        masks.append((tr.train_sv, tr.valid_sv))
+    for train_sv, valid_sv in masks[1:]:
+        assert torch.equal(train_sv, masks[0][0]) and torch.equal(valid_sv, masks[0][1])
+    assert 0.15 < float(masks[0][0].float().mean()) < 0.25
+    assert not torch.equal(masks[0][0][:8], masks[0][1][:8])  # the two splits' masks differ

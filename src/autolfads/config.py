@@ -188,7 +188,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        where = origin if not overrides else f"{origin} / --set"
+        where = origin if not overrides or origin == "--set" else f"{origin} / --set"
         raise UserInputError(_describe(e, where)) from None
 
 

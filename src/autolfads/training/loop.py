@@ -36,6 +36,8 @@ from autolfads.training.parallel import Shards
 from autolfads.training.process import resolve_device
 from autolfads.training.step import TERMS, batch_shares, loss_and_grads, shard_costs
 
+SV_MASK_SEED = 7919
+
 
 def adam(params, lr: float, eps: float, device: torch.device) -> torch.optim.Adam:
     """Adam; its fused form where torch has one (CPU, CUDA): the same update in one kernel for
@@ -101,7 +103,9 @@ class Trainer:
         self.train_x, self.valid_x = to(data.train_data), to(data.valid_data)
         self.train_ext, self.valid_ext = to(data.train_ext_input), to(data.valid_ext_input)
         sv = cfg.model.sv_rate
-        seed = cfg.train.seed + 7919  # the SV mask is fixed for the run, apart from the batch RNG
+        # One SV mask per dataset: not tied to train.seed, which differs between PBT workers, so
+        # every worker (and the weights an exploit copies) holds out the very same entries.
+        seed = SV_MASK_SEED + cfg.data.split_seed
         self.train_sv = _sv_mask(self.train_x, sv, seed)
         self.valid_sv = _sv_mask(self.valid_x, sv, seed + 1)
 
