@@ -52,6 +52,8 @@ def bad_inputs(tmp):
     cases.append(("all-zero channel", mat("silent", data=silent), ["channel", "7", "zero"],
                   ["--set", "model.observation=zero_inflated_gamma"]))
     cases.append(("all zero", mat("allzero", data=np.zeros((29, 20, 30))), ["every value"]))
+    cases.append(("too few bins", mat("bins", data=good_counts(t=3)),
+                  ["only 3 bins", "at least 5", "--layout"]))
     cases.append(("too few trials", mat("few", data=good_counts(n=5, t=8, k=6)), ["trials", "10"]))
     cases.append(("transposed", mat("transposed", data=good_counts(n=300, t=20, k=5)),
                   ["transposed", "--layout"]))
@@ -65,7 +67,8 @@ def bad_inputs(tmp):
 
 
 CASE_NAMES = ["missing file", "missing variable", "wrong ndim", "empty", "nan", "inf", "negative",
-              "non-integer", "zeros for gamma", "all-zero channel", "all zero", "too few trials",
+              "non-integer", "zeros for gamma", "all-zero channel", "all zero", "too few bins",
+              "too few trials",
               "transposed", "unsupported format", "corrupt"]
 
 
@@ -155,3 +158,20 @@ def test_failed_run_is_one_error_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(autolfads.api, "run", crash)
     code, _, err = run_cli(monkeypatch, capsys, "run", "--out", tmp_path / "r")
     assert code == 1 and err == "error: AutoLFADS workers failed: ValueError('boom')\n"
+
+
+@pytest.mark.parametrize("make,words", [
+    (lambda c: np.where(np.arange(29)[:, None, None] == 3, 0.0, c), ["1 of 29 neurons never spike",
+                                                                     "0-based: 3"]),
+    (lambda c: (c * (np.random.default_rng(1).random(c.shape) < 0.005)).round(),
+     ["very sparse data", "spikes per bin"]),
+])
+def test_data_that_shows_little_is_trained_with_a_warning_line(make, words, tmp_path,
+                                                               monkeypatch, capsys):
+    path = tmp_path / "d.mat"
+    scipy.io.savemat(path, {"data": make(good_counts())})
+    code, _, err = run_cli(monkeypatch, capsys, "train", path, "--out", tmp_path / "run",
+                           "--epochs", "1", "--set", "train.n_samples=2")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert any(all(w in line for w in words) for line in warnings), err

@@ -99,13 +99,14 @@ def train(
         cfg.train.seed = seed
     say = (lambda _m: None) if quiet else (log or _stderr)
     dataset = resolve_data(data, cfg.data, say)
-    obs_line = choose_observation(cfg, dataset)  # bad data is reported before --out is touched
+    obs_lines = choose_observation(cfg, dataset)  # bad data is reported before --out is touched
     out_dir = prepare_run_dir(out, force) if out is not None else None
 
     say(f"data: {dataset.source}: {dataset.summary()}")
     if behavior_line(dataset):
         say(behavior_line(dataset))
-    say(obs_line)
+    for line in obs_lines:
+        say(line)
     t0 = time.perf_counter()
     trainer = Trainer(cfg, dataset, shard_threads=setup_process(cfg.train))
     say(f"training LFADS on {trainer.device} for up to {cfg.train.epochs} epochs")
@@ -195,7 +196,7 @@ def run(
     # written, and run_pbt starts from this point.
     point = resume_point(store.local, store.location, cfg.pbt) if resume else None
     dataset = resolve_data(data, cfg.data, say)
-    obs_line = choose_observation(cfg, dataset)  # before anything is written to --out
+    obs_lines = choose_observation(cfg, dataset)  # before anything is written to --out
     if not resume:
         _prepare_store(store, force)
         put_json(store.local / layout.RUN_JSON, {"data": _data_location(data)})
@@ -207,7 +208,8 @@ def run(
     say(f"data: {dataset.source}: {dataset.summary()}")
     if behavior_line(dataset):
         say(behavior_line(dataset))
-    say(obs_line)
+    for line in obs_lines:
+        say(line)
     say(f"AutoLFADS: population {p.population}, up to {p.generations} generations of "
         f"{p.epochs_per_generation} epochs, {p.cpus_per_worker:g} CPU per worker")
     t0 = time.perf_counter()

@@ -22,6 +22,7 @@ from autolfads.data.synthetic import lorenz_dataset, write_lorenz
 from autolfads.data.writers import write_dataset
 from autolfads.errors import UserInputError
 from autolfads.model.observations.choose import resolve as resolve_observation
+from autolfads.model.observations.choose import warnings as observation_warnings
 from autolfads.rundir.layout import is_uri
 from autolfads.rundir.location import Location
 
@@ -130,13 +131,14 @@ def behavior_line(dataset: Dataset) -> str | None:
     return f"decode targets: {b.shape[2]} variable(s) over {where}"
 
 
-def choose_observation(cfg: Config, dataset: Dataset) -> str:
+def choose_observation(cfg: Config, dataset: Dataset) -> list[str]:
     """Settle cfg.model.observation for this data (auto: by the rule of observations/choose.py;
-    an explicit choice: checked against the data) and return the line that says which and why."""
-    name, why = resolve_observation(cfg.model.observation, dataset.all_data(),
-                                    dataset.source or "data")
+    an explicit choice: checked against the data) and return the lines to say before training:
+    which model and why, then any warning about what the data can show."""
+    values = dataset.all_data()
+    name, why = resolve_observation(cfg.model.observation, values, dataset.source or "data")
     cfg.model.observation = name
-    return f"observation model: {name} ({why})"
+    return [f"observation model: {name} ({why})", *observation_warnings(name, values)]
 
 
 def _data_config(options: dict) -> DataConfig:

@@ -21,6 +21,7 @@ from autolfads.data.validate import (
     as_numeric,
     check_3d,
     check_behavior,
+    check_bins,
     check_conditions,
     check_ext_input,
     check_input_times,
@@ -162,6 +163,7 @@ def _build(
     a = as_numeric(data, what)
     check_3d(a, what, layout)
     check_trials(a.shape, layout, what, can_relayout)
+    check_bins(a.shape, layout, what)
     check_values(a, what)
     perm = permutation(layout, INTERNAL_LAYOUT)
     x = np.ascontiguousarray(a.transpose(perm), dtype=np.float32)

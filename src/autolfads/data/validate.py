@@ -12,6 +12,7 @@ from autolfads.data.dataset import AXES
 from autolfads.errors import UserInputError
 
 MIN_TRIALS = 10
+MIN_BINS = 5  # fewer bins per trial leave no dynamics to infer (and are usually a wrong layout)
 LAYOUT_HINT = "(CLI --layout, config data.layout)"
 
 
@@ -53,6 +54,16 @@ def check_3d(a: np.ndarray, what: str, layout: str) -> None:
             f"{what}: is empty (shape {tuple(a.shape)} read as {expected}); every axis needs "
             "at least one element"
         )
+
+
+def check_bins(shape: tuple[int, ...], layout: str, what: str) -> None:
+    axes = layout.split("_")
+    n = shape[axes.index("time")]
+    if n < MIN_BINS:
+        raise UserInputError(
+            f"{what}: only {n} bins per trial (shape {tuple(shape)} read as {' x '.join(axes)}); "
+            f"LFADS infers dynamics over time and needs at least {MIN_BINS} bins; if another "
+            f"axis holds time, give the axis order {LAYOUT_HINT}")
 
 
 def check_trials(shape: tuple[int, ...], layout: str, what: str, can_relayout: bool) -> None:

@@ -79,6 +79,28 @@ def _check_channels(values: np.ndarray, what: str, ok: np.ndarray, problem: str)
                          "cannot fit a distribution to them; remove those channels")
 
 
+SPARSE_COUNTS = 0.01  # spikes per bin per neuron below which a warning says what to expect
+
+
+def warnings(name: str, values: np.ndarray) -> list[str]:
+    """Data a model can fit but that will not show much dynamics: one line each, said before
+    training so that a poor result is not a surprise."""
+    out = []
+    if name != "poisson":
+        return out
+    per_neuron = values.sum(axis=(0, 1))
+    silent = np.flatnonzero(per_neuron == 0)
+    if silent.size:
+        shown = ", ".join(str(int(c)) for c in silent[:5]) + (" ..." if silent.size > 5 else "")
+        out.append(f"warning: {silent.size} of {values.shape[2]} neurons never spike (0-based: "
+                   f"{shown}); they are kept, with rates near zero")
+    mean = float(values.mean())
+    if mean < SPARSE_COUNTS:
+        out.append(f"warning: very sparse data, {mean:.2g} spikes per bin per neuron on average: "
+                   "expect rates close to each neuron's mean; larger bins carry more signal")
+    return out
+
+
 def resolve(requested: str, values: np.ndarray, what: str) -> tuple[str, str]:
     """(model, why): `auto`'s choice, or the requested model once the data passes its checks."""
     name, why = choose(values) if requested == "auto" else (requested, "as configured")
