@@ -186,18 +186,67 @@ def test_to_original_order_after_random_split() -> None:
 
 
 def test_split_trials() -> None:
-    train, valid = split_trials(20)
+    train, valid, test = split_trials(20)
     np.testing.assert_array_equal(valid, [4, 9, 14, 19])
-    assert len(train) == 16 and not set(train) & set(valid)
-    tr1, va1 = split_trials(101, DataConfig(split="random", valid_fraction=0.1, split_seed=3))
-    tr2, va2 = split_trials(101, DataConfig(split="random", valid_fraction=0.1, split_seed=3))
+    assert len(train) == 16 and not set(train) & set(valid) and len(test) == 0  # too few
+    rnd = DataConfig(split="random", valid_fraction=0.1, split_seed=3)
+    tr1, va1, te1 = split_trials(101, rnd)
+    tr2, va2, te2 = split_trials(101, rnd)
     np.testing.assert_array_equal(va1, va2)
-    assert len(va1) == 10 and len(tr1) == 91
-    np.testing.assert_array_equal(np.sort(np.concatenate([tr1, va1])), np.arange(101))
-    _, va3 = split_trials(101, DataConfig(split="random", valid_fraction=0.1, split_seed=4))
+    np.testing.assert_array_equal(te1, te2)
+    assert len(va1) == 10 and len(te1) == 10 and len(tr1) == 81  # a test set from 100 trials
+    np.testing.assert_array_equal(np.sort(np.concatenate([tr1, va1, te1])), np.arange(101))
+    _, va3, _ = split_trials(101, DataConfig(split="random", valid_fraction=0.1, split_seed=4))
     assert not np.array_equal(va1, va3)
-    _, tiny = split_trials(10, DataConfig(split="random", valid_fraction=0.01))
+    _, tiny, _ = split_trials(10, DataConfig(split="random", valid_fraction=0.01))
     assert len(tiny) == 1  # never an empty validation set
+
+
+def test_test_split_every_nth_auto_and_configured() -> None:
+    train, valid, test = split_trials(200)
+    np.testing.assert_array_equal(test, np.arange(0, 200, 10))  # 1-based trials 1, 11, 21, ...
+    np.testing.assert_array_equal(valid, np.arange(4, 200, 5))
+    assert len(train) == 140
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, valid, test])), np.arange(200))
+    _, _, none = split_trials(200, DataConfig(test_every=0))
+    assert len(none) == 0
+    _, valid, test = split_trials(40, DataConfig(test_every=4))  # asked for on small data
+    assert len(test) == 8 and not set(test) & set(valid)  # 4 and 24 are validation trials
+    with pytest.raises(UserInputError, match="no training trials"):
+        split_trials(20, DataConfig(valid_every=2, test_every=1))
+
+
+def test_test_trials_are_kept_apart_and_round_trip(tmp_path: Path) -> None:
+    from autolfads.data.writers import write_lfads_h5, write_tutorial_mat
+
+    x = _counts(3, (120, N_TIME, N_NEURONS))
+    ds = from_array(x, truth=_truth(x))
+    assert len(ds.test_inds) == 12 and ds.test_data.shape == (12, N_TIME, N_NEURONS)
+    assert "/ 12 test" in ds.summary()
+    np.testing.assert_array_equal(ds.all_data(), x)
+    np.testing.assert_allclose(ds.test_truth, _truth(x)[ds.test_inds], rtol=1e-6)
+    for path in (write_lfads_h5(tmp_path / "d.h5", ds), write_tutorial_mat(tmp_path / "d.mat", ds)):
+        back = load_dataset(path)
+        for sp in ("train", "valid", "test"):
+            np.testing.assert_array_equal(getattr(back, f"{sp}_inds"), getattr(ds, f"{sp}_inds"))
+        np.testing.assert_array_equal(back.all_data(), x)
+    small = from_array(x[:50])
+    assert not small.has_test and "no test trials" in small.summary()
+
+
+def test_users_test_inds_are_honoured(tmp_path: Path) -> None:
+    x = _counts(4, (N_TRIALS, N_TIME, N_NEURONS))  # trials x time x neurons
+    scipy.io.savemat(tmp_path / "t.mat", {
+        "data": x.transpose(2, 1, 0), "train_inds": np.arange(1, 13), "valid_inds": [13, 14, 15],
+        "test_inds": np.arange(16, 21)})
+    ds = load_dataset(tmp_path / "t.mat")
+    np.testing.assert_array_equal(ds.test_inds, np.arange(15, 20))
+    np.testing.assert_array_equal(ds.test_data, x[15:])
+    scipy.io.savemat(tmp_path / "bad.mat", {
+        "data": x.transpose(2, 1, 0), "train_inds": np.arange(1, 13), "valid_inds": [13, 14, 15],
+        "test_inds": np.arange(15, 21)})
+    with pytest.raises(UserInputError, match="train_inds/valid_inds/test_inds"):
+        load_dataset(tmp_path / "bad.mat")
     with pytest.raises(UserInputError, match="valid_every"):
         split_trials(10, DataConfig(valid_every=11))
 

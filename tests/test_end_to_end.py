@@ -30,9 +30,10 @@ def test_train_writes_the_output_contract(tmp_path, monkeypatch, capsys):
     assert mat["rates"].shape == (n_neurons, n_time, n_trials)
     assert mat["factors"].shape == (TINY_MODEL["fac_dim"], n_time, n_trials)
     assert mat["inferred_inputs"].shape == (TINY_MODEL["co_dim"], n_time, n_trials)
-    tr, va = mat["train_inds"].ravel(), mat["valid_inds"].ravel()
-    assert tr.min() >= 1 and va.min() >= 1  # MATLAB indices
-    assert sorted(np.concatenate([tr, va]).astype(int)) == list(range(1, n_trials + 1))
+    tr, va, te = (mat[f"{sp}_inds"].ravel() for sp in ("train", "valid", "test"))
+    assert tr.min() >= 1 and va.min() >= 1 and te.min() >= 1  # MATLAB indices
+    assert len(te) == n_trials // 10  # a test set by default on data this size
+    assert sorted(np.concatenate([tr, va, te]).astype(int)) == list(range(1, n_trials + 1))
 
     with h5py.File(run / "output" / "lfads_output.h5") as f:
         h5_rates = f["rates"][()]
@@ -45,8 +46,11 @@ def test_train_writes_the_output_contract(tmp_path, monkeypatch, capsys):
     assert np.array_equal(np.sort(valid_inds + 1), np.sort(va.astype(int)))
 
     metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("valid_recon", "bps", "r2_rates", "r2_smoothing", "wall_s", "epochs"):
+    for key in ("valid_recon", "bps", "bps_test", "r2_rates", "r2_rates_test", "r2_smoothing",
+                "wall_s", "epochs", "nll_per_bin_test"):
         assert np.isfinite(metrics[key]), key
+    assert metrics["headline_split"] == "test" and metrics["bps"] == metrics["bps_test"]
+    assert "(test trials)" in err
     assert metrics["epochs"] == 2
     assert "gen_dim: 16" in (run / "config.yaml").read_text()
     ck = torch.load(run / "model" / "checkpoint.pt", weights_only=True)

@@ -58,8 +58,8 @@ class TrainResult:
     trainer: Trainer | None = None
 
     def _all(self, key: str) -> np.ndarray:
-        return self.dataset.to_original_order(self.posterior[f"train_{key}"],
-                                              self.posterior[f"valid_{key}"])
+        return self.dataset.to_original_order(*(self.posterior[f"{sp}_{key}"]
+                                                for sp in self.dataset.splits))
 
     @property
     def rates(self) -> np.ndarray:
@@ -131,7 +131,12 @@ def _finish(trainer: Trainer, dataset: Dataset, cfg: Config, out_dir: Path | Non
     valid = trainer.evaluate(trainer.valid_x, trainer.valid_ext, trainer.valid_sv,
                              trainer.valid_dt, trainer.valid_in)
     extra = {**extra, "wall_s": time.perf_counter() - t0, "device": str(trainer.device),
-             "observation": obs, "nll_per_bin_valid": valid.recon * dataset.n_neurons}
+             "observation": obs, "nll_per_bin_valid": valid.recon * dataset.n_neurons,
+             "headline_split": "test" if dataset.has_test else "valid"}
+    if trainer.test_x is not None:
+        test = trainer.evaluate(trainer.test_x, trainer.test_ext, None,
+                                trainer.model.obs.data_term(trainer.test_x), trainer.test_in)
+        extra["nll_per_bin_test"] = test.recon * dataset.n_neurons
     if out_dir is not None:
         metrics = write_results(out_dir, dataset, post, extra, obs)
         try:
@@ -293,12 +298,13 @@ def _recorded_data(out_dir: Path) -> str | None:
 
 
 def summary_line(m: dict, out_dir: Path | None) -> str:
+    head = m.get("headline_split", "valid")
     parts = [f"done in {m['wall_s']:.0f}s ({m['epochs']} epochs)",
              f"valid recon {m['valid_recon']:.4f}"]
     if "bps" in m:  # spike counts
-        parts.append(f"bits/spike {m['bps']:.3f}")
-    elif "nll_per_bin_valid" in m:
-        parts.append(f"valid NLL per bin {m['nll_per_bin_valid']:.3f}")
+        parts.append(f"bits/spike {m['bps']:.3f} ({head} trials)")
+    elif f"nll_per_bin_{head}" in m:
+        parts.append(f"{head} NLL per bin {m[f'nll_per_bin_{head}']:.3f}")
     if "r2_rates" in m:
         truth = "rates" if m.get("observation", "poisson") == "poisson" else "means"
         parts.append(f"R^2 vs true {truth} {m['r2_rates']:.3f} "

@@ -19,6 +19,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+AUTO_TEST_MIN_TRIALS = 100  # a default test set only from this many trials (10 test trials)
+
+
 class DataConfig(_Section):
     variable: str = "data"  # name of the spike-count variable in .mat / .npz files
     layout: str = "auto"  # axis order of that variable, e.g. neurons_time_trials; auto = per format
@@ -26,6 +29,12 @@ class DataConfig(_Section):
     valid_every: int = Field(5, ge=2)  # every_nth: trials 5, 10, 15, ... (1-based) are validation
     valid_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # random split
     split_seed: int = 0
+    # Test trials: held out from training, early stopping and PBT selection; the metrics are
+    # reported on them. every_nth: 1-based trials 1, 1 + test_every, ... (those not already
+    # validation trials); random: a seeded test_fraction. None = auto: a test set of ~10% when the
+    # data has at least AUTO_TEST_MIN_TRIALS trials, none otherwise; 0 = no test set.
+    test_every: int | None = Field(None, ge=0)
+    test_fraction: float | None = Field(None, ge=0.0, lt=0.5)
     bin_size_ms: float | None = Field(None, gt=0)  # bin width, when the file does not say
     # Calcium dF/F traces: deconvolve them into events first (data/deconvolve.py, OASIS), which
     # `auto` then models as zero_inflated_gamma. Decay time constant None: estimated per neuron.

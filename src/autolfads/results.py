@@ -67,30 +67,35 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
     means and from smoothed data (analysis/decoding.py); with true input times and a controller,
     the fraction of trials whose inferred input peaks within 3 bins of the true input."""
     m: dict[str, float] = {}
+    splits = dataset.splits
+    # The headline split: test trials when there are any (never seen in training, early
+    # stopping or PBT selection), else validation trials.
+    head = "test" if dataset.has_test else "valid"
     if observation == "poisson":
-        m["bps_valid"] = bits_per_spike(post["valid_rates"], dataset.valid_data)
-        m["bps_train"] = bits_per_spike(post["train_rates"], dataset.train_data)
-        m["bps"] = m["bps_valid"]
+        for sp in splits:
+            m[f"bps_{sp}"] = bits_per_spike(post[f"{sp}_rates"], dataset.split(sp))
+        m["bps"] = m[f"bps_{head}"]
     if dataset.has_truth:
-        rates = dataset.to_original_order(post["train_rates"], post["valid_rates"])
+        rates = dataset.to_original_order(*(post[f"{sp}_rates"] for sp in splits))
         truth = dataset.all_truth()
         m["r2_rates"] = r2_rates(rates, truth)
-        m["r2_rates_valid"] = r2_rates(post["valid_rates"], dataset.valid_truth)
+        for sp in ("valid", "test")[: len(splits) - 1]:
+            m[f"r2_rates_{sp}"] = r2_rates(post[f"{sp}_rates"], dataset.split(sp, "truth"))
         m["r2_per_neuron"] = r2_per_neuron(rates, truth)
         base = smoothing_baseline(dataset.all_data(), truth)
         m["r2_smoothing"] = float(base["r2_rates"])
         m["smoothing_sigma_bins"] = float(base["sigma_bins"])
     if dataset.behavior is not None:  # cross-validated ridge, as the tutorial decodes EMG
-        means = dataset.to_original_order(post["train_rates"], post["valid_rates"])
+        means = dataset.to_original_order(*(post[f"{sp}_rates"] for sp in splits))
         m.update(decoding_metrics(means, dataset.all_data(), dataset.behavior))
     times = dataset.true_input_times
     if times is not None and post["train_inferred_inputs"].shape[-1] > 0:
-        inputs = dataset.to_original_order(post["train_inferred_inputs"],
-                                           post["valid_inferred_inputs"])
+        inputs = dataset.to_original_order(*(post[f"{sp}_inferred_inputs"] for sp in splits))
         m["input_time_accuracy"] = input_time_accuracy(inputs, times)
-        valid_times = np.asarray(times)[dataset.valid_inds]
-        m["input_time_accuracy_valid"] = input_time_accuracy(post["valid_inferred_inputs"],
-                                                             valid_times)
+        for sp in ("valid", "test")[: len(splits) - 1]:
+            sp_times = np.asarray(times)[getattr(dataset, f"{sp}_inds")]
+            m[f"input_time_accuracy_{sp}"] = input_time_accuracy(post[f"{sp}_inferred_inputs"],
+                                                                 sp_times)
     return {k: float(v) for k, v in m.items()}
 
 

@@ -323,14 +323,16 @@ def _split_line(v: RunView, d: dict) -> str:
     out, ds = v.outputs, v.dataset
     if out is not None and out.get("train_inds") is not None and out.get("valid_inds") is not None:
         n_tr, n_va = len(out.arrays["train_inds"]), len(out.arrays["valid_inds"])
+        n_te = len(out.arrays["test_inds"]) if out.get("test_inds") is not None else 0
     elif ds is not None:
-        n_tr, n_va = len(ds.train_inds), len(ds.valid_inds)
+        n_tr, n_va, n_te = len(ds.train_inds), len(ds.valid_inds), len(ds.test_inds)
     else:
         return ""
     rule = (f"every {d.get('valid_every', 5)}th trial to validation unless the file gives a split"
             if d.get("split", "every_nth") == "every_nth"
             else f"seeded random (seed {d.get('split_seed', 0)}) unless the file gives a split")
-    return f"{n_tr} train / {n_va} validation trials ({rule})"
+    test = f" / {n_te} test" if n_te else ", no test trials"
+    return f"{n_tr} train / {n_va} validation{test} ({rule})"
 
 
 def _best_line(v: RunView) -> str:

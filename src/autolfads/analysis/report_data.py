@@ -212,10 +212,11 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
     rates = out.arrays["rates"]
     spikes, truth = spikes_and_truth(view)
     splits = {"all": np.arange(len(rates))}
-    for split in ("train", "valid"):
-        if out.get(f"{split}_inds") is not None:
+    for split in ("train", "valid", "test"):
+        if out.get(f"{split}_inds") is not None and len(out.arrays[f"{split}_inds"]):
             splits[split] = np.asarray(out.arrays[f"{split}_inds"])
-    names = {"all": "all", "train": "train", "valid": "validation"}
+    names = {"all": "all", "train": "train", "valid": "validation",
+             "test": "test (held out from training and selection)"}
 
     def row(method: str, r: np.ndarray, split: str, r_bps: np.ndarray | None = None) -> dict:
         idx = splits[split]
@@ -228,7 +229,7 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
                     if spikes is not None and view.counts else None),
         }
 
-    rows = [row("LFADS", rates, s) for s in ("all", "train", "valid") if s in splits]
+    rows = [row("LFADS", rates, s) for s in ("all", "train", "valid", "test") if s in splits]
     panels = {"LFADS": rates}
     if spikes is not None:
         base = smoothing_baseline(spikes, truth)
@@ -239,7 +240,8 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
         if view.counts:
             bps_rates, how = smoothing_for_bps(spikes, train)
             label += f"; for bits/spike: {how}"
-        rows += [row(label, base["rates"], s, bps_rates) for s in ("all", "valid") if s in splits]
+        rows += [row(label, base["rates"], s, bps_rates)
+                 for s in ("all", "valid", "test") if s in splits]
         panels[f"smoothing (sigma {sigma:g} bins)"] = base["rates"]
     elif "r2_smoothing" in m:
         rows.append({"method": f"Gaussian smoothing (sigma {m.get('smoothing_sigma_bins', '?')} "

@@ -37,10 +37,24 @@ class Dataset:
     source: str = ""  # where the data came from, for messages and the report
     layout: str = MATLAB_LAYOUT  # the user's axis order, used when writing .mat outputs
     meta: dict = field(default_factory=dict)
+    # Test trials: never trained on, never used for early stopping or PBT selection.
+    test_inds: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    test_data: np.ndarray | None = None  # (n_test, T, N); None when there is no test set
+    test_truth: np.ndarray | None = None
+    test_ext_input: np.ndarray | None = None
 
     @property
     def n_trials(self) -> int:
-        return len(self.train_inds) + len(self.valid_inds)
+        return len(self.train_inds) + len(self.valid_inds) + len(self.test_inds)
+
+    @property
+    def has_test(self) -> bool:
+        return len(self.test_inds) > 0
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits with trials: train, valid and, when there is a test set, test."""
+        return ("train", "valid", "test") if self.has_test else ("train", "valid")
 
     @property
     def n_time(self) -> int:
@@ -58,25 +72,37 @@ class Dataset:
     def has_truth(self) -> bool:
         return self.train_truth is not None and self.valid_truth is not None
 
-    def to_original_order(self, train: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Interleave per-split arrays (trials first) back into the user's original trial order."""
-        out = np.empty((self.n_trials, *train.shape[1:]), dtype=np.result_type(train, valid))
+    def to_original_order(self, train: np.ndarray, valid: np.ndarray,
+                          test: np.ndarray | None = None) -> np.ndarray:
+        """Interleave per-split arrays (trials first) back into the user's original trial order
+        (`test`: the test trials', required when there is a test set)."""
+        if self.has_test and test is None:
+            raise ValueError("the dataset has test trials: pass the test split's array too")
+        parts = [train, valid] + ([test] if self.has_test else [])
+        out = np.empty((self.n_trials, *train.shape[1:]), dtype=np.result_type(*parts))
         out[self.train_inds] = train
         out[self.valid_inds] = valid
+        if self.has_test:
+            out[self.test_inds] = test
         return out
 
+    def split(self, name: str, kind: str = "data") -> np.ndarray | None:
+        """One split's array: split("test", "truth") is test_truth."""
+        return getattr(self, f"{name}_{kind}")
+
     def all_data(self) -> np.ndarray:
-        return self.to_original_order(self.train_data, self.valid_data)
+        return self.to_original_order(self.train_data, self.valid_data, self.test_data)
 
     def all_truth(self) -> np.ndarray | None:
         if not self.has_truth:
             return None
-        return self.to_original_order(self.train_truth, self.valid_truth)
+        return self.to_original_order(self.train_truth, self.valid_truth, self.test_truth)
 
     def summary(self) -> str:
+        test = f" / {len(self.test_inds)} test" if self.has_test else ", no test trials"
         return (
             f"{self.n_trials} trials x {self.n_time} bins x {self.n_neurons} neurons "
-            f"({len(self.train_inds)} train / {len(self.valid_inds)} valid)"
+            f"({len(self.train_inds)} train / {len(self.valid_inds)} valid{test})"
         )
 
 

@@ -92,6 +92,7 @@ def deconvolve_dataset(ds: Dataset, options: DeconvolveOptions = DeconvolveOptio
     frame_rate = None if ds.bin_size_s is None else 1.0 / ds.bin_size_s
     events = deconvolve_traces(ds.all_data(), options, frame_rate, progress)
     return replace(ds, train_data=events[ds.train_inds], valid_data=events[ds.valid_inds],
+                   test_data=events[ds.test_inds] if ds.has_test else None,
                    source=f"{ds.source} (deconvolved)")
 
 

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import scipy.io
 
-from autolfads.config import DataConfig
+from autolfads.config import AUTO_TEST_MIN_TRIALS, DataConfig
 from autolfads.data.dataset import Dataset, permutation
 from autolfads.data.validate import (
     as_numeric,
@@ -47,8 +47,8 @@ __all__ = [
 ]
 
 SUPPORTED = ".mat (MATLAB v5 or v7.3), .h5/.hdf5 (LFADS: train_data/valid_data), .npz (data)"
-OPTIONAL_VARS = ("truth", "conditions", "train_inds", "valid_inds", "bin_size_ms", "dt", "layout",
-                 "true_input_times", "behavior")
+OPTIONAL_VARS = ("truth", "conditions", "train_inds", "valid_inds", "test_inds", "bin_size_ms",
+                 "dt", "layout", "true_input_times", "behavior")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -112,14 +112,20 @@ def from_array(
     )  # fmt: skip
 
 
-def split_trials(n_trials: int, cfg: DataConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """0-based (train_inds, valid_inds), both sorted.
+def split_trials(n_trials: int, cfg: DataConfig | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """0-based (train_inds, valid_inds, test_inds), each sorted (test may be empty).
 
-    every_nth: trials valid_every-1, 2*valid_every-1, ... (every 5th, as the tutorial) are valid.
-    random: a permutation seeded by split_seed; round(valid_fraction * n) trials, at least 1.
+    every_nth: trials valid_every-1, 2*valid_every-1, ... (every 5th, as the tutorial) are valid;
+    test: trials 0, test_every, 2*test_every, ... that are not valid.
+    random: a permutation seeded by split_seed; round(valid_fraction * n) trials, at least 1, are
+    valid, the next round(test_fraction * n) test.
+    Test set by default (test_every / test_fraction None): every 10th trial (10%) when there are
+    at least AUTO_TEST_MIN_TRIALS trials, none otherwise.
     """
     cfg = cfg or DataConfig()
     all_inds = np.arange(n_trials)
+    auto = n_trials >= AUTO_TEST_MIN_TRIALS
     if cfg.split == "every_nth":
         if cfg.valid_every > n_trials:
             raise UserInputError(
@@ -127,12 +133,20 @@ def split_trials(n_trials: int, cfg: DataConfig | None = None) -> tuple[np.ndarr
                 "no validation trials; use a smaller value"
             )
         valid = all_inds[cfg.valid_every - 1 :: cfg.valid_every]
+        every = (10 if auto else 0) if cfg.test_every is None else cfg.test_every
+        test = np.setdiff1d(all_inds[::every], valid) if every else all_inds[:0]
     else:
         n_valid = min(max(1, round(cfg.valid_fraction * n_trials)), n_trials - 1)
+        fraction = (0.1 if auto else 0.0) if cfg.test_fraction is None else cfg.test_fraction
+        n_test = min(round(fraction * n_trials), n_trials - n_valid - 1)
         perm = np.random.default_rng(cfg.split_seed).permutation(n_trials)
         valid = np.sort(perm[:n_valid])
-    train = np.setdiff1d(all_inds, valid)
-    return train.astype(np.int64), valid.astype(np.int64)
+        test = np.sort(perm[n_valid : n_valid + n_test])
+    train = np.setdiff1d(all_inds, np.concatenate([valid, test]))
+    if len(train) == 0:
+        raise UserInputError(f"data split: no training trials left among {n_trials}; use a "
+                             "smaller data.test_every/test_fraction or valid_every/fraction")
+    return train.astype(np.int64), valid.astype(np.int64), test.astype(np.int64)
 
 
 def _build(
@@ -146,6 +160,7 @@ def _build(
     conditions: object = None,
     train_inds: object = None,
     valid_inds: object = None,
+    test_inds: object = None,
     ext_input: object = None,
     bin_size_s: float | None = None,
     data_name: str = "data",
@@ -185,16 +200,19 @@ def _build(
     beh = check_behavior(behavior, x.shape, describe("behavior"))
 
     if train_inds is None and valid_inds is None:
-        tr, va = split_trials(n, cfg)
+        tr, va, te = split_trials(n, cfg)
         split = cfg.split
     else:
-        tr, va = resolve_inds(train_inds, valid_inds, n, label)
-        split = "from the data (train_inds/valid_inds)"
+        tr, va, te = resolve_inds(train_inds, valid_inds, n, label, test_inds)
+        split = "from the data (train_inds/valid_inds" + ("/test_inds)" if len(te) else ")")
     if cfg.bin_size_ms is not None:  # an explicit setting beats what the file says
         bin_size_s = cfg.bin_size_ms / 1000.0
 
     def pick(arr: np.ndarray | None, inds: np.ndarray) -> np.ndarray | None:
         return None if arr is None else np.ascontiguousarray(arr[inds])
+
+    def test(arr: np.ndarray | None) -> np.ndarray | None:
+        return pick(arr, te) if len(te) else None
 
     return Dataset(
         train_data=pick(x, tr), valid_data=pick(x, va), train_inds=tr, valid_inds=va,
@@ -202,6 +220,7 @@ def _build(
         train_ext_input=pick(ext, tr), valid_ext_input=pick(ext, va),
         conditions=cond, true_input_times=input_times, behavior=beh, bin_size_s=bin_size_s,
         source=label, layout=layout, meta={"split": split},
+        test_inds=te, test_data=test(x), test_truth=test(true_rates), test_ext_input=test(ext),
     )  # fmt: skip
 
 
@@ -296,6 +315,7 @@ def _from_table(
     return _build(
         values[var], layout, label=str(p), noun="variable", cfg=cfg, truth=values.get("truth"),
         conditions=cond, train_inds=values.get("train_inds"), valid_inds=values.get("valid_inds"),
+        test_inds=values.get("test_inds"),
         bin_size_s=_bin_size_s(values, str(p), "variable"), data_name=var,
         true_input_times=times, behavior=values.get("behavior"),
     )  # fmt: skip
@@ -330,54 +350,63 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
             f"{p}: no dataset '{missing[0]}' (found: {', '.join(names) or 'none'}); an LFADS .h5 "
             "needs train_data and valid_data (trials x time x neurons)"
         )
-    parts = {}
-    for key in ("train_data", "valid_data"):
-        what = f"{label}: dataset '{key}'"
-        parts[key] = as_numeric(vals[key], what)
-        check_3d(parts[key], what, INTERNAL_LAYOUT)
-        check_values(parts[key], what)
-    tr_x, va_x = parts["train_data"], parts["valid_data"]
-    if tr_x.shape[1:] != va_x.shape[1:]:
-        raise UserInputError(
-            f"{p}: train_data is {tr_x.shape} but valid_data is {va_x.shape}; time and neuron "
-            "axes (the last two) must match"
-        )
-    n_tr, n = len(tr_x), len(tr_x) + len(va_x)
-    if "train_inds" in vals or "valid_inds" in vals:
-        tr, va = resolve_inds(vals.get("train_inds"), vals.get("valid_inds"), n, label)
-        if len(tr) != n_tr:
+    # An optional third split, test_data (with test_inds / test_truth / ...), as our writer makes.
+    splits = ("train", "valid", "test") if "test_data" in vals else ("train", "valid")
+    x = {}
+    for sp in splits:
+        what = f"{label}: dataset '{sp}_data'"
+        x[sp] = as_numeric(vals[f"{sp}_data"], what)
+        check_3d(x[sp], what, INTERNAL_LAYOUT)
+        check_values(x[sp], what)
+        if x[sp].shape[1:] != x["train"].shape[1:]:
             raise UserInputError(
-                f"{p}: train_inds has {len(tr)} entries but train_data has {n_tr} trials"
+                f"{p}: train_data is {x['train'].shape} but {sp}_data is {x[sp].shape}; time and "
+                "neuron axes (the last two) must match"
             )
-    else:  # no indices: train trials came first, then valid, each in original order
-        tr, va = np.arange(n_tr), np.arange(n_tr, n)
+    sizes = {sp: len(x[sp]) for sp in splits}
+    n = sum(sizes.values())
+    if any(f"{sp}_inds" in vals for sp in splits):
+        got = resolve_inds(*(vals.get(f"{sp}_inds") for sp in ("train", "valid")), n, label,
+                           vals.get("test_inds") if "test" in splits else None)
+        inds = dict(zip(("train", "valid", "test"), got, strict=True))
+        for sp in splits:
+            if len(inds[sp]) != sizes[sp]:
+                raise UserInputError(f"{p}: {sp}_inds has {len(inds[sp])} entries but {sp}_data "
+                                     f"has {sizes[sp]} trials")
+    else:  # no indices: train trials came first, then valid (then test), each in original order
+        edges = np.cumsum([0, *sizes.values()])
+        inds = {sp: np.arange(edges[i], edges[i + 1]) for i, sp in enumerate(splits)}
 
     def merge(stem: str, check: Callable[[np.ndarray, str], None] | None) -> np.ndarray | None:
-        a, b = vals.get(f"train_{stem}"), vals.get(f"valid_{stem}")
-        if a is None and b is None:
+        got = {sp: vals.get(f"{sp}_{stem}") for sp in splits}
+        if all(a is None for a in got.values()):
             return None
-        if a is None or b is None:
-            have = f"train_{stem}" if b is None else f"valid_{stem}"
-            raise UserInputError(f"{p}: has {have} but not its train/valid partner; give both")
-        a, b = as_numeric(a, f"{label}: train_{stem}"), as_numeric(b, f"{label}: valid_{stem}")
-        if len(a) != n_tr or len(b) != n - n_tr or a.shape[1:] != b.shape[1:]:
-            raise UserInputError(
-                f"{p}: train_{stem} {a.shape} / valid_{stem} {b.shape} do not match train_data "
-                f"{tr_x.shape} / valid_data {va_x.shape}"
-            )
-        if check is not None:
-            check(a, f"{label}: dataset 'train_{stem}'")
-            check(b, f"{label}: dataset 'valid_{stem}'")
-        out = np.empty((n, *a.shape[1:]), dtype=np.float32)
-        out[tr], out[va] = a, b
+        if any(a is None for a in got.values()):
+            missing = next(f"{sp}_{stem}" for sp, a in got.items() if a is None)
+            raise UserInputError(f"{p}: has {stem} for some splits but no {missing}; give it "
+                                 "for every split")
+        arrs = {sp: as_numeric(a, f"{label}: {sp}_{stem}") for sp, a in got.items()}
+        for sp, a in arrs.items():
+            if len(a) != sizes[sp] or a.shape[1:] != arrs["train"].shape[1:]:
+                raise UserInputError(
+                    f"{p}: {sp}_{stem} {a.shape} does not match {sp}_data {x[sp].shape} "
+                    f"(train_{stem}: {arrs['train'].shape})"
+                )
+            if check is not None:
+                check(a, f"{label}: dataset '{sp}_{stem}'")
+        out = np.empty((n, *arrs["train"].shape[1:]), dtype=np.float32)
+        for sp in splits:
+            out[inds[sp]] = arrs[sp]
         return out
 
-    full = np.empty((n, *tr_x.shape[1:]), dtype=np.float32)
-    full[tr], full[va] = tr_x, va_x
+    full = np.empty((n, *x["train"].shape[1:]), dtype=np.float32)
+    for sp in splits:
+        full[inds[sp]] = x[sp]
     return _build(
         full, INTERNAL_LAYOUT, label=label, noun="dataset", cfg=cfg,
         truth=merge("truth", check_rates), conditions=vals.get("conditions"),
-        train_inds=tr, valid_inds=va, ext_input=merge("ext_input", None),
+        train_inds=inds["train"], valid_inds=inds["valid"], test_inds=inds.get("test"),
+        ext_input=merge("ext_input", None),
         bin_size_s=_bin_size_s(vals, label, "dataset"), data_name="train_data/valid_data",
         can_relayout=False, true_input_times=vals.get("true_input_times"),
         behavior=merge("decode", None),

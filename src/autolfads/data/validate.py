@@ -130,8 +130,9 @@ def _as_index_vector(value: object, what: str) -> np.ndarray:
     return a.ravel().astype(np.int64)
 
 
-def resolve_inds(train: object, valid: object, n: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a user-supplied split and return it 0-based.
+def resolve_inds(train: object, valid: object, n: int, what: str, test: object = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate a user-supplied split (train, valid and optionally test) and return it 0-based.
 
     MATLAB writes 1-based indices; a split that is exactly a partition of 1..n (so 0 is absent and
     n is present) is taken as 1-based, one that is a partition of 0..n-1 as 0-based.
@@ -141,21 +142,24 @@ def resolve_inds(train: object, valid: object, n: int, what: str) -> tuple[np.nd
         raise UserInputError(f"{what}: has {have} but no {miss}; provide both or neither")
     tr = _as_index_vector(train, f"{what}: train_inds")
     va = _as_index_vector(valid, f"{what}: valid_inds")
-    both = np.concatenate([tr, va])
+    te = (np.zeros(0, dtype=np.int64) if test is None
+          else _as_index_vector(test, f"{what}: test_inds"))
+    both = np.concatenate([tr, va, te])
     ordered = np.sort(both)
     if np.array_equal(ordered, np.arange(n)):
         base = 0
     elif np.array_equal(ordered, np.arange(1, n + 1)):
         base = 1
     else:
+        names = "train_inds/valid_inds" + ("/test_inds" if len(te) else "")
         raise UserInputError(
-            f"{what}: train_inds/valid_inds must together list each of the {n} trials exactly "
+            f"{what}: {names} must together list each of the {n} trials exactly "
             f"once (0..{n - 1}, or 1..{n} from MATLAB); {_partition_problem(both, n)}"
         )
     if len(tr) == 0 or len(va) == 0:
         empty = "train_inds" if len(tr) == 0 else "valid_inds"
         raise UserInputError(f"{what}: {empty} is empty; both splits need at least one trial")
-    return tr - base, va - base
+    return tr - base, va - base, te - base
 
 
 def _partition_problem(both: np.ndarray, n: int) -> str:

@@ -23,25 +23,25 @@ def write_lfads_h5(path: str | Path, dataset: Dataset) -> Path:
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
-            counts = all(np.array_equal(a, np.round(a)) for a in (dataset.train_data,
-                                                                   dataset.valid_data))
+            splits = dataset.splits
+            counts = all(np.array_equal(a, np.round(a))
+                         for a in (dataset.split(sp) for sp in splits))
             kind = np.int32 if counts else np.float32  # spike counts, or a continuous signal
-            h5_put(f, "train_data", dataset.train_data.astype(kind))
-            h5_put(f, "valid_data", dataset.valid_data.astype(kind))
-            h5_put(f, "train_inds", dataset.train_inds.astype(np.int64))
-            h5_put(f, "valid_inds", dataset.valid_inds.astype(np.int64))
+            for sp in splits:
+                h5_put(f, f"{sp}_data", dataset.split(sp).astype(kind))
+                h5_put(f, f"{sp}_inds", getattr(dataset, f"{sp}_inds").astype(np.int64))
             for stem in ("truth", "ext_input"):
-                for split in ("train", "valid"):
-                    arr = getattr(dataset, f"{split}_{stem}")
+                for sp in splits:
+                    arr = dataset.split(sp, stem)
                     if arr is not None:
-                        h5_put(f, f"{split}_{stem}", arr.astype(np.float32))
+                        h5_put(f, f"{sp}_{stem}", arr.astype(np.float32))
             if dataset.conditions is not None and dataset.conditions.dtype.kind in "iuf":
                 h5_put(f, "conditions", dataset.conditions)
             if dataset.true_input_times is not None:  # original order, 0-based bins
                 h5_put(f, "true_input_times", dataset.true_input_times.astype(np.int64))
             if dataset.behavior is not None:  # LFADS names: train_decode / valid_decode
-                h5_put(f, "train_decode", dataset.behavior[dataset.train_inds])
-                h5_put(f, "valid_decode", dataset.behavior[dataset.valid_inds])
+                for sp in splits:
+                    h5_put(f, f"{sp}_decode", dataset.behavior[getattr(dataset, f"{sp}_inds")])
             if dataset.bin_size_s is not None:
                 f.create_dataset("bin_size_ms", data=dataset.bin_size_s * 1000.0)
 
@@ -57,6 +57,8 @@ def write_tutorial_mat(path: str | Path, dataset: Dataset) -> Path:
             "train_inds": one_based_row(dataset.train_inds),
             "valid_inds": one_based_row(dataset.valid_inds),
         }
+        if dataset.has_test:
+            mdict["test_inds"] = one_based_row(dataset.test_inds)
         truth = dataset.all_truth()
         if truth is not None:
             mdict["truth"] = matlab_axes(truth).astype(np.float64)

@@ -2,8 +2,9 @@
 compression rule written once for every writer (the run's own outputs, `autolfads export`, and
 the dataset writers in data/writers.py).
 
-  output/lfads_output.h5   trials x time x dim: per split (train_/valid_) and for all trials in
-                           the original order, 0-based train_inds/valid_inds, truth/conditions/
+  output/lfads_output.h5   trials x time x dim: per split (train_/valid_/test_) and for all
+                           trials in the original order, 0-based train_inds/valid_inds/
+                           test_inds, truth/conditions/
                            true_input_times (0-based bins) when known; attributes layout,
                            input_layout, source, bin_size_ms
   output/lfads_output.mat  MATLAB: dim x time x trials (ic_mean dim x trials), original order,
@@ -88,21 +89,21 @@ def outputs_of(dataset: Dataset, post: dict[str, np.ndarray]) -> Outputs:
     the original order; checks the split shapes."""
     arrays: dict[str, np.ndarray] = {}
     for kind in POST_KINDS:
-        tr, va = np.asarray(post[f"train_{kind}"]), np.asarray(post[f"valid_{kind}"])
-        if len(tr) != len(dataset.train_inds) or len(va) != len(dataset.valid_inds):
-            raise ValueError(
-                f"train_{kind}/valid_{kind} have {len(tr)}/{len(va)} trials, dataset has "
-                f"{len(dataset.train_inds)}/{len(dataset.valid_inds)}"
-            )
-        if tr.shape[1:] != va.shape[1:]:
-            raise ValueError(f"train_{kind} {tr.shape} and valid_{kind} {va.shape} differ")
-        arrays[f"train_{kind}"] = tr.astype(np.float32)
-        arrays[f"valid_{kind}"] = va.astype(np.float32)
-        arrays[kind] = dataset.to_original_order(arrays[f"train_{kind}"], arrays[f"valid_{kind}"])
+        per = {sp: np.asarray(post[f"{sp}_{kind}"]) for sp in dataset.splits}
+        for sp, arr in per.items():
+            n = len(getattr(dataset, f"{sp}_inds"))
+            if len(arr) != n:
+                raise ValueError(f"{sp}_{kind} has {len(arr)} trials, the dataset's {sp} split {n}")
+            if arr.shape[1:] != per["train"].shape[1:]:
+                raise ValueError(f"train_{kind} {per['train'].shape} and {sp}_{kind} {arr.shape} "
+                                 "differ")
+            arrays[f"{sp}_{kind}"] = arr.astype(np.float32)
+        arrays[kind] = dataset.to_original_order(*(arrays[f"{sp}_{kind}"]
+                                                   for sp in dataset.splits))
     if arrays["rates"].shape[1:] != (dataset.n_time, dataset.n_neurons):
         raise ValueError(f"rates {arrays['rates'].shape} do not match the data's time x neurons")
-    arrays["train_inds"] = dataset.train_inds.astype(np.int64)
-    arrays["valid_inds"] = dataset.valid_inds.astype(np.int64)
+    for sp in dataset.splits:
+        arrays[f"{sp}_inds"] = getattr(dataset, f"{sp}_inds").astype(np.int64)
     truth = dataset.all_truth()
     if truth is not None:
         arrays["truth"] = truth
@@ -127,8 +128,9 @@ def matlab_dict(outputs: Outputs, conditions: bool = True) -> dict[str, object]:
             mdict[key] = matlab_axes(a[key])
     if "ic_mean" in a and np.asarray(a["ic_mean"]).ndim == 2:
         mdict["ic_mean"] = matlab_axes(a["ic_mean"])
-    for key in ("train_inds", "valid_inds"):
-        mdict[key] = one_based_row(a[key])
+    for key in ("train_inds", "valid_inds", "test_inds"):
+        if key in a:
+            mdict[key] = one_based_row(a[key])
     cond = a.get("conditions")
     if conditions and cond is not None and np.asarray(cond).dtype.kind in "iuf":
         mdict["conditions"] = one_based_row(cond)
@@ -220,14 +222,15 @@ def _outputs_from_mat(loc: Location) -> Outputs:
     for key in (*TIME_ARRAYS, "ic_mean"):
         if key in mat:
             arrays[key] = np.ascontiguousarray(matlab_axes(mat[key]))
-    for key in ("train_inds", "valid_inds", "true_input_times"):
+    for key in ("train_inds", "valid_inds", "test_inds", "true_input_times"):
         if key in mat:  # MATLAB indices are 1-based
             arrays[key] = np.asarray(mat[key]).ravel().astype(np.int64) - 1
     if "train_inds" in arrays and "valid_inds" in arrays:
         for kind in POST_KINDS:
             if kind in arrays:
-                for split in ("train", "valid"):
-                    arrays[f"{split}_{kind}"] = arrays[kind][arrays[f"{split}_inds"]]
+                for split in ("train", "valid", "test"):
+                    if f"{split}_inds" in arrays:
+                        arrays[f"{split}_{kind}"] = arrays[kind][arrays[f"{split}_inds"]]
     attrs: dict[str, Any] = {"layout": layout.INTERNAL_LAYOUT}
     if "bin_size_ms" in mat:
         attrs["bin_size_ms"] = float(np.asarray(mat["bin_size_ms"]).ravel()[0])

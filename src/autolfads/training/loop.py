@@ -102,6 +102,8 @@ class Trainer:
 
         self.train_x, self.valid_x = to(data.train_data), to(data.valid_data)
         self.train_ext, self.valid_ext = to(data.train_ext_input), to(data.valid_ext_input)
+        # Test trials are never trained on or scored during training; only sampled at the end.
+        self.test_x, self.test_ext = to(data.test_data), to(data.test_ext_input)
         sv = cfg.model.sv_rate
         # One SV mask per dataset: not tied to train.seed, which differs between PBT workers, so
         # every worker (and the weights an exploit copies) holds out the very same entries.
@@ -120,6 +122,7 @@ class Trainer:
         # the cost's data-only term (Poisson: log x!), slow to compute on every batch.
         self.train_in = obs.encoder_input(self.train_x)
         self.valid_in = obs.encoder_input(self.valid_x)
+        self.test_in = None if self.test_x is None else obs.encoder_input(self.test_x)
         self.train_dt, self.valid_dt = obs.data_term(self.train_x), obs.data_term(self.valid_x)
         self.optimizer = adam(self.model.parameters(), cfg.train.lr, cfg.train.adam_eps,
                               self.device)

@@ -61,11 +61,15 @@ def sample_and_average(
 
 
 def posterior_outputs(trainer, n_samples: int | None = None) -> dict[str, np.ndarray]:
-    """Sample-and-average both splits of a trainer's data; keys train_rates, valid_factors, ..."""
+    """Sample-and-average every split of a trainer's data (train, valid, test when there is one);
+    keys train_rates, valid_factors, test_rates, ..."""
     n = n_samples or trainer.cfg.train.n_samples
     post: dict[str, np.ndarray] = {}
-    for split, x, ext in (("train", trainer.train_in, trainer.train_ext),
-                          ("valid", trainer.valid_in, trainer.valid_ext)):
+    splits = [("train", trainer.train_in, trainer.train_ext),
+              ("valid", trainer.valid_in, trainer.valid_ext)]
+    if trainer.test_in is not None:
+        splits.append(("test", trainer.test_in, trainer.test_ext))
+    for split, x, ext in splits:
         for k, v in sample_and_average(trainer.model, x, ext, n, shards=trainer.shards).items():
             post[f"{split}_{k}"] = v
     return post
