@@ -129,3 +129,17 @@ def test_compute_metrics_reports_input_time_accuracy() -> None:
     assert "input_time_accuracy" not in compute_metrics(ds, post)
     no_pulse = chaotic_rnn_dataset(seed=0, trials=30, bins=40, neurons=6, units=10, pulse=0.0)
     assert no_pulse.true_input_times is None  # nothing to find without an input
+
+
+def test_pooled_r2_is_one_minus_sse_over_sst_about_each_neurons_mean():
+    from autolfads.analysis.metrics import r2_pooled
+
+    rng = np.random.default_rng(0)
+    truth = rng.gamma(2.0, 1.0, size=(6, 10, 3)) + np.array([0.0, 5.0, 50.0])
+    pred = truth + rng.normal(0.0, 0.5, size=truth.shape)
+    t, p = truth.reshape(-1, 3), pred.reshape(-1, 3)
+    want = 1 - ((t - p) ** 2).sum() / ((t - t.mean(0)) ** 2).sum()
+    assert r2_pooled(pred, truth) == pytest.approx(want, rel=1e-12)
+    means_only = np.broadcast_to(t.mean(0), truth.shape)
+    assert r2_pooled(means_only, truth) == pytest.approx(0.0, abs=1e-12)
+    assert r2_pooled(2 * truth, truth) < 0  # unlike the squared correlation (1.0 here)

@@ -309,6 +309,8 @@ def summary_line(m: dict, out_dir: Path | None) -> str:
         truth = "rates" if m.get("observation", "poisson") == "poisson" else "means"
         parts.append(f"R^2 vs true {truth} {m['r2_rates']:.3f} "
                      f"(smoothing {m['r2_smoothing']:.3f})")
+        if "r2_test" in m:
+            parts.append(f"test-trial R^2 (1 - SSE/SST) {m['r2_test']:.3f}")
     if "decode_r2" in m:
         parts.append(f"decoding R^2 {m['decode_r2']:.3f} "
                      f"(smoothing {m['decode_r2_smoothing']:.3f})")

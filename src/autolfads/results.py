@@ -17,6 +17,7 @@ from autolfads.analysis.metrics import (
     bits_per_spike,
     input_time_accuracy,
     r2_per_neuron,
+    r2_pooled,
     r2_rates,
     smoothing_baseline,
 )
@@ -79,8 +80,13 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
         rates = dataset.to_original_order(*(post[f"{sp}_rates"] for sp in splits))
         truth = dataset.all_truth()
         m["r2_rates"] = r2_rates(rates, truth)
+        m["r2_tutorial"] = m["r2_rates"]  # the tutorial's compare_rates.m: squared correlation
         for sp in ("valid", "test")[: len(splits) - 1]:
-            m[f"r2_rates_{sp}"] = r2_rates(post[f"{sp}_rates"], dataset.split(sp, "truth"))
+            pred, true = post[f"{sp}_rates"], dataset.split(sp, "truth")
+            m[f"r2_rates_{sp}"] = r2_rates(pred, true)
+            # 1 - SSE/SST, pooled and per neuron: what a reviewer means by R^2
+            m[f"r2_{sp}"] = r2_pooled(pred, true)
+            m[f"r2_per_neuron_{sp}"] = r2_per_neuron(pred, true)
         m["r2_per_neuron"] = r2_per_neuron(rates, truth)
         base = smoothing_baseline(dataset.all_data(), truth)
         m["r2_smoothing"] = float(base["r2_rates"])

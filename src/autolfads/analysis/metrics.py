@@ -23,6 +23,17 @@ def r2_rates(pred: np.ndarray, truth: np.ndarray) -> float:
     return float((p @ t / denom) ** 2) if denom > 0 else float("nan")
 
 
+def r2_pooled(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Coefficient of determination over all entries: 1 - SS_res / SS_tot, SS_tot about each
+    neuron's own mean (so a model that only gets each neuron's mean rate right scores 0)."""
+    p = np.asarray(pred, dtype=np.float64).reshape(-1, np.shape(pred)[-1])
+    t = np.asarray(truth, dtype=np.float64).reshape(-1, np.shape(truth)[-1])
+    if p.shape != t.shape:
+        raise ValueError(f"pred {np.shape(pred)} and truth {np.shape(truth)} differ")
+    ss_tot = float(((t - t.mean(axis=0)) ** 2).sum())
+    return 1.0 - float(((t - p) ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
+
+
 def r2_per_neuron_vector(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Coefficient of determination 1 - SS_res / SS_tot for each neuron (last axis)."""
     p = np.asarray(pred, dtype=np.float64)
