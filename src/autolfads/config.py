@@ -38,6 +38,13 @@ class DataConfig(_Section):
     bin_size_ms: float | None = Field(None, gt=0)  # bin width, when the file does not say
     # Calcium dF/F traces: deconvolve them into events first (data/deconvolve.py, OASIS), which
     # `auto` then models as zero_inflated_gamma. Decay time constant None: estimated per neuron.
+    # NWB files (data/nwb.py): trials cut around the trials-table column `align`, over
+    # window_ms = [start, stop] (default: 0 to the shortest trial); optional trials column as
+    # conditions and a time series (e.g. hand_vel) as decode targets.
+    align: str = "start_time"
+    window_ms: list[float] | None = None
+    condition: str | None = None
+    behavior: str | None = None
     deconvolve: bool = False
     tau_decay_s: float | None = Field(None, gt=0)
     event_threshold_sd: float = Field(1.0, ge=0)  # events below this many noise SDs become 0

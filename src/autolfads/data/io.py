@@ -46,7 +46,8 @@ __all__ = [
     "write_tutorial_mat",
 ]
 
-SUPPORTED = ".mat (MATLAB v5 or v7.3), .h5/.hdf5 (LFADS: train_data/valid_data), .npz (data)"
+SUPPORTED = (".mat (MATLAB v5 or v7.3), .h5/.hdf5 (LFADS: train_data/valid_data), .npz (data), "
+             ".nwb (units and trials tables)")
 OPTIONAL_VARS = ("truth", "conditions", "train_inds", "valid_inds", "test_inds", "bin_size_ms",
                  "dt", "layout", "true_input_times", "behavior")
 
@@ -79,6 +80,10 @@ def load_dataset(path: str | Path, cfg: DataConfig | None = None) -> Dataset:
     if suffix == ".npz":
         names, values = _read_npz(p, cfg.variable)
         return _from_table(p, names, values, cfg, conditions_one_based=False)
+    if suffix == ".nwb":
+        from autolfads.data.nwb import read_nwb
+
+        return read_nwb(p, cfg)
     raise UserInputError(f"{p}: unsupported file type '{p.suffix}'; supported: {SUPPORTED}")
 
 

@@ -1,0 +1,84 @@
+"""NWB input: files written here with pynwb itself (nothing downloaded), read back to the same
+counts as binning by hand; bad NWB files give one error line."""
+
+import datetime
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from autolfads.config import DataConfig
+from autolfads.data.io import load_dataset
+
+pynwb = pytest.importorskip("pynwb")
+
+N_UNITS, N_TRIALS = 6, 20
+
+
+def write_nwb(path, units=True, trials=True, behavior=True, seed=0):
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+
+    rng = np.random.default_rng(seed)
+    nwb = NWBFile(session_description="test", identifier="t",
+                  session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
+    starts = 1.0 + np.arange(N_TRIALS) * 1.5  # 1 s trials, 0.5 s apart
+    if trials:
+        nwb.add_trial_column("move_onset_time", "movement onset")
+        nwb.add_trial_column("reach", "reach direction")
+        for k, t0 in enumerate(starts):
+            nwb.add_trial(start_time=t0, stop_time=t0 + 1.0, move_onset_time=t0 + 0.3,
+                          reach=k % 4)
+    spikes = [np.sort(rng.uniform(0, starts[-1] + 1.2, size=rng.integers(200, 400)))
+              for _ in range(N_UNITS)]
+    if units:
+        for s in spikes:
+            nwb.add_unit(spike_times=s)
+    if behavior:
+        t = np.arange(0, starts[-1] + 1.2, 0.001)
+        vel = np.stack([np.sin(t), np.cos(3 * t)], axis=1)
+        nwb.add_acquisition(TimeSeries(name="hand_vel", data=vel, unit="m/s", rate=1000.0,
+                                       starting_time=0.0))
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return spikes, starts
+
+
+def test_nwb_round_trips_to_the_counts_binned_by_hand(tmp_path):
+    path = tmp_path / "s.nwb"
+    spikes, starts = write_nwb(path)
+    cfg = DataConfig(align="move_onset_time", window_ms=[-200, 500], bin_size_ms=20,
+                     condition="reach", behavior="hand_vel")
+    ds = load_dataset(path, cfg)
+    assert (ds.n_trials, ds.n_time, ds.n_neurons) == (N_TRIALS, 35, N_UNITS)
+    assert ds.bin_size_s == pytest.approx(0.02)
+    x = ds.all_data()
+    for k in (0, 7, 19):
+        edges = starts[k] + 0.3 - 0.2 + 0.02 * np.arange(36)
+        for n in range(N_UNITS):
+            np.testing.assert_array_equal(x[k, :, n], np.histogram(spikes[n], bins=edges)[0])
+    np.testing.assert_array_equal(ds.conditions, np.arange(N_TRIALS) % 4)
+    centre = starts[3] + 0.3 - 0.2 + 0.01  # first bin's centre in trial 3
+    np.testing.assert_allclose(ds.behavior[3, 0], [np.sin(centre), np.cos(3 * centre)],
+                               atol=1e-3)
+    default = load_dataset(path)  # start_time .. shortest trial, 10 ms bins
+    assert default.n_time == 100
+
+
+@pytest.mark.parametrize("kind,words", [
+    ("no_units", ["no units table"]),
+    ("no_trials", ["no trials table"]),
+    ("outside", ["outside the session", "data.window_ms"]),
+    ("bad_align", ["no column 'go_cue'", "data.align"]),
+])
+def test_bad_nwb_is_one_error_line(kind, words, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "bad.nwb"
+    write_nwb(path, units=kind != "no_units", trials=kind != "no_trials")
+    extra = {"outside": ["--set", "data.window_ms=[-2000,500]"],
+             "bad_align": ["--set", "data.align=go_cue"]}.get(kind, [])
+    code, _, err = run_cli(monkeypatch, capsys, "train", path, "--out", tmp_path / "run",
+                           "--epochs", "1", *extra)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert all(w in lines[0] for w in words), lines[0]
+    assert not (tmp_path / "run").exists()
