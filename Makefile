@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# NLB's own metric code, which tests/test_nlb.py checks ours against. Without its pins: they
+	# ask for a pandas with no wheel for this Python, and its evaluation module needs only numpy,
+	# scipy, scikit-learn and h5py, all installed above.
+	$(BIN)/python -m pip install -q --no-deps "nlb_tools==0.0.4"
 	touch $(STAMP)
 
 # AutoLFADS on the built-in Lorenz data, sized for ~10 minutes on 2 CPU cores (6 workers, up to

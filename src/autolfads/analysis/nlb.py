@@ -1,0 +1,55 @@
+"""The Neural Latents Benchmark's metrics (Pei et al. 2021), computed as nlb_tools computes them,
+so numbers compare with published AutoLFADS results (e.g. MC_Maze co-bps 0.336):
+
+    co-bps    bits/spike of the held-out neurons' rates on the observed bins of test trials
+    fp-bps    bits/spike of all neurons' rates on the forward-prediction bins of test trials
+    psth R^2  R^2 of the condition-averaged rates against the true PSTHs, averaged over neurons
+    vel R^2   ridge (alpha by 5-fold grid search over 1e-4 .. 1) from rates to behaviour, fitted
+              on training trials and scored on test trials
+
+Bits/spike: (LL(model) - LL(null)) / (n_spikes ln 2), the null giving each neuron its mean
+count per bin over the scored trials and bins (analysis/metrics.bits_per_spike).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autolfads.analysis.metrics import bits_per_spike
+
+
+def co_bps(rates: np.ndarray, spikes: np.ndarray, heldout: np.ndarray, n_obs: int) -> float:
+    """rates, spikes: test trials x all bins x all neurons; heldout: the held-out neurons;
+    n_obs: the observed (not forward) bins."""
+    return bits_per_spike(rates[:, :n_obs, heldout], spikes[:, :n_obs, heldout])
+
+
+def fp_bps(rates: np.ndarray, spikes: np.ndarray, n_obs: int) -> float:
+    """Bits/spike on the forward-prediction bins (after the first n_obs), every neuron."""
+    return bits_per_spike(rates[:, n_obs:], spikes[:, n_obs:])
+
+
+def psth_r2(psth: np.ndarray, rates: np.ndarray, cond_idx: list[np.ndarray]) -> float:
+    """psth: conditions x time x neurons (true); rates: trials x time x neurons; cond_idx: the
+    trials of each condition. R^2 over the stacked condition averages, mean over neurons."""
+    true, pred = [], []
+    for c, idx in enumerate(cond_idx):
+        if len(idx):
+            true.append(psth[c])
+            pred.append(rates[idx].mean(axis=0))
+    t, p = np.vstack(true), np.vstack(pred)
+    ss_res = ((t - p) ** 2).sum(axis=0)
+    ss_tot = ((t - t.mean(axis=0)) ** 2).sum(axis=0)
+    keep = ss_tot > 0
+    return float(np.mean(1.0 - ss_res[keep] / ss_tot[keep]))
+
+
+def velocity_r2(train_rates: np.ndarray, train_beh: np.ndarray, test_rates: np.ndarray,
+                test_beh: np.ndarray) -> float:
+    """Samples x features / samples x outputs (time-flattened trials)."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV
+
+    decoder = GridSearchCV(Ridge(), {"alpha": np.logspace(-4, 0, 9)})
+    decoder.fit(train_rates, train_beh)
+    return float(decoder.score(test_rates, test_beh))
