@@ -39,3 +39,36 @@ def test_psth_and_velocity_r2_equal_nlb_tools(fixture):
     want = evaluation.fit_and_eval_decoder(x[:480], beh[:480], x[480:], beh[480:])
     assert nlb.velocity_r2(x[:480], beh[:480], x[480:], beh[480:]) == pytest.approx(want,
                                                                                     abs=1e-6)
+
+
+def test_heldout_neurons_and_forward_bins_are_never_encoded_but_reconstructed():
+    import torch
+    from conftest import tiny_config
+
+    from autolfads.config import DataConfig
+    from autolfads.data.io import from_array
+    from autolfads.results import compute_metrics
+    from autolfads.training.loop import Trainer
+    from autolfads.training.sampling import posterior_outputs
+
+    rng = np.random.default_rng(0)
+    rates = np.exp(np.sin(np.linspace(0, 6, 20))[None, :, None] * rng.uniform(0.5, 1.5, 8))
+    spikes = rng.poisson(np.broadcast_to(rates, (120, 20, 8))).astype(np.float32)
+    cfg = DataConfig(heldout_neurons=[2, 5], forward_bins=4)
+    ds = from_array(spikes, truth=np.broadcast_to(rates, spikes.shape).copy(), cfg=cfg,
+                    conditions=np.arange(120) % 3)
+    assert list(ds.heldin_neurons) == [0, 1, 3, 4, 6, 7] and ds.n_observed_bins == 16
+    tr = Trainer(tiny_config(), ds)
+    seen = ds.train_data[:, :16][:, :, ds.heldin_neurons]
+    np.testing.assert_array_equal(tr.train_in.numpy(), seen)
+    assert tr.model.n_neurons == 6 and tr.model.n_outputs == 8
+    cd = torch.zeros(4, 16, 6)
+    full = tr.full_grad_mask(cd, torch.zeros(4, 20, 8))
+    assert full[:, :16, [2, 5]].eq(1).all() and full[:, 16:].eq(1).all()  # never seen: trained
+    assert full[:, :16, [0, 1, 3]].eq(0).all()
+    tr.fit(2, early_stop=False)
+    post = posterior_outputs(tr, n_samples=2)
+    assert post["test_rates"].shape == (len(ds.test_inds), 20, 8)
+    m = compute_metrics(ds, post)
+    assert {"co_bps", "co_bps_smoothing", "fp_bps", "psth_r2"} <= set(m)
+    assert all(np.isfinite(m[k]) for k in ("co_bps", "fp_bps", "psth_r2"))

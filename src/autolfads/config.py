@@ -38,6 +38,13 @@ class DataConfig(_Section):
     bin_size_ms: float | None = Field(None, gt=0)  # bin width, when the file does not say
     # Calcium dF/F traces: deconvolve them into events first (data/deconvolve.py, OASIS), which
     # `auto` then models as zero_inflated_gamma. Decay time constant None: estimated per neuron.
+    # Held-out neurons and forward prediction (the Neural Latents Benchmark's co-bps / fp-bps):
+    # the encoders never see the held-out neurons or the last forward_bins bins; the model
+    # reconstructs every neuron over every bin. heldout_neurons: 0-based indices; or
+    # heldout_fraction: a seeded choice of that fraction of the neurons.
+    heldout_neurons: list[int] | None = None
+    heldout_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    forward_bins: int = Field(0, ge=0)
     # NWB files (data/nwb.py): trials cut around the trials-table column `align`, over
     # window_ms = [start, stop] (default: 0 to the shortest trial); optional trials column as
     # conditions and a time series (e.g. hand_vel) as decode targets.

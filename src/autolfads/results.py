@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autolfads.analysis import nlb
 from autolfads.analysis.decoding import decoding_metrics
 from autolfads.analysis.metrics import (
     bits_per_spike,
@@ -91,6 +92,8 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
         base = smoothing_baseline(dataset.all_data(), truth)
         m["r2_smoothing"] = float(base["r2_rates"])
         m["smoothing_sigma_bins"] = float(base["sigma_bins"])
+    if observation == "poisson":
+        m.update(nlb_metrics(dataset, post, head))
     if dataset.behavior is not None:  # cross-validated ridge, as the tutorial decodes EMG
         means = dataset.to_original_order(*(post[f"{sp}_rates"] for sp in splits))
         m.update(decoding_metrics(means, dataset.all_data(), dataset.behavior))
@@ -103,6 +106,41 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
             m[f"input_time_accuracy_{sp}"] = input_time_accuracy(post[f"{sp}_inferred_inputs"],
                                                                  sp_times)
     return {k: float(v) for k, v in m.items()}
+
+
+def nlb_metrics(dataset: Dataset, post: dict[str, np.ndarray], split: str) -> dict[str, float]:
+    """The Neural Latents Benchmark's metrics on `split` (test trials when there are any):
+    co-bps with held-out neurons (and the smoothing baseline's), fp-bps with forward bins,
+    PSTH R^2 with conditions and true rates, velocity R^2 with decode targets (ridge fitted on
+    the training trials)."""
+    m: dict[str, float] = {}
+    rates, spikes = post[f"{split}_rates"], dataset.split(split)
+    n_obs, heldout = dataset.n_observed_bins, dataset.heldout_neurons
+    if len(heldout):
+        m["co_bps"] = nlb.co_bps(rates, spikes, heldout, n_obs)
+        all_spikes = dataset.all_data()
+        inds = {sp: getattr(dataset, f"{sp}_inds") for sp in dataset.splits}
+        m["co_bps_smoothing"], m["co_bps_smoothing_sigma_bins"] = nlb.smoothing_co_bps(
+            all_spikes, heldout, n_obs, inds["train"], inds["valid"], inds[split])
+    if dataset.forward_bins:
+        m["fp_bps"] = nlb.fp_bps(rates, spikes, n_obs)
+    cond, truth = dataset.conditions, dataset.all_truth()
+    if cond is not None and truth is not None and dataset.holds_out:
+        cond_split = np.asarray(cond)[getattr(dataset, f"{split}_inds")]
+        labels = np.unique(cond_split)
+        psth = np.stack([truth[np.asarray(cond) == c].mean(axis=0) for c in labels])
+        m["psth_r2"] = nlb.psth_r2(psth, rates, [np.flatnonzero(cond_split == c)
+                                                for c in labels])
+    if dataset.behavior is not None and split != "train":
+        beh, tb = dataset.behavior, dataset.behavior.shape[1]
+
+        def flat(a: np.ndarray) -> np.ndarray:  # the behaviour's bins, time-flattened trials
+            return a[:, -tb:].reshape(-1, a.shape[-1])
+
+        tr_inds, sp_inds = dataset.train_inds, getattr(dataset, f"{split}_inds")
+        m["vel_r2"] = nlb.velocity_r2(flat(post["train_rates"]), flat(beh[tr_inds]),
+                                      flat(rates), flat(beh[sp_inds]))
+    return m
 
 
 def write_results(

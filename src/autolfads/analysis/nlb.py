@@ -53,3 +53,33 @@ def velocity_r2(train_rates: np.ndarray, train_beh: np.ndarray, test_rates: np.n
     decoder = GridSearchCV(Ridge(), {"alpha": np.logspace(-4, 0, 9)})
     decoder.fit(train_rates, train_beh)
     return float(decoder.score(test_rates, test_beh))
+
+
+SMOOTHING_SIGMAS = (1.0, 2.0, 4.0, 8.0)  # bins
+
+
+def smoothing_co_bps(spikes: np.ndarray, heldout: np.ndarray, n_obs: int, fit: np.ndarray,
+                     pick: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """NLB's smoothing baseline for co-bps: the held-in spikes smoothed in time, a Poisson GLM
+    per held-out neuron from them, fitted on the `fit` trials; the width is the one with the
+    best co-bps on the `pick` trials; returns (co-bps on the `score` trials, width in bins)."""
+    from sklearn.linear_model import PoissonRegressor
+
+    from autolfads.analysis.metrics import gaussian_smooth
+
+    heldin = np.setdiff1d(np.arange(spikes.shape[2]), heldout)
+    obs = spikes[:, :n_obs]
+    best = (-np.inf, 0.0, np.nan)
+    for sigma in SMOOTHING_SIGMAS:
+        smooth = gaussian_smooth(obs[:, :, heldin], sigma)
+        mu, sd = smooth[fit].mean(axis=(0, 1)), smooth[fit].std(axis=(0, 1)) + 1e-9
+        feats = (smooth - mu) / sd
+        rates = np.empty(obs.shape[:2] + (len(heldout),))
+        for j, n in enumerate(heldout):
+            glm = PoissonRegressor(alpha=1e-3, max_iter=300)
+            glm.fit(feats[fit].reshape(-1, len(heldin)), obs[fit][:, :, n].ravel())
+            rates[:, :, j] = glm.predict(feats.reshape(-1, len(heldin))).reshape(obs.shape[:2])
+        chosen = bits_per_spike(rates[pick], obs[pick][:, :, heldout])
+        if chosen > best[0]:
+            best = (chosen, sigma, bits_per_spike(rates[score], obs[score][:, :, heldout]))
+    return float(best[2]), float(best[1])

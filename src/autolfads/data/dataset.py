@@ -42,6 +42,23 @@ class Dataset:
     test_data: np.ndarray | None = None  # (n_test, T, N); None when there is no test set
     test_truth: np.ndarray | None = None
     test_ext_input: np.ndarray | None = None
+    # NLB-style evaluation: neurons the encoders never see (0-based) and final bins they never
+    # see; the model still reconstructs them (co-bps, fp-bps).
+    heldout_neurons: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    forward_bins: int = 0
+
+    @property
+    def heldin_neurons(self) -> np.ndarray:
+        return np.setdiff1d(np.arange(self.n_neurons), self.heldout_neurons)
+
+    @property
+    def n_observed_bins(self) -> int:
+        return self.n_time - self.forward_bins
+
+    @property
+    def holds_out(self) -> bool:
+        """Whether the encoders see less than the model reconstructs."""
+        return len(self.heldout_neurons) > 0 or self.forward_bins > 0
 
     @property
     def n_trials(self) -> int:

@@ -24,6 +24,7 @@ from autolfads.data.validate import (
     check_bins,
     check_conditions,
     check_ext_input,
+    check_heldout,
     check_input_times,
     check_rates,
     check_scalar,
@@ -219,6 +220,8 @@ def _build(
     def test(arr: np.ndarray | None) -> np.ndarray | None:
         return pick(arr, te) if len(te) else None
 
+    heldout, forward = check_heldout(cfg, x.shape[2], x.shape[1], label)
+
     return Dataset(
         train_data=pick(x, tr), valid_data=pick(x, va), train_inds=tr, valid_inds=va,
         train_truth=pick(true_rates, tr), valid_truth=pick(true_rates, va),
@@ -226,6 +229,7 @@ def _build(
         conditions=cond, true_input_times=input_times, behavior=beh, bin_size_s=bin_size_s,
         source=label, layout=layout, meta={"split": split},
         test_inds=te, test_data=test(x), test_truth=test(true_rates), test_ext_input=test(ext),
+        heldout_neurons=heldout, forward_bins=forward,
     )  # fmt: skip
 
 

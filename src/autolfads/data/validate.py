@@ -232,3 +232,27 @@ def check_behavior(beh: object, shape: tuple[int, ...], what: str) -> np.ndarray
     if not np.isfinite(b).all():
         raise UserInputError(f"{what}: contains NaN/Inf; decode targets must be finite")
     return np.ascontiguousarray(b, dtype=np.float32)
+
+
+def check_heldout(cfg, n_neurons: int, n_time: int, what: str) -> tuple[np.ndarray, int]:
+    """(held-out neurons, forward bins) from data.heldout_neurons / heldout_fraction /
+    forward_bins, checked against the data's size."""
+    if cfg.heldout_neurons is not None and cfg.heldout_fraction > 0:
+        raise UserInputError("data.heldout_neurons and data.heldout_fraction: give one of them")
+    if cfg.heldout_neurons is not None:
+        held = np.unique(np.asarray(cfg.heldout_neurons, dtype=np.int64))
+        if held.size and (held.min() < 0 or held.max() >= n_neurons):
+            raise UserInputError(f"data.heldout_neurons: indices must lie in 0..{n_neurons - 1} "
+                                 f"(0-based) for {what}'s {n_neurons} neurons")
+    else:
+        k = int(round(cfg.heldout_fraction * n_neurons))
+        k = max(k, 1) if cfg.heldout_fraction > 0 else 0
+        rng = np.random.default_rng(cfg.split_seed + 1)
+        held = np.sort(rng.choice(n_neurons, size=k, replace=False)).astype(np.int64)
+    if held.size >= n_neurons:
+        raise UserInputError(f"data.heldout_neurons: {held.size} of {n_neurons} neurons held out "
+                             "leaves none for the encoders")
+    if cfg.forward_bins > n_time - MIN_BINS:
+        raise UserInputError(f"data.forward_bins={cfg.forward_bins}: leaves fewer than "
+                             f"{MIN_BINS} observed bins of {n_time}")
+    return held, int(cfg.forward_bins)

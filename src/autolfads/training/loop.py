@@ -115,19 +115,45 @@ class Trainer:
         name, _ = resolve_observation(cfg.model.observation, data.all_data(), data.source or "data")
         self.cfg.model.observation = name
         obs = build_observation(name, self.train_x, torch.cat([self.train_x, self.valid_x]))
-        self.model = LFADS(cfg.model, data.n_neurons, data.ext_input_dim,
+        # Held-out neurons / forward bins (NLB): the encoders read the held-in neurons over the
+        # observed bins; the model reconstructs every neuron over every bin.
+        self.holds_out = data.holds_out
+        self.t_obs = data.n_observed_bins
+        self.heldin = torch.as_tensor(data.heldin_neurons, device=self.device)
+        self.model = LFADS(cfg.model, len(data.heldin_neurons), data.ext_input_dim,
+                           n_outputs=data.n_neurons,
+                           recon_seq_len=data.n_time if self.holds_out else None,
                            observation=obs).to(self.device)
         self.model.init_readout_bias(self.train_x)
         # What the encoders read (continuous data rescaled per channel; counts as they are), and
         # the cost's data-only term (Poisson: log x!), slow to compute on every batch.
-        self.train_in = obs.encoder_input(self.train_x)
-        self.valid_in = obs.encoder_input(self.valid_x)
-        self.test_in = None if self.test_x is None else obs.encoder_input(self.test_x)
+        self.train_in = self.seen(obs.encoder_input(self.train_x))
+        self.valid_in = self.seen(obs.encoder_input(self.valid_x))
+        self.test_in = None if self.test_x is None else self.seen(obs.encoder_input(self.test_x))
         self.train_dt, self.valid_dt = obs.data_term(self.train_x), obs.data_term(self.valid_x)
         self.optimizer = adam(self.model.parameters(), cfg.train.lr, cfg.train.adam_eps,
                               self.device)
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None
+
+    # -- what the encoders see -----------------------------------------------------------------
+
+    def seen(self, a: torch.Tensor | None) -> torch.Tensor | None:
+        """The part of a (trials x bins x neurons) array the encoders see: held-in neurons over
+        the observed bins (all of it unless the data holds some out)."""
+        if a is None or not self.holds_out:
+            return a
+        return a[:, : self.t_obs].index_select(2, self.heldin).contiguous()
+
+    def full_grad_mask(self, cd_mask: torch.Tensor | None, target: torch.Tensor
+                       ) -> torch.Tensor | None:
+        """Coordinated dropout's gradient mask (input shape) on the target's entries: held-out
+        entries, which the encoders never see, pass their gradient like dropped ones."""
+        if cd_mask is None or not self.holds_out:
+            return cd_mask
+        full = torch.ones_like(target)
+        full[:, : self.t_obs, self.heldin] = cd_mask
+        return full
 
     # -- hyperparameters -----------------------------------------------------------------------
 
@@ -170,8 +196,9 @@ class Trainer:
             dt = None if self.train_dt is None else self.train_dt[idx]
             sv = None if self.train_sv is None else self.train_sv[idx]
             ext = None if self.train_ext is None else self.train_ext[idx]
-            x_in, cd_mask = coordinated_dropout(hide_entries(x_enc, sv, self.cfg.model.sv_rate),
-                                                self.cfg.model.cd_rate)
+            x_in, cd_mask = coordinated_dropout(
+                hide_entries(x_enc, self.seen(sv), self.cfg.model.sv_rate), self.cfg.model.cd_rate)
+            cd_mask = self.full_grad_mask(cd_mask, x)
             self.optimizer.zero_grad(set_to_none=True)
             terms = loss_and_grads(self.model, x_in, x, w, self.shards, cd_mask, sv, ext,
                                    data_term=dt)
@@ -187,7 +214,7 @@ class Trainer:
                  ) -> SplitCosts:
         """Reconstruction costs of a whole split with posterior means (no dropout, no CD);
         x_enc: what the encoders read (default model.obs.encoder_input(x))."""
-        x_enc = self.model.obs.encoder_input(x) if x_enc is None else x_enc
+        x_enc = self.seen(self.model.obs.encoder_input(x)) if x_enc is None else x_enc
         self.model.eval()
         w = self.loss_weights(self.state.epoch)
         recon, sv_recon, n = 0.0, 0.0, x.shape[0]
@@ -196,7 +223,7 @@ class Trainer:
             svb = None if sv is None else sv[idx]
             lfb = None if data_term is None else data_term[idx]
             eb = None if ext is None else ext[idx]
-            x_in = hide_entries(x_enc[idx], svb, self.cfg.model.sv_rate)
+            x_in = hide_entries(x_enc[idx], self.seen(svb), self.cfg.model.sv_rate)
             nz = self.model.draw_noise(x_in, sample=False)  # eval mode: nothing to draw
             parts = self.shards.split(len(idx))
 
