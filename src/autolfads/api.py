@@ -305,6 +305,11 @@ def summary_line(m: dict, out_dir: Path | None) -> str:
         parts.append(f"bits/spike {m['bps']:.3f} ({head} trials)")
     elif f"nll_per_bin_{head}" in m:
         parts.append(f"{head} NLL per bin {m[f'nll_per_bin_{head}']:.3f}")
+    nlb = [f"{label} {m[k]:.3f}" for k, label in (("co_bps", "co-bps"), ("fp_bps", "fp-bps"))
+           if k in m]
+    if nlb:
+        parts.append(", ".join(nlb) + (f" (smoothing co-bps {m['co_bps_smoothing']:.3f})"
+                                        if "co_bps_smoothing" in m else ""))
     if "r2_rates" in m:
         truth = "rates" if m.get("observation", "poisson") == "poisson" else "means"
         parts.append(f"R^2 vs true {truth} {m['r2_rates']:.3f} "

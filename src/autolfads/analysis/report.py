@@ -127,6 +127,7 @@ def _summary(v: RunView, page: _Page) -> str:
     final = [f"{label} {m[k]:.4g}" for k, label in (
         ("valid_recon", "valid recon cost"), ("bps", "bits/spike (validation)"),
         ("nll_per_bin_valid", f"{v.observation} NLL per bin (validation)"),
+        ("co_bps", "co-bps"), ("co_bps_smoothing", "co-bps of smoothing"), ("fp_bps", "fp-bps"),
         ("r2_rates", f"R^2 vs true {truth}"), ("r2_smoothing", "R^2 of smoothing"),
         ("input_time_accuracy", "fraction of trials whose inferred input peaks within "
          f"{INPUT_TIME_TOLERANCE_BINS} bins of the true input"))
