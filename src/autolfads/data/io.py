@@ -13,7 +13,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import scipy.io
 
 from autolfads.config import AUTO_TEST_MIN_TRIALS, DataConfig
 from autolfads.data.dataset import Dataset, permutation
@@ -33,6 +32,7 @@ from autolfads.data.validate import (
     parse_layout,
     resolve_inds,
 )
+from autolfads.data.variables import read_mat, read_npz, unreadable
 from autolfads.data.writers import write_lfads_h5, write_tutorial_mat
 from autolfads.errors import UserInputError
 from autolfads.rundir.layout import INTERNAL_LAYOUT, MATLAB_LAYOUT
@@ -76,10 +76,10 @@ def load_dataset(path: str | Path, cfg: DataConfig | None = None) -> Dataset:
     if suffix in (".h5", ".hdf5"):
         return _read_lfads_h5(p, cfg)
     if suffix == ".mat":
-        names, values = _read_mat(p, cfg.variable)
+        names, values = read_mat(p, cfg.variable, OPTIONAL_VARS)
         return _from_table(p, names, values, cfg, conditions_one_based=True)
     if suffix == ".npz":
-        names, values = _read_npz(p, cfg.variable)
+        names, values = read_npz(p, cfg.variable, OPTIONAL_VARS)
         return _from_table(p, names, values, cfg, conditions_one_based=False)
     if suffix == ".nwb":
         from autolfads.data.nwb import read_nwb
@@ -233,62 +233,6 @@ def _build(
     )  # fmt: skip
 
 
-def _unreadable(p: Path, kind: str, err: Exception) -> UserInputError:
-    first = (str(err).splitlines() or [type(err).__name__])[0]
-    return UserInputError(
-        f"{p}: could not be read as {kind} ({first}); check the file is complete and not corrupt"
-    )
-
-
-def _read_mat(p: Path, variable: str) -> tuple[list[str], dict[str, object]]:
-    """Variables of a .mat file: MATLAB v7.3 is HDF5 (via h5py), older versions via scipy."""
-    if h5py.is_hdf5(p):
-        return _read_mat73(p, {variable, *OPTIONAL_VARS})
-    wanted = [variable, *OPTIONAL_VARS]
-    try:
-        names = [entry[0] for entry in scipy.io.whosmat(p)]
-        values = scipy.io.loadmat(p, variable_names=[v for v in wanted if v in names])
-    except Exception as e:  # scipy raises many types for truncated / non-MAT files
-        raise _unreadable(p, "a MATLAB .mat file", e) from None
-    return names, {k: v for k, v in values.items() if not k.startswith("__")}
-
-
-def _read_mat73(p: Path, wanted: set[str]) -> tuple[list[str], dict[str, object]]:
-    try:
-        with h5py.File(p, "r") as f:
-            names = sorted(k for k in f if not k.startswith("#"))
-            return names, {k: _mat73_value(f[k]) for k in names if k in wanted}
-    except (OSError, RuntimeError, KeyError) as e:
-        raise _unreadable(p, "a MATLAB v7.3 (HDF5) file", e) from None
-
-
-def _mat73_value(obj: h5py.Dataset | h5py.Group) -> object:
-    if not isinstance(obj, h5py.Dataset):
-        return np.array([None], dtype=object)  # a struct: reported as non-numeric later
-    cls = obj.attrs.get("MATLAB_class", b"double")
-    cls = cls.decode() if isinstance(cls, bytes) else str(cls)
-    if obj.attrs.get("MATLAB_empty", 0):
-        return np.zeros((0,))
-    arr = np.asarray(obj[()])
-    if cls == "char":
-        return "".join(chr(c) for c in arr.ravel())
-    # MATLAB stores column-major, so HDF5 sees the axes reversed; .T restores MATLAB's order.
-    arr = arr.T
-    return arr.astype(bool) if cls == "logical" else arr
-
-
-def _read_npz(p: Path, variable: str) -> tuple[list[str], dict[str, object]]:
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            names = sorted(z.files)
-            values = {k: z[k] for k in {variable, *OPTIONAL_VARS} if k in names}
-    except Exception as e:  # zipfile.BadZipFile, pickled objects, truncation, ...
-        raise _unreadable(p, "a numpy .npz archive", e) from None
-    if "layout" in values:
-        values["layout"] = str(np.asarray(values["layout"]).ravel()[0])
-    return names, values
-
-
 def _bin_size_s(values: dict[str, object], label: str, noun: str) -> float | None:
     if "bin_size_ms" in values:
         return check_scalar(values["bin_size_ms"], f"{label}: {noun} 'bin_size_ms'") / 1000.0
@@ -351,7 +295,7 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
                 if key in f.attrs and key not in vals:
                     vals[key] = np.asarray(f.attrs[key])
     except (OSError, RuntimeError) as e:
-        raise _unreadable(p, "an HDF5 file", e) from None
+        raise unreadable(p, "an HDF5 file", e) from None
     label = str(p)
     missing = [k for k in ("train_data", "valid_data") if k not in vals]
     if missing:

@@ -1,0 +1,71 @@
+"""The variables of .mat (MATLAB v5 via scipy, v7.3 via h5py) and .npz files: the data variable
+and the optional ones io.py knows, as numpy arrays in the file's own axis order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.io
+
+from autolfads.errors import UserInputError
+
+
+def unreadable(p: Path, kind: str, err: Exception) -> UserInputError:
+    first = (str(err).splitlines() or [type(err).__name__])[0]
+    return UserInputError(
+        f"{p}: could not be read as {kind} ({first}); check the file is complete and not corrupt"
+    )
+
+
+def read_mat(p: Path, variable: str, optional: tuple[str, ...]
+             ) -> tuple[list[str], dict[str, object]]:
+    """Variables of a .mat file: MATLAB v7.3 is HDF5 (via h5py), older versions via scipy."""
+    if h5py.is_hdf5(p):
+        return _read_mat73(p, {variable, *optional})
+    wanted = [variable, *optional]
+    try:
+        names = [entry[0] for entry in scipy.io.whosmat(p)]
+        values = scipy.io.loadmat(p, variable_names=[v for v in wanted if v in names])
+    except Exception as e:  # scipy raises many types for truncated / non-MAT files
+        raise unreadable(p, "a MATLAB .mat file", e) from None
+    return names, {k: v for k, v in values.items() if not k.startswith("__")}
+
+
+def _read_mat73(p: Path, wanted: set[str]) -> tuple[list[str], dict[str, object]]:
+    try:
+        with h5py.File(p, "r") as f:
+            names = sorted(k for k in f if not k.startswith("#"))
+            return names, {k: _mat73_value(f[k]) for k in names if k in wanted}
+    except (OSError, RuntimeError, KeyError) as e:
+        raise unreadable(p, "a MATLAB v7.3 (HDF5) file", e) from None
+
+
+def _mat73_value(obj: h5py.Dataset | h5py.Group) -> object:
+    if not isinstance(obj, h5py.Dataset):
+        return np.array([None], dtype=object)  # a struct: reported as non-numeric later
+    cls = obj.attrs.get("MATLAB_class", b"double")
+    cls = cls.decode() if isinstance(cls, bytes) else str(cls)
+    if obj.attrs.get("MATLAB_empty", 0):
+        return np.zeros((0,))
+    arr = np.asarray(obj[()])
+    if cls == "char":
+        return "".join(chr(c) for c in arr.ravel())
+    # MATLAB stores column-major, so HDF5 sees the axes reversed; .T restores MATLAB's order.
+    arr = arr.T
+    return arr.astype(bool) if cls == "logical" else arr
+
+
+def read_npz(p: Path, variable: str, optional: tuple[str, ...]
+             ) -> tuple[list[str], dict[str, object]]:
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            names = sorted(z.files)
+            values = {k: z[k] for k in {variable, *optional} if k in names}
+    except Exception as e:  # zipfile.BadZipFile, pickled objects, truncation, ...
+        raise unreadable(p, "a numpy .npz archive", e) from None
+    if "layout" in values:
+        values["layout"] = str(np.asarray(values["layout"]).ravel()[0])
+    return names, values
