@@ -186,6 +186,7 @@ def run(
             raise UserInputError(f"--resume: {out} holds no autolfads run (no config.yaml)")
         store.fetch(*layout.RESUME_FILES)
         cfg = load_config(store.local / layout.CONFIG, overrides)
+        _keep_old_split(cfg, store.local / layout.CONFIG)
         data = _recorded_data(store.local) if data is None else data
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
@@ -237,6 +238,16 @@ def run(
         store.sync()
         say(f"run uploaded to {store.location} (local copy: {out_dir})")
     return res
+
+
+def _keep_old_split(cfg: Config, config_path: Path) -> None:
+    """A run started before test splits existed trained without one: resuming it must not move
+    trials out of its training set."""
+    import yaml
+
+    data = (yaml.safe_load(config_path.read_text()) or {}).get("data") or {}
+    if "test_every" not in data and "test_fraction" not in data:
+        cfg.data.test_every, cfg.data.test_fraction = 0, 0.0
 
 
 def _refresh_report(out_dir: Path, dataset: Dataset) -> None:
