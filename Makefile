@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	# NLB's own metric code, which tests/test_nlb.py checks ours against. Without its pins: they
 	# ask for a pandas with no wheel for this Python, and its evaluation module needs only numpy,
-	# scipy, scikit-learn and h5py, all installed above.
+	# scipy, scikit-learn and h5py, all installed above. (Its wheel also installs a top-level
+	# `tests` package: our tests import their conftest by name, never as `tests.`.)
 	$(BIN)/python -m pip install -q --no-deps "nlb_tools==0.0.4"
 	touch $(STAMP)
 

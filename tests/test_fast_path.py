@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 
 from autolfads.config import ModelConfig
 from autolfads.model import LFADS
 from autolfads.model.fused import gru, loops
 from autolfads.model.objective import LossWeights, compute_costs, total_loss
-from tests.conftest import TINY_MODEL
 
 # Loss weights such that every cost term (recon, both KLs, L2) contributes to the gradient.
 W = LossWeights(kl_ic_scale=0.3, kl_co_scale=0.2, l2_gen_scale=0.5, l2_con_scale=0.7)
