@@ -15,7 +15,7 @@ pynwb = pytest.importorskip("pynwb")
 N_UNITS, N_TRIALS = 6, 20
 
 
-def write_nwb(path, units=True, trials=True, behavior=True, seed=0):
+def write_nwb(path, units=True, trials=True, behavior=True, seed=0, nlb=False):
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 
     rng = np.random.default_rng(seed)
@@ -25,14 +25,19 @@ def write_nwb(path, units=True, trials=True, behavior=True, seed=0):
     if trials:
         nwb.add_trial_column("move_onset_time", "movement onset")
         nwb.add_trial_column("reach", "reach direction")
+        if nlb:  # as the Neural Latents Benchmark's files: a split per trial
+            nwb.add_trial_column("split", "train / val / test")
         for k, t0 in enumerate(starts):
+            extra = {"split": ["train", "train", "val", "test"][k % 4]} if nlb else {}
             nwb.add_trial(start_time=t0, stop_time=t0 + 1.0, move_onset_time=t0 + 0.3,
-                          reach=k % 4)
+                          reach=k % 4, **extra)
     spikes = [np.sort(rng.uniform(0, starts[-1] + 1.2, size=rng.integers(200, 400)))
               for _ in range(N_UNITS)]
     if units:
-        for s in spikes:
-            nwb.add_unit(spike_times=s)
+        if nlb:  # and held-out units marked in the units table
+            nwb.add_unit_column("heldout", "held out for co-bps")
+        for n, s in enumerate(spikes):
+            nwb.add_unit(spike_times=s, **({"heldout": n in (1, 4)} if nlb else {}))
     if behavior:
         t = np.arange(0, starts[-1] + 1.2, 0.001)
         vel = np.stack([np.sin(t), np.cos(3 * t)], axis=1)
@@ -62,6 +67,18 @@ def test_nwb_round_trips_to_the_counts_binned_by_hand(tmp_path):
                                atol=1e-3)
     default = load_dataset(path)  # start_time .. shortest trial, 10 ms bins
     assert default.n_time == 100
+
+
+def test_nlb_nwb_files_work_as_they_are(tmp_path):
+    path = tmp_path / "nlb.nwb"
+    write_nwb(path, nlb=True)
+    ds = load_dataset(path, DataConfig(forward_bins=10))
+    assert list(ds.heldout_neurons) == [1, 4]
+    np.testing.assert_array_equal(ds.valid_inds, np.arange(2, N_TRIALS, 4))
+    np.testing.assert_array_equal(ds.test_inds, np.arange(3, N_TRIALS, 4))
+    assert len(ds.train_inds) == N_TRIALS // 2 and ds.forward_bins == 10
+    mine = load_dataset(path, DataConfig(heldout_neurons=[0]))  # an explicit choice wins
+    assert list(mine.heldout_neurons) == [0]
 
 
 @pytest.mark.parametrize("kind,words", [

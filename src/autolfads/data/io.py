@@ -102,6 +102,7 @@ def from_array(
     bin_size_s: float | None = None,
     true_input_times: np.ndarray | None = None,
     behavior: np.ndarray | None = None,
+    test_inds: np.ndarray | None = None,
 ) -> Dataset:
     """A `Dataset` from in-memory arrays, with the same checks and split as `load_dataset`.
 
@@ -113,8 +114,8 @@ def from_array(
     return _build(
         data, layout, label=source, noun="argument", cfg=cfg, truth=truth,
         conditions=conditions, train_inds=train_inds, valid_inds=valid_inds,
-        ext_input=ext_input, bin_size_s=bin_size_s, true_input_times=true_input_times,
-        behavior=behavior,
+        test_inds=test_inds, ext_input=ext_input, bin_size_s=bin_size_s,
+        true_input_times=true_input_times, behavior=behavior,
     )  # fmt: skip
 
 

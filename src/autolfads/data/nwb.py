@@ -5,7 +5,9 @@ window around each trial's alignment time: the trials table's column data.align 
 start_time) plus data.window_ms = [start, stop] (default: from 0 to the shortest trial's
 duration). Optional: a trials column as the condition of each trial (data.condition), and a
 time series (data.behavior, e.g. hand_vel, looked up in acquisition and in every processing
-module) resampled at the bin centres as decode targets. Each problem is one UserInputError line.
+module) resampled at the bin centres as decode targets. The Neural Latents Benchmark's files
+work as they are: their units' `heldout` column gives the held-out neurons and their trials'
+`split` column the train / val / test split. Each problem is one UserInputError line.
 """
 
 from __future__ import annotations
@@ -113,5 +115,25 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
         if cfg.behavior:
             centres = 0.5 * (edges[:, :-1] + edges[:, 1:])
             behavior = _series_at(_find_series(nwb, cfg.behavior, p), centres)
+        # NLB's files as they are: a `heldout` units column marks the held-out neurons, and a
+        # `split` trials column (train / val / test) the split; explicit settings win.
+        if ("heldout" in nwb.units.colnames and cfg.heldout_neurons is None
+                and cfg.heldout_fraction == 0):
+            held = np.flatnonzero(np.asarray(nwb.units["heldout"][:], dtype=bool))
+            cfg = cfg.model_copy(update={"heldout_neurons": [int(i) for i in held]})
+        inds = {}
+        if "split" in nwb.trials.colnames:
+            split = np.asarray([str(v) for v in nwb.trials["split"][:]])
+            inds = {f"{ours}_inds": np.flatnonzero(split == theirs)
+                    for ours, theirs in (("train", "train"), ("valid", "val"), ("test", "test"))}
+            if not len(inds["train_inds"]) or not len(inds["valid_inds"]):
+                raise UserInputError(f"{p}: the trials table's split column needs 'train' and "
+                                     "'val' trials")
+            if not len(inds["test_inds"]):
+                inds.pop("test_inds")
+            other = len(split) - sum(len(v) for v in inds.values())
+            if other:
+                raise UserInputError(f"{p}: {other} trial(s) whose split is not train, val or "
+                                     "test")
     return from_array(counts, layout="trials_time_neurons", conditions=conditions, cfg=cfg,
-                      source=str(p), bin_size_s=bin_s, behavior=behavior)
+                      source=str(p), bin_size_s=bin_s, behavior=behavior, **inds)
