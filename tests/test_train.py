@@ -140,3 +140,25 @@ def test_sample_validation_holds_out_the_same_entries_for_every_worker():
         assert torch.equal(train_sv, masks[0][0]) and torch.equal(valid_sv, masks[0][1])
     assert 0.15 < float(masks[0][0].float().mean()) < 0.25
     assert not torch.equal(masks[0][0][:8], masks[0][1][:8])  # the two splits' masks differ
+
+
+def test_sampling_encodes_once_and_gives_the_same_outputs_as_encoding_every_sample(tiny):
+    """Posterior sampling encodes each trial once (issue 13): for the same draws, the outputs
+    equal those of running the whole model on every copy of every trial."""
+    tr = new_trainer(tiny_config(seed=5), tiny)
+    tr.fit(1, early_stop=False)
+    model, x, S = tr.model, tr.valid_in, 7
+    model.eval()
+    torch.manual_seed(11)
+    with torch.no_grad():
+        xs = x.repeat(S, 1, 1)
+        out = model(xs, sample=True, noise=model.draw_noise(xs, sample=True))
+    want = {"rates": model.obs.mean(out.obs_params), "factors": out.factors,
+            "inferred_inputs": out.inferred_inputs}
+    torch.manual_seed(11)
+    got = sample_and_average(model, x, n_samples=S, max_batch=10**6)
+    assert model.cfg.co_dim > 0  # the controller's path is exercised too
+    for key, full in want.items():
+        mean = full.reshape(S, x.shape[0], *full.shape[1:]).mean(0).numpy()
+        np.testing.assert_allclose(got[key], mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["ic_mean"], out.ic_mean[: x.shape[0]].numpy(), rtol=1e-6)

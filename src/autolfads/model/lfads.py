@@ -133,10 +133,18 @@ class LFADS(nn.Module):
         the random draws (tests use it to feed the fused and the plain form the same draws).
         """
         nz = self.draw_noise(data, sample) if noise is None else noise
-        ic_mean, ic_logvar, ci = self.encode(data, nz)
+        return self.generate(self.encode(data, nz), ext_input, nz,
+                             self.recon_seq_len or data.shape[1])
+
+    def generate(self, encoded: tuple, ext_input: torch.Tensor | None, nz: Noise, T: int
+                 ) -> LFADSOutput:
+        """The part of a forward pass after the encoders: z0 ~ q(z0|x), the controller and
+        generator over T bins, the readout. encoded: encode()'s output for the same trials (in
+        eval mode it does not depend on the draws, so posterior sampling encodes each trial
+        once and generates all its samples from it: training/sampling.py)."""
+        ic_mean, ic_logvar, ci = encoded
         z0 = ic_mean if nz.z0 is None else ic_mean + torch.exp(0.5 * ic_logvar) * nz.z0  # ~ q(z0|x)
         ext = None if not self.ext_input_dim else ext_input.transpose(0, 1)
-        T = self.recon_seq_len or data.shape[1]
         factors, u, co_mean, co_logvar = self.decode(z0, ci, ext, nz, T)
         obs_params = self.readout(factors)  # theta_t = W_out f_t + b_out
         return LFADSOutput(obs_params, factors, ic_mean, ic_logvar, co_mean, co_logvar, u)

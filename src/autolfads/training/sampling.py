@@ -1,8 +1,9 @@
 """Posterior sample-and-average: the LFADS output.
 
 For each trial, draw N samples of z0 and u_{1:T} from the posterior (dropout off) and average the
-rates, factors and inferred inputs over samples. All N samples of a chunk of trials run as one
-batch of size chunk * N, so the cost is a few large passes instead of N small ones.
+rates, factors and inferred inputs over samples. Each trial is encoded once (the encoders are
+deterministic in eval mode); all N samples of a chunk of trials are then generated as one batch
+of size chunk * N, so the cost is a few large passes instead of N small ones.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from autolfads.model import LFADS
+from autolfads.model.noise import draw_noise
 from autolfads.training.parallel import Shards
 
 KEYS = ("rates", "factors", "inferred_inputs", "ic_mean")
@@ -32,23 +34,30 @@ def sample_and_average(
     first."""
     model.eval()
     shards = shards or Shards(1)
-    B = data.shape[0]
+    B, T_enc = data.shape[:2]
+    T = model.recon_seq_len or T_enc
     chunk = max(1, max_batch // n_samples)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in KEYS}
     for start in range(0, B, chunk):
         x = data[start : start + chunk]
         b = x.shape[0]
-        # Sample s of trial i sits at row s * b + i, so a reshape to (S, b, ...) averages cleanly.
-        xs = x.repeat(n_samples, 1, 1)
+        # Dropout is off, so the encoders' outputs do not depend on the draws: encode each trial
+        # once, then generate its samples. Sample s of trial i sits at row s * b + i, so a
+        # reshape to (S, b, ...) averages cleanly; the draws are those of one pass over the
+        # S * b rows, as when every copy was encoded (tests/test_train.py checks both agree).
+        ic_mean, ic_logvar, ci = model.encode(x, draw_noise(model, b, T_enc, x, sample=False))
+        enc = (ic_mean.repeat(n_samples, 1), ic_logvar.repeat(n_samples, 1),
+               None if ci is None else ci.repeat(1, n_samples, 1))
         es = None if ext_input is None else ext_input[start : start + chunk].repeat(n_samples, 1, 1)
-        nz = model.draw_noise(xs, sample=True)
+        nz = draw_noise(model, b * n_samples, T_enc, x, sample=True)
 
-        def run(s: slice, xs=xs, es=es, nz=nz):
-            out = model(xs[s], None if es is None else es[s], sample=True, noise=nz.select(s))
-            return model.obs.mean(out.obs_params), out.factors, out.inferred_inputs, out.ic_mean
+        def run(s: slice, enc=enc, es=es, nz=nz):
+            sub = (enc[0][s], enc[1][s], None if enc[2] is None else enc[2][:, s])
+            out = model.generate(sub, None if es is None else es[s], nz.select(s), T)
+            return model.obs.mean(out.obs_params), out.factors, out.inferred_inputs
 
-        outs = shards.map(run, shards.split(xs.shape[0]))
-        rates, factors, inputs, ic_mean = (torch.cat(t) for t in zip(*outs, strict=True))
+        outs = shards.map(run, shards.split(b * n_samples))
+        rates, factors, inputs = (torch.cat(t) for t in zip(*outs, strict=True))
 
         def avg(t: torch.Tensor, b: int = b) -> np.ndarray:
             return t.reshape(n_samples, b, *t.shape[1:]).mean(0).cpu().numpy()
@@ -56,7 +65,7 @@ def sample_and_average(
         parts["rates"].append(avg(rates))
         parts["factors"].append(avg(factors))
         parts["inferred_inputs"].append(avg(inputs))
-        parts["ic_mean"].append(ic_mean[:b].cpu().numpy())
+        parts["ic_mean"].append(ic_mean.cpu().numpy())
     return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
 
 
