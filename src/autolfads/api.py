@@ -24,8 +24,8 @@ from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
 from autolfads.inputs import (  # noqa: F401  (load, synth, deconvolve: part of the API)
     DataLike,
-    behavior_line,
     choose_observation,
+    data_lines,
     deconvolve,
     load,
     resolve_data,
@@ -102,11 +102,7 @@ def train(
     obs_lines = choose_observation(cfg, dataset)  # bad data is reported before --out is touched
     out_dir = prepare_run_dir(out, force) if out is not None else None
 
-    say(f"data: {dataset.source}: {dataset.summary()}")
-    if behavior_line(dataset):
-        say(behavior_line(dataset))
-    for line in obs_lines:
-        say(line)
+    _say_all(say, data_lines(dataset, obs_lines))
     t0 = time.perf_counter()
     trainer = Trainer(cfg, dataset, shard_threads=setup_process(cfg.train))
     say(f"training LFADS on {trainer.device} for up to {cfg.train.epochs} epochs")
@@ -211,11 +207,7 @@ def run(
     store.sync()
 
     p = cfg.pbt
-    say(f"data: {dataset.source}: {dataset.summary()}")
-    if behavior_line(dataset):
-        say(behavior_line(dataset))
-    for line in obs_lines:
-        say(line)
+    _say_all(say, data_lines(dataset, obs_lines))
     say(f"AutoLFADS: population {p.population}, up to {p.generations} generations of "
         f"{p.epochs_per_generation} epochs, {p.cpus_per_worker:g} CPU per worker")
     t0 = time.perf_counter()
@@ -238,6 +230,11 @@ def run(
         store.sync()
         say(f"run uploaded to {store.location} (local copy: {out_dir})")
     return res
+
+
+def _say_all(say: Callable[[str], None], lines: list[str]) -> None:
+    for line in lines:
+        say(line)
 
 
 def _keep_old_split(cfg: Config, config_path: Path) -> None:

@@ -64,23 +64,15 @@ def synth(kind: str = "lorenz", seed: int = 0, out: str | Path | None = None,
         if out is not None:
             write_lorenz(out, seed=seed, fmt=fmt)
         return lorenz_dataset(seed=seed)
-    if kind in ("emg", "calcium"):
-        known = EMG_DEFAULTS if kind == "emg" else CALCIUM_DEFAULTS
-        if set(params) - set(known):
-            raise UserInputError(f"synth {kind}: unknown parameter(s) "
-                                 f"{', '.join(sorted(set(params) - set(known)))}; known: "
-                                 f"{', '.join(known)}")
-        ds = modality_dataset(kind, seed=seed, **params)
-        if out is not None:
-            write_dataset(out, ds, fmt=fmt)
-        return ds
-    unknown = sorted(set(params) - {*CHAOTIC_RNN_DEFAULTS, "bin_size_s", "mean_rate_hz"})
+    known = {"emg": EMG_DEFAULTS, "calcium": CALCIUM_DEFAULTS,
+             "chaotic_rnn": CHAOTIC_RNN_DEFAULTS}[kind]
+    hidden = {"bin_size_s", "mean_rate_hz"} if kind == "chaotic_rnn" else set()
+    unknown = sorted(set(params) - {*known, *hidden})
     if unknown:
-        raise UserInputError(
-            f"synth chaotic_rnn: unknown parameter(s) {', '.join(unknown)}; "
-            f"known: {', '.join(CHAOTIC_RNN_DEFAULTS)}"
-        )
-    ds = chaotic_rnn_dataset(seed=seed, **params)
+        raise UserInputError(f"synth {kind}: unknown parameter(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(known)}")
+    ds = (chaotic_rnn_dataset(seed=seed, **params) if kind == "chaotic_rnn"
+          else modality_dataset(kind, seed=seed, **params))
     if out is not None:
         write_dataset(out, ds, fmt=fmt)
     return ds
@@ -121,14 +113,16 @@ def resolve_data(data: DataLike, cfg: DataConfig, say: Callable[[str], None] | N
     return deconvolve_if_asked(ds, cfg, say)
 
 
-def behavior_line(dataset: Dataset) -> str | None:
-    """What the decode targets cover, when the data has them."""
+def data_lines(dataset: Dataset, obs_lines: list[str]) -> list[str]:
+    """What to say about the data before training: its size and split, what the decode targets
+    cover (when it has them), then choose_observation's lines."""
+    lines = [f"data: {dataset.source}: {dataset.summary()}"]
     b = dataset.behavior
-    if b is None:
-        return None
-    where = (f"the last {b.shape[1]} of {dataset.n_time} bins (aligned to the end)"
-             if b.shape[1] < dataset.n_time else f"all {b.shape[1]} bins")
-    return f"decode targets: {b.shape[2]} variable(s) over {where}"
+    if b is not None:
+        where = (f"the last {b.shape[1]} of {dataset.n_time} bins (aligned to the end)"
+                 if b.shape[1] < dataset.n_time else f"all {b.shape[1]} bins")
+        lines.append(f"decode targets: {b.shape[2]} variable(s) over {where}")
+    return lines + obs_lines
 
 
 def choose_observation(cfg: Config, dataset: Dataset) -> list[str]:

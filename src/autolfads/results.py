@@ -77,8 +77,9 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
         for sp in splits:
             m[f"bps_{sp}"] = bits_per_spike(post[f"{sp}_rates"], dataset.split(sp))
         m["bps"] = m[f"bps_{head}"]
+    rates = dataset.to_original_order(*(post[f"{sp}_rates"] for sp in splits))
+    data = dataset.all_data()
     if dataset.has_truth:
-        rates = dataset.to_original_order(*(post[f"{sp}_rates"] for sp in splits))
         truth = dataset.all_truth()
         m["r2_rates"] = r2_rates(rates, truth)
         m["r2_tutorial"] = m["r2_rates"]  # the tutorial's compare_rates.m: squared correlation
@@ -89,14 +90,13 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
             m[f"r2_{sp}"] = r2_pooled(pred, true)
             m[f"r2_per_neuron_{sp}"] = r2_per_neuron(pred, true)
         m["r2_per_neuron"] = r2_per_neuron(rates, truth)
-        base = smoothing_baseline(dataset.all_data(), truth)
+        base = smoothing_baseline(data, truth)
         m["r2_smoothing"] = float(base["r2_rates"])
         m["smoothing_sigma_bins"] = float(base["sigma_bins"])
     if observation == "poisson":
-        m.update(nlb_metrics(dataset, post, head))
+        m.update(nlb_metrics(dataset, post, head, data))
     if dataset.behavior is not None:  # cross-validated ridge, as the tutorial decodes EMG
-        means = dataset.to_original_order(*(post[f"{sp}_rates"] for sp in splits))
-        m.update(decoding_metrics(means, dataset.all_data(), dataset.behavior))
+        m.update(decoding_metrics(rates, data, dataset.behavior))
     times = dataset.true_input_times
     if times is not None and post["train_inferred_inputs"].shape[-1] > 0:
         inputs = dataset.to_original_order(*(post[f"{sp}_inferred_inputs"] for sp in splits))
@@ -108,20 +108,20 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
     return {k: float(v) for k, v in m.items()}
 
 
-def nlb_metrics(dataset: Dataset, post: dict[str, np.ndarray], split: str) -> dict[str, float]:
+def nlb_metrics(dataset: Dataset, post: dict[str, np.ndarray], split: str,
+                data: np.ndarray) -> dict[str, float]:
     """The Neural Latents Benchmark's metrics on `split` (test trials when there are any):
     co-bps with held-out neurons (and the smoothing baseline's), fp-bps with forward bins,
     PSTH R^2 with conditions and true rates, velocity R^2 with decode targets (ridge fitted on
-    the training trials)."""
+    the training trials). data: dataset.all_data(), which the caller has."""
     m: dict[str, float] = {}
     rates, spikes = post[f"{split}_rates"], dataset.split(split)
     n_obs, heldout = dataset.n_observed_bins, dataset.heldout_neurons
     if len(heldout):
         m["co_bps"] = nlb.co_bps(rates, spikes, heldout, n_obs)
-        all_spikes = dataset.all_data()
         inds = {sp: getattr(dataset, f"{sp}_inds") for sp in dataset.splits}
         m["co_bps_smoothing"], m["co_bps_smoothing_sigma_bins"] = nlb.smoothing_co_bps(
-            all_spikes, heldout, n_obs, inds["train"], inds["valid"], inds[split])
+            data, heldout, n_obs, inds["train"], inds["valid"], inds[split])
     if dataset.forward_bins:
         m["fp_bps"] = nlb.fp_bps(rates, spikes, n_obs)
     cond, truth = dataset.conditions, dataset.all_truth()

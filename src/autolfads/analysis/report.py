@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -237,8 +238,8 @@ def _decoding(m: dict) -> str:
     """Decode targets' cross-validated R^2: from the inferred rates and from smoothed data."""
     if not isinstance(m.get("decode_r2"), (int, float)):
         return ""
-    cells = [(str(k), m.get(f"decode_r2_{k}"), m.get(f"decode_r2_smoothing_{k}"))
-             for k in range(1000) if f"decode_r2_{k}" in m]
+    cells = [(str(k), m[f"decode_r2_{k}"], m.get(f"decode_r2_smoothing_{k}"))
+             for k in itertools.takewhile(lambda k: f"decode_r2_{k}" in m, itertools.count())]
     cells.append(("mean", m["decode_r2"], m.get("decode_r2_smoothing")))
     body = "".join(f"<tr><td>{_e(k)}</td><td>{_num(a)}</td><td>{_num(b)}</td></tr>"
                    for k, a, b in cells)

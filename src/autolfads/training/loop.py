@@ -111,10 +111,13 @@ class Trainer:
         self.train_sv = _sv_mask(self.train_x, sv, seed)
         self.valid_sv = _sv_mask(self.valid_x, sv, seed + 1)
 
-        # The observation model (auto: chosen from the data; api.py says why before training).
-        name, _ = resolve_observation(cfg.model.observation, data.all_data(), data.source or "data")
-        self.cfg.model.observation = name
-        obs = build_observation(name, self.train_x, torch.cat([self.train_x, self.valid_x]))
+        # The observation model. The entry points settle and check it before training
+        # (inputs.choose_observation); only a Trainer made directly on `auto` chooses here.
+        name = cfg.model.observation
+        if name == "auto":
+            name, _ = resolve_observation(name, data.all_data(), data.source or "data")
+            self.cfg.model.observation = name
+        obs = build_observation(name, self.train_x, self.valid_x)
         # Held-out neurons / forward bins (NLB): the encoders read the held-in neurons over the
         # observed bins; the model reconstructs every neuron over every bin.
         self.holds_out = data.holds_out

@@ -31,13 +31,13 @@ MODELS: dict[str, type[Observation]] = {
 }
 
 
-def build(name: str, train_x: torch.Tensor, all_x: torch.Tensor | None = None) -> Observation:
+def build(name: str, train_x: torch.Tensor, *other_x: torch.Tensor) -> Observation:
     """The observation model `name` with its data constants taken from the training trials
-    (all_x: every trial, for zero-inflated Gamma's thresholds)."""
+    (other_x: the other splits, for zero-inflated Gamma's thresholds)."""
     if name == "poisson":
         return Poisson()
     if name == "zero_inflated_gamma":
-        return ZeroInflatedGamma(train_x, all_x)
+        return ZeroInflatedGamma(train_x, *other_x)
     if name in MODELS:
         return MODELS[name](train_x)
     raise ValueError(f"unknown observation model {name!r}; known: {', '.join(MODELS)}")

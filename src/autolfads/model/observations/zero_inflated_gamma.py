@@ -22,10 +22,14 @@ from autolfads.model.observations.gamma import gamma_nll, moment_params, typical
 LOC_FRACTION = 0.99  # loc = this times the smallest non-zero value of the channel
 
 
-def thresholds(x: torch.Tensor) -> torch.Tensor:
-    """loc per channel (last axis) from the data; channels without a non-zero value get 0."""
-    flat = x.reshape(-1, x.shape[-1])
-    smallest = torch.where(flat > 0, flat, torch.full_like(flat, torch.inf)).amin(0)
+def thresholds(*xs: torch.Tensor) -> torch.Tensor:
+    """loc per channel (last axis) from the data (one array or several, e.g. each split);
+    channels without a non-zero value get 0."""
+    def smallest_of(x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        return torch.where(flat > 0, flat, torch.full_like(flat, torch.inf)).amin(0)
+
+    smallest = torch.stack([smallest_of(x) for x in xs]).amin(0)
     return torch.where(torch.isfinite(smallest), LOC_FRACTION * smallest,
                        torch.zeros_like(smallest))
 
@@ -44,11 +48,11 @@ class ZeroInflatedGamma(Observation):
     name = "zero_inflated_gamma"
     n_params = 3
 
-    def __init__(self, train_x: torch.Tensor, all_x: torch.Tensor | None = None):
-        """train_x scales the encoders' input; loc comes from all_x (every trial: a validation
-        event below the training minimum must still lie above loc), default train_x."""
+    def __init__(self, train_x: torch.Tensor, *other_x: torch.Tensor):
+        """train_x scales the encoders' input; loc comes from it and other_x (the other splits:
+        a validation event below the training minimum must still lie above loc)."""
         super().__init__()
-        self.register_buffer("loc", thresholds(train_x if all_x is None else all_x))
+        self.register_buffer("loc", thresholds(train_x, *other_x))
         self.register_buffer("scale", typical_size(train_x))
 
     def nll(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
