@@ -11,6 +11,7 @@ import time
 
 import pytest
 import scipy.io
+import torch
 from conftest import TINY_MODEL, tiny_dataset
 
 from autolfads.data.writers import write_lfads_h5
@@ -60,9 +61,15 @@ def test_autolfads_run_end_to_end(tmp_path):
     import autolfads
 
     run = tmp_path / "run"
+    # With sample validation on: every worker scores on the same held-out entries, also after
+    # the exploits (each generation has one), so its checkpoints all name the same entries.
     res = autolfads.run(tiny_dataset(n_trials=40), run, population=4, generations=3,
-                        epochs_per_generation=2, overrides=TINY, quiet=True)
+                        epochs_per_generation=2, overrides=[*TINY, "model.sv_rate=0.2"],
+                        quiet=True)
     check_logs(run, population=4, generations=3)
+    ckpts = sorted((run / "pbt" / "checkpoints").glob("w*/*.pt"))
+    digests = {torch.load(p, weights_only=True)["sv_mask"] for p in ckpts}
+    assert len(ckpts) == 4 and len(digests) == 1 and len(digests.pop()) == 16
     assert (run / "best_model" / "checkpoint.pt").is_file()
     assert json.loads((run / "best_model" / "hparams.json").read_text())["generation"] == 3
     mat = scipy.io.loadmat(run / "output" / "lfads_output.mat")

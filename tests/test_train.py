@@ -3,9 +3,11 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 from conftest import tiny_config, tiny_dataset
 
+from autolfads.errors import UserInputError
 from autolfads.model.observations import poisson_nll
 from autolfads.training.loop import Trainer, ramp
 from autolfads.training.process import setup_process
@@ -140,6 +142,14 @@ def test_sample_validation_holds_out_the_same_entries_for_every_worker():
         assert torch.equal(train_sv, masks[0][0]) and torch.equal(valid_sv, masks[0][1])
     assert 0.15 < float(masks[0][0].float().mean()) < 0.25
     assert not torch.equal(masks[0][0][:8], masks[0][1][:8])  # the two splits' masks differ
+    # A checkpoint names its entries; one from other entries is refused, with the reason.
+    ck = tr.checkpoint()
+    assert len(ck["sv_mask"]) == 16
+    tr.load_checkpoint(ck)
+    other = tiny_config()
+    other.model.sv_rate = 0.3
+    with pytest.raises(UserInputError, match="other sample-validation entries"):
+        Trainer(other, ds).load_checkpoint(ck)
 
 
 def test_sampling_encodes_once_and_gives_the_same_outputs_as_encoding_every_sample(tiny):

@@ -117,10 +117,12 @@ def data_lines(dataset: Dataset, obs_lines: list[str]) -> list[str]:
     """What to say about the data before training: its size and split, what the decode targets
     cover (when it has them), then choose_observation's lines."""
     lines = [f"data: {dataset.source}: {dataset.summary()}"]
-    b = dataset.behavior
+    lines += [f"warning: {w}" for w in dataset.meta.get("warnings", [])]
+    b, t_obs = dataset.behavior, dataset.n_observed_bins
     if b is not None:
-        where = (f"the last {b.shape[1]} of {dataset.n_time} bins (aligned to the end)"
-                 if b.shape[1] < dataset.n_time else f"all {b.shape[1]} bins")
+        observed = "observed " if dataset.forward_bins else ""
+        where = (f"the last {b.shape[1]} of {t_obs} {observed}bins (aligned to the end)"
+                 if b.shape[1] < t_obs else f"all {b.shape[1]} {observed}bins")
         lines.append(f"decode targets: {b.shape[2]} variable(s) over {where}")
     return lines + obs_lines
 

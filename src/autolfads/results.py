@@ -96,7 +96,8 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
     if observation == "poisson":
         m.update(nlb_metrics(dataset, post, head, data))
     if dataset.behavior is not None:  # cross-validated ridge, as the tutorial decodes EMG
-        m.update(decoding_metrics(rates, data, dataset.behavior))
+        t_obs = dataset.n_observed_bins  # the targets end with the last observed bin
+        m.update(decoding_metrics(rates[:, :t_obs], data[:, :t_obs], dataset.behavior))
     times = dataset.true_input_times
     if times is not None and post["train_inferred_inputs"].shape[-1] > 0:
         inputs = dataset.to_original_order(*(post[f"{sp}_inferred_inputs"] for sp in splits))
@@ -135,7 +136,7 @@ def nlb_metrics(dataset: Dataset, post: dict[str, np.ndarray], split: str,
         beh, tb = dataset.behavior, dataset.behavior.shape[1]
 
         def flat(a: np.ndarray) -> np.ndarray:  # the behaviour's bins, time-flattened trials
-            return a[:, -tb:].reshape(-1, a.shape[-1])
+            return a[:, n_obs - tb : n_obs].reshape(-1, a.shape[-1])
 
         tr_inds, sp_inds = dataset.train_inds, getattr(dataset, f"{split}_inds")
         m["vel_r2"] = nlb.velocity_r2(flat(post["train_rates"]), flat(beh[tr_inds]),

@@ -117,9 +117,15 @@ class Dataset:
 
     def summary(self) -> str:
         test = f" / {len(self.test_inds)} test" if self.has_test else ", no test trials"
+        held = []
+        if len(self.heldout_neurons):
+            held.append(f"{len(self.heldout_neurons)} held-out neurons")
+        if self.forward_bins:
+            held.append(f"{self.forward_bins} forward bins")
         return (
             f"{self.n_trials} trials x {self.n_time} bins x {self.n_neurons} neurons "
             f"({len(self.train_inds)} train / {len(self.valid_inds)} valid{test})"
+            + (f"; {', '.join(held)}" if held else "")
         )
 
 

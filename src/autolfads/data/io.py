@@ -16,6 +16,7 @@ import numpy as np
 
 from autolfads.config import AUTO_TEST_MIN_TRIALS, DataConfig
 from autolfads.data.dataset import Dataset, permutation
+from autolfads.data.nlb_tensors import is_nlb, read_nlb
 from autolfads.data.validate import (
     as_numeric,
     check_3d,
@@ -204,7 +205,9 @@ def _build(
     cond = check_conditions(conditions, n, describe("conditions"))
     ext = check_ext_input(ext_input, x.shape, describe("ext_input"))
     input_times = check_input_times(true_input_times, x.shape, describe("true_input_times"))
-    beh = check_behavior(behavior, x.shape, describe("behavior"))
+    heldout, forward = check_heldout(cfg, x.shape[2], x.shape[1], label)
+    # Decode targets end with the last observed bin: forward bins have no behaviour to decode.
+    beh = check_behavior(behavior, (n, x.shape[1] - forward), describe("behavior"))
 
     if train_inds is None and valid_inds is None:
         tr, va, te = split_trials(n, cfg)
@@ -220,8 +223,6 @@ def _build(
 
     def test(arr: np.ndarray | None) -> np.ndarray | None:
         return pick(arr, te) if len(te) else None
-
-    heldout, forward = check_heldout(cfg, x.shape[2], x.shape[1], label)
 
     return Dataset(
         train_data=pick(x, tr), valid_data=pick(x, va), train_inds=tr, valid_inds=va,
@@ -298,11 +299,14 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
     except (OSError, RuntimeError) as e:
         raise unreadable(p, "an HDF5 file", e) from None
     label = str(p)
+    if is_nlb(names):
+        return _from_nlb(label, vals, cfg)
     missing = [k for k in ("train_data", "valid_data") if k not in vals]
     if missing:
         raise UserInputError(
             f"{p}: no dataset '{missing[0]}' (found: {', '.join(names) or 'none'}); an LFADS .h5 "
-            "needs train_data and valid_data (trials x time x neurons)"
+            "needs train_data and valid_data (trials x time x neurons), an NLB tensor file "
+            "train_spikes_heldin"
         )
     # An optional third split, test_data (with test_inds / test_truth / ...), as our writer makes.
     splits = ("train", "valid", "test") if "test_data" in vals else ("train", "valid")
@@ -365,3 +369,22 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
         can_relayout=False, true_input_times=vals.get("true_input_times"),
         behavior=merge("decode", None),
     )  # fmt: skip
+
+
+def _from_nlb(label: str, vals: dict[str, np.ndarray], cfg: DataConfig) -> Dataset:
+    """An NLB tensor file (nlb_tensors.py): the train trials split by data.split, the eval trials
+    (when they can be scored) as the test trials."""
+    t = read_nlb(label, vals, cfg)
+    inds: dict[str, np.ndarray] = {}
+    if t.n_eval:
+        no_test = t.cfg.model_copy(update={"test_every": 0, "test_fraction": 0.0})
+        tr, va, _ = split_trials(t.n_train, no_test)
+        inds = {"train_inds": tr, "valid_inds": va,
+                "test_inds": np.arange(t.n_train, t.n_train + t.n_eval)}
+    ds = _build(t.data, INTERNAL_LAYOUT, label=label, noun="dataset", cfg=t.cfg,
+                bin_size_s=_bin_size_s(vals, label, "dataset"), data_name="train_spikes_heldin",
+                can_relayout=False, behavior=t.behavior, **inds)
+    if t.n_eval:
+        ds.meta["split"] = f"{t.cfg.split} over the train trials; NLB's eval trials are the test"
+    ds.meta["warnings"] = t.warnings
+    return ds

@@ -115,6 +115,8 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
         if cfg.behavior:
             centres = 0.5 * (edges[:, :-1] + edges[:, 1:])
             behavior = _series_at(_find_series(nwb, cfg.behavior, p), centres)
+            if 0 < cfg.forward_bins < n_bins:  # nothing to decode in the forward bins
+                behavior = behavior[:, : n_bins - cfg.forward_bins]
         # NLB's files as they are: a `heldout` units column marks the held-out neurons, and a
         # `split` trials column (train / val / test) the split; explicit settings win.
         if ("heldout" in nwb.units.colnames and cfg.heldout_neurons is None

@@ -216,7 +216,8 @@ def check_input_times(times: object, shape: tuple[int, ...], what: str) -> np.nd
 
 def check_behavior(beh: object, shape: tuple[int, ...], what: str) -> np.ndarray | None:
     """Decode targets: trials x time x variables (trials x time for one), the same trials as the
-    data and at most as many bins (fewer: they are the data's last bins)."""
+    data and at most as many bins as it observes, shape[1] (fewer: they are the last observed
+    bins)."""
     if beh is None:
         return None
     b = as_numeric(beh, what)
@@ -228,7 +229,8 @@ def check_behavior(beh: object, shape: tuple[int, ...], what: str) -> np.ndarray
                              f"{shape[0]} trials, found {found}")
     if b.shape[1] > shape[1] or b.shape[1] < 1 or b.shape[2] < 1:
         raise UserInputError(f"{what}: {b.shape[1]} bins x {b.shape[2]} variables; expected 1 to "
-                             f"{shape[1]} bins (the data's) and at least one variable")
+                             f"{shape[1]} bins (the data's observed bins, forward bins excluded) "
+                             "and at least one variable")
     if not np.isfinite(b).all():
         raise UserInputError(f"{what}: contains NaN/Inf; decode targets must be finite")
     return np.ascontiguousarray(b, dtype=np.float32)

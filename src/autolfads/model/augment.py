@@ -12,6 +12,9 @@ held-out check of the rates that identity overfitting cannot fake.
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import torch
 
 from autolfads.model.noise import bernoulli
@@ -40,6 +43,19 @@ def sample_validation_mask(shape: tuple[int, ...], rate: float, seed: int) -> to
         return None
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(shape, generator=gen) < rate
+
+
+def mask_digest(*masks: torch.Tensor | None) -> str:
+    """A short fingerprint of the held-out SV entries ("" when SV is off): checkpoints carry it,
+    so weights are never carried over to a worker that holds out other entries."""
+    if all(m is None for m in masks):
+        return ""
+    h = hashlib.sha1()
+    for m in masks:
+        if m is not None:
+            h.update(str(tuple(m.shape)).encode())
+            h.update(np.packbits(m.cpu().numpy().ravel()).tobytes())
+    return h.hexdigest()[:16]
 
 
 def hide_entries(data: torch.Tensor, held_out: torch.Tensor | None, rate: float) -> torch.Tensor:

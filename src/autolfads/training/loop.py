@@ -23,10 +23,12 @@ import torch
 
 from autolfads.config import TUNABLE, Config
 from autolfads.data.dataset import Dataset
+from autolfads.errors import UserInputError
 from autolfads.model import LFADS
 from autolfads.model.augment import (
     coordinated_dropout,
     hide_entries,
+    mask_digest,
     sample_validation_mask,
 )
 from autolfads.model.objective import Costs, LossWeights
@@ -110,6 +112,7 @@ class Trainer:
         seed = SV_MASK_SEED + cfg.data.split_seed
         self.train_sv = _sv_mask(self.train_x, sv, seed)
         self.valid_sv = _sv_mask(self.valid_x, sv, seed + 1)
+        self.sv_digest = mask_digest(self.train_sv, self.valid_sv)
 
         # The observation model. The entry points settle and check it before training
         # (inputs.choose_observation); only a Trainer made directly on `auto` chooses here.
@@ -314,6 +317,7 @@ class Trainer:
             "state": self.state.__dict__,
             "hparams": self.hparams(),
             "rng": rng,
+            "sv_mask": self.sv_digest,
         }
 
     def save(self, path: str | Path, **extra) -> Path:
@@ -335,6 +339,11 @@ class Trainer:
         self.load_checkpoint(ck, restore_rng)
 
     def load_checkpoint(self, ck: dict, restore_rng: bool = True) -> None:
+        if ck.get("sv_mask", self.sv_digest) != self.sv_digest:  # older checkpoints: no key
+            raise UserInputError(
+                "checkpoint: trained with other sample-validation entries than this run's "
+                "(model.sv_rate, data.split_seed or the data changed); its validation scores "
+                "would not compare. Keep those settings, or start a new run")
         self.model.load_state_dict(ck["model"])
         self.best_weights = ck.get("best_model")
         self.optimizer.load_state_dict(ck["optimizer"])
