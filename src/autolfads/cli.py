@@ -20,8 +20,8 @@ app.add_typer(synth_app, name="synth")
 app.add_typer(cloud_app, name="cloud")
 
 # Options `train` and `run` share (typer reads these defaults; one object serves both).
-DATA = typer.Argument(None, help="Data file (.mat, .h5, .npz), a path or a gs:// / s3:// URI; "
-                      "default: built-in Lorenz.")
+DATA = typer.Argument(None, help="Data file (.mat, .h5 incl. NLB tensors, .npz, .nwb), a path "
+                      "or a gs:// / s3:// URI; default: built-in Lorenz.")
 CONFIG = typer.Option(None, "--config", help="YAML config file.")
 SET = typer.Option(None, "--set", help="Override a config key, e.g. --set model.gen_dim=100 "
                    "(repeatable).")

@@ -48,8 +48,8 @@ __all__ = [
     "write_tutorial_mat",
 ]
 
-SUPPORTED = (".mat (MATLAB v5 or v7.3), .h5/.hdf5 (LFADS: train_data/valid_data), .npz (data), "
-             ".nwb (units and trials tables)")
+SUPPORTED = (".mat (MATLAB v5 or v7.3), .h5/.hdf5 (LFADS: train_data/valid_data; NLB: "
+             "train_spikes_heldin), .npz (data), .nwb (units and trials tables)")
 OPTIONAL_VARS = ("truth", "conditions", "train_inds", "valid_inds", "test_inds", "bin_size_ms",
                  "dt", "layout", "true_input_times", "behavior")
 
