@@ -10,6 +10,7 @@ from conftest import tiny_config, tiny_dataset
 from autolfads.errors import UserInputError
 from autolfads.model.observations import poisson_nll
 from autolfads.training.loop import Trainer, ramp
+from autolfads.training.parallel import Shards
 from autolfads.training.process import setup_process
 from autolfads.training.sampling import posterior_outputs, sample_and_average
 
@@ -165,10 +166,22 @@ def test_sampling_encodes_once_and_gives_the_same_outputs_as_encoding_every_samp
         out = model(xs, sample=True, noise=model.draw_noise(xs, sample=True))
     want = {"rates": model.obs.mean(out.obs_params), "factors": out.factors,
             "inferred_inputs": out.inferred_inputs}
-    torch.manual_seed(11)
-    got = sample_and_average(model, x, n_samples=S, max_batch=10**6)
     assert model.cfg.co_dim > 0  # the controller's path is exercised too
-    for key, full in want.items():
-        mean = full.reshape(S, x.shape[0], *full.shape[1:]).mean(0).numpy()
-        np.testing.assert_allclose(got[key], mean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got["ic_mean"], out.ic_mean[: x.shape[0]].numpy(), rtol=1e-6)
+    for fused in (True, False):
+        model.fused = fused
+        for encode_once, shards in ((True, Shards(1)), (True, Shards(2)), (False, Shards(2))):
+            torch.manual_seed(11)
+            got = sample_and_average(model, x, n_samples=S, max_batch=10**6, shards=shards,
+                                     encode_once=encode_once)
+            for key, full in want.items():
+                mean = full.reshape(S, x.shape[0], *full.shape[1:]).mean(0).numpy()
+                np.testing.assert_allclose(got[key], mean, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got["ic_mean"], out.ic_mean[: x.shape[0]].numpy(),
+                                       rtol=1e-5, atol=1e-6)
+    # Shared controller inputs are for inference: the fused recurrence refuses them in training.
+    model.fused = True
+    model.train()
+    enc = model.encode(x, model.draw_noise(x, sample=False))
+    nz = model.draw_noise(x.repeat(2, 1, 1))
+    with pytest.raises(ValueError, match="inference only"):
+        model.generate((enc[0].repeat(2, 1), enc[1].repeat(2, 1), enc[2]), None, nz, x.shape[1])

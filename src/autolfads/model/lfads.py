@@ -141,7 +141,9 @@ class LFADS(nn.Module):
         """The part of a forward pass after the encoders: z0 ~ q(z0|x), the controller and
         generator over T bins, the readout. encoded: encode()'s output for the same trials (in
         eval mode it does not depend on the draws, so posterior sampling encodes each trial
-        once and generates all its samples from it: training/sampling.py)."""
+        once and generates all its samples from it: training/sampling.py). The controller
+        inputs may cover B / S of the B trials: row r then reads those of trial r % (B / S), so
+        S samples of each trial share one projection of them (inference only)."""
         ic_mean, ic_logvar, ci = encoded
         z0 = ic_mean if nz.z0 is None else ic_mean + torch.exp(0.5 * ic_logvar) * nz.z0  # ~ q(z0|x)
         ext = None if not self.ext_input_dim else ext_input.transpose(0, 1)
@@ -196,7 +198,8 @@ class LFADS(nn.Module):
         gen_xg = gen_xg.unbind(0)
         if self.use_con:
             D = ci.shape[-1]
-            con_xg = (self.con.input_gates(ci, slice(0, D)) + self.con.bias_ih).unbind(0)
+            con_xg = self.con.input_gates(ci, slice(0, D)) + self.con.bias_ih
+            con_xg = con_xg.repeat(1, B // ci.shape[1], 1).unbind(0)  # shared by S samples
             w_con_f, w_gen_u = self.con.weight_ih[:, D:], self.gen.weight_ih[:, :K]
             f_masks = [None] * T if nz.fac is None else nz.fac.unbind(0)
             h = self.con_h0.expand(B, -1)

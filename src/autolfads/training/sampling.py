@@ -1,9 +1,14 @@
 """Posterior sample-and-average: the LFADS output.
 
 For each trial, draw N samples of z0 and u_{1:T} from the posterior (dropout off) and average the
-rates, factors and inferred inputs over samples. Each trial is encoded once (the encoders are
-deterministic in eval mode); all N samples of a chunk of trials are then generated as one batch
-of size chunk * N, so the cost is a few large passes instead of N small ones.
+rates, factors and inferred inputs over samples. All N samples of a chunk of trials run as one
+batch of size chunk * N, so the cost is a few large passes instead of N small ones.
+
+`encode_once` (the default) does each deterministic part once per trial: in eval mode the
+encoders and the projection of the controller inputs do not depend on the draws, so each trial
+is encoded and projected once and only z0, the controller + generator loop and the readout run
+for every sample. Off, the whole model runs on every copy: the plain form, which the tests and
+`make bench` check it against (same outputs for the same draws).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ def sample_and_average(
     n_samples: int = 50,
     max_batch: int = 1024,  # rows per pass: larger ones fall out of cache and run slower (bench)
     shards: Shards | None = None,
+    encode_once: bool = True,
 ) -> dict[str, np.ndarray]:
     """data: (B, T, N) encoder input (model.obs.encoder_input of the data) -> {'rates': (B,T,N)
     the observation model's mean in the data's units, 'factors': (B,T,F), 'inferred_inputs':
@@ -46,17 +52,20 @@ def sample_and_average(
         # reshape to (S, b, ...) averages cleanly; the draws are those of one pass over the
         # S * b rows, as when every copy was encoded (tests/test_train.py checks both agree).
         ic_mean, ic_logvar, ci = model.encode(x, draw_noise(model, b, T_enc, x, sample=False))
-        enc = (ic_mean.repeat(n_samples, 1), ic_logvar.repeat(n_samples, 1),
-               None if ci is None else ci.repeat(1, n_samples, 1))
+        enc = (ic_mean.repeat(n_samples, 1), ic_logvar.repeat(n_samples, 1), ci)
         es = None if ext_input is None else ext_input[start : start + chunk].repeat(n_samples, 1, 1)
+        xs = None if encode_once else x.repeat(n_samples, 1, 1)
         nz = draw_noise(model, b * n_samples, T_enc, x, sample=True)
 
-        def run(s: slice, enc=enc, es=es, nz=nz):
-            sub = (enc[0][s], enc[1][s], None if enc[2] is None else enc[2][:, s])
-            out = model.generate(sub, None if es is None else es[s], nz.select(s), T)
+        def run(s: slice, enc=enc, es=es, nz=nz, xs=xs):
+            ext = None if es is None else es[s]
+            if xs is not None:  # the plain form
+                out = model(xs[s], ext, noise=nz.select(s))
+            else:  # s holds whole samples, so the b trials' controller inputs serve them all
+                out = model.generate((enc[0][s], enc[1][s], enc[2]), ext, nz.select(s), T)
             return model.obs.mean(out.obs_params), out.factors, out.inferred_inputs
 
-        outs = shards.map(run, shards.split(b * n_samples))
+        outs = shards.map(run, _whole_samples(shards, b, n_samples))
         rates, factors, inputs = (torch.cat(t) for t in zip(*outs, strict=True))
 
         def avg(t: torch.Tensor, b: int = b) -> np.ndarray:
@@ -67,6 +76,14 @@ def sample_and_average(
         parts["inferred_inputs"].append(avg(inputs))
         parts["ic_mean"].append(ic_mean.cpu().numpy())
     return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
+
+
+def _whole_samples(shards: Shards, b: int, n_samples: int) -> list[slice]:
+    """Row ranges, one per shard (as many as shards.split allows for the rows), each holding
+    whole samples: b consecutive rows."""
+    k = min(len(shards.split(b * n_samples)), n_samples)
+    edges = [round(i * n_samples / k) * b for i in range(k + 1)]
+    return [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def posterior_outputs(trainer, n_samples: int | None = None) -> dict[str, np.ndarray]:

@@ -41,7 +41,9 @@ class DecoderInputs(NamedTuple):
 
     g0: Tensor  # (B, G) initial generator state
     hc0: Tensor | None  # (B, C) initial controller state; None: no controller
-    ci: Tensor | None  # (T, B, D) controller inputs c_t; None: no controller
+    # (T, B, D) controller inputs c_t; None: no controller. (T, B / S, D): shared by S copies of
+    # each trial (row r reads trial r % (B / S)), projected once; inference only.
+    ci: Tensor | None
     ext: Tensor | None  # (T, B, E) external inputs
     fmask: Tensor | None  # (T, B, F) dropout on f_{t-1} as the controller reads it
     gmask: Tensor | None  # (T + 1, B, G) dropout on g_t before the factor readout
@@ -72,7 +74,10 @@ def decode(x: DecoderInputs, w: DecoderWeights, clip: float, T: int
            ) -> tuple[Tensor, Tensor, Tensor]:
     """Factors (T, B, F), u (T, B, K) and [mu, logvar] (T, B, 2K) of T bins (K = 0 without a
     controller)."""
-    return Decoder.apply(clip, T, *x, *w)
+    tensors = (*x, *w)
+    if not torch.is_grad_enabled():  # no gradient will be asked for: keep no buffers for one
+        tensors = tuple(None if a is None else a.detach() for a in tensors)
+    return Decoder.apply(clip, T, *tensors)
 
 
 class Decoder(torch.autograd.Function):
@@ -112,6 +117,10 @@ class Decoder(torch.autograd.Function):
             half = torch.cat([w.w_co.new_ones(K), w.w_co.new_full((K,), 0.5)])
             wci3 = input_weight(w.wc_ih[:, :D], C).t()  # (D, 3C)
             con_b4 = gate_bias(w.bc_ih, w.bc_hh, C)
+            b_ci = x.ci.shape[1]  # trials the controller inputs cover
+            if b_ci != B and (keep or B % b_ci):
+                raise ValueError(f"controller inputs for {b_ci} of {B} rows: shared inputs are "
+                                 "for inference only, and B must be a multiple")
             cf = loops.ConForward(
                 hc=hc,
                 fd=fs[:T] if fmask is None else new(T, B, F),  # f_{t-1} as the controller reads it
@@ -144,8 +153,13 @@ class Decoder(torch.autograd.Function):
                             out=pg.view(c * B, -1)[:, G:])
             if con:
                 pc[..., :C] = con_b4[:C]
-                torch.addmm(con_b4[C:], x.ci[t0:t1].reshape(c * B, D), wci3,
-                            out=pc.view(c * B, -1)[:, C:])
+                if b_ci == B:
+                    torch.addmm(con_b4[C:], x.ci[t0:t1].reshape(c * B, D), wci3,
+                                out=pc.view(c * B, -1)[:, C:])
+                else:  # one projection per trial, copied to its B / b_ci samples
+                    proj = torch.addmm(con_b4[C:], x.ci[t0:t1].reshape(c * b_ci, D), wci3)
+                    pc.view(c, B // b_ci, b_ci, 4 * C)[..., C:].copy_(
+                        proj.view(c, 1, b_ci, 3 * C).expand(-1, B // b_ci, -1, -1))
                 loops.active.decoder_forward(pg, pc, t0, gen, cf, neg1, float(clip))
             else:
                 loops.active.generator_forward(pg, t0, gs, gen.w_hh, neg1, float(clip))
