@@ -16,8 +16,8 @@ import torch
 from autolfads.config import ModelConfig, TrainConfig
 from autolfads.model import LFADS
 from autolfads.model.augment import coordinated_dropout
-from autolfads.model.objective import LossWeights
-from autolfads.model.observations import log_factorial
+from autolfads.model.objective import LossWeights, compute_costs, total_loss
+from autolfads.model.observations import Observation, Poisson, log_factorial
 from autolfads.training.loop import adam
 from autolfads.training.parallel import Shards
 from autolfads.training.step import loss_and_grads
@@ -90,6 +90,44 @@ def make_step(model: LFADS, case: Case, shards: Shards | None = None
     return step, opt
 
 
+def make_plain_step(model: LFADS, case: Case) -> Callable:
+    """The same training step written the plain PyTorch way, the reference the fast path is
+    compared with in the same run: the model's plain form (nn.GRU encoders, one Python step per
+    bin), the Poisson cost composed under autograd, one backward on the whole batch (no
+    shards; torch's own intra-op threads), torch's default Adam, the same clipping."""
+    model.fused = False
+    model.obs = PlainPoisson()
+    t = TrainConfig()
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr, eps=t.adam_eps)
+    w = LossWeights(t.kl_ic_scale, t.kl_co_scale, t.l2_gen_scale, t.l2_con_scale, 0.5, 0.5,
+                    t.loss_scale)
+    params = list(model.parameters())
+
+    def step(x: torch.Tensor, counts: torch.Tensor, data_term: torch.Tensor) -> torch.Tensor:
+        model.train()
+        x_in, cd_mask = coordinated_dropout(x, model.cfg.cd_rate)
+        if cd_mask is not None and cd_mask.shape != counts.shape:
+            full = torch.ones_like(counts)
+            full[:, : x.shape[1], : x.shape[2]] = cd_mask
+            cd_mask = full
+        opt.zero_grad(set_to_none=True)
+        loss = total_loss(compute_costs(model, model(x_in), counts, w, cd_mask,
+                                        data_term=data_term), w)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+class PlainPoisson(Poisson):
+    """Poisson observations with the cost composed under autograd (Observation.cost), not the
+    fused one."""
+
+    cost = Observation.cost
+
+
 def forward_flops(case: Case, batch: int | None = None) -> dict[str, float]:
     """Matmul FLOPs (2 m n k per product) of one forward pass, by part. Elementwise work (gate
     nonlinearities, masks, costs) is left out: it is O(B T H), not O(B T H^2)."""
@@ -119,6 +157,12 @@ def forward_flops(case: Case, batch: int | None = None) -> dict[str, float]:
 
 
 def step_flops(case: Case, batch: int | None = None) -> float:
-    """Forward + backward matmul FLOPs of a training step (backward ~ 2x forward: the gradient
-    with respect to the input and to the weights of each product)."""
-    return 3.0 * sum(forward_flops(case, batch).values())
+    """Matmul FLOPs a training step needs: the forward products, and in the backward pass the
+    weight gradient of each and the input gradient of each whose input depends on parameters:
+    every product but the encoders' projections of the data."""
+    m = ModelConfig(**case.model)
+    B = batch or case.batch
+    data_proj = 2.0 * (2 * B * case.t_enc * case.n_in * 3 * m.ic_enc_dim)
+    if m.co_dim:
+        data_proj += 2.0 * (2 * B * case.t_enc * case.n_in * 3 * m.ci_enc_dim)
+    return 3.0 * sum(forward_flops(case, batch).values()) - data_proj

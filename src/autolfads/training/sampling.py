@@ -21,6 +21,7 @@ from autolfads.model.noise import draw_noise
 from autolfads.training.parallel import Shards
 
 KEYS = ("rates", "factors", "inferred_inputs", "ic_mean")
+ENCODE_BLOCK = 16  # trials are encoded this many passes' worth at a time
 
 
 @torch.no_grad()
@@ -42,40 +43,58 @@ def sample_and_average(
     shards = shards or Shards(1)
     B, T_enc = data.shape[:2]
     T = model.recon_seq_len or T_enc
-    chunk = max(1, max_batch // n_samples)
+    S = n_samples
+    chunk = max(1, max_batch // S)
+    block = ENCODE_BLOCK * chunk
     parts: dict[str, list[np.ndarray]] = {k: [] for k in KEYS}
-    for start in range(0, B, chunk):
-        x = data[start : start + chunk]
-        b = x.shape[0]
-        # Dropout is off, so the encoders' outputs do not depend on the draws: encode each trial
-        # once, then generate its samples. Sample s of trial i sits at row s * b + i, so a
-        # reshape to (S, b, ...) averages cleanly; the draws are those of one pass over the
-        # S * b rows, as when every copy was encoded (tests/test_train.py checks both agree).
-        ic_mean, ic_logvar, ci = model.encode(x, draw_noise(model, b, T_enc, x, sample=False))
-        enc = (ic_mean.repeat(n_samples, 1), ic_logvar.repeat(n_samples, 1), ci)
-        es = None if ext_input is None else ext_input[start : start + chunk].repeat(n_samples, 1, 1)
-        xs = None if encode_once else x.repeat(n_samples, 1, 1)
-        nz = draw_noise(model, b * n_samples, T_enc, x, sample=True)
-
-        def run(s: slice, enc=enc, es=es, nz=nz, xs=xs):
-            ext = None if es is None else es[s]
-            if xs is not None:  # the plain form
-                out = model(xs[s], ext, noise=nz.select(s))
-            else:  # s holds whole samples, so the b trials' controller inputs serve them all
-                out = model.generate((enc[0][s], enc[1][s], enc[2]), ext, nz.select(s), T)
-            return model.obs.mean(out.obs_params), out.factors, out.inferred_inputs
-
-        outs = shards.map(run, _whole_samples(shards, b, n_samples))
-        rates, factors, inputs = (torch.cat(t) for t in zip(*outs, strict=True))
-
-        def avg(t: torch.Tensor, b: int = b) -> np.ndarray:
-            return t.reshape(n_samples, b, *t.shape[1:]).mean(0).cpu().numpy()
-
-        parts["rates"].append(avg(rates))
-        parts["factors"].append(avg(factors))
-        parts["inferred_inputs"].append(avg(inputs))
+    for b0 in range(0, B, block):
+        # Dropout is off, so the encoders' outputs do not depend on the draws: each trial is
+        # encoded once, a block of trials at a time (a few large passes, bounded memory).
+        ic_mean, ic_logvar, ci = _encode(model, data[b0 : b0 + block], shards)
         parts["ic_mean"].append(ic_mean.cpu().numpy())
+        for c0 in range(0, min(block, B - b0), chunk):
+            x = data[b0 + c0 : b0 + c0 + chunk]
+            b = x.shape[0]
+            enc = (ic_mean[c0 : c0 + b], ic_logvar[c0 : c0 + b],
+                   None if ci is None else ci[:, c0 : c0 + b])
+            es = (None if ext_input is None
+                  else ext_input[b0 + c0 : b0 + c0 + b].repeat(S, 1, 1))
+            xs = None if encode_once else x.repeat(S, 1, 1)
+            # Sample s of trial i is row s * b + i of the pass; the draws are those of one pass
+            # over its S * b rows, as when every copy was encoded (tests/test_train.py).
+            nz = draw_noise(model, b * S, T_enc, x, sample=True)
+
+            def run(s: slice, enc=enc, es=es, nz=nz, xs=xs, b=b):
+                k = (s.stop - s.start) // b  # whole samples (_whole_samples)
+                ext = None if es is None else es[s]
+                if xs is not None:  # the plain form
+                    out = model(xs[s], ext, noise=nz.select(s))
+                else:  # the b trials' controller inputs serve all k samples (lfads.generate)
+                    out = model.generate((enc[0].repeat(k, 1), enc[1].repeat(k, 1), enc[2]),
+                                         ext, nz.select(s), T)
+
+                def total(t: torch.Tensor) -> torch.Tensor:  # over this shard's samples
+                    return t.reshape(k, b, *t.shape[1:]).sum(0)
+
+                return (total(model.obs.mean(out.obs_params)), total(out.factors),
+                        total(out.inferred_inputs))
+
+            sums = zip(*shards.map(run, _whole_samples(shards, b, S)), strict=True)
+            for key, shard_sums in zip(KEYS, sums, strict=False):
+                parts[key].append((sum(shard_sums) / S).cpu().numpy())
     return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
+
+
+def _encode(model: LFADS, x: torch.Tensor, shards: Shards
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """model.encode of trials x (eval mode: no draws), in shards: ic mean and log variance
+    (B, ic_dim) and the controller inputs (T_enc, B, D) or None."""
+    def one(s: slice):
+        return model.encode(x[s], draw_noise(model, s.stop - s.start, x.shape[1], x, False))
+
+    outs = list(zip(*shards.map(one, shards.split(x.shape[0])), strict=True))
+    ci = None if outs[2][0] is None else torch.cat(outs[2], dim=1)
+    return torch.cat(outs[0]), torch.cat(outs[1]), ci
 
 
 def _whole_samples(shards: Shards, b: int, n_samples: int) -> list[slice]:
