@@ -122,8 +122,11 @@ class Dataset:
             held.append(f"{len(self.heldout_neurons)} held-out neurons")
         if self.forward_bins:
             held.append(f"{self.forward_bins} forward bins")
+        # Counts come from neurons; continuous signals (EMG, calcium) from channels.
+        x = self.train_data
+        noun = "neurons" if bool((x == np.round(x)).all()) else "channels"
         return (
-            f"{self.n_trials} trials x {self.n_time} bins x {self.n_neurons} neurons "
+            f"{self.n_trials} trials x {self.n_time} bins x {self.n_neurons} {noun} "
             f"({len(self.train_inds)} train / {len(self.valid_inds)} valid{test})"
             + (f"; {', '.join(held)}" if held else "")
         )
