@@ -56,7 +56,7 @@ def bad_inputs(tmp):
                   ["only 3 bins", "at least 5", "--layout"]))
     cases.append(("too few trials", mat("few", data=good_counts(n=5, t=8, k=6)), ["trials", "10"]))
     cases.append(("transposed", mat("transposed", data=good_counts(n=300, t=20, k=5)),
-                  ["transposed", "--layout"]))
+                  ["only 5 trials", "--layout"]))
     bad_ext = tmp / "data.csv"
     bad_ext.write_text("1,2,3\n")
     cases.append(("unsupported format", bad_ext, [".csv"]))

@@ -342,7 +342,7 @@ BAD_CASES = [
     bad("few_trials", _mat("few.mat", data=_counts(0, (6, 8, 5))),
         "'data'", "only 5 trials", "at least 10"),
     bad("transposed", _mat("t.mat", data=TTN),
-        "'data'", "transposed", "--layout trials_time_neurons", "(20, 8, 6)"),
+        "'data'", "only 6 trials", "--layout trials_time_neurons", "(20, 8, 6)"),
     bad("truth_shape", _mat("ts.mat", data=GOOD, truth=GOOD[:, :, :10]),
         "'truth'", "(6, 8, 10)", "(6, 8, 20)"),
     bad("truth_nan", _mat("tn.mat", data=GOOD, truth=_with_nan_count(1)), "'truth'", "NaN"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ import numpy as np
 from autolfads.analysis.metrics import INPUT_TIME_TOLERANCE_BINS
 from autolfads.config import Config, load_config
 from autolfads.data.dataset import Dataset
-from autolfads.errors import UserInputError
+from autolfads.errors import RunFailed, UserInputError
 from autolfads.inputs import (  # noqa: F401  (load, synth, deconvolve: part of the API)
     DataLike,
     choose_observation,
@@ -94,9 +95,9 @@ def train(
     """
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     if epochs is not None:
-        cfg.train.epochs = epochs
+        _set_option(cfg.train, "epochs", epochs)
     if seed is not None:
-        cfg.train.seed = seed
+        _set_option(cfg.train, "seed", seed)
     say = (lambda _m: None) if quiet else (log or _stderr)
     dataset = resolve_data(data, cfg.data, say)
     obs_lines = choose_observation(cfg, dataset)  # bad data is reported before --out is touched
@@ -109,6 +110,10 @@ def train(
     if out_dir is not None:
         write_config(out_dir, cfg)
     state = trainer.fit(log=say)
+    if not math.isfinite(state.best):  # never a finite validation cost: nothing to report
+        raise RunFailed(f"training diverged: the validation cost was not finite from epoch 1 "
+                        f"on (last: {state.smoothed}); check the data's scale and values, or "
+                        "lower train.lr")
     trainer.use_best_weights()
     if out_dir is not None:
         trainer.save(out_dir / layout.MODEL_CHECKPOINT)
@@ -191,7 +196,7 @@ def run(
                        ("workers_per_gpu", workers_per_gpu), ("cpus_per_worker", cpus_per_worker),
                        ("max_failures", max_failures)):
         if value is not None:
-            _set_pbt(cfg, key, value)
+            _set_option(cfg.pbt, key, value)
     build_space(cfg.pbt.search_space)  # a bad search space is reported before anything starts
     check_address(address)
     # Read once, here: a finished run, or nothing to resume, is reported before any file is
@@ -253,9 +258,10 @@ def _refresh_report(out_dir: Path, dataset: Dataset) -> None:
     write_report(out_dir, dataset=dataset)
 
 
-def _set_pbt(cfg: Config, key: str, value: object) -> None:
+def _set_option(section: object, key: str, value: object) -> None:
+    """A command-line option's value into its config section; out of range: one error line."""
     try:
-        setattr(cfg.pbt, key, value)
+        setattr(section, key, value)
     except ValueError as e:  # pydantic's ValidationError: out of range (e.g. --max-failures -2)
         msg = e.errors()[0]["msg"] if hasattr(e, "errors") else str(e)
         raise UserInputError(f"--{key.replace('_', '-')} {value}: {msg}") from None

@@ -130,7 +130,7 @@ def deconvolve(
     from autolfads.data.deconvolve import DeconvolveOptions
 
     options = {"variable": variable, **({"layout": layout} if layout else {}),
-               **({"bin_size_ms": bin_size_ms} if bin_size_ms else {})}
+               **({"bin_size_ms": bin_size_ms} if bin_size_ms is not None else {})}
     ds = deconvolve_api(data, out, DeconvolveOptions(tau_decay_s, threshold_sd),
                         **options)
     zeros = float((ds.all_data() == 0).mean())
@@ -140,7 +140,7 @@ def deconvolve(
 @app.command()
 def train(
     data: str = DATA,
-    out: Path = typer.Option(..., "--out", help="Run directory to create."),
+    out: str = typer.Option(..., "--out", help="Run directory to create (local)."),
     epochs: int = typer.Option(None, help="Maximum epochs (default from config: train.epochs)."),
     seed: int = typer.Option(None, help="Random seed (train.seed)."),
     config: Path = CONFIG,
@@ -251,13 +251,20 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:
-        import click
+    except typer.TyperException as e:  # a usage mistake: a missing or unknown option, a typo
+        sys.exit(_usage_error(e))
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+
+def _usage_error(e: Exception) -> int:
+    """One `error:` line for a command-line mistake (typer's own exceptions, e.g. a missing
+    --out or a misspelt command), naming the help to read; the exit status."""
+    if type(e).__name__ == "NoArgsIsHelpError":  # bare `autolfads`: the help is printed
+        return 0
+    msg = e.format_message() if hasattr(e, "format_message") else str(e)
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path if ctx is not None else "autolfads"
+    print(f"error: {' '.join(msg.split())} (see {where} --help)", file=sys.stderr)
+    return int(getattr(e, "exit_code", 2) or 2)
 
 
 if __name__ == "__main__":

@@ -162,8 +162,27 @@ def _describe(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
-        return f"{origin}: unknown config key '{where}' (check the spelling against config.yaml)"
+        return f"{origin}: unknown config key '{where}'{_did_you_mean(first['loc'])}"
     return f"{origin}: invalid value for '{where}': {first['msg']}"
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """'; did you mean model.gen_dim?' for a misspelt key, or the section's keys."""
+    import difflib
+
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(
+                field.annotation, BaseModel):
+            return ""
+        model = field.annotation
+    names = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    prefix = ".".join(str(p) for p in loc[:-1])
+    if close:
+        return f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?"
+    return f"; known keys{' of ' + prefix if prefix else ''}: {', '.join(names)}"
 
 
 def _parse_value(text: str) -> Any:
@@ -204,6 +223,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raw = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise UserInputError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except (UnicodeDecodeError, OSError):
+            raise UserInputError(f"{p}: cannot be read as a YAML text file; --config takes a "
+                                 "YAML file with sections data, model, train, pbt") from None
         if not isinstance(raw, dict):
             raise UserInputError(f"{p}: expected a mapping with sections data, model, train")
         origin = str(p)

@@ -10,16 +10,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from autolfads.config import Config, DataConfig
 from autolfads.data.chaotic_rnn import DEFAULTS as CHAOTIC_RNN_DEFAULTS
 from autolfads.data.chaotic_rnn import chaotic_rnn_dataset
 from autolfads.data.dataset import Dataset
-from autolfads.data.deconvolve import DeconvolveOptions, deconvolve_dataset, deconvolve_if_asked
+from autolfads.data.deconvolve import (
+    DeconvolveOptions,
+    deconvolve_dataset,
+    deconvolve_if_asked,
+    deconvolve_warnings,
+)
 from autolfads.data.io import from_array, load_dataset
 from autolfads.data.modalities import CALCIUM_DEFAULTS, EMG_DEFAULTS, modality_dataset
 from autolfads.data.synthetic import lorenz_dataset, write_lorenz
-from autolfads.data.writers import write_dataset
+from autolfads.data.writers import dataset_format, write_dataset
 from autolfads.errors import UserInputError
 from autolfads.model.observations.choose import resolve as resolve_observation
 from autolfads.model.observations.choose import warnings as observation_warnings
@@ -85,6 +91,7 @@ def deconvolve(data: str | Path, out: str | Path, options: DeconvolveOptions | N
     out = Path(out)
     if out.exists():
         raise UserInputError(f"--out {out}: file exists; remove it or choose another name")
+    dataset_format(out)  # a wrong extension is said before the work, not after
     ds = load(data, **data_options)
     say = log or _stderr
     say(f"data: {ds.source}: {ds.summary()}")
@@ -94,6 +101,11 @@ def deconvolve(data: str | Path, out: str | Path, options: DeconvolveOptions | N
             say(f"deconvolved {done}/{total} neurons")
 
     events = deconvolve_dataset(ds, options or DeconvolveOptions(), progress)
+    if not events.all_data().any():
+        raise UserInputError(f"{ds.source}: deconvolution found no events in any channel (flat "
+                             "or noise-only traces); nothing was written")
+    for line in deconvolve_warnings(ds.all_data(), events.all_data()):
+        say(line)
     write_dataset(out, events)
     return events
 
@@ -140,8 +152,11 @@ def choose_observation(cfg: Config, dataset: Dataset) -> list[str]:
 def _data_config(options: dict) -> DataConfig:
     try:
         return DataConfig(**options)
-    except Exception as e:  # pydantic's message names the key
-        raise UserInputError(f"data options: {str(e).splitlines()[0]}") from None
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise UserInputError(f"--{key.replace('_', '-')} (data.{key}): {first['msg']}"
+                             ) from None
 
 
 def _stderr(msg: str) -> None:

@@ -26,6 +26,7 @@ from autolfads.config import Config, config_to_yaml
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
 from autolfads.rundir import layout
+from autolfads.rundir.layout import is_uri
 from autolfads.rundir.location import atomic_write
 from autolfads.rundir.outputs import write_outputs
 
@@ -33,6 +34,9 @@ from autolfads.rundir.outputs import write_outputs
 def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = False) -> Path:
     """Create DIR for a new run. An existing non-empty DIR is an error unless `force`; even then,
     only a directory that holds an earlier autolfads run is replaced, never arbitrary user files."""
+    if is_uri(str(out)):
+        raise UserInputError(f"--out {out}: `train` writes to a local directory; use "
+                             "`autolfads run` to write to a bucket, or copy the run there after")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UserInputError(f"--out {path}: exists and is not a directory; choose another path")
@@ -49,7 +53,10 @@ def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = Fals
                 "delete it even with --force — choose another --out"
             )
         shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserInputError(f"--out {path}: cannot create the directory ({e.strerror})") from None
     return path
 
 

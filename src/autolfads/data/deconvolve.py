@@ -39,6 +39,29 @@ class DeconvolveOptions:
     tau_decay_s: float | None = None  # indicator decay time constant; None: estimated per neuron
     threshold_sd: float = 1.0  # events below this many noise SDs are set to zero
 
+    def __post_init__(self) -> None:
+        if self.tau_decay_s is not None and not self.tau_decay_s > 0:
+            raise UserInputError(f"--tau-decay-s {self.tau_decay_s} (data.tau_decay_s): the "
+                                 "decay time constant must be positive, in seconds (e.g. 0.4)")
+        if not self.threshold_sd >= 0:
+            raise UserInputError(f"--threshold-sd {self.threshold_sd} "
+                                 "(data.event_threshold_sd): must be 0 or more noise SDs")
+
+
+def deconvolve_warnings(traces: np.ndarray, events: np.ndarray) -> list[str]:
+    """What to say about a deconvolution: input that looks like spike counts already, and
+    channels left without a single event."""
+    out = []
+    if np.array_equal(traces, np.round(traces)) and traces.min() >= 0:
+        out.append("warning: the input is whole non-negative numbers, like spike counts; "
+                   "deconvolution is for calcium fluorescence traces (train on counts directly)")
+    empty = np.flatnonzero(~(events > 0).any(axis=(0, 1)))
+    if empty.size:
+        shown = ", ".join(str(int(c)) for c in empty[:5]) + (" ..." if empty.size > 5 else "")
+        out.append(f"warning: {empty.size} of {events.shape[2]} channels have no events "
+                   f"(0-based: {shown}): flat or noise-only traces; remove them before training")
+    return out
+
 
 def _oasis():
     try:
@@ -103,4 +126,7 @@ def deconvolve_if_asked(ds: Dataset, cfg: DataConfig,
         return ds
     if say is not None:
         say(f"deconvolving {ds.n_neurons} neurons' calcium traces into events (OASIS)")
-    return deconvolve_dataset(ds, DeconvolveOptions(cfg.tau_decay_s, cfg.event_threshold_sd))
+    events = deconvolve_dataset(ds, DeconvolveOptions(cfg.tau_decay_s, cfg.event_threshold_sd))
+    for line in deconvolve_warnings(ds.all_data(), events.all_data()) if say else []:
+        say(line)
+    return events

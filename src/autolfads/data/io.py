@@ -14,9 +14,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from autolfads.config import AUTO_TEST_MIN_TRIALS, DataConfig
+from autolfads.config import DataConfig
 from autolfads.data.dataset import Dataset, permutation
 from autolfads.data.nlb_tensors import is_nlb, read_nlb
+from autolfads.data.split import split_trials
 from autolfads.data.validate import (
     as_numeric,
     check_3d,
@@ -74,19 +75,27 @@ def load_dataset(path: str | Path, cfg: DataConfig | None = None) -> Dataset:
     if not p.is_file():
         raise UserInputError(f"{p}: is not a file; give the path of a {SUPPORTED} file")
     suffix = p.suffix.lower()
-    if suffix in (".h5", ".hdf5"):
-        return _read_lfads_h5(p, cfg)
-    if suffix == ".mat":
-        names, values = read_mat(p, cfg.variable, OPTIONAL_VARS)
-        return _from_table(p, names, values, cfg, conditions_one_based=True)
-    if suffix == ".npz":
-        names, values = read_npz(p, cfg.variable, OPTIONAL_VARS)
-        return _from_table(p, names, values, cfg, conditions_one_based=False)
     if suffix == ".nwb":
         from autolfads.data.nwb import read_nwb
 
         return read_nwb(p, cfg)
-    raise UserInputError(f"{p}: unsupported file type '{p.suffix}'; supported: {SUPPORTED}")
+    if suffix in (".h5", ".hdf5"):
+        ds = _read_lfads_h5(p, cfg)
+    elif suffix == ".mat":
+        names, values = read_mat(p, cfg.variable, OPTIONAL_VARS)
+        ds = _from_table(p, names, values, cfg, conditions_one_based=True)
+    elif suffix == ".npz":
+        names, values = read_npz(p, cfg.variable, OPTIONAL_VARS)
+        ds = _from_table(p, names, values, cfg, conditions_one_based=False)
+    else:
+        raise UserInputError(f"{p}: unsupported file type '{p.suffix}'; supported: {SUPPORTED}")
+    unused = [k for k in ("window_ms", "condition", "behavior") if getattr(cfg, k) is not None]
+    unused += ["align"] if cfg.align != DataConfig().align else []
+    if unused:  # NWB's settings: say so rather than ignore them silently
+        them = "it" if len(unused) == 1 else "them"
+        ds.meta.setdefault("warnings", []).append(
+            f"data.{', data.'.join(unused)}: only NWB files use {them}; ignored for {p.name}")
+    return ds
 
 
 def from_array(
@@ -120,43 +129,6 @@ def from_array(
     )  # fmt: skip
 
 
-def split_trials(n_trials: int, cfg: DataConfig | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """0-based (train_inds, valid_inds, test_inds), each sorted (test may be empty).
-
-    every_nth: trials valid_every-1, 2*valid_every-1, ... (every 5th, as the tutorial) are valid;
-    test: trials 0, test_every, 2*test_every, ... that are not valid.
-    random: a permutation seeded by split_seed; round(valid_fraction * n) trials, at least 1, are
-    valid, the next round(test_fraction * n) test.
-    Test set by default (test_every / test_fraction None): every 10th trial (10%) when there are
-    at least AUTO_TEST_MIN_TRIALS trials, none otherwise.
-    """
-    cfg = cfg or DataConfig()
-    all_inds = np.arange(n_trials)
-    auto = n_trials >= AUTO_TEST_MIN_TRIALS
-    if cfg.split == "every_nth":
-        if cfg.valid_every > n_trials:
-            raise UserInputError(
-                f"data.valid_every={cfg.valid_every} is larger than the {n_trials} trials, leaving "
-                "no validation trials; use a smaller value"
-            )
-        valid = all_inds[cfg.valid_every - 1 :: cfg.valid_every]
-        every = (10 if auto else 0) if cfg.test_every is None else cfg.test_every
-        test = np.setdiff1d(all_inds[::every], valid) if every else all_inds[:0]
-    else:
-        n_valid = min(max(1, round(cfg.valid_fraction * n_trials)), n_trials - 1)
-        fraction = (0.1 if auto else 0.0) if cfg.test_fraction is None else cfg.test_fraction
-        n_test = min(round(fraction * n_trials), n_trials - n_valid - 1)
-        perm = np.random.default_rng(cfg.split_seed).permutation(n_trials)
-        valid = np.sort(perm[:n_valid])
-        test = np.sort(perm[n_valid : n_valid + n_test])
-    train = np.setdiff1d(all_inds, np.concatenate([valid, test]))
-    if len(train) == 0:
-        raise UserInputError(f"data split: no training trials left among {n_trials}; use a "
-                             "smaller data.test_every/test_fraction or valid_every/fraction")
-    return train.astype(np.int64), valid.astype(np.int64), test.astype(np.int64)
-
-
 def _build(
     data: object,
     layout: str,
@@ -175,6 +147,7 @@ def _build(
     can_relayout: bool = True,
     true_input_times: object = None,
     behavior: object = None,
+    behavior_name: str = "behavior",
 ) -> Dataset:
     cfg = cfg or DataConfig()
 
@@ -207,7 +180,7 @@ def _build(
     input_times = check_input_times(true_input_times, x.shape, describe("true_input_times"))
     heldout, forward = check_heldout(cfg, x.shape[2], x.shape[1], label)
     # Decode targets end with the last observed bin: forward bins have no behaviour to decode.
-    beh = check_behavior(behavior, (n, x.shape[1] - forward), describe("behavior"))
+    beh = check_behavior(behavior, (n, x.shape[1] - forward), describe(behavior_name))
 
     if train_inds is None and valid_inds is None:
         tr, va, te = split_trials(n, cfg)
@@ -254,26 +227,33 @@ def _from_table(
     if var not in values:
         found = ", ".join(names) or "none"
         raise UserInputError(
-            f"{p}: no variable '{var}' (found: {found}); name the spike-count variable with "
-            f"--set data.variable=NAME"
+            f"{p}: no variable '{var}' (found: {found}); name the variable that holds the "
+            f"data with --set data.variable=NAME (deconvolve: --variable NAME)"
         )
     layout = cfg.layout
-    if layout == "auto":  # only .npz may say its own layout; .mat is the tutorial's layout
-        is_npz = p.suffix.lower() == ".npz"
-        layout = str(values.get("layout", MATLAB_LAYOUT)) if is_npz else MATLAB_LAYOUT
+    assumed = layout == "auto" and "layout" not in values  # nobody said the axis order
+    if layout == "auto":  # .npz / .h5 may say their own layout; .mat is the tutorial's layout
+        says = p.suffix.lower() in (".npz", ".h5", ".hdf5")
+        layout = str(values.get("layout", MATLAB_LAYOUT)) if says else MATLAB_LAYOUT
     cond = values.get("conditions")
     if conditions_one_based and cond is not None:
         cond = _from_matlab_labels(np.asarray(cond))
     times = values.get("true_input_times")
     if conditions_one_based and times is not None:  # MATLAB bin numbers are 1-based
         times = as_numeric(times, f"{p}: variable 'true_input_times'") - 1
-    return _build(
+    ds = _build(
         values[var], layout, label=str(p), noun="variable", cfg=cfg, truth=values.get("truth"),
         conditions=cond, train_inds=values.get("train_inds"), valid_inds=values.get("valid_inds"),
         test_inds=values.get("test_inds"),
         bin_size_s=_bin_size_s(values, str(p), "variable"), data_name=var,
         true_input_times=times, behavior=values.get("behavior"),
     )  # fmt: skip
+    if assumed and ds.n_trials < ds.n_neurons:  # trials-first arrays (Python's habit) land here
+        ds.meta.setdefault("warnings", []).extend([
+            f"{p}: read as {' x '.join(layout.split('_'))} (the tutorial's order): "
+            f"{ds.n_trials} trials of {ds.n_neurons} neurons; if the first axis holds the "
+            "trials, pass --layout trials_time_neurons"])
+    return ds
 
 
 def _from_matlab_labels(c: np.ndarray) -> np.ndarray:
@@ -284,11 +264,6 @@ def _from_matlab_labels(c: np.ndarray) -> np.ndarray:
 
 
 def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
-    if cfg.layout not in ("auto", INTERNAL_LAYOUT):
-        raise UserInputError(
-            f"{p}: data.layout={cfg.layout} does not apply to LFADS .h5 files, which are always "
-            "trials x time x neurons; remove the layout setting"
-        )
     try:
         with h5py.File(p, "r") as f:
             names = sorted(f.keys())
@@ -299,6 +274,17 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
     except (OSError, RuntimeError) as e:
         raise unreadable(p, "an HDF5 file", e) from None
     label = str(p)
+    if "train_data" not in vals and "valid_data" not in vals and cfg.variable in vals:
+        # Not LFADS's layout: one array, read as a .npz is (its `layout` entry, or the tutorial's)
+        if "layout" in vals:
+            v = np.asarray(vals["layout"]).ravel()[0]
+            vals["layout"] = v.decode() if isinstance(v, bytes) else str(v)
+        return _from_table(p, names, vals, cfg, conditions_one_based=False)
+    if cfg.layout not in ("auto", INTERNAL_LAYOUT):
+        raise UserInputError(
+            f"{p}: data.layout={cfg.layout} does not apply to LFADS .h5 files, which are always "
+            "trials x time x neurons; remove the layout setting"
+        )
     if is_nlb(names):
         return _from_nlb(label, vals, cfg)
     missing = [k for k in ("train_data", "valid_data") if k not in vals]
@@ -306,7 +292,7 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
         raise UserInputError(
             f"{p}: no dataset '{missing[0]}' (found: {', '.join(names) or 'none'}); an LFADS .h5 "
             "needs train_data and valid_data (trials x time x neurons), an NLB tensor file "
-            "train_spikes_heldin"
+            "train_spikes_heldin; a single array may be named with --set data.variable=NAME"
         )
     # An optional third split, test_data (with test_inds / test_truth / ...), as our writer makes.
     splits = ("train", "valid", "test") if "test_data" in vals else ("train", "valid")
@@ -367,7 +353,7 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
         ext_input=merge("ext_input", None),
         bin_size_s=_bin_size_s(vals, label, "dataset"), data_name="train_data/valid_data",
         can_relayout=False, true_input_times=vals.get("true_input_times"),
-        behavior=merge("decode", None),
+        behavior=merge("decode", None), behavior_name="train_decode/valid_decode",
     )  # fmt: skip
 
 
@@ -386,5 +372,5 @@ def _from_nlb(label: str, vals: dict[str, np.ndarray], cfg: DataConfig) -> Datas
                 can_relayout=False, behavior=t.behavior, **inds)
     if t.n_eval:
         ds.meta["split"] = f"{t.cfg.split} over the train trials; NLB's eval trials are the test"
-    ds.meta["warnings"] = t.warnings
+    ds.meta.setdefault("warnings", []).extend(t.warnings)
     return ds

@@ -77,7 +77,11 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
     from autolfads.data.io import from_array
 
     with _open(p) as io:
-        nwb = io.read()
+        try:
+            nwb = io.read()
+        except Exception as e:  # noqa: BLE001  (hdmf raises many kinds for a file not NWB)
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise UserInputError(f"{p}: could not be read as NWB ({first})") from None
         if nwb.units is None or len(nwb.units) == 0:
             raise UserInputError(f"{p}: no units table (spike times); autolfads reads spiking "
                                  "data from NWB's units table")

@@ -36,10 +36,14 @@ def as_numeric(arr: object, what: str) -> np.ndarray:
     if a.dtype == bool:
         return a.astype(np.uint8)
     if a.dtype.kind not in "iuf":
-        kind = {"O": "a cell/object array", "U": "text", "S": "text", "V": "a struct/record",
-                "c": "complex"}.get(a.dtype.kind, f"dtype {a.dtype}")
-        raise UserInputError(f"{what}: is {kind}; expected a numeric array (spike counts or "
-                             "a continuous signal)")
+        kind = {"O": "a cell/object array (e.g. trials of different lengths)", "U": "text",
+                "S": "text", "V": "a struct/record", "c": "complex-valued"
+                }.get(a.dtype.kind, f"of type {a.dtype}")
+        fix = {"O": "; save one numeric array with every trial cut to the same number of bins",
+               "V": "; save the field that holds the data as its own variable",
+               "c": "; save the real values (e.g. abs or real) instead"}.get(a.dtype.kind, "")
+        raise UserInputError(f"{what}: is {kind}; expected a real numeric array (spike counts "
+                             f"or a continuous signal){fix}")
     return a
 
 
@@ -61,7 +65,8 @@ def check_bins(shape: tuple[int, ...], layout: str, what: str) -> None:
     n = shape[axes.index("time")]
     if n < MIN_BINS:
         raise UserInputError(
-            f"{what}: only {n} bins per trial (shape {tuple(shape)} read as {' x '.join(axes)}); "
+            f"{what}: only {n} bin{'' if n == 1 else 's'} per trial (shape {tuple(shape)} read "
+            f"as {' x '.join(axes)}); "
             f"LFADS infers dynamics over time and needs at least {MIN_BINS} bins; if another "
             f"axis holds time, give the axis order {LAYOUT_HINT}")
 
@@ -78,9 +83,10 @@ def check_trials(shape: tuple[int, ...], layout: str, what: str, can_relayout: b
         fixed = list(axes)
         fixed[t_ax], fixed[big] = fixed[big], fixed[t_ax]
         raise UserInputError(
-            f"{what}: shape {tuple(shape)} read as {' x '.join(axes)} gives only {n} trials, so "
-            f"the data looks transposed; if axis {big} holds the trials pass "
-            f"--layout {'_'.join(fixed)} (config data.layout)"
+            f"{what}: shape {tuple(shape)} read as {' x '.join(axes)} gives only {n} trials "
+            f"(LFADS needs at least {MIN_TRIALS}); if axis {big} holds the trials, pass "
+            f"--layout {'_'.join(fixed)} (config data.layout); one long recording must be cut "
+            "into trials first"
         )
     raise UserInputError(
         f"{what}: only {n} trials (shape {tuple(shape)} read as {' x '.join(axes)}); "
@@ -186,7 +192,13 @@ def check_conditions(conditions: object, n: int, what: str) -> np.ndarray | None
         raise UserInputError(
             f"{what}: expected one numeric or text label per trial ({n}), found shape {c.shape}"
         )
-    return c.ravel()
+    c = c.ravel()
+    if c.dtype.kind == "f" and not np.isfinite(c).all():
+        bad = np.flatnonzero(~np.isfinite(c))
+        raise UserInputError(f"{what}: {bad.size} trial(s) without a label (NaN), first trial "
+                             f"{int(bad[0])} (0-based); give every trial a label, e.g. one "
+                             "number for 'unknown'")
+    return c
 
 
 def check_ext_input(ext: object, shape: tuple[int, ...], what: str) -> np.ndarray | None:
@@ -231,8 +243,7 @@ def check_behavior(beh: object, shape: tuple[int, ...], what: str) -> np.ndarray
         raise UserInputError(f"{what}: {b.shape[1]} bins x {b.shape[2]} variables; expected 1 to "
                              f"{shape[1]} bins (the data's observed bins, forward bins excluded) "
                              "and at least one variable")
-    if not np.isfinite(b).all():
-        raise UserInputError(f"{what}: contains NaN/Inf; decode targets must be finite")
+    _check_finite(b.astype(np.float64, copy=False), f"{what} (decode targets)")
     return np.ascontiguousarray(b, dtype=np.float32)
 
 
@@ -252,7 +263,9 @@ def check_heldout(cfg, n_neurons: int, n_time: int, what: str) -> tuple[np.ndarr
         rng = np.random.default_rng(cfg.split_seed + 1)
         held = np.sort(rng.choice(n_neurons, size=k, replace=False)).astype(np.int64)
     if held.size >= n_neurons:
-        raise UserInputError(f"data.heldout_neurons: {held.size} of {n_neurons} neurons held out "
+        key = "heldout_neurons" if cfg.heldout_neurons is not None else \
+            f"heldout_fraction={cfg.heldout_fraction}"
+        raise UserInputError(f"data.{key}: {held.size} of {n_neurons} neurons held out "
                              "leaves none for the encoders")
     if cfg.forward_bins > n_time - MIN_BINS:
         raise UserInputError(f"data.forward_bins={cfg.forward_bins}: leaves fewer than "

@@ -64,7 +64,14 @@ def read_npz(p: Path, variable: str, optional: tuple[str, ...]
         with np.load(p, allow_pickle=False) as z:
             names = sorted(z.files)
             values = {k: z[k] for k in {variable, *optional} if k in names}
-    except Exception as e:  # zipfile.BadZipFile, pickled objects, truncation, ...
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise unreadable(p, "a numpy .npz archive", e) from None
+        raise UserInputError(  # never unpickled: a data file must not run code
+            f"{p}: holds an object array (e.g. trials of different lengths, saved as a list); "
+            "save one numeric 3-D array instead, e.g. np.savez(path, data=np.stack(trials)) "
+            "with every trial cut to the same number of bins") from None
+    except Exception as e:  # zipfile.BadZipFile, truncation, ...
         raise unreadable(p, "a numpy .npz archive", e) from None
     if "layout" in values:
         values["layout"] = str(np.asarray(values["layout"]).ravel()[0])

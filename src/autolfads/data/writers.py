@@ -77,17 +77,27 @@ def write_tutorial_mat(path: str | Path, dataset: Dataset) -> Path:
     return atomic_write(path, write, protect=dataset.source)
 
 
-def write_dataset(path: str | Path, ds: Dataset, fmt: str | None = None) -> Path:
-    """Write `ds` as LFADS .h5 or tutorial .mat; the extension must match the format."""
+def dataset_format(path: str | Path, fmt: str | None = None) -> str:
+    """"h5" or "mat": `fmt`, or the one the extension names; the extension must match, since
+    the readers pick the format from it."""
     path = Path(path)
     suffix = path.suffix.lower()
     if fmt is None:
-        fmt = "mat" if suffix == ".mat" else "h5"
+        if suffix not in (".mat", ".h5", ".hdf5"):
+            raise UserInputError(f"{path}: name the file *.h5 (LFADS layout) or *.mat (the "
+                                 "tutorial's layout); those are the formats written")
+        return "mat" if suffix == ".mat" else "h5"
     if fmt not in ("h5", "mat"):
         raise UserInputError(f"--format {fmt}: unknown format; use h5 or mat")
     wanted = (".mat",) if fmt == "mat" else (".h5", ".hdf5")
-    if suffix not in wanted:  # the readers pick the format from the extension
+    if suffix not in wanted:
         raise UserInputError(
             f"{path}: extension does not match --format {fmt}; name the file *{wanted[0]}"
         )
+    return fmt
+
+
+def write_dataset(path: str | Path, ds: Dataset, fmt: str | None = None) -> Path:
+    """Write `ds` as LFADS .h5 or tutorial .mat (dataset_format)."""
+    fmt = dataset_format(path, fmt)
     return write_lfads_h5(path, ds) if fmt == "h5" else write_tutorial_mat(path, ds)

@@ -293,9 +293,11 @@ class Trainer:
             if log is not None:
                 log(format_epoch(st, target, time.perf_counter() - t0))
             if early_stop and self.should_stop():
-                if log is not None:
+                if log is not None and math.isfinite(self.state.smoothed):
                     log(f"stopping early at epoch {st.epoch + 1}: smoothed validation cost has "
                         f"not improved for {self.state.bad_epochs} epochs")
+                elif log is not None:
+                    log(f"stopping at epoch {st.epoch + 1}: the validation cost is not finite")
                 break
         return self.state
 

@@ -49,6 +49,7 @@ def check(name: str, values: np.ndarray, what: str) -> None:
     """Raise UserInputError if the data cannot come from observation model `name`."""
     if not values.any():
         raise UserInputError(f"{what}: every value is zero; there is no activity to model")
+    _check_scale(name, values, what)
     if name in ("poisson", "gamma", "zero_inflated_gamma") and (values < 0).any():
         raise UserInputError(f"{what}: negative values ({_where(values, values < 0)}); the {name} "
                              "model needs non-negative data; use model.observation=gaussian "
@@ -70,6 +71,23 @@ def check(name: str, values: np.ndarray, what: str) -> None:
         _check_channels(values, what, flat.max(0) > flat.min(0), "has the same value in every bin")
 
 
+# Training runs in float32: values far from order 1 lose precision or overflow (measured:
+# continuous data fits as well at 1e-6 as at 1 or 1e8, and fails at 1e-8 or 1e20).
+TINY, HUGE = 1e-5, 1e10
+
+
+def _check_scale(name: str, values: np.ndarray, what: str) -> None:
+    mags = np.abs(values[values != 0])
+    typical, top = float(np.median(mags)), float(mags.max())
+    if top <= HUGE and (name == "poisson" or typical >= TINY):
+        return
+    factor = 10.0 ** -round(np.log10(typical))
+    raise UserInputError(
+        f"{what}: values of order {typical:.1g} (largest {top:.2g}) are too "
+        f"{'large' if top > HUGE else 'small'} to train on in float32; rescale the data to "
+        f"order 1 (e.g. multiply it by {factor:g}); the outputs come back in the new units")
+
+
 def _check_channels(values: np.ndarray, what: str, ok: np.ndarray, problem: str) -> None:
     if ok.all():
         return
@@ -86,6 +104,12 @@ def warnings(name: str, values: np.ndarray) -> list[str]:
     """Data a model can fit but that will not show much dynamics: one line each, said before
     training so that a poor result is not a surprise."""
     out = []
+    if name == "gaussian" and np.array_equal(values, np.round(values)):
+        neg = values < 0
+        if neg.mean() < 0.05:  # counts with a few negative codes, e.g. -1 for missing
+            out.append(f"warning: whole numbers with a few negative values ({_where(values, neg)})"
+                       "; if these are spike counts and the negatives mark missing data, remove "
+                       "them (the data is modelled as gaussian because of them)")
     if name != "poisson":
         return out
     per_neuron = values.sum(axis=(0, 1))

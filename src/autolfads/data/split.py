@@ -1,0 +1,45 @@
+"""The default split of a dataset's trials into train, valid and test (data.split)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autolfads.config import AUTO_TEST_MIN_TRIALS, DataConfig
+from autolfads.errors import UserInputError
+
+
+def split_trials(n_trials: int, cfg: DataConfig | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """0-based (train_inds, valid_inds, test_inds), each sorted (test may be empty).
+
+    every_nth: trials valid_every-1, 2*valid_every-1, ... (every 5th, as the tutorial) are valid;
+    test: trials 0, test_every, 2*test_every, ... that are not valid.
+    random: a permutation seeded by split_seed; round(valid_fraction * n) trials, at least 1, are
+    valid, the next round(test_fraction * n) test.
+    Test set by default (test_every / test_fraction None): every 10th trial (10%) when there are
+    at least AUTO_TEST_MIN_TRIALS trials, none otherwise.
+    """
+    cfg = cfg or DataConfig()
+    all_inds = np.arange(n_trials)
+    auto = n_trials >= AUTO_TEST_MIN_TRIALS
+    if cfg.split == "every_nth":
+        if cfg.valid_every > n_trials:
+            raise UserInputError(
+                f"data.valid_every={cfg.valid_every} is larger than the {n_trials} trials, leaving "
+                "no validation trials; use a smaller value"
+            )
+        valid = all_inds[cfg.valid_every - 1 :: cfg.valid_every]
+        every = (10 if auto else 0) if cfg.test_every is None else cfg.test_every
+        test = np.setdiff1d(all_inds[::every], valid) if every else all_inds[:0]
+    else:
+        n_valid = min(max(1, round(cfg.valid_fraction * n_trials)), n_trials - 1)
+        fraction = (0.1 if auto else 0.0) if cfg.test_fraction is None else cfg.test_fraction
+        n_test = min(round(fraction * n_trials), n_trials - n_valid - 1)
+        perm = np.random.default_rng(cfg.split_seed).permutation(n_trials)
+        valid = np.sort(perm[:n_valid])
+        test = np.sort(perm[n_valid : n_valid + n_test])
+    train = np.setdiff1d(all_inds, np.concatenate([valid, test]))
+    if len(train) == 0:
+        raise UserInputError(f"data split: no training trials left among {n_trials}; use a "
+                             "smaller data.test_every/test_fraction or valid_every/fraction")
+    return train.astype(np.int64), valid.astype(np.int64), test.astype(np.int64)
