@@ -49,10 +49,9 @@ def synth_lorenz(
 def _write_synth(kind: str, out: Path, seed: int, fmt: str | None, **params):
     """api.synth to a new file, after the checks both synth commands share."""
     from autolfads.api import synth
+    from autolfads.data.writers import dataset_format
 
-    fmt = fmt or (out.suffix.lstrip(".") or "h5")
-    if fmt not in ("h5", "mat"):
-        raise UserInputError(f"--format {fmt}: expected h5 or mat")
+    fmt = dataset_format(out, fmt)  # from the extension, which must match --format
     if out.exists():
         raise UserInputError(f"--out {out}: file exists; remove it or choose another name")
     return synth(kind, seed=seed, out=out, fmt=fmt, **params)

@@ -332,10 +332,9 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
         arrs = {sp: as_numeric(a, f"{label}: {sp}_{stem}") for sp, a in got.items()}
         for sp, a in arrs.items():
             if len(a) != sizes[sp] or a.shape[1:] != arrs["train"].shape[1:]:
+                also = f" (train_{stem}: {arrs['train'].shape})" if sp != "train" else ""
                 raise UserInputError(
-                    f"{p}: {sp}_{stem} {a.shape} does not match {sp}_data {x[sp].shape} "
-                    f"(train_{stem}: {arrs['train'].shape})"
-                )
+                    f"{p}: {sp}_{stem} {a.shape} does not match {sp}_data {x[sp].shape}{also}")
             if check is not None:
                 check(a, f"{label}: dataset '{sp}_{stem}'")
         out = np.empty((n, *arrs["train"].shape[1:]), dtype=np.float32)

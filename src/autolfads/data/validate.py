@@ -50,8 +50,10 @@ def as_numeric(arr: object, what: str) -> np.ndarray:
 def check_3d(a: np.ndarray, what: str, layout: str) -> None:
     expected = " x ".join(layout.split("_"))
     if a.ndim != 3:
+        hint = ("; a 2-D array is one recording (or one trial): cut it into trials of equal "
+                "length and stack them along a third axis") if a.ndim == 2 else ""
         raise UserInputError(
-            f"{what}: expected a 3-D array {expected}, found shape {tuple(a.shape)}"
+            f"{what}: expected a 3-D array {expected}, found shape {tuple(a.shape)}{hint}"
         )
     if a.size == 0:
         raise UserInputError(
@@ -120,7 +122,9 @@ def check_rates(a: np.ndarray, what: str) -> None:
 def check_scalar(value: object, what: str) -> float:
     a = np.asarray(value)
     if a.dtype.kind not in "iuf" or a.size != 1 or not np.isfinite(a).all() or a.ravel()[0] <= 0:
-        shown = a.ravel()[:3].tolist() if a.dtype.kind in "iufb" else f"a {a.dtype} value"
+        shown = (a.ravel()[:3].tolist() if a.dtype.kind in "iufb"
+                 else f"text '{a.ravel()[0]}'" if a.dtype.kind in "US" and a.size
+                 else "a non-numeric value")
         raise UserInputError(f"{what}: expected one positive number, found {shown}")
     return float(a.ravel()[0])
 

@@ -38,14 +38,17 @@ def _read_mat73(p: Path, wanted: set[str]) -> tuple[list[str], dict[str, object]
     try:
         with h5py.File(p, "r") as f:
             names = sorted(k for k in f if not k.startswith("#"))
-            return names, {k: _mat73_value(f[k]) for k in names if k in wanted}
+            return names, {k: _mat73_value(f[k], p, k) for k in names if k in wanted}
     except (OSError, RuntimeError, KeyError) as e:
         raise unreadable(p, "a MATLAB v7.3 (HDF5) file", e) from None
 
 
-def _mat73_value(obj: h5py.Dataset | h5py.Group) -> object:
+def _mat73_value(obj: h5py.Dataset | h5py.Group, p: Path, name: str) -> object:
     if not isinstance(obj, h5py.Dataset):
-        return np.array([None], dtype=object)  # a struct: reported as non-numeric later
+        if "MATLAB_sparse" in obj.attrs:
+            raise UserInputError(f"{p}: variable '{name}': is a sparse matrix; save it as a full "
+                                 "array (full(...)) in MATLAB")
+        return np.zeros(1, dtype=[("field", "f8")])  # a struct: reported as one later
     cls = obj.attrs.get("MATLAB_class", b"double")
     cls = cls.decode() if isinstance(cls, bytes) else str(cls)
     if obj.attrs.get("MATLAB_empty", 0):
