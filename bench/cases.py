@@ -151,7 +151,9 @@ def forward_flops(case: Case, batch: int | None = None) -> dict[str, float]:
     }
     if K:
         parts["ci_encoder"] = 2 * gru(B * Te, case.n_in, H_ci)
-        parts["controller"] = gru(B * T, 2 * H_ci + F, C) + mm(B * T, C, 2 * K)
+        # The encoded inputs c_t exist for the T_enc encoded bins only (zero after them).
+        parts["controller"] = (mm(B * Te, 2 * H_ci, 3 * C) + gru(B * T, F, C)
+                               + mm(B * T, C, 2 * K))
         parts["factors"] += mm(B, G, F)  # f_{-1}, the controller's first factor input
     return parts
 

@@ -326,8 +326,9 @@ def markdown(records: list[dict]) -> str:
               "gradients, input gradients of all but the encoders' data projections); % of peak: "
               "achieved / measured matmul GFLOP/s (largest of the shapes in matmul_gflops); vs "
               f"baseline: {BASELINE_NOTE} (0.40 s Lorenz, 0.67 s MC_Maze); sampling: 50 posterior "
-              "samples of the batch's trials, each trial encoded once, vs plain: the whole model "
-              "on every copy, vs sequential: one pass per sample; other load: cores other "
+              "samples of the batch's trials, each trial encoded once, vs plain: the same (fused) "
+              "model run whole on every sample copy, vs sequential: one pass per sample; other "
+              "load: cores other "
               "processes kept busy during the step timing."]
     return "\n".join(lines) + "\n"
 

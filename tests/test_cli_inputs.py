@@ -60,6 +60,8 @@ def files(tmp):
     return [
         ("tiny values", mat("tiny", data=(x + 0.5) * 1e-12), ["too small", "multiply it by 1e+12"]),
         ("huge values", mat("huge", data=x * 1e20 - 5e19), ["too large", "float32"]),
+        ("outlier", mat("outlier", data=np.where(x > 4, 3e11, x + 0.5)),
+         ["an outlier or a missing-data code"]),
         ("not nwb", fake, ["could not be read as NWB"]),
         ("ragged npz", ragged, ["object array", "np.stack"]),
         ("nan condition", mat("cond", data=x, conditions=cond), ["without a label", "trial 4"]),
@@ -69,7 +71,8 @@ def files(tmp):
     ]
 
 
-@pytest.mark.parametrize("case", ["tiny values", "huge values", "not nwb", "ragged npz",
+@pytest.mark.parametrize("case", ["tiny values", "huge values", "outlier", "not nwb",
+                                  "ragged npz",
                                   "nan condition", "nan behaviour", "config is data"])
 def test_files_that_are_almost_right(case, tmp_path, monkeypatch, capsys):
     name, path, words = next(c for c in files(tmp_path) if c[0] == case)
@@ -100,6 +103,9 @@ def test_warnings_for_what_a_run_can_survive(tmp_path):
 
     lines = warnings("gaussian", load_dataset(tmp_path / "neg.mat").all_data())
     assert len(lines) == 1 and "missing data" in lines[0] and "-1" in lines[0]
+    assert warnings("gaussian", counts()) == []  # counts modelled as gaussian, as asked
+    scipy.io.savemat(tmp_path / "tut.mat", {"data": counts((40, 20, 12))})  # 40 neurons
+    assert not load_dataset(tmp_path / "tut.mat").meta.get("warnings")  # .mat: by design
     nwb_only = load_dataset(tmp_path / "neg.mat", DataConfig(window_ms=[0, 100]))
     assert nwb_only.meta["warnings"] == ["data.window_ms: only NWB files use it; ignored for "
                                          "neg.mat"]

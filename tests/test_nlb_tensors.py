@@ -79,6 +79,12 @@ def test_behaviour_that_cannot_be_decoded_is_dropped_with_a_warning(tmp_path):
     (lambda a: a.update(train_spikes_heldout=a["train_spikes_heldout"][:-1]), "the same trials"),
     (lambda a: a.update(train_spikes_heldout=a["train_spikes_heldout"][:, :-2]), "bins"),
     (lambda a: a.pop("train_spikes_heldout_forward"), "give both or neither"),
+    (lambda a: a.update(  # 7 + 2 forward neurons against 6 + 3: the same total, shifted
+        train_spikes_heldin_forward=np.concatenate([a["train_spikes_heldin_forward"],
+                                                    a["train_spikes_heldout_forward"][..., :1]],
+                                                   axis=2),
+        train_spikes_heldout_forward=a["train_spikes_heldout_forward"][..., 1:]),
+     "forward arrays do not match"),
     (lambda a: a.update(eval_spikes_heldin=a["eval_spikes_heldin"][:, :-1],
                         eval_spikes_heldout=a["eval_spikes_heldout"][:, :-1]), "must match"),
 ])
@@ -105,3 +111,28 @@ def test_metrics_on_nlb_tensors_score_the_eval_trials(tmp_path):
     assert abs(m["co_bps"]) < 0.05 and abs(m["fp_bps"]) < 0.05
     assert m["co_bps_smoothing"] > 0.05  # held-in smoothing does predict held-out neurons here
     assert "vel_r2" in m and m["vel_r2"] <= 0.05 and "decode_r2" in m
+
+
+def test_a_forward_window_of_ones_own_drops_the_files_behaviour(tmp_path):
+    rng = np.random.default_rng(5)
+    path = write(tmp_path / "f.h5", tensors(rng, N_TRAIN, "train"))
+    ds = load_dataset(path, DataConfig(forward_bins=2))  # the file has 5
+    assert ds.forward_bins == 2 and ds.behavior is None
+    assert any("data.forward_bins=2 differs" in w for w in ds.meta["warnings"])
+
+
+def test_decode_targets_shorter_than_the_observed_bins(tmp_path):
+    """Targets over the last 15 of 20 observed bins: velocity R^2 pairs them with those bins."""
+    from autolfads.data.io import from_array
+    from autolfads.results import compute_metrics
+
+    rng = np.random.default_rng(6)
+    rates = rng.gamma(2.0, 0.5, size=(60, 24, 8))
+    spikes = rng.poisson(rates).astype(np.float32)
+    beh = rates[:, 5:20] @ rng.normal(size=(8, 2))
+    ds = from_array(spikes, behavior=beh, cfg=DataConfig(heldout_neurons=[7], forward_bins=4))
+    post = {f"{sp}_rates": rates[getattr(ds, f"{sp}_inds")] for sp in ds.splits}
+    post.update({f"{sp}_inferred_inputs": np.zeros((len(ds.split(sp)), 24, 0))
+                 for sp in ds.splits})
+    m = compute_metrics(ds, post)
+    assert m["vel_r2"] > 0.99 and m["decode_r2"] > 0.99  # the true rates decode it exactly

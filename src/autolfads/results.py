@@ -142,12 +142,13 @@ def nlb_metrics(dataset: Dataset, post: dict[str, np.ndarray], split: str,
     if dataset.behavior is not None and split != "train":
         beh, tb = dataset.behavior, dataset.behavior.shape[1]
 
-        def flat(a: np.ndarray) -> np.ndarray:  # the behaviour's bins, time-flattened trials
+        def flat(a: np.ndarray) -> np.ndarray:  # rates over the behaviour's bins, flattened
             return a[:, n_obs - tb : n_obs].reshape(-1, a.shape[-1])
 
         tr_inds, sp_inds = dataset.train_inds, getattr(dataset, f"{split}_inds")
-        m["vel_r2"] = nlb.velocity_r2(flat(post["train_rates"]), flat(beh[tr_inds]),
-                                      flat(rates), flat(beh[sp_inds]))
+        v = beh.shape[-1]
+        m["vel_r2"] = nlb.velocity_r2(flat(post["train_rates"]), beh[tr_inds].reshape(-1, v),
+                                      flat(rates), beh[sp_inds].reshape(-1, v))
     return m
 
 

@@ -231,7 +231,8 @@ def _from_table(
             f"data with --set data.variable=NAME (deconvolve: --variable NAME)"
         )
     layout = cfg.layout
-    assumed = layout == "auto" and "layout" not in values  # nobody said the axis order
+    # Nobody said the axis order of a Python-made file (.mat is the tutorial's order by design).
+    assumed = layout == "auto" and "layout" not in values and p.suffix.lower() != ".mat"
     if layout == "auto":  # .npz / .h5 may say their own layout; .mat is the tutorial's layout
         says = p.suffix.lower() in (".npz", ".h5", ".hdf5")
         layout = str(values.get("layout", MATLAB_LAYOUT)) if says else MATLAB_LAYOUT
@@ -368,7 +369,8 @@ def _from_nlb(label: str, vals: dict[str, np.ndarray], cfg: DataConfig) -> Datas
                 "test_inds": np.arange(t.n_train, t.n_train + t.n_eval)}
     ds = _build(t.data, INTERNAL_LAYOUT, label=label, noun="dataset", cfg=t.cfg,
                 bin_size_s=_bin_size_s(vals, label, "dataset"), data_name="train_spikes_heldin",
-                can_relayout=False, behavior=t.behavior, **inds)
+                can_relayout=False, behavior=t.behavior,
+                behavior_name="train_behavior/eval_behavior", **inds)
     if t.n_eval:
         ds.meta["split"] = f"{t.cfg.split} over the train trials; NLB's eval trials are the test"
     ds.meta.setdefault("warnings", []).extend(t.warnings)

@@ -45,11 +45,14 @@ def read_nlb(label: str, vals: dict[str, np.ndarray], cfg: DataConfig) -> NLBTen
     if "eval_spikes_heldin" in vals:
         ev, _, _ = _stage(label, vals, "eval", (train.shape, fwd, n_heldout))
         if ev is None:
-            lacks = "held-out neurons" if n_heldout and "eval_spikes_heldout" not in vals \
-                else "forward bins"
-            warnings.append(f"{label}: the eval trials have no {lacks} (NLB's hidden test "
-                            "phase), so they cannot be scored here and are left out; the test "
-                            "trials come from the train trials")
+            if n_heldout and "eval_spikes_heldout" not in vals:
+                lacks = "held-out neurons (NLB's hidden test phase)"
+            else:  # nlb_tools writes them to eval_target.h5, in a group per dataset
+                lacks = ("forward bins (eval_spikes_*_forward, which nlb_tools writes to "
+                         "eval_target.h5's group: copy them to this file's top level)")
+            warnings.append(f"{label}: the eval trials have no {lacks}, so they cannot be "
+                            "scored here and are left out; the test trials come from the train "
+                            "trials")
         else:
             parts.append(ev)
             n_eval = len(ev)
@@ -60,6 +63,11 @@ def read_nlb(label: str, vals: dict[str, np.ndarray], cfg: DataConfig) -> NLBTen
     if fwd and cfg.forward_bins == 0:
         update["forward_bins"] = fwd
     behavior = _behavior(label, vals, n_eval, train.shape[1] - fwd, warnings)
+    if behavior is not None and cfg.forward_bins not in (0, fwd):
+        warnings.append(f"{label}: behaviour not used for decoding: it covers the file's "
+                        f"{train.shape[1] - fwd} observed bins, and data.forward_bins="
+                        f"{cfg.forward_bins} differs from the file's {fwd}")
+        behavior = None
     return NLBTensors(np.concatenate(parts), len(train), n_eval, cfg.model_copy(update=update),
                       behavior, warnings)
 
@@ -106,9 +114,10 @@ def _stage(label: str, vals: dict[str, np.ndarray], stage: str,
             raise UserInputError(f"{label}: has {stage}_spikes_heldin_forward but no "
                                  f"{stage}_spikes_heldout_forward; give both or neither")
         fwd_blocks = [fwd_in] + ([fwd_out] if heldout is not None else [])
+        widths = [b.shape[2] for b in blocks]
         f = np.concatenate(fwd_blocks, axis=2) if len({b.shape[1] for b in fwd_blocks}) == 1 \
             else None
-        if f is None or f.shape[2] != x.shape[2]:
+        if f is None or [b.shape[2] for b in fwd_blocks] != widths:
             raise UserInputError(f"{label}: {stage}'s forward arrays do not match its spikes "
                                  "(same neurons, one number of forward bins)")
         x = np.concatenate([x, f], axis=1)

@@ -198,6 +198,9 @@ class LFADS(nn.Module):
         gen_xg = gen_xg.unbind(0)
         if self.use_con:
             D = ci.shape[-1]
+            if B % ci.shape[1]:
+                raise ValueError(f"controller inputs for {ci.shape[1]} trials cannot serve "
+                                 f"{B} rows: B must be a multiple")
             con_xg = self.con.input_gates(ci, slice(0, D)) + self.con.bias_ih
             con_xg = con_xg.repeat(1, B // ci.shape[1], 1).unbind(0)  # shared by S samples
             w_con_f, w_gen_u = self.con.weight_ih[:, D:], self.gen.weight_ih[:, :K]

@@ -71,9 +71,11 @@ def check(name: str, values: np.ndarray, what: str) -> None:
         _check_channels(values, what, flat.max(0) > flat.min(0), "has the same value in every bin")
 
 
-# Training runs in float32: values far from order 1 lose precision or overflow (measured:
-# continuous data fits as well at 1e-6 as at 1 or 1e8, and fails at 1e-8 or 1e20).
-TINY, HUGE = 1e-5, 1e10
+# Training runs in float32: values far from order 1 lose precision or overflow. Measured on
+# synthetic EMG (gamma) scaled by 1e-7 .. 1e8: the fit is the same for typical values from ~5e-6
+# to ~1e9, worse at ~5e-7, lost at ~5e-8; values of 1e20 turn the cost to NaN.
+TINY, HUGE = 1e-6, 1e10
+MAX_SPREAD = 1e6  # largest / typical beyond this: no one factor brings the data to order 1
 
 
 def _check_scale(name: str, values: np.ndarray, what: str) -> None:
@@ -81,11 +83,18 @@ def _check_scale(name: str, values: np.ndarray, what: str) -> None:
     typical, top = float(np.median(mags)), float(mags.max())
     if top <= HUGE and (name == "poisson" or typical >= TINY):
         return
-    factor = 10.0 ** -round(np.log10(typical))
+    if top / typical > MAX_SPREAD:
+        big = np.abs(values) == top
+        raise UserInputError(f"{what}: values span {typical:.1g} (typical) to {top:.2g} "
+                             f"({_where(values, big)}); an outlier or a missing-data code? "
+                             "Remove it, then rescale the data to order 1 if needed")
+    too = "large" if top > HUGE else "small"
+    factor = 10.0 ** -np.ceil(np.log10(top)) if too == "large" else \
+        10.0 ** -round(np.log10(typical))
     raise UserInputError(
-        f"{what}: values of order {typical:.1g} (largest {top:.2g}) are too "
-        f"{'large' if top > HUGE else 'small'} to train on in float32; rescale the data to "
-        f"order 1 (e.g. multiply it by {factor:g}); the outputs come back in the new units")
+        f"{what}: values of order {typical:.1g} (largest {top:.2g}) are too {too} to train on "
+        f"in float32; rescale the data to order 1 (e.g. multiply it by {factor:g}); the "
+        "outputs come back in the new units")
 
 
 def _check_channels(values: np.ndarray, what: str, ok: np.ndarray, problem: str) -> None:
@@ -106,7 +115,7 @@ def warnings(name: str, values: np.ndarray) -> list[str]:
     out = []
     if name == "gaussian" and np.array_equal(values, np.round(values)):
         neg = values < 0
-        if neg.mean() < 0.05:  # counts with a few negative codes, e.g. -1 for missing
+        if 0 < neg.mean() < 0.05:  # counts with a few negative codes, e.g. -1 for missing
             out.append(f"warning: whole numbers with a few negative values ({_where(values, neg)})"
                        "; if these are spike counts and the negatives mark missing data, remove "
                        "them (the data is modelled as gaussian because of them)")
