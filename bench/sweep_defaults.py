@@ -102,7 +102,9 @@ def _one(system: str, config: str, keep_inputs: str) -> dict:
                             inputs=res._all("inferred_inputs"),
                             true_times=res.dataset.true_input_times)
     keep = ("r2_rates", "r2_rates_valid", "r2_smoothing", "input_time_accuracy",
-            "input_time_accuracy_valid", "bps_valid", "epochs", "best_epoch")
+            "input_time_accuracy_valid", "bps_valid", "epochs", "best_epoch",
+            # test trials (data with >= 100 trials has them since issue 12)
+            "r2_rates_test", "r2_test", "bps_test", "input_time_accuracy_test")
     return {"system": system, "config": config, **{k: m[k] for k in keep if k in m},
             "wall_s": round(time.perf_counter() - t0, 1)}
 
