@@ -21,7 +21,8 @@ from autolfads.model.noise import draw_noise
 from autolfads.training.parallel import Shards
 
 KEYS = ("rates", "factors", "inferred_inputs", "ic_mean")
-ENCODE_BLOCK = 16  # trials are encoded this many passes' worth at a time
+ENCODE_BLOCK = 16  # trials are encoded this many passes' worth at a time,
+MAX_ENCODED = 1024  # but no more trials than this (their controller inputs are kept meanwhile)
 
 
 @torch.no_grad()
@@ -45,7 +46,7 @@ def sample_and_average(
     T = model.recon_seq_len or T_enc
     S = n_samples
     chunk = max(1, max_batch // S)
-    block = ENCODE_BLOCK * chunk
+    block = chunk * max(1, min(ENCODE_BLOCK, MAX_ENCODED // chunk))  # bounded memory
     parts: dict[str, list[np.ndarray]] = {k: [] for k in KEYS}
     for b0 in range(0, B, block):
         # Dropout is off, so the encoders' outputs do not depend on the draws: each trial is
