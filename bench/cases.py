@@ -76,11 +76,7 @@ def make_step(model: LFADS, case: Case, shards: Shards | None = None
     def step(x: torch.Tensor, counts: torch.Tensor, data_term: torch.Tensor) -> torch.Tensor:
         model.train()
         x_in, cd_mask = coordinated_dropout(x, cd_rate)
-        if cd_mask is not None and cd_mask.shape != counts.shape:
-            # Bins and neurons the encoders never see pass their gradient, as dropped ones do.
-            full = torch.ones_like(counts)
-            full[:, : x.shape[1], : x.shape[2]] = cd_mask
-            cd_mask = full
+        cd_mask = _on_target(cd_mask, counts)
         opt.zero_grad(set_to_none=True)
         terms = loss_and_grads(model, x_in, counts, w, shards, cd_mask, data_term=data_term)
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
@@ -88,6 +84,16 @@ def make_step(model: LFADS, case: Case, shards: Shards | None = None
         return terms[0]
 
     return step, opt
+
+
+def _on_target(cd_mask: torch.Tensor | None, counts: torch.Tensor) -> torch.Tensor | None:
+    """CD's gradient mask on the target's entries: the bins and neurons the encoders never see
+    (the first t_enc bins and n_in neurons are seen) pass their gradient, as dropped ones do."""
+    if cd_mask is None or cd_mask.shape == counts.shape:
+        return cd_mask
+    full = torch.ones_like(counts)
+    full[:, : cd_mask.shape[1], : cd_mask.shape[2]] = cd_mask
+    return full
 
 
 def make_plain_step(model: LFADS, case: Case) -> Callable:
@@ -106,10 +112,7 @@ def make_plain_step(model: LFADS, case: Case) -> Callable:
     def step(x: torch.Tensor, counts: torch.Tensor, data_term: torch.Tensor) -> torch.Tensor:
         model.train()
         x_in, cd_mask = coordinated_dropout(x, model.cfg.cd_rate)
-        if cd_mask is not None and cd_mask.shape != counts.shape:
-            full = torch.ones_like(counts)
-            full[:, : x.shape[1], : x.shape[2]] = cd_mask
-            cd_mask = full
+        cd_mask = _on_target(cd_mask, counts)
         opt.zero_grad(set_to_none=True)
         loss = total_loss(compute_costs(model, model(x_in), counts, w, cd_mask,
                                         data_term=data_term), w)

@@ -101,10 +101,11 @@ def deconvolve(data: str | Path, out: str | Path, options: DeconvolveOptions | N
             say(f"deconvolved {done}/{total} neurons")
 
     events = deconvolve_dataset(ds, options or DeconvolveOptions(), progress)
-    if not events.all_data().any():
+    found = events.all_data()
+    if not found.any():
         raise UserInputError(f"{ds.source}: deconvolution found no events in any channel (flat "
                              "or noise-only traces); nothing was written")
-    for line in deconvolve_warnings(ds.all_data(), events.all_data()):
+    for line in deconvolve_warnings(ds.all_data(), found):
         say(line)
     write_dataset(out, events)
     return events

@@ -127,6 +127,7 @@ def deconvolve_if_asked(ds: Dataset, cfg: DataConfig,
     if say is not None:
         say(f"deconvolving {ds.n_neurons} neurons' calcium traces into events (OASIS)")
     events = deconvolve_dataset(ds, DeconvolveOptions(cfg.tau_decay_s, cfg.event_threshold_sd))
-    for line in deconvolve_warnings(ds.all_data(), events.all_data()) if say else []:
-        say(line)
+    if say is not None:
+        for line in deconvolve_warnings(ds.all_data(), events.all_data()):
+            say(line)
     return events

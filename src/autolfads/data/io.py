@@ -231,11 +231,12 @@ def _from_table(
             f"data with --set data.variable=NAME (deconvolve: --variable NAME)"
         )
     layout = cfg.layout
-    # Nobody said the axis order of a Python-made file (.mat is the tutorial's order by design).
-    assumed = layout == "auto" and "layout" not in values and p.suffix.lower() != ".mat"
-    if layout == "auto":  # .npz / .h5 may say their own layout; .mat is the tutorial's layout
-        says = p.suffix.lower() in (".npz", ".h5", ".hdf5")
-        layout = str(values.get("layout", MATLAB_LAYOUT)) if says else MATLAB_LAYOUT
+    # .npz / .h5 may say their own layout; .mat is the tutorial's layout by design, so only a
+    # Python-made file that does not say it has its axis order assumed.
+    python_made = p.suffix.lower() != ".mat"
+    assumed = layout == "auto" and python_made and "layout" not in values
+    if layout == "auto":
+        layout = str(values.get("layout", MATLAB_LAYOUT)) if python_made else MATLAB_LAYOUT
     cond = values.get("conditions")
     if conditions_one_based and cond is not None:
         cond = _from_matlab_labels(np.asarray(cond))

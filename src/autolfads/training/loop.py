@@ -293,11 +293,11 @@ class Trainer:
             if log is not None:
                 log(format_epoch(st, target, time.perf_counter() - t0))
             if early_stop and self.should_stop():
-                if log is not None and math.isfinite(self.state.smoothed):
-                    log(f"stopping early at epoch {st.epoch + 1}: smoothed validation cost has "
-                        f"not improved for {self.state.bad_epochs} epochs")
-                elif log is not None:
-                    log(f"stopping at epoch {st.epoch + 1}: the validation cost is not finite")
+                if log is not None:
+                    why = (f"smoothed validation cost has not improved for "
+                           f"{self.state.bad_epochs} epochs" if math.isfinite(self.state.smoothed)
+                           else "the validation cost is not finite")
+                    log(f"stopping early at epoch {st.epoch + 1}: {why}")
                 break
         return self.state
 
