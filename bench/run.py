@@ -9,6 +9,8 @@ For each case (bench/cases.py) it times, in a fresh process (so peak RSS is the 
   - posterior sample-and-average of the batch's trials: all samples in one batched pass with
     each trial encoded once (training/sampling.py), against the same with the whole model run
     on every copy (its plain form) and against one pass per sample;
+  - where a C++ compiler is present, the step with the GRU cell as compiled kernels
+    (train.native_cells), alternated with the default loops;
 and reports trials/s, the matmul FLOPs a step needs (counted from the sizes), the achieved GFLOP/s
 against the machine's measured matmul GFLOP/s, and peak RSS. On CPU it also measures the
 aggregate throughput of 1 and 2 worker processes sharing the cores, each with cores // workers
@@ -29,7 +31,6 @@ import platform
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,14 +46,9 @@ from bench.cases import (
     make_step,
     step_flops,
 )
+from bench.records import BASELINE_NOTE, BASELINE_STEP_S, markdown, merge, write_atomic
 
 HERE = Path(__file__).resolve().parent
-# The public PyTorch LFADS cannot be installed here (not on the package index these machines
-# reach), so its step time is a constant, not a same-run figure; results say so.
-BASELINE_STEP_S = {"lorenz": 0.40, "mc_maze": 0.67}
-BASELINE_NOTE = ("constant, not measured in this run: a public PyTorch LFADS's step on 2 CPU "
-                 "cores of this machine type, measured 2026-11-23 (issue 4); measured again "
-                 "later (issue 13) its MC_Maze step took 0.55-0.69 s")
 N_SAMPLES = 50
 
 
@@ -158,6 +154,7 @@ def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
         step_times = timed(lambda: step(x, counts, lf), device, warm, reps)
     rss_train = peak_rss_mb()
     step_s = statistics.median(step_times)
+    native = native_step(lambda: step(x, counts, lf), device, warm, reps)
 
     # Posterior sampling of the batch's trials: one batched pass vs one pass per sample.
     def sequential():
@@ -221,9 +218,30 @@ def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
         "background_load_cores": round(load.cores, 2),
         "quick": quick,
     }
+    rec.update(native)
     if device.startswith("cuda"):
         rec["cuda_peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return rec
+
+
+def native_step(step, device: str, warm: int, reps: int) -> dict:
+    """The step with the GRU cell as compiled kernels (train.native_cells, model/fused/native),
+    timed alternately with the default loops in this run; {} where they cannot be built."""
+    from autolfads.model.fused import loops
+
+    impl, why = loops.native_loops() if device == "cpu" else (None, "CPU only")
+    if impl is None:
+        return {"native_unavailable": why}
+    default, times = loops.active, {"default": [], "native": []}
+    try:
+        for _ in range(warm + reps):
+            for key, chosen in (("default", default), ("native", impl)):
+                loops.active = chosen
+                times[key] += timed(step, device, 0, 1)
+    finally:
+        loops.active = default
+    d, n = (statistics.median(times[k][warm:]) for k in ("default", "native"))
+    return {"native_step_s": n, "native_default_step_s": d, "native_speedup": d / n}
 
 
 def device_name(device: str) -> str:
@@ -291,68 +309,6 @@ def worker_throughput(n_workers: int, cores: int, steps: int) -> dict:
 
 
 # -- report ------------------------------------------------------------------------------------
-
-def markdown(records: list[dict]) -> str:
-    head = ("| case | device | threads | batch | step s | trials/s | GFLOP/step | GFLOP/s | "
-            "matmul peak GFLOP/s | % of peak | plain step s | vs plain | vs baseline (constant) | "
-            "sampling s | plain sampling s | vs plain | sequential sampling s | vs sequential | "
-            "peak RSS MB | other load |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in records:
-        base = r.get("speedup_vs_baseline")
-        lines.append(
-            f"| {r['case']} | {r['device']} | {r.get('threads') or '-'} | {r['batch']} | "
-            f"{r['step_s']:.4f} | {r['trials_per_s']:.0f} | {r['flops_per_step'] / 1e9:.2f} | "
-            f"{r['gflops_achieved']:.1f} | {r['gflops_peak_measured']:.1f} | "
-            f"{100 * r['fraction_of_peak']:.0f}% | {r['reference_step_s']:.3f} | "
-            f"{r['speedup_vs_reference']:.2f}x | {f'{base:.2f}x' if base else '-'} | "
-            f"{r['sampling_s']:.3f} | {_get(r, 'sampling_plain_s', '.3f')} | "
-            f"{_get(r, 'sampling_speedup_vs_plain', '.2f')}x | {r['sampling_sequential_s']:.3f} | "
-            f"{r['sampling_speedup']:.2f}x | {r['peak_rss_mb']:.0f} | "
-            f"{r['background_load_cores']:.2f} |")
-    workers = [(r, w) for r in records for w in r.get("workers_scaling", [])]
-    if workers:
-        lines += ["", "| case | device | workers | threads/worker | aggregate trials/s | "
-                  "vs 1 worker |", "|---|---|---|---|---|---|"]
-        for r, w in workers:
-            one = r["workers_scaling"][0]["trials_per_s"]
-            lines.append(f"| {r['case']} | {r['device']} | {w['workers']} | "
-                         f"{w['threads_per_worker']} | {w['trials_per_s']:.0f} | "
-                         f"{w['trials_per_s'] / one:.2f}x |")
-    lines += ["", "Every figure but the baseline is measured in the same run as what it is "
-              "compared with. step: forward + backward + Adam, median after warm-up; plain "
-              "step: the same model and step written the plain PyTorch way (cases.py: "
-              "make_plain_step); GFLOP/step: the matmul FLOPs the step needs (forward, weight "
-              "gradients, input gradients of all but the encoders' data projections); % of peak: "
-              "achieved / measured matmul GFLOP/s (largest of the shapes in matmul_gflops); vs "
-              f"baseline: {BASELINE_NOTE} (0.40 s Lorenz, 0.67 s MC_Maze); sampling: 50 posterior "
-              "samples of the batch's trials, each trial encoded once, vs plain: the same (fused) "
-              "model run whole on every sample copy, vs sequential: one pass per sample; other "
-              "load: cores other "
-              "processes kept busy during the step timing."]
-    return "\n".join(lines) + "\n"
-
-
-def _get(r: dict, key: str, fmt: str) -> str:
-    """A figure of a record, or '-' in records from before it was measured."""
-    return "-" if r.get(key) is None else format(r[key], fmt)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def merge(old: list[dict], new: list[dict]) -> list[dict]:
-    keys = {(r["case"], r["device"]) for r in new}
-    return [r for r in old if (r.get("case"), r.get("device")) not in keys] + new
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])

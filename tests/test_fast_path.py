@@ -76,12 +76,18 @@ def assert_close(a: torch.Tensor, b: torch.Tensor, what: str, rtol: float, atol:
     assert err <= atol + rtol * scale, f"{what}: max abs err {err:.3g} (scale {scale:.3g})"
 
 
-@pytest.fixture(params=["scripted", "eager"])
+@pytest.fixture(params=["scripted", "eager", "native"])
 def loop_impl(request, monkeypatch):
-    """The time loops compiled with TorchScript, or the same functions run as Python."""
-    impl = loops.SCRIPTED if request.param == "scripted" else loops.EAGER
-    if impl is None:
-        pytest.skip("TorchScript is not available here (or AUTOLFADS_NO_SCRIPT is set)")
+    """The time loops compiled with TorchScript, the same functions run as Python, or the
+    compiled loops with the GRU cell as compiled kernels (train.native_cells)."""
+    if request.param == "native":
+        impl, why = loops.native_loops()
+        if impl is None:
+            pytest.skip(f"native GRU cells: {why}")
+    else:
+        impl = loops.SCRIPTED if request.param == "scripted" else loops.EAGER
+        if impl is None:
+            pytest.skip("TorchScript is not available here (or AUTOLFADS_NO_SCRIPT is set)")
     monkeypatch.setattr(loops, "active", impl)
 
 

@@ -37,9 +37,26 @@ def setup_process(train: TrainConfig) -> int:
     if resolve_device(train.device).type == "cpu":
         threads = setup_cpu_threads(train.threads)
         keep_freed_memory()
+        if train.native_cells:
+            use_native_cells()
     torch.manual_seed(train.seed)
     np.random.seed(train.seed % 2**32)
     return threads
+
+
+def use_native_cells() -> bool:
+    """The compiled GRU cell for this process's recurrences (train.native_cells), built on
+    first use (once per machine). A warning, not an error, where it cannot be built: the run is
+    the same without it, only slower."""
+    from autolfads.model.fused import loops
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    why = loops.use_native(say)
+    if why is not None:
+        say(f"warning: train.native_cells: {why}; training without them")
+    return why is None
 
 
 def available_cores() -> int:

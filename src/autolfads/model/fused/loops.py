@@ -3,8 +3,9 @@
 A step is a handful of small ops; run from Python, each op also pays the interpreter (and holds
 the GIL, so the batch shards of training/parallel.py could not run in parallel). Compiled, a whole
 chunk of steps runs in C++ without the GIL. The loops exist once as Python functions (EAGER) and,
-where TorchScript works and AUTOLFADS_NO_SCRIPT=1 is not set, once compiled (SCRIPTED); `active`
-is the set the recurrences call.
+where TorchScript works and AUTOLFADS_NO_SCRIPT=1 is not set, once compiled (SCRIPTED); with
+train.native_cells the cell's elementwise operators are replaced by one compiled C++ kernel
+each (native/, use_native). `active` is the set the recurrences call.
 
 Buffers and equations: see gru.py (gate buffers [h_n, r, z, n] / [d h_n, d a_r, d a_z, d x_n])
 and recurrence.py (controller / generator step). All functions write into preallocated tensors.
@@ -16,6 +17,7 @@ neither tests per step whether a controller exists.
 # NamedTuple. It also reads typing's Optional/List, not `X | None`.
 # ruff: noqa: UP006, UP035, UP045, SIM108
 import os
+import types
 import warnings
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
@@ -243,6 +245,17 @@ def decoder_backward(pg: Tensor, pc: Tensor, t0: int, dg: Tensor, dhc: Tensor,
     return dg, dhc, df_prev
 
 
+# -- the GRU cell as compiled kernels (native/), behind train.native_cells -----------------------
+
+def native_cell_forward(P: Tensor, h: Tensor, h_out: Tensor, neg1: Tensor, H: int) -> None:
+    torch.ops.autolfads.gru_cell_forward(P, h, h_out, H, 0.0)
+
+
+def native_cell_backward(dh: Tensor, P: Tensor, h_prev: Tensor, d: Tensor, tmp: Tensor, H: int
+                         ) -> Tensor:
+    return torch.ops.autolfads.gru_cell_backward(dh, P, h_prev, d, H)
+
+
 # -- the one place that decides between compiled and Python loops --------------------------------
 
 class Loops(NamedTuple):
@@ -258,16 +271,58 @@ EAGER = Loops(stack_forward, stack_backward, generator_forward, generator_backwa
               decoder_forward, decoder_backward)
 
 
-def _scripted() -> Optional[Loops]:
+def with_cells(forward: Callable, backward: Callable) -> Loops:
+    """The same loops with another implementation of cell_forward / cell_backward: every
+    function of this module is re-created over a copy of its namespace in which the two names
+    mean the given ones (the loops call the cell through the module's globals)."""
+    ns = dict(globals())
+    for name, f in globals().items():
+        if isinstance(f, types.FunctionType) and f.__module__ == __name__:
+            ns[name] = types.FunctionType(f.__code__, ns, name, f.__defaults__)
+    ns["cell_forward"], ns["cell_backward"] = forward, backward
+    return Loops(*(ns[n] for n in Loops._fields))
+
+
+def _scripted(eager: Loops) -> Optional[Loops]:
     if os.environ.get("AUTOLFADS_NO_SCRIPT", "") not in ("", "0"):
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return Loops(*(torch.jit.script(f) for f in EAGER))
+            return Loops(*(torch.jit.script(f) for f in eager))
     except Exception:  # noqa: BLE001  (any failure: run the same functions as Python)
         return None
 
 
-SCRIPTED = _scripted()
-active = SCRIPTED if SCRIPTED is not None else EAGER  # tests may swap in EAGER
+_native: List[Loops] = []  # the native set, once built
+
+
+def native_loops(say: Optional[Callable[[str], None]] = None) -> Tuple[Optional[Loops], str]:
+    """The loops with the compiled cell (built on first use; `say` hears when a build starts),
+    compiled with TorchScript where the others are; (None, why not) where the kernels cannot be
+    built here."""
+    if not _native:
+        from autolfads.model.fused import native
+
+        why = native.load(say=say)
+        if why is not None:
+            return None, why
+        eager = with_cells(native_cell_forward, native_cell_backward)
+        _native.append(_scripted(eager) or eager)
+    return _native[0], ""
+
+
+SCRIPTED = _scripted(EAGER)
+# What the recurrences call (tests may swap in another set; use_native swaps in the native one).
+active = SCRIPTED or EAGER
+
+
+def use_native(say: Optional[Callable[[str], None]] = None) -> Optional[str]:
+    """Make the recurrences use the compiled GRU cell in this process (train.native_cells);
+    None when they do, else why they cannot (and nothing changes)."""
+    global active
+    impl, why = native_loops(say)
+    if impl is None:
+        return why
+    active = impl
+    return None

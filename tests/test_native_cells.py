@@ -1,0 +1,123 @@
+"""The GRU cell as compiled kernels (model/fused/native, train.native_cells): the compiler call,
+the kernels against the TorchScript cell they replace, and what happens where they cannot be
+built. (The whole model with them against its plain form: test_fast_path.py, "native".)"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from autolfads.config import TrainConfig
+from autolfads.model.fused import loops, native
+from autolfads.training.process import setup_process
+
+
+def test_compile_command_is_the_exact_argv():
+    argv = native.compile_command("g++", Path("/src/gru_cell.cpp"), Path("/cache/x.so"),
+                                  ["/inc/a", "/inc/b"], "/torch/lib", True)
+    assert argv == [
+        "g++", "-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math",
+        "-fopenmp-simd", "-std=c++20", "-fPIC", "-shared", "-D_GLIBCXX_USE_CXX11_ABI=1",
+        "-I/inc/a", "-I/inc/b", "/src/gru_cell.cpp", "-o", "/cache/x.so", "-L/torch/lib",
+        "-lc10", "-ltorch_cpu", "-Wl,-rpath,/torch/lib"]
+
+
+def test_library_is_cached_per_flags_and_under_xdg_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    a, b = native.library_path(["g++", "-O3"]), native.library_path(["g++", "-O2"])
+    assert a != b and a.name == b.name == "gru_cell.so"
+    assert a.is_relative_to(tmp_path / "autolfads" / "native")
+    assert native.library_path(["g++", "-O3"]) == a
+
+
+def test_failed_build_says_why_and_leaves_no_file(tmp_path):
+    fail = "import sys; sys.stderr.write('line 1\\nerror: no such header\\n'); sys.exit(1)"
+    out = tmp_path / "k" / "gru_cell.so"
+    why = native._build([sys.executable, "-c", fail, "OUT"], 3, out)
+    assert why is not None and "error: no such header" in why
+    assert list(out.parent.iterdir()) == []
+
+
+def test_without_a_compiler_training_warns_and_keeps_its_loops(monkeypatch, capsys):
+    monkeypatch.setattr(loops, "_native", [])
+    monkeypatch.setattr(native, "load", lambda say=None: "no C++ compiler found (set CXX)")
+    before = loops.active
+    setup_process(TrainConfig(device="cpu", threads=1, native_cells=True))
+    err = capsys.readouterr().err
+    assert "warning: train.native_cells: no C++ compiler found" in err
+    assert loops.active is before
+
+
+@pytest.fixture(scope="module")
+def built():
+    impl, why = loops.native_loops()
+    if impl is None:
+        pytest.skip(f"native GRU cells: {why}")
+    return impl
+
+
+def cell_inputs(G: int, B: int, H: int, seed: int = 0):
+    """Gate buffers and states as the encoders' loops hold them: steps of (G, c, B, .) tensors,
+    so a step's rows are strided (select(1, j) of a 4-D buffer)."""
+    g = torch.Generator().manual_seed(seed)
+    P = 3 * torch.randn(G, 3, B, 4 * H, generator=g)
+    hs = torch.randn(G, 4, B, H, generator=g)
+    return P, hs
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.3])
+def test_kernels_match_the_cell_they_replace(built, clip):
+    G, B, H = 3, 7, 10
+    P, hs = cell_inputs(G, B, H)
+    P_ref = P.clone()
+    h, out, out_ref = hs.select(1, 0), hs.select(1, 1).clone(), hs.select(1, 1).clone()
+    torch.ops.autolfads.gru_cell_forward(P.select(1, 1), h, out, H, clip)
+    loops.cell_forward(P_ref.select(1, 1), h, out_ref, torch.tensor(-1.0), H)
+    if clip:
+        out_ref.clamp_(-clip, clip)
+        assert (out_ref.abs() == clip).any()  # the case clips
+    torch.testing.assert_close(P, P_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-6)
+
+    dh = torch.randn(G, B, H)
+    d, d_ref = torch.zeros(G, 3, B, 4 * H), torch.zeros(G, 3, B, 4 * H)
+    hz = torch.ops.autolfads.gru_cell_backward(dh, P.select(1, 1), h, d.select(1, 2), H)
+    hz_ref = loops.cell_backward(dh, P_ref.select(1, 1), h, d_ref.select(1, 2),
+                                 torch.empty(G, B, H), H)
+    torch.testing.assert_close(d, d_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(hz, hz_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_kernels_pass_nan_and_extremes_on(built):
+    """NaN must reach the loss (training stops on it); huge gate inputs saturate, not overflow."""
+    H = 8
+    P = torch.zeros(4, 4 * H)
+    P[0, H] = float("nan")  # a reset gate
+    P[1, 3 * H:] = float("nan")  # a candidate state
+    P[2, H: 3 * H] = 1e30  # gates fully open
+    P[3, H: 3 * H] = -1e30  # gates shut
+    h, out = torch.ones(4, H), torch.empty(4, H)
+    torch.ops.autolfads.gru_cell_forward(P, h, out, H, 5.0)
+    assert out[0, 0].isnan() and out[1].isnan().all()
+    assert out[0, 1:].isfinite().all()
+    torch.testing.assert_close(out[2], h[2])  # z = 1: the state is kept
+    torch.testing.assert_close(out[3], torch.zeros(H))  # z = 0, r = 0: n = tanh(0)
+
+
+def test_kernels_refuse_what_they_were_not_built_for(built):
+    H = 4
+    with pytest.raises(RuntimeError, match="rows contiguous"):
+        torch.ops.autolfads.gru_cell_forward(torch.zeros(4 * H, 3).t(), torch.zeros(3, H),
+                                             torch.zeros(3, H), H, 0.0)
+    with pytest.raises(RuntimeError, match="different dtypes"):
+        torch.ops.autolfads.gru_cell_forward(torch.zeros(3, 4 * H), torch.zeros(3, H).double(),
+                                             torch.zeros(3, H), H, 0.0)
+    with pytest.raises(RuntimeError, match="different numbers of rows"):
+        torch.ops.autolfads.gru_cell_forward(torch.zeros(3, 4 * H), torch.zeros(2, H),
+                                             torch.zeros(3, H), H, 0.0)
+    with pytest.raises(RuntimeError, match="4H wide"):  # would read past the rows' ends
+        torch.ops.autolfads.gru_cell_forward(torch.zeros(3, 4 * H), torch.zeros(3, H),
+                                             torch.zeros(3, H), H + 1, 0.0)
