@@ -185,3 +185,23 @@ def test_sampling_encodes_once_and_gives_the_same_outputs_as_encoding_every_samp
     nz = model.draw_noise(x.repeat(2, 1, 1))
     with pytest.raises(ValueError, match="inference only"):
         model.generate((enc[0].repeat(2, 1), enc[1].repeat(2, 1), enc[2]), None, nz, x.shape[1])
+
+
+def test_sampling_with_fewer_samples_than_threads_splits_the_trials(tiny):
+    """One posterior sample on two threads: each thread takes half the trials (before, one
+    thread did all the work), with the outputs of one thread."""
+    from autolfads.training.sampling import _shard_items
+
+    tr = new_trainer(tiny_config(seed=5), tiny)
+    tr.fit(1, early_stop=False)
+    x = tr.train_in
+    B = x.shape[0]
+    assert [(lo, hi) for _, lo, hi in _shard_items(Shards(2), B, 1)] == [(0, B // 2), (B // 2, B)]
+    for encode_once in (True, False):
+        got = []
+        for shards in (Shards(1), Shards(2)):
+            torch.manual_seed(3)
+            got.append(sample_and_average(tr.model, x, n_samples=1, shards=shards,
+                                          encode_once=encode_once))
+        for key in got[0]:
+            np.testing.assert_allclose(got[1][key], got[0][key], rtol=1e-5, atol=1e-6)

@@ -65,24 +65,30 @@ def sample_and_average(
             # over its S * b rows, as when every copy was encoded (tests/test_train.py).
             nz = draw_noise(model, b * S, T_enc, x, sample=True)
 
-            def run(s: slice, enc=enc, es=es, nz=nz, xs=xs, b=b):
-                k = (s.stop - s.start) // b  # whole samples (_whole_samples)
-                ext = None if es is None else es[s]
+            def run(item: tuple[slice, int, int], enc=enc, es=es, nz=nz, xs=xs):
+                rows, lo, hi = item  # k whole samples of trials lo..hi-1 (_shard_items)
+                k = (rows.stop - rows.start) // (hi - lo)
+                ext = None if es is None else es[rows]
                 if xs is not None:  # the plain form
-                    out = model(xs[s], ext, noise=nz.select(s))
-                else:  # the b trials' controller inputs serve all k samples (lfads.generate)
-                    out = model.generate((enc[0].repeat(k, 1), enc[1].repeat(k, 1), enc[2]),
-                                         ext, nz.select(s), T)
+                    out = model(xs[rows], ext, noise=nz.select(rows))
+                else:  # the trials' controller inputs serve all k samples (lfads.generate)
+                    ci = None if enc[2] is None else enc[2][:, lo:hi]
+                    out = model.generate((enc[0][lo:hi].repeat(k, 1),
+                                          enc[1][lo:hi].repeat(k, 1), ci), ext, nz.select(rows), T)
 
                 def total(t: torch.Tensor) -> torch.Tensor:  # over this shard's samples
-                    return t.reshape(k, b, *t.shape[1:]).sum(0)
+                    return t.reshape(k, hi - lo, *t.shape[1:]).sum(0)
 
                 return (total(model.obs.mean(out.obs_params)), total(out.factors),
                         total(out.inferred_inputs))
 
-            sums = zip(*shards.map(run, _whole_samples(shards, b, S)), strict=True)
-            for key, shard_sums in zip(KEYS[:3], sums, strict=True):  # ic_mean: above
-                parts[key].append((sum(shard_sums) / S).cpu().numpy())
+            items = _shard_items(shards, b, S)
+            results = shards.map(run, items)
+            for j, key in enumerate(KEYS[:3]):  # ic_mean: above
+                acc = results[0][j].new_zeros(b, *results[0][j].shape[1:])
+                for (_, lo, hi), sums in zip(items, results, strict=True):
+                    acc[lo:hi] += sums[j]
+                parts[key].append((acc / S).cpu().numpy())
     return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
 
 
@@ -98,12 +104,19 @@ def _encode(model: LFADS, x: torch.Tensor, shards: Shards
     return torch.cat(outs[0]), torch.cat(outs[1]), ci
 
 
-def _whole_samples(shards: Shards, b: int, n_samples: int) -> list[slice]:
-    """Row ranges, one per shard (as many as shards.split allows for the rows), each holding
-    whole samples: b consecutive rows."""
-    k = min(len(shards.split(b * n_samples)), n_samples)
-    edges = [round(i * n_samples / k) * b for i in range(k + 1)]
-    return [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+def _shard_items(shards: Shards, b: int, n_samples: int) -> list[tuple[slice, int, int]]:
+    """How a pass of n_samples copies of b trials (sample s of trial i in row s * b + i) is
+    shared among the threads: (rows, first trial, end trial) per item. With at least as many
+    samples as shards, each item holds whole samples of all b trials; with fewer, each sample's
+    trials are split too, so that every thread gets work."""
+    n = len(shards.split(b * n_samples))
+    if n_samples >= n:
+        edges = [round(i * n_samples / n) * b for i in range(n + 1)]
+        return [(slice(lo, hi), 0, b) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    per = min(b, n // n_samples)  # trial ranges per sample
+    cuts = [round(j * b / per) for j in range(per + 1)]
+    return [(slice(s * b + lo, s * b + hi), lo, hi) for s in range(n_samples)
+            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
 def posterior_outputs(trainer, n_samples: int | None = None) -> dict[str, np.ndarray]:
