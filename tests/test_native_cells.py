@@ -36,9 +36,25 @@ def test_library_is_cached_per_flags_and_under_xdg_cache(monkeypatch, tmp_path):
 def test_failed_build_says_why_and_leaves_no_file(tmp_path):
     fail = "import sys; sys.stderr.write('line 1\\nerror: no such header\\n'); sys.exit(1)"
     out = tmp_path / "k" / "gru_cell.so"
-    why = native._build([sys.executable, "-c", fail, "OUT"], 3, out)
+    out.parent.mkdir()
+    why = native._build(lambda o: [sys.executable, "-c", fail, str(o)], out)
     assert why is not None and "error: no such header" in why
     assert list(out.parent.iterdir()) == []
+    silent = native._build(lambda o: [sys.executable, "-c", "raise SystemExit(3)"], out)
+    assert silent == "the compiler exited with status 3"
+
+
+def test_a_damaged_library_is_rebuilt_not_loaded(tmp_path):
+    """A library cut short (a full disk, a killed copy) can crash the process that loads it:
+    only the file a build wrote, with its checksum, counts as built."""
+    out = tmp_path / "gru_cell.so"
+    write = "import sys; open(sys.argv[1], 'wb').write(bytes(range(256)) * 40)"
+    assert native._build(lambda o: [sys.executable, "-c", write, str(o)], out) is None
+    assert native._intact(out)
+    out.write_bytes(out.read_bytes()[:1000])
+    assert not native._intact(out)
+    out.with_name("gru_cell.so.sha256").unlink()
+    assert not native._intact(out)
 
 
 def test_without_a_compiler_training_warns_and_keeps_its_loops(monkeypatch, capsys):
@@ -97,12 +113,13 @@ def test_kernels_pass_nan_and_extremes_on(built):
     P = torch.zeros(4, 4 * H)
     P[0, H] = float("nan")  # a reset gate
     P[1, 3 * H:] = float("nan")  # a candidate state
+    P[0, 2 * H + 1] = torch.tensor(0x7FC000FF, dtype=torch.int32).view(torch.float32)  # NaN
     P[2, H: 3 * H] = 1e30  # gates fully open
     P[3, H: 3 * H] = -1e30  # gates shut
     h, out = torch.ones(4, H), torch.empty(4, H)
     torch.ops.autolfads.gru_cell_forward(P, h, out, H, 5.0)
-    assert out[0, 0].isnan() and out[1].isnan().all()
-    assert out[0, 1:].isfinite().all()
+    assert out[0, :2].isnan().all() and out[1].isnan().all()  # the second: a NaN with payload
+    assert out[0, 2:].isfinite().all()
     torch.testing.assert_close(out[2], h[2])  # z = 1: the state is kept
     torch.testing.assert_close(out[3], torch.zeros(H))  # z = 0, r = 0: n = tanh(0)
 
@@ -121,3 +138,14 @@ def test_kernels_refuse_what_they_were_not_built_for(built):
     with pytest.raises(RuntimeError, match="4H wide"):  # would read past the rows' ends
         torch.ops.autolfads.gru_cell_forward(torch.zeros(3, 4 * H), torch.zeros(3, H),
                                              torch.zeros(3, H), H + 1, 0.0)
+
+
+def test_the_switch_follows_each_setup_and_the_device(built, monkeypatch):
+    monkeypatch.setattr(loops, "active", loops.active)  # restored after the test
+    setup_process(TrainConfig(device="cpu", threads=1, native_cells=True))
+    assert loops.active is built
+    setup_process(TrainConfig(device="cpu", threads=1))
+    assert loops.active is (loops.SCRIPTED or loops.EAGER)
+    setup_process(TrainConfig(device="cpu", threads=1, native_cells=True))
+    setup_process(TrainConfig(device="cuda", native_cells=True))  # CPU-only kernels
+    assert loops.active is (loops.SCRIPTED or loops.EAGER)

@@ -34,11 +34,14 @@ def setup_process(train: TrainConfig) -> int:
     (Trainer.load_checkpoint).
     """
     threads = 1
-    if resolve_device(train.device).type == "cpu":
+    on_cpu = resolve_device(train.device).type == "cpu"
+    if on_cpu:
         threads = setup_cpu_threads(train.threads)
         keep_freed_memory()
-        if train.native_cells:
-            use_native_cells()
+    if not (on_cpu and train.native_cells and use_native_cells()):
+        from autolfads.model.fused import loops
+
+        loops.use_default()  # the kernels are CPU-only, and the switch is per setup
     torch.manual_seed(train.seed)
     np.random.seed(train.seed % 2**32)
     return threads

@@ -108,7 +108,7 @@ def _shard_items(shards: Shards, b: int, n_samples: int) -> list[tuple[slice, in
     """How a pass of n_samples copies of b trials (sample s of trial i in row s * b + i) is
     shared among the threads: (rows, first trial, end trial) per item. With at least as many
     samples as shards, each item holds whole samples of all b trials; with fewer, each sample's
-    trials are split too, so that every thread gets work."""
+    trials are split as evenly as the threads allow (n // n_samples parts per sample)."""
     n = len(shards.split(b * n_samples))
     if n_samples >= n:
         edges = [round(i * n_samples / n) * b for i in range(n + 1)]

@@ -308,13 +308,22 @@ def native_loops(say: Optional[Callable[[str], None]] = None) -> Tuple[Optional[
         if why is not None:
             return None, why
         eager = with_cells(native_cell_forward, native_cell_backward)
-        _native.append(_scripted(eager) or eager)
+        scripted = _scripted(eager)
+        if scripted is None and SCRIPTED is not None:  # as Python they would be slower
+            return None, "TorchScript could not compile the loops with the native cells"
+        _native.append(scripted or eager)
     return _native[0], ""
 
 
 SCRIPTED = _scripted(EAGER)
 # What the recurrences call (tests may swap in another set; use_native swaps in the native one).
 active = SCRIPTED or EAGER
+
+
+def use_default() -> None:
+    """The recurrences without the native cells (a process's setup says which it wants)."""
+    global active
+    active = SCRIPTED or EAGER
 
 
 def use_native(say: Optional[Callable[[str], None]] = None) -> Optional[str]:

@@ -3,30 +3,39 @@
 The fused loops spend much of a Lorenz-size step in the GRU cell's elementwise operators, each
 a separate call with microseconds of fixed cost. gru_cell.cpp does a cell in one pass. It is
 built on first use with the machine's C++ compiler against the installed torch, cached under
-~/.cache/autolfads/native (keyed by source, torch version, flags and CPU, since it is built
-for this CPU), and loaded as torch.ops.autolfads.*. Without a compiler, or if the build fails,
-`load` says why and the loops stay as they are (loops.use_native).
+$XDG_CACHE_HOME/autolfads/native (default ~/.cache; keyed by source, torch version, flags and
+CPU, since it is built for this CPU) with a checksum, and loaded as torch.ops.autolfads.*.
+Without a compiler, or if anything fails, `load` says why and the loops stay as they are
+(loops.use_native).
 
 Like cloud/: `compile_command` builds the argv (tested on the exact list); `load` runs it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: builds are not serialised
+    fcntl = None
 
 SOURCE = Path(__file__).with_name("gru_cell.cpp")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
          "-std=c++20", "-fPIC", "-shared")
 BUILD_TIMEOUT_S = 300
+STALE_TMP_S = 3600  # a temporary library this old is from a build that was killed
 
 
 def compile_command(cxx: str, source: Path, output: Path, include_dirs: list[str], lib_dir: str,
@@ -38,12 +47,12 @@ def compile_command(cxx: str, source: Path, output: Path, include_dirs: list[str
 
 
 def _cpu_identity() -> str:
-    """What -march=native depends on: the CPU's feature flags where Linux lists them."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line for line in f if line.startswith("flags")), platform.processor())
-    except OSError:
-        return platform.processor() or platform.machine()
+    """What -march=native depends on: the CPU's feature list where Linux gives one (x86
+    "flags", ARM "Features"), with the architecture."""
+    ident = platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        ident += next((line for line in f if line.startswith(("flags", "Features"))), "")
+    return ident or platform.processor()
 
 
 def cache_dir() -> Path:
@@ -66,50 +75,88 @@ def loaded() -> bool:
 
 def load(cxx: str | None = None, say: Callable[[str], None] | None = None) -> str | None:
     """Build (once per machine; `say` hears when a build starts) and load the kernels.
-    Returns None when loaded, else why not."""
+    Returns None when loaded, else why not; never raises (the caller trains without them)."""
     if loaded():
         return None
     cxx = cxx or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if not cxx:
         return "no C++ compiler found (set CXX, or install g++)"
-    from torch.utils import cpp_extension
-
-    lib_dir = str(Path(torch.__file__).parent / "lib")
-    placeholder = Path("OUT")
-    argv = compile_command(cxx, SOURCE, placeholder, cpp_extension.include_paths(), lib_dir,
-                           torch._C._GLIBCXX_USE_CXX11_ABI)
-    path = library_path([a for a in argv if a != str(placeholder)])
-    if not path.exists():
-        if say is not None:
-            say(f"building the native GRU cells with {Path(cxx).name} (once per machine) ...")
-        why = _build(argv, argv.index(str(placeholder)), path)
-        if why:
-            return f"could not build {SOURCE.name} with {cxx}: {why}"
     try:
+        from torch.utils import cpp_extension  # imports setuptools
+
+        lib_dir = str(Path(torch.__file__).parent / "lib")
+        includes = cpp_extension.include_paths()
+
+        def argv_for(out: Path) -> list[str]:
+            return compile_command(cxx, SOURCE, out, includes, lib_dir,
+                                   torch._C._GLIBCXX_USE_CXX11_ABI)
+
+        path = library_path(argv_for(Path("-")))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _build_lock(path.parent):  # one build per machine, not one per starting worker
+            if not _intact(path):
+                if say is not None:
+                    say(f"building the native GRU cells with {Path(cxx).name} "
+                        "(once per machine) ...")
+                why = _build(argv_for, path)
+                if why is not None:
+                    return f"could not build {SOURCE.name} with {cxx}: {why}"
         torch.ops.load_library(str(path))
-    except (OSError, RuntimeError) as e:
-        return f"could not load {path}: {e}"
+    except Exception as e:  # noqa: BLE001  (anything: train without them, and say why)
+        return f"could not build or load {SOURCE.name}: {type(e).__name__}: {e}"
     return None
 
 
-def _build(argv: list[str], out_at: int, path: Path) -> str | None:
-    """Run the compiler into a temporary file next to `path`, then rename it to `path`:
-    processes starting together (Ray workers) each build their own and the last rename wins,
-    never a half-written library. Returns None on success, else the compiler's last words."""
-    tmp = None
+def _checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _intact(path: Path) -> bool:
+    """The library exists and is the file its build wrote (a cut-short or damaged file can
+    crash the process that loads it, so it is rebuilt instead)."""
+    mark = path.with_name(path.name + ".sha256")
+    return path.exists() and mark.exists() and mark.read_text().strip() == _checksum(path)
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    if fcntl is None:
+        yield
+        return
+    with open(folder / "build.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build(argv_for: Callable[[Path], list[str]], path: Path) -> str | None:
+    """Run the compiler into a temporary file next to `path`, then rename it to `path` and
+    write its checksum: never a half-written library under the final name. Returns None on
+    success, else the compiler's last words."""
+    for old in path.parent.glob("tmp*.so"):  # left by a build that was killed
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > STALE_TMP_S:
+                old.unlink()
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(fd)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-        os.close(fd)
-        argv = [*argv[:out_at], tmp, *argv[out_at + 1 :]]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        done = subprocess.run(argv_for(Path(tmp)), capture_output=True, text=True,
+                              timeout=BUILD_TIMEOUT_S)
         if done.returncode != 0:
-            return " / ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            words = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            return " / ".join(words) or f"the compiler exited with status {done.returncode}"
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-        tmp = None
+        mark = path.with_name(path.name + ".sha256")
+        mark_tmp = mark.with_name(mark.name + f".{os.getpid()}")
+        mark_tmp.write_text(_checksum(path) + "\n")
+        os.replace(mark_tmp, mark)
         return None
     except (OSError, subprocess.SubprocessError) as e:
         return str(e)
     finally:
-        if tmp is not None and os.path.exists(tmp):
+        if os.path.exists(tmp):
             os.unlink(tmp)
