@@ -140,6 +140,8 @@ def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
     from autolfads.training.process import setup_process
     from autolfads.training.sampling import sample_and_average
 
+    if device.startswith("cuda"):  # cuda:N: synchronize and the memory figures mean that one
+        torch.cuda.set_device(torch.device(device))
     n = setup_process(TrainConfig(device=device, threads=threads))  # as a training process
     shards = Shards(n)
     case = CASES[name]

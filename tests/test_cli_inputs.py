@@ -5,8 +5,10 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+import torch
 from conftest import run_cli
 
+from autolfads.api import device_here
 from autolfads.data.io import load_dataset
 from autolfads.inputs import data_lines
 
@@ -30,11 +32,27 @@ def one_error(code, err, *words):
     (["train", "--out", "r", "--epochs", "0"], ["--epochs 0", "greater than or equal to 1"]),
     (["train", "--out", "gs://lab/run"], ["gs://lab/run", "autolfads run"]),
     (["train", "--out", "r", "--set", "modle.gen_dim=3"], ["did you mean model?"]),
+    (["train", "--out", "r", "--set", "train.device=gpu"], ["train.device", "auto|cpu|cuda"]),
+    (["run", "--out", "r", "--set", "train.device=cuda"], ["train.device=cuda",
+                                                           "--workers-per-gpu"]),
 ])
 def test_command_line_mistakes_are_one_line(args, words, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     one_error(*run_cli(monkeypatch, capsys, *args)[::2], *words)
     assert not (tmp_path / "r").exists() and not (tmp_path / "gs:").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_that_is_not_there_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--out", "r", "--set",
+                           "train.device=cuda:1")
+    one_error(code, err, "train.device=cuda:1", "CUDA is not available here")
+    assert not (tmp_path / "r").exists()
+    said = []
+    assert device_here("cuda", said.append) == "cpu"  # a PBT driver samples where it is
+    assert "not available on this machine" in said[0]
+    assert device_here("auto", said.append) == "auto" and len(said) == 1
 
 
 def test_bare_command_prints_the_help(monkeypatch, capsys):

@@ -44,7 +44,7 @@ from autolfads.rundir.layout import is_uri
 from autolfads.rundir.location import Location, put_json
 from autolfads.rundir.pbt_log import read_population
 from autolfads.training.loop import Trainer
-from autolfads.training.process import setup_process
+from autolfads.training.process import resolve_device, setup_process
 from autolfads.training.sampling import posterior_outputs
 
 
@@ -101,6 +101,7 @@ def train(
     say = (lambda _m: None) if quiet else (log or _stderr)
     dataset = resolve_data(data, cfg.data, say)
     obs_lines = choose_observation(cfg, dataset)  # bad data is reported before --out is touched
+    resolve_device(cfg.train.device)  # so is a GPU that is not there
     out_dir = prepare_run_dir(out, force) if out is not None else None
 
     _say_all(say, data_lines(dataset, obs_lines))
@@ -198,6 +199,10 @@ def run(
         if value is not None:
             _set_option(cfg.pbt, key, value)
     build_space(cfg.pbt.search_space)  # a bad search space is reported before anything starts
+    if cfg.train.device.startswith("cuda") and cfg.pbt.workers_per_gpu == 0:
+        raise UserInputError(f"train.device={cfg.train.device}: PBT workers get GPUs only with "
+                             "--workers-per-gpu N (pbt.workers_per_gpu); with 0 they train on "
+                             "CPUs")
     check_address(address)
     # Read once, here: a finished run, or nothing to resume, is reported before any file is
     # written, and run_pbt starts from this point.
@@ -223,6 +228,7 @@ def run(
         (f"; stopped: {result.stopped_reason}" if result.stopped_reason else ""))
 
     best_cfg = cfg.model_copy(deep=True)
+    best_cfg.train.device = device_here(best_cfg.train.device, say)
     trainer = Trainer(best_cfg, dataset, shard_threads=setup_process(best_cfg.train))
     trainer.load(result.best_checkpoint)
     trainer.set_hparams(result.best.hparams)
@@ -235,6 +241,18 @@ def run(
         store.sync()
         say(f"run uploaded to {store.location} (local copy: {out_dir})")
     return res
+
+
+def device_here(name: str, say: Callable[[str], None]) -> str:
+    """The device this process samples the best model on: train.device where this machine has
+    it, else its CPU (a cluster's head has no GPU; the workers that trained did)."""
+    try:
+        resolve_device(name)
+    except UserInputError:
+        say(f"train.device={name} is not available on this machine: sampling the best model "
+            "on its CPU")
+        return "cpu"
+    return name
 
 
 def _say_all(say: Callable[[str], None], lines: list[str]) -> None:

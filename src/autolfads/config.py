@@ -107,7 +107,7 @@ class TrainConfig(_Section):
     patience: int = Field(50, ge=1)  # epochs without smoothed-valid improvement before stopping
     n_samples: int = Field(50, ge=1)  # posterior samples averaged for the outputs
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto | cpu | cuda | cuda:N
     threads: int = Field(0, ge=0)  # CPU threads for this model; 0 = all cores
     # CPU: the GRU cell as one compiled kernel per step (model/fused/native), built once with
     # the machine's C++ compiler; ~10% faster steps; without a compiler, a warning and the

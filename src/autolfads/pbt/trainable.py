@@ -64,9 +64,14 @@ def require_gpu(worker: int, gpu_ids: Sequence, node: str) -> None:
 
 
 def worker_device(train_device: str, workers_per_gpu: int) -> str:
-    """A GPU worker trains on the GPU Ray gave it ("cuda" is that one: Ray sets
-    CUDA_VISIBLE_DEVICES), never on a CPU fallback; an explicit train.device still wins."""
-    return "cuda" if workers_per_gpu > 0 and train_device == "auto" else train_device
+    """The device a PBT worker trains on. A GPU worker: the GPU Ray gave it, never a CPU
+    fallback. "cuda" is that one, since Ray makes only it visible (CUDA_VISIBLE_DEVICES), so an
+    explicit cuda:N means it too (N >= 1 would not exist there). A CPU worker: the CPU, also
+    for "auto" on a node with GPUs: Ray (2.60) no longer hides GPUs from trials that asked for
+    none, and a worker there would use GPU memory Ray does not count. An explicit "cpu" wins."""
+    if workers_per_gpu > 0:
+        return "cuda" if train_device == "auto" or train_device.startswith("cuda") else train_device
+    return "cpu" if train_device == "auto" else train_device
 
 
 def lfads_worker(config: dict, dataset: Dataset, base: dict, run_dir: str) -> None:

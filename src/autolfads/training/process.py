@@ -17,12 +17,25 @@ import numpy as np
 import torch
 
 from autolfads.config import TrainConfig
+from autolfads.errors import UserInputError
 
 
 def resolve_device(name: str) -> torch.device:
+    """train.device as a torch device: "auto" is the GPU where torch sees one. A GPU that is
+    not there is the user's to fix (UserInputError), not a traceback from deep in torch."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else "no GPU is visible (check nvidia-smi)")
+            raise UserInputError(f"train.device={name}: CUDA is not available here ({why}); "
+                                 "use train.device=auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserInputError(f"train.device={name}: this machine has "
+                                 f"{torch.cuda.device_count()} GPU(s), numbered from 0")
+    return device
 
 
 def setup_process(train: TrainConfig) -> int:
