@@ -147,5 +147,6 @@ def test_the_switch_follows_each_setup_and_the_device(built, monkeypatch):
     setup_process(TrainConfig(device="cpu", threads=1))
     assert loops.active is (loops.SCRIPTED or loops.EAGER)
     setup_process(TrainConfig(device="cpu", threads=1, native_cells=True))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
     setup_process(TrainConfig(device="cuda", native_cells=True))  # CPU-only kernels
     assert loops.active is (loops.SCRIPTED or loops.EAGER)
