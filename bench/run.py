@@ -14,7 +14,8 @@ For each case (bench/cases.py) it times, in a fresh process (so peak RSS is the 
 and reports trials/s, the matmul FLOPs a step needs (counted from the sizes), the achieved GFLOP/s
 against the machine's measured matmul GFLOP/s, and peak RSS. On CPU it also measures the
 aggregate throughput of 1 and 2 worker processes sharing the cores, each with cores // workers
-torch threads (what the PBT trainable gives each worker).
+torch threads (what the PBT trainable gives each worker); on a GPU, of 1, 3 and 8 worker
+processes sharing it (--workers-per-gpu), with each one's peak GPU memory.
 
 Results: bench/results.json (a list of records, one per case and device; records of other
 devices already in the file are kept) and bench/results.md, a table that is also printed.
@@ -156,6 +157,7 @@ def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
         step_times = timed(lambda: step(x, counts, lf), device, warm, reps)
     rss_train = peak_rss_mb()
     step_s = statistics.median(step_times)
+    cuda_step_mb = torch.cuda.max_memory_allocated() / 2**20 if device != "cpu" else None
     native = native_step(lambda: step(x, counts, lf), device, warm, reps)
 
     # Posterior sampling of the batch's trials: one batched pass vs one pass per sample.
@@ -221,7 +223,8 @@ def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
         "quick": quick,
     }
     rec.update(native)
-    if device.startswith("cuda"):
+    if device.startswith("cuda"):  # the step's own peak (measured first), then the whole case's
+        rec["cuda_step_peak_mem_mb"] = cuda_step_mb
         rec["cuda_peak_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return rec
 
@@ -273,31 +276,37 @@ def in_subprocess(fn, args):
 
 # -- worker processes sharing the cores --------------------------------------------------------
 
-def _throughput_worker(threads: int, steps: int, barrier, queue) -> None:
+def _throughput_worker(device: str, threads: int, steps: int, barrier, queue) -> None:
     from autolfads.config import TrainConfig
     from autolfads.training.parallel import Shards
     from autolfads.training.process import setup_process
 
-    shards = Shards(setup_process(TrainConfig(device="cpu", threads=threads)))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    shards = Shards(setup_process(TrainConfig(device=device, threads=threads)))
     case = CASES["lorenz"]
-    model = build_model(case, "cpu")
-    x, counts, lf = make_batch(case, "cpu")
+    model = build_model(case, device)
+    x, counts, lf = make_batch(case, device)
     step, _ = make_step(model, case, shards=shards)
     for _ in range(2):
         step(x, counts, lf)
+    sync(device)
     barrier.wait()
     t0 = time.perf_counter()
     for _ in range(steps):
         step(x, counts, lf)
-    queue.put((time.perf_counter() - t0, steps * case.batch))
+    sync(device)
+    mem = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+    queue.put((time.perf_counter() - t0, steps * case.batch, mem))
 
 
-def worker_throughput(n_workers: int, cores: int, steps: int) -> dict:
-    """Aggregate Lorenz training throughput of n worker processes with cores // n threads each."""
+def worker_throughput(n_workers: int, cores: int, steps: int, device: str = "cpu") -> dict:
+    """Aggregate Lorenz training throughput of n worker processes with cores // n threads each
+    (on CUDA: all on the one GPU, as PBT's workers per GPU), and each one's peak GPU memory."""
     ctx = mp.get_context("spawn")
     threads = max(1, cores // n_workers)
     barrier, queue = ctx.Barrier(n_workers), ctx.Queue()
-    procs = [ctx.Process(target=_throughput_worker, args=(threads, steps, barrier, queue))
+    procs = [ctx.Process(target=_throughput_worker, args=(device, threads, steps, barrier, queue))
              for _ in range(n_workers)]
     for p in procs:
         p.start()
@@ -306,8 +315,11 @@ def worker_throughput(n_workers: int, cores: int, steps: int) -> dict:
         p.join()
     wall = max(r[0] for r in results)
     trials = sum(r[1] for r in results)
-    return {"workers": n_workers, "threads_per_worker": threads, "steps_per_worker": steps,
-            "wall_s": wall, "trials_per_s": trials / wall}
+    out = {"workers": n_workers, "threads_per_worker": threads, "steps_per_worker": steps,
+           "wall_s": wall, "trials_per_s": trials / wall}
+    if device.startswith("cuda"):
+        out["gpu_mem_mb_per_worker"] = max(r[2] for r in results)
+    return out
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -360,12 +372,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench]   step {rec['step_s']:.4f} s, {rec['trials_per_s']:.0f} trials/s, "
               f"reference {rec['reference_step_s']:.3f} s", flush=True)
 
-    if device == "cpu" and not a.no_workers and "lorenz" in names and cores >= 2:
+    # Workers sharing the machine: on CPU 1 and 2 processes splitting the cores; on a GPU 1, 3
+    # and 8 processes on the one GPU (PBT's --workers-per-gpu).
+    counts = (1, 2) if device == "cpu" else (1, 3, 8)
+    if not a.no_workers and "lorenz" in names and (cores >= 2 or device != "cpu"):
         steps = 4 if a.quick else 8
         scaling = []
-        for n in (1, 2):
+        for n in counts:
             print(f"[bench] lorenz throughput with {n} worker process(es) ...", flush=True)
-            scaling.append(worker_throughput(n, cores, steps))
+            scaling.append(worker_throughput(n, cores, steps, device))
         next(r for r in records if r["case"] == "lorenz")["workers_scaling"] = scaling
 
     for r in records:
