@@ -43,6 +43,12 @@ CASES = {
 }
 
 
+def sync(device: str) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously), so a timing covers it."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def build_model(case: Case, device: str, seed: int = 0) -> LFADS:
     torch.manual_seed(seed)
     cfg = ModelConfig(**case.model)
