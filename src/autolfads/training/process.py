@@ -51,28 +51,27 @@ def setup_process(train: TrainConfig) -> int:
     if on_cpu:
         threads = setup_cpu_threads(train.threads)
         keep_freed_memory()
-    if not (on_cpu and train.native_cells and use_native_cells()):
-        from autolfads.model.fused import loops
-
-        loops.use_default()  # the kernels are CPU-only, and the switch is per setup
+    choose_loops(native=on_cpu and train.native_cells)  # the kernels are CPU-only
     torch.manual_seed(train.seed)
     np.random.seed(train.seed % 2**32)
     return threads
 
 
-def use_native_cells() -> bool:
-    """The compiled GRU cell for this process's recurrences (train.native_cells), built on
-    first use (once per machine). A warning, not an error, where it cannot be built: the run is
-    the same without it, only slower."""
+def choose_loops(native: bool) -> None:
+    """The recurrences' loops for this process: with the compiled GRU cell (train.native_cells;
+    built on first use, once per machine) or the default ones. A warning, not an error, where the
+    cell cannot be built: the run is the same without it, only slower."""
     from autolfads.model.fused import loops
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    why = loops.use_native(say)
-    if why is not None:
+    if native:
+        why = loops.use_native(say)
+        if why is None:
+            return
         say(f"warning: train.native_cells: {why}; training without them")
-    return why is None
+    loops.use_default()
 
 
 def available_cores() -> int:

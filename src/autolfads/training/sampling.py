@@ -111,12 +111,16 @@ def _shard_items(shards: Shards, b: int, n_samples: int) -> list[tuple[slice, in
     trials are split as evenly as the threads allow (n // n_samples parts per sample)."""
     n = len(shards.split(b * n_samples))
     if n_samples >= n:
-        edges = [round(i * n_samples / n) * b for i in range(n + 1)]
-        return [(slice(lo, hi), 0, b) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        return [(slice(lo * b, hi * b), 0, b) for lo, hi in _even_parts(n_samples, n)]
     per = min(b, n // n_samples)  # trial ranges per sample
-    cuts = [round(j * b / per) for j in range(per + 1)]
     return [(slice(s * b + lo, s * b + hi), lo, hi) for s in range(n_samples)
-            for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)]
+            for lo, hi in _even_parts(b, per)]
+
+
+def _even_parts(total: int, k: int) -> list[tuple[int, int]]:
+    """0..total in k near-equal contiguous (start, end) ranges."""
+    edges = [round(i * total / k) for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 def posterior_outputs(trainer, n_samples: int | None = None) -> dict[str, np.ndarray]:

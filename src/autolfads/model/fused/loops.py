@@ -25,15 +25,19 @@ import torch
 from torch import Tensor
 
 
-def cell_forward(P: Tensor, h: Tensor, h_out: Tensor, neg1: Tensor, H: int) -> None:
+def cell_forward(P: Tensor, h: Tensor, h_out: Tensor, neg1: Tensor, H: int, clip: float
+                 ) -> None:
     """One step on a gate buffer P = [h_n, a_r, a_z, 2 x_n] (U h already added), in place to
-    [h_n, r, z, n]; writes the new state to h_out. neg1: a 0-dim tensor holding -1."""
+    [h_n, r, z, n]; writes the new state to h_out, clipped to [-clip, clip] (clip <= 0: not
+    clipped; the encoders). neg1: a 0-dim tensor holding -1."""
     P.narrow(-1, H, 2 * H).sigmoid_()
     n = P.narrow(-1, 3 * H, H)
     torch.addcmul(n, P.narrow(-1, H, H), P.narrow(-1, 0, H), value=2.0, out=n)
     n.sigmoid_()
     torch.add(neg1, n, alpha=2.0, out=n)  # 2 sigmoid(2a) - 1 = tanh(a)
     torch.lerp(n, h, P.narrow(-1, 2 * H, H), out=h_out)
+    if clip > 0:
+        h_out.clamp_(-clip, clip)
 
 
 def cell_backward(dh: Tensor, P: Tensor, h_prev: Tensor, d: Tensor, tmp: Tensor, H: int
@@ -66,7 +70,7 @@ def stack_forward(P: Tensor, hs: Tensor, u: Tensor, t0: int, neg1: Tensor, H: in
         Pj = P.select(1, j)
         h = hs.select(1, t)
         Pj.narrow(-1, 0, 3 * H).baddbmm_(h, u)
-        cell_forward(Pj, h, hs.select(1, t + 1), neg1, H)
+        cell_forward(Pj, h, hs.select(1, t + 1), neg1, H, 0.0)
 
 
 def stack_backward(dh: Tensor, P: Tensor, hs: Tensor, d: Tensor, tmp: Tensor, u: Tensor,
@@ -118,8 +122,7 @@ def gen_step(pg: Tensor, gs: Tensor, t: int, w_hh: Tensor, neg1: Tensor, clip: f
     G = gs.shape[-1]
     g, g_new = gs.select(0, t), gs.select(0, t + 1)
     pg.narrow(-1, 0, 3 * G).addmm_(g, w_hh)
-    cell_forward(pg, g, g_new, neg1, G)
-    g_new.clamp_(-clip, clip)
+    cell_forward(pg, g, g_new, neg1, G, clip)
     return g_new
 
 
@@ -146,8 +149,7 @@ def decoder_forward(pg: Tensor, pc: Tensor, t0: int, gen: GenForward, con: ConFo
         pcj.narrow(-1, C, 3 * C).addmm_(fd.select(0, t), con.w_f)
         pcj.narrow(-1, 0, 3 * C).addmm_(hc.select(0, t), con.w_hh)
         h_new = hc.select(0, t + 1)
-        cell_forward(pcj, hc.select(0, t), h_new, neg1, C)
-        h_new.clamp_(-clip, clip)
+        cell_forward(pcj, hc.select(0, t), h_new, neg1, C, clip)
         cut = cu.select(0, t)  # (2K, B)
         torch.addmm(con.b_co, con.w_co, h_new.t(), out=cut)
         u = us.select(0, t)
@@ -247,8 +249,9 @@ def decoder_backward(pg: Tensor, pc: Tensor, t0: int, dg: Tensor, dhc: Tensor,
 
 # -- the GRU cell as compiled kernels (native/), behind train.native_cells -----------------------
 
-def native_cell_forward(P: Tensor, h: Tensor, h_out: Tensor, neg1: Tensor, H: int) -> None:
-    torch.ops.autolfads.gru_cell_forward(P, h, h_out, H, 0.0)
+def native_cell_forward(P: Tensor, h: Tensor, h_out: Tensor, neg1: Tensor, H: int, clip: float
+                        ) -> None:
+    torch.ops.autolfads.gru_cell_forward(P, h, h_out, H, clip)
 
 
 def native_cell_backward(dh: Tensor, P: Tensor, h_prev: Tensor, d: Tensor, tmp: Tensor, H: int
@@ -294,25 +297,29 @@ def _scripted(eager: Loops) -> Optional[Loops]:
         return None
 
 
-_native: List[Loops] = []  # the native set, once built
+_native: List[Tuple[Optional[Loops], str]] = []  # the outcome of the first try, kept
 
 
 def native_loops(say: Optional[Callable[[str], None]] = None) -> Tuple[Optional[Loops], str]:
     """The loops with the compiled cell (built on first use; `say` hears when a build starts),
     compiled with TorchScript where the others are; (None, why not) where the kernels cannot be
-    built here."""
+    built here. Tried once per process: a failing build is not repeated at every setup."""
     if not _native:
-        from autolfads.model.fused import native
+        _native.append(_build_native(say))
+    return _native[0]
 
-        why = native.load(say=say)
-        if why is not None:
-            return None, why
-        eager = with_cells(native_cell_forward, native_cell_backward)
-        scripted = _scripted(eager)
-        if scripted is None and SCRIPTED is not None:  # as Python they would be slower
-            return None, "TorchScript could not compile the loops with the native cells"
-        _native.append(scripted or eager)
-    return _native[0], ""
+
+def _build_native(say: Optional[Callable[[str], None]]) -> Tuple[Optional[Loops], str]:
+    from autolfads.model.fused import native
+
+    why = native.load(say=say)
+    if why is not None:
+        return None, why
+    eager = with_cells(native_cell_forward, native_cell_backward)
+    scripted = _scripted(eager)
+    if scripted is None and SCRIPTED is not None:  # as Python they would be slower
+        return None, "TorchScript could not compile the loops with the native cells"
+    return scripted or eager, ""
 
 
 SCRIPTED = _scripted(EAGER)

@@ -20,7 +20,8 @@ namespace {
 
 // exp(x) for float, written so the compiler vectorises the loops that call it (libm's expf is
 // a scalar call): x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its degree-6 Taylor polynomial
-// (relative error < 2e-7 over that range; sigmoid built on it is within 3e-7 of torch's), 2^n by the exponent bits.
+// (relative error < 2e-7 over that range; sigmoid built on it is within 3e-7 of torch's),
+// 2^n by the exponent bits.
 inline float exp_of(float x) {
   x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);  // NaN passes through
   // n = round(x / ln2) by the float-rounding trick (adding 1.5 * 2^23 leaves n in the low
