@@ -34,6 +34,7 @@ from autolfads.inputs import (  # noqa: F401  (load, synth, deconvolve: part of 
 )
 from autolfads.results import (
     compute_metrics,
+    defined_metrics,
     prepare_run_dir,
     write_config,
     write_results,
@@ -140,13 +141,17 @@ def _finish(trainer: Trainer, dataset: Dataset, cfg: Config, out_dir: Path | Non
                                 trainer.model.obs.data_term(trainer.test_x), trainer.test_in)
         extra["nll_per_bin_test"] = test.recon * dataset.n_neurons
     if out_dir is not None:
-        metrics = write_results(out_dir, dataset, post, extra, obs)
+        metrics = write_results(out_dir, dataset, post, extra, obs, say)
         try:
             _refresh_report(out_dir, dataset)
         except Exception as e:  # noqa: BLE001  (the outputs are written; the page is extra)
             say(f"report not written: {type(e).__name__}: {e}")
     else:
-        metrics = {**extra, **compute_metrics(dataset, post, obs)}
+        metrics = defined_metrics({**extra, **compute_metrics(dataset, post, obs)}, say)
+    if metrics.get("bps", 1.0) <= 0:
+        say(f"warning: bits/spike {metrics['bps']:.3f} on the {metrics['headline_split']} trials: "
+            "the model predicts them no better than each neuron's mean rate; the data may carry "
+            "no dynamics shared across neurons, or training stopped too early")
     say(summary_line(metrics, out_dir))
     return TrainResult(out_dir, dataset, cfg, metrics, post, trainer.state.history, trainer)
 
@@ -344,13 +349,14 @@ def summary_line(m: dict, out_dir: Path | None) -> str:
                                         if "co_bps_smoothing" in m else ""))
     if "r2_rates" in m:
         truth = "rates" if m.get("observation", "poisson") == "poisson" else "means"
-        parts.append(f"R^2 vs true {truth} {m['r2_rates']:.3f} "
-                     f"(smoothing {m['r2_smoothing']:.3f})")
+        smooth = f" (smoothing {m['r2_smoothing']:.3f})" if "r2_smoothing" in m else ""
+        parts.append(f"R^2 vs true {truth} {m['r2_rates']:.3f}{smooth}")
         if "r2_test" in m:
             parts.append(f"test-trial R^2 (1 - SSE/SST) {m['r2_test']:.3f}")
     if "decode_r2" in m:
-        parts.append(f"decoding R^2 {m['decode_r2']:.3f} "
-                     f"(smoothing {m['decode_r2_smoothing']:.3f})")
+        smooth = (f" (smoothing {m['decode_r2_smoothing']:.3f})"
+                  if "decode_r2_smoothing" in m else "")
+        parts.append(f"decoding R^2 {m['decode_r2']:.3f}{smooth}")
     if "input_time_accuracy" in m:
         parts.append(f"inferred input within {INPUT_TIME_TOLERANCE_BINS} bins of the true input on "
                      f"{100 * m['input_time_accuracy']:.0f}% of trials")

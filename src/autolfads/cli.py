@@ -134,6 +134,9 @@ def deconvolve(
                         **options)
     zeros = float((ds.all_data() == 0).mean())
     typer.echo(f"wrote {out}: {ds.summary()}, events in {100 * (1 - zeros):.0f}% of bins")
+    if layout and out.suffix.lower() == ".mat":  # the tutorial's order, whatever came in
+        typer.echo(f"{out} holds the events as neurons x time x trials (its `layout` variable "
+                   "says so): train on it without --layout")
 
 
 @app.command()

@@ -27,6 +27,7 @@ from autolfads.data.modalities import CALCIUM_DEFAULTS, EMG_DEFAULTS, modality_d
 from autolfads.data.synthetic import lorenz_dataset, write_lorenz
 from autolfads.data.writers import dataset_format, write_dataset
 from autolfads.errors import UserInputError
+from autolfads.model.observations.choose import check_training
 from autolfads.model.observations.choose import resolve as resolve_observation
 from autolfads.model.observations.choose import warnings as observation_warnings
 from autolfads.rundir.layout import is_uri
@@ -147,7 +148,15 @@ def choose_observation(cfg: Config, dataset: Dataset) -> list[str]:
     values = dataset.all_data()
     name, why = resolve_observation(cfg.model.observation, values, dataset.source or "data")
     cfg.model.observation = name
-    return [f"observation model: {name} ({why})", *observation_warnings(name, values)]
+    lines = [f"observation model: {name} ({why})", *observation_warnings(name, values),
+             *check_training(name, dataset.train_data, values, dataset.source or "data")]
+    if name == "poisson" and not np.array_equal(values, np.round(values)):
+        for sp in dataset.splits:  # counts off by float rounding: train and score on the counts
+            counts = dataset.split(sp)
+            np.round(counts, out=counts)
+        lines.append("note: the counts were rounded to whole numbers (they were off by float "
+                     "rounding only)")
+    return lines
 
 
 def _data_config(options: dict) -> DataConfig:

@@ -152,12 +152,23 @@ def nlb_metrics(dataset: Dataset, post: dict[str, np.ndarray], split: str,
     return m
 
 
+def defined_metrics(metrics: dict, say) -> dict:
+    """The metrics without those the data leaves undefined (NaN: bits/spike of trials without a
+    spike, R^2 against a constant truth, ...), which `say` names: metrics.json stays valid JSON
+    and no figure reads 'nan'. Data loading has warned of the usual causes."""
+    undefined = [k for k, v in metrics.items()
+                 if isinstance(v, float) and not np.isfinite(v)]
+    if undefined:
+        say(f"warning: undefined on this data, left out of metrics.json: {', '.join(undefined)}")
+    return {k: v for k, v in metrics.items() if k not in undefined}
+
+
 def write_results(
     out_dir: Path, dataset: Dataset, post: dict[str, np.ndarray], extra: dict,
-    observation: str = "poisson",
+    observation: str = "poisson", say=print,
 ) -> dict[str, float]:
     """Write output/lfads_output.{h5,mat} and metrics.json; return the metrics."""
     write_outputs(out_dir, dataset, post)
-    metrics = {**extra, **compute_metrics(dataset, post, observation)}
+    metrics = defined_metrics({**extra, **compute_metrics(dataset, post, observation)}, say)
     write_text_atomic(out_dir / layout.METRICS, json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -40,23 +40,27 @@ def decode_r2(features: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
     x, y = samples(features, targets)
     folds = min(FOLDS, len(x))
+    # A constant target has no variance to explain: scikit-learn would score it 1.0 (or 0.0).
     return np.array([cross_val_score(Ridge(alpha=ALPHA), x, y[:, v], cv=folds).mean()
-                     for v in range(y.shape[1])])
+                     if np.ptp(y[:, v]) > 0 else np.nan for v in range(y.shape[1])])
 
 
 def decoding_metrics(means: np.ndarray, data: np.ndarray, targets: np.ndarray
                      ) -> dict[str, float]:
     """metrics.json entries: decode_r2 (mean over targets) and decode_r2_<k> per target from the
-    inferred means; the same from the best-smoothed data (decode_r2_smoothing*, its width)."""
+    inferred means; the same from the best-smoothed data (decode_r2_smoothing*, its width).
+    Constant targets are left out (data loading warns of them)."""
     model = decode_r2(means, targets)
     best, best_sigma = None, 0.0
     for sigma in SMOOTHING_SIGMAS:
         r2 = decode_r2(gaussian_smooth(data, sigma), targets)
-        if best is None or r2.mean() > best.mean():
+        if best is None or np.nanmean(r2) > np.nanmean(best):
             best, best_sigma = r2, float(sigma)
-    m = {"decode_r2": float(model.mean()), "decode_r2_smoothing": float(best.mean()),
+    if np.isnan(model).all():  # every target constant (said at load): nothing to decode
+        return {}
+    m = {"decode_r2": float(np.nanmean(model)), "decode_r2_smoothing": float(np.nanmean(best)),
          "decode_smoothing_sigma_bins": best_sigma}
-    for k in range(len(model)):
+    for k in np.flatnonzero(np.isfinite(model)):
         m[f"decode_r2_{k}"] = float(model[k])
         m[f"decode_r2_smoothing_{k}"] = float(best[k])
     return m

@@ -35,7 +35,8 @@ def r2_pooled(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def r2_per_neuron_vector(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Coefficient of determination 1 - SS_res / SS_tot for each neuron (last axis)."""
+    """Coefficient of determination 1 - SS_res / SS_tot for each neuron (last axis); NaN for a
+    neuron whose true rate is constant (nothing to explain)."""
     p = np.asarray(pred, dtype=np.float64)
     t = np.asarray(truth, dtype=np.float64)
     if p.shape != t.shape:
@@ -44,12 +45,14 @@ def r2_per_neuron_vector(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     ss_res = ((t - p) ** 2).sum(axis=0)
     ss_tot = ((t - t.mean(axis=0)) ** 2).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return 1.0 - ss_res / ss_tot
+        return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.nan)
 
 
 def r2_per_neuron(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over neurons of the per-neuron coefficient of determination."""
-    return float(np.nanmean(r2_per_neuron_vector(pred, truth)))
+    """Mean over neurons of the per-neuron coefficient of determination (neurons with a
+    constant true rate left out; NaN when every one is)."""
+    r2 = r2_per_neuron_vector(pred, truth)
+    return float(np.nanmean(r2)) if np.isfinite(r2).any() else float("nan")
 
 
 def _poisson_ll(rates: np.ndarray, spikes: np.ndarray) -> float:

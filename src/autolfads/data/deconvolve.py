@@ -75,20 +75,22 @@ def _oasis():
 
 def deconvolve_traces(traces: np.ndarray, options: DeconvolveOptions = DeconvolveOptions(),
                       frame_rate_hz: float | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                      progress: Callable[[int, int], None] | None = None,
+                      what: str = "deconvolve") -> np.ndarray:
     """traces (trials, time, neurons) dF/F -> event amplitudes of the same shape, >= 0, exact
-    zeros where there is no event. progress(done, total) is called after each neuron."""
+    zeros where there is no event. progress(done, total) is called after each neuron; `what`
+    begins every error message (the file's name)."""
     deconvolve, estimate_parameters = _oasis()
     y = np.asarray(traces, dtype=np.float64)
     if y.ndim != 3 or y.shape[1] < 10:
-        raise UserInputError(f"deconvolve: expected trials x time x neurons with at least 10 "
+        raise UserInputError(f"{what}: expected trials x time x neurons with at least 10 "
                              f"frames per trial, got shape {y.shape}")
     if not np.isfinite(y).all():
-        raise UserInputError("deconvolve: the traces hold NaN/Inf values; remove or interpolate "
+        raise UserInputError(f"{what}: the traces hold NaN/Inf values; remove or interpolate "
                              "them first")
     given = options.tau_decay_s is not None
     if given and frame_rate_hz is None:
-        raise UserInputError("deconvolve: a decay time constant needs the frame rate: "
+        raise UserInputError(f"{what}: a decay time constant needs the frame rate: "
                              "bin_size_ms in the file, or --bin-size-ms (data.bin_size_ms)")
     events = np.zeros_like(y)
     n_trials, _, n_neurons = y.shape
@@ -113,7 +115,8 @@ def deconvolve_dataset(ds: Dataset, options: DeconvolveOptions = DeconvolveOptio
                        progress: Callable[[int, int], None] | None = None) -> Dataset:
     """The dataset with its traces replaced by deconvolved events (split, order, truth kept)."""
     frame_rate = None if ds.bin_size_s is None else 1.0 / ds.bin_size_s
-    events = deconvolve_traces(ds.all_data(), options, frame_rate, progress)
+    events = deconvolve_traces(ds.all_data(), options, frame_rate, progress,
+                               what=f"deconvolve {ds.source}")
     return replace(ds, train_data=events[ds.train_inds], valid_data=events[ds.valid_inds],
                    test_data=events[ds.test_inds] if ds.has_test else None,
                    source=f"{ds.source} (deconvolved)")

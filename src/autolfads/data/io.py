@@ -31,10 +31,12 @@ from autolfads.data.validate import (
     check_scalar,
     check_trials,
     check_values,
+    content_warnings,
     parse_layout,
     resolve_inds,
+    resolve_test_inds,
 )
-from autolfads.data.variables import read_mat, read_npz, unreadable
+from autolfads.data.variables import layout_text, read_mat, read_npz, unreadable
 from autolfads.data.writers import write_lfads_h5, write_tutorial_mat
 from autolfads.errors import UserInputError
 from autolfads.rundir.layout import INTERNAL_LAYOUT, MATLAB_LAYOUT
@@ -148,7 +150,10 @@ def _build(
     true_input_times: object = None,
     behavior: object = None,
     behavior_name: str = "behavior",
+    one_based: bool = False,
 ) -> Dataset:
+    """The one place data becomes a Dataset. `one_based`: the source's convention for a
+    test_inds list given alone (MATLAB's files: 1-based), used only where the list cannot tell."""
     cfg = cfg or DataConfig()
 
     def describe(name: str) -> str:
@@ -182,12 +187,22 @@ def _build(
     # Decode targets end with the last observed bin: forward bins have no behaviour to decode.
     beh = check_behavior(behavior, (n, x.shape[1] - forward), describe(behavior_name))
 
-    if train_inds is None and valid_inds is None:
+    warnings: list[str] = []
+    if train_inds is None and valid_inds is None and test_inds is not None:
+        te, note = resolve_test_inds(test_inds, n, label, one_based)
+        warnings += [note] if note else []
+        rest = np.setdiff1d(np.arange(n), te)
+        no_test = cfg.model_copy(update={"test_every": 0, "test_fraction": 0.0})
+        a, b, _ = split_trials(len(rest), no_test)
+        tr, va = rest[a], rest[b]
+        split = f"test_inds from the data; {cfg.split} over the other trials"
+    elif train_inds is None and valid_inds is None:
         tr, va, te = split_trials(n, cfg)
         split = cfg.split
     else:
         tr, va, te = resolve_inds(train_inds, valid_inds, n, label, test_inds)
         split = "from the data (train_inds/valid_inds" + ("/test_inds)" if len(te) else ")")
+    warnings += content_warnings(x, true_rates, beh, {"valid": va, "test": te}, label)
     if cfg.bin_size_ms is not None:  # an explicit setting beats what the file says
         bin_size_s = cfg.bin_size_ms / 1000.0
 
@@ -202,7 +217,7 @@ def _build(
         train_truth=pick(true_rates, tr), valid_truth=pick(true_rates, va),
         train_ext_input=pick(ext, tr), valid_ext_input=pick(ext, va),
         conditions=cond, true_input_times=input_times, behavior=beh, bin_size_s=bin_size_s,
-        source=label, layout=layout, meta={"split": split},
+        source=label, layout=layout, meta={"split": split, "warnings": warnings},
         test_inds=te, test_data=test(x), test_truth=test(true_rates), test_ext_input=test(ext),
         heldout_neurons=heldout, forward_bins=forward,
     )  # fmt: skip
@@ -231,12 +246,17 @@ def _from_table(
             f"data with --set data.variable=NAME (deconvolve: --variable NAME)"
         )
     layout = cfg.layout
-    # .npz / .h5 may say their own layout; .mat is the tutorial's layout by design, so only a
-    # Python-made file that does not say it has its axis order assumed.
+    # A file may say its own layout (a `layout` entry); without one it is the tutorial's. .mat is
+    # that layout by design, so only a Python-made file that does not say it is warned about.
     python_made = p.suffix.lower() != ".mat"
     assumed = layout == "auto" and python_made and "layout" not in values
+    warnings = []
     if layout == "auto":
-        layout = str(values.get("layout", MATLAB_LAYOUT)) if python_made else MATLAB_LAYOUT
+        layout = layout_text(values["layout"]) if "layout" in values else MATLAB_LAYOUT
+    elif "layout" in values and parse_layout(layout, str(p)) != parse_layout(
+            layout_text(values["layout"]), f"{p}: variable 'layout'"):
+        warnings.append(f"{p}: the file says its layout is {layout_text(values['layout'])}; "
+                        f"read as {layout}, as data.layout (--layout) says")
     cond = values.get("conditions")
     if conditions_one_based and cond is not None:
         cond = _from_matlab_labels(np.asarray(cond))
@@ -248,8 +268,9 @@ def _from_table(
         conditions=cond, train_inds=values.get("train_inds"), valid_inds=values.get("valid_inds"),
         test_inds=values.get("test_inds"),
         bin_size_s=_bin_size_s(values, str(p), "variable"), data_name=var,
-        true_input_times=times, behavior=values.get("behavior"),
+        true_input_times=times, behavior=values.get("behavior"), one_based=conditions_one_based,
     )  # fmt: skip
+    ds.meta.setdefault("warnings", []).extend(warnings)
     if assumed and ds.n_trials < ds.n_neurons:  # trials-first arrays (Python's habit) land here
         ds.meta.setdefault("warnings", []).extend([
             f"{p}: read as {' x '.join(layout.split('_'))} (the tutorial's order): "
@@ -270,17 +291,23 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
         with h5py.File(p, "r") as f:
             names = sorted(f.keys())
             vals = {k: np.asarray(f[k][()]) for k in names if isinstance(f[k], h5py.Dataset)}
-            for key in ("bin_size_ms", "dt"):
-                if key in f.attrs and key not in vals:
-                    vals[key] = np.asarray(f.attrs[key])
+            nested: list[str] = []  # arrays inside groups, named in the error if none is found
+            f.visititems(lambda k, o: nested.append(k)
+                         if isinstance(o, h5py.Dataset) and "/" in k else None)
+            var = f.get(cfg.variable)  # may be a path into a group: session/data
+            if isinstance(var, h5py.Dataset) and cfg.variable not in vals:
+                names.append(cfg.variable)
+                vals[cfg.variable] = np.asarray(var[()])
+            # bin size and layout may be attributes: of the data array, or of the file
+            for key in ("bin_size_ms", "dt", "layout"):
+                for attrs in (var.attrs if isinstance(var, h5py.Dataset) else {}, f.attrs):
+                    if key in attrs and key not in vals:
+                        vals[key] = np.asarray(attrs[key])
     except (OSError, RuntimeError) as e:
         raise unreadable(p, "an HDF5 file", e) from None
     label = str(p)
     if "train_data" not in vals and "valid_data" not in vals and cfg.variable in vals:
         # Not LFADS's layout: one array, read as a .npz is (its `layout` entry, or the tutorial's)
-        if "layout" in vals:
-            v = np.asarray(vals["layout"]).ravel()[0]
-            vals["layout"] = v.decode() if isinstance(v, bytes) else str(v)
         return _from_table(p, names, vals, cfg, conditions_one_based=False)
     if cfg.layout not in ("auto", INTERNAL_LAYOUT):
         raise UserInputError(
@@ -295,6 +322,8 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
             f"{p}: no dataset '{missing[0]}' (found: {', '.join(names) or 'none'}); an LFADS .h5 "
             "needs train_data and valid_data (trials x time x neurons), an NLB tensor file "
             "train_spikes_heldin; a single array may be named with --set data.variable=NAME"
+            + (f" (arrays in groups by their path: {', '.join(nested[:6])}"
+               f"{' ...' if len(nested) > 6 else ''})" if nested else "")
         )
     # An optional third split, test_data (with test_inds / test_truth / ...), as our writer makes.
     splits = ("train", "valid", "test") if "test_data" in vals else ("train", "valid")

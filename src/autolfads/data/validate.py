@@ -32,6 +32,9 @@ def _index(flat: int, shape: tuple[int, ...]) -> str:
 
 def as_numeric(arr: object, what: str) -> np.ndarray:
     """Return a real numeric array (bool -> 0/1); anything else is an error."""
+    if hasattr(arr, "tocoo"):  # a scipy.sparse matrix, as scipy reads MATLAB's sparse()
+        raise UserInputError(f"{what}: is a sparse matrix; save it as a full array (full(...)) "
+                             "in MATLAB")
     a = np.asarray(arr)
     if a.dtype == bool:
         return a.astype(np.uint8)
@@ -49,16 +52,16 @@ def as_numeric(arr: object, what: str) -> np.ndarray:
 
 def check_3d(a: np.ndarray, what: str, layout: str) -> None:
     expected = " x ".join(layout.split("_"))
+    if a.size == 0:
+        raise UserInputError(
+            f"{what}: is empty (shape {tuple(a.shape)}); expected a 3-D array {expected} with "
+            "at least one element on every axis"
+        )
     if a.ndim != 3:
         hint = ("; a 2-D array is one recording (or one trial): cut it into trials of equal "
                 "length and stack them along a third axis") if a.ndim == 2 else ""
         raise UserInputError(
             f"{what}: expected a 3-D array {expected}, found shape {tuple(a.shape)}{hint}"
-        )
-    if a.size == 0:
-        raise UserInputError(
-            f"{what}: is empty (shape {tuple(a.shape)} read as {expected}); every axis needs "
-            "at least one element"
         )
 
 
@@ -81,9 +84,10 @@ def check_trials(shape: tuple[int, ...], layout: str, what: str, can_relayout: b
     if n >= MIN_TRIALS:
         return
     big = int(np.argmax(shape))
-    if can_relayout and shape[big] >= MIN_TRIALS:
-        fixed = list(axes)
-        fixed[t_ax], fixed[big] = fixed[big], fixed[t_ax]
+    fixed = list(axes)
+    fixed[t_ax], fixed[big] = fixed[big], fixed[t_ax]
+    # Suggest the swap only where it reads as data: the trials axis big, and enough bins left.
+    if can_relayout and shape[big] >= MIN_TRIALS and shape[fixed.index("time")] >= MIN_BINS:
         raise UserInputError(
             f"{what}: shape {tuple(shape)} read as {' x '.join(axes)} gives only {n} trials "
             f"(LFADS needs at least {MIN_TRIALS}); if axis {big} holds the trials, pass "
@@ -150,10 +154,10 @@ def resolve_inds(train: object, valid: object, n: int, what: str, test: object =
     if (train is None) != (valid is None):
         have, miss = ("train_inds", "valid_inds") if valid is None else ("valid_inds", "train_inds")
         raise UserInputError(f"{what}: has {have} but no {miss}; provide both or neither")
-    tr = _as_index_vector(train, f"{what}: train_inds")
-    va = _as_index_vector(valid, f"{what}: valid_inds")
+    tr = _as_index_vector(_mask_to_inds(train, n), f"{what}: train_inds")
+    va = _as_index_vector(_mask_to_inds(valid, n), f"{what}: valid_inds")
     te = (np.zeros(0, dtype=np.int64) if test is None
-          else _as_index_vector(test, f"{what}: test_inds"))
+          else _as_index_vector(_mask_to_inds(test, n), f"{what}: test_inds"))
     both = np.concatenate([tr, va, te])
     ordered = np.sort(both)
     if np.array_equal(ordered, np.arange(n)):
@@ -170,6 +174,40 @@ def resolve_inds(train: object, valid: object, n: int, what: str, test: object =
         empty = "train_inds" if len(tr) == 0 else "valid_inds"
         raise UserInputError(f"{what}: {empty} is empty; both splits need at least one trial")
     return tr - base, va - base, te - base
+
+
+def resolve_test_inds(test: object, n: int, what: str, one_based: bool) -> tuple[np.ndarray, str]:
+    """A test_inds list given without train_inds/valid_inds, 0-based, and how its base was
+    decided: 0 in the list means 0-based, n means 1-based; otherwise the file's convention
+    (`one_based`: MATLAB's), which the returned note says."""
+    te = _as_index_vector(_mask_to_inds(test, n), f"{what}: test_inds")
+    if te.size and te.min() <= 0:
+        base, note = 0, ""
+    elif te.size and te.max() >= n:
+        base, note = 1, ""
+    else:
+        base = int(one_based)
+        note = (f"{what}: test_inds read as {'1-based (MATLAB)' if one_based else '0-based'} "
+                "trial numbers")
+    te = np.unique(te) - base
+    if te.size and (te.min() < 0 or te.max() >= n):
+        raise UserInputError(f"{what}: test_inds: index {te[(te < 0) | (te >= n)][0] + base} is "
+                             f"out of range for {n} trials")
+    if n - te.size < MIN_TRIALS:
+        raise UserInputError(f"{what}: test_inds leaves {n - te.size} of {n} trials for "
+                             f"training and validation; LFADS needs at least {MIN_TRIALS}")
+    return te, note
+
+
+def _mask_to_inds(value: object, n: int) -> object:
+    """A logical mask over the n trials (MATLAB's habit: train_inds = ~is_valid) -> its 0-based
+    indices. A 0/1 vector of length n >= 3 cannot be a list of distinct trial numbers, so
+    reading it as a mask takes nothing valid away."""
+    a = np.asarray(value)
+    if a.size == n and n >= 3 and (a.dtype == bool or (
+            a.dtype.kind in "iuf" and np.isin(a, (0, 1)).all())):
+        return np.flatnonzero(a.ravel())
+    return value
 
 
 def _partition_problem(both: np.ndarray, n: int) -> str:
@@ -275,3 +313,26 @@ def check_heldout(cfg, n_neurons: int, n_time: int, what: str) -> tuple[np.ndarr
         raise UserInputError(f"data.forward_bins={cfg.forward_bins}: leaves fewer than "
                              f"{MIN_BINS} observed bins of {n_time}")
     return held, int(cfg.forward_bins)
+
+
+def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarray | None,
+                     splits: dict[str, np.ndarray], label: str) -> list[str]:
+    """Valid data on which some metric is undefined, said before training rather than found as
+    a NaN after it. x: trials x time x neurons; splits: name -> trial indices."""
+    out = []
+    names = {"valid": "validation", "test": "test"}
+    for sp, inds in splits.items():
+        if sp in names and len(inds) and not x[inds].any():
+            out.append(f"{label}: the {names[sp]} trials hold no activity (every value is 0); "
+                       "bits/spike on them is undefined")
+    if truth is not None and np.ptp(truth) == 0:
+        out.append(f"{label}: truth has the same value everywhere; R^2 against it is undefined "
+                   "and left out")
+    if behavior is not None:
+        flat = behavior.reshape(-1, behavior.shape[-1])
+        const = np.flatnonzero(np.ptp(flat, axis=0) == 0)
+        if const.size:
+            shown = ", ".join(str(int(k)) for k in const[:5]) + (" ..." if const.size > 5 else "")
+            out.append(f"{label}: decode target(s) {shown} (0-based) are constant; there is "
+                       "nothing to decode in them, so they are left out of decoding")
+    return out

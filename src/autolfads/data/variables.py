@@ -56,6 +56,14 @@ def _mat73_value(obj: h5py.Dataset | h5py.Group, p: Path, name: str) -> object:
     arr = np.asarray(obj[()])
     if cls == "char":
         return "".join(chr(c) for c in arr.ravel())
+    if cls == "cell":  # references to one dataset per cell, e.g. a cellstr of condition labels
+        cells = [_mat73_value(obj.file[ref], p, name) for ref in arr.ravel()]
+        out = np.empty(len(cells), dtype=object)
+        for i, cell in enumerate(cells):  # one by one: equal-shaped cells must not broadcast
+            out[i] = cell
+        return out.reshape(arr.shape).T
+    if arr.dtype.names and {"real", "imag"} <= set(arr.dtype.names):  # MATLAB complex
+        arr = arr["real"] + 1j * arr["imag"]
     # MATLAB stores column-major, so HDF5 sees the axes reversed; .T restores MATLAB's order.
     arr = arr.T
     return arr.astype(bool) if cls == "logical" else arr
@@ -76,6 +84,11 @@ def read_npz(p: Path, variable: str, optional: tuple[str, ...]
             "with every trial cut to the same number of bins") from None
     except Exception as e:  # zipfile.BadZipFile, truncation, ...
         raise unreadable(p, "a numpy .npz archive", e) from None
-    if "layout" in values:
-        values["layout"] = str(np.asarray(values["layout"]).ravel()[0])
     return names, values
+
+
+def layout_text(value: object) -> str:
+    """A file's `layout` entry as text, however it was saved: a Python str or bytes, numpy text
+    (MATLAB's char arrays read by scipy come as a one-element array)."""
+    v = value if isinstance(value, (str, bytes)) else np.asarray(value).ravel()[0]
+    return v.decode() if isinstance(v, bytes) else str(v)

@@ -14,6 +14,7 @@ import numpy as np
 
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
+from autolfads.rundir.layout import MATLAB_LAYOUT
 from autolfads.rundir.location import atomic_write
 from autolfads.rundir.outputs import h5_put, matlab_axes, one_based_row, save_mat
 
@@ -54,6 +55,7 @@ def write_tutorial_mat(path: str | Path, dataset: Dataset) -> Path:
     def write(tmp: Path) -> None:
         mdict: dict[str, object] = {
             "data": matlab_axes(dataset.all_data()).astype(np.float64),
+            "layout": MATLAB_LAYOUT,  # said, so a reader need not be told the axis order
             "train_inds": one_based_row(dataset.train_inds),
             "valid_inds": one_based_row(dataset.valid_inds),
         }

@@ -18,11 +18,34 @@ ALTERNATIVES = ("model.observation=gamma (positive values), zero_inflated_gamma 
                 "many exact zeros), gaussian (any sign), or auto")
 
 
+# Counts saved through a float computation (a division and a multiplication back, a sum of
+# weights) come within rounding of whole numbers, not onto them: they are counts still. Relative
+# to the value, and far below the data scales check accepts (TINY), so a small continuous signal
+# is never taken for counts.
+WHOLE_TOL = 1e-6
+
+
+# Positive data whose channels vary by less than this fraction of their mean is modelled as
+# gaussian: gamma's shape would have to exceed 1/CV^2 = 100 (and is capped at e^12), and its
+# encoders' input x / mean would hardly move. Measured: values 1000 + signal (sd 1) gave R^2 0.000
+# as gamma, 0.971 as gaussian.
+MIN_GAMMA_CV = 0.1
+
+
 def _where(values: np.ndarray, bad: np.ndarray) -> str:
     first = int(np.flatnonzero(bad)[0])
     i, t, n = (int(v) for v in np.unravel_index(first, values.shape))
-    return (f"{int(bad.sum())} of them, first {values.flat[first]:g} at trial {i}, bin {t}, "
+    return (f"{int(bad.sum())} of them, first {values.flat[first]:.9g} at trial {i}, bin {t}, "
             f"channel {n} (0-based, your trial order)")
+
+
+def _off_whole(values: np.ndarray) -> np.ndarray:
+    """Where values are not whole numbers, within WHOLE_TOL. Data whose every value rounds to 0
+    is a tiny continuous signal, not counts: all of it is off."""
+    rounded = np.round(values)
+    if values.any() and not rounded.any():
+        return np.ones(values.shape, dtype=bool)
+    return np.abs(values - rounded) > WHOLE_TOL * np.maximum(1.0, np.abs(values))
 
 
 def choose(values: np.ndarray) -> tuple[str, str]:
@@ -31,8 +54,10 @@ def choose(values: np.ndarray) -> tuple[str, str]:
     zeros = int((values == 0).sum())
     if lo < 0:
         return "gaussian", f"values can be negative: min {lo:.2g}, max {hi:.2g}"
-    if np.array_equal(values, np.round(values)):
-        why = f"values are whole numbers, spike counts: max {hi:g} per bin"
+    if not _off_whole(values).any():
+        off = float(np.abs(values - np.round(values)).max())
+        within = f" to within {off:.1g}" if off else ""
+        why = f"values are whole numbers{within}, spike counts: max {hi:g} per bin"
         if hi > LARGE_COUNT:  # digitised signals are whole numbers too
             why += ("; if these are not spike counts (e.g. digitised EMG), set "
                     "model.observation=gamma or gaussian")
@@ -42,6 +67,11 @@ def choose(values: np.ndarray) -> tuple[str, str]:
         return "zero_inflated_gamma", (
             f"values are continuous and non-negative with {100 * zeros / values.size:.0f}% exact "
             f"zeros: smallest non-zero {positive:.2g}, max {hi:.2g}")
+    flat = values.reshape(-1, values.shape[-1])
+    cv = float(np.median(flat.std(0) / flat.mean(0)))
+    if cv < MIN_GAMMA_CV:  # e.g. a signal riding on a large baseline: gamma cannot be that narrow
+        return "gaussian", (f"values are positive but sit far from zero: each channel's spread is "
+                            f"{cv:.2g} of its mean (median), too narrow for gamma")
     return "gamma", f"values are continuous and positive: 0 zeros, min {lo:.1e}, max {hi:.2g}"
 
 
@@ -55,7 +85,7 @@ def check(name: str, values: np.ndarray, what: str) -> None:
                              "model needs non-negative data; use model.observation=gaussian "
                              "for signed signals (or auto)")
     if name == "poisson":
-        frac = values != np.round(values)
+        frac = _off_whole(values)
         if frac.any():
             raise UserInputError(f"{what}: non-integer values ({_where(values, frac)}); the "
                                  f"poisson model needs spike counts per bin; for continuous data "
@@ -66,9 +96,33 @@ def check(name: str, values: np.ndarray, what: str) -> None:
                              "zero_inflated_gamma for data with zeros (or auto)")
     elif name == "zero_inflated_gamma":
         _check_channels(values, what, (values > 0).any(axis=(0, 1)), "is zero in every bin")
-    elif name == "gaussian":
+    if name in ("gamma", "gaussian"):  # a spread of zero: the likelihood grows without bound
         flat = values.reshape(-1, values.shape[-1])
         _check_channels(values, what, flat.max(0) > flat.min(0), "has the same value in every bin")
+
+
+def check_training(name: str, train: np.ndarray, values: np.ndarray, what: str) -> list[str]:
+    """The training trials (train) against all trials (values), both trials x time x channels:
+    a continuous channel flat in training but not elsewhere is an error (its learnt spread would
+    be ~0, and the validation cost explodes); a channel silent in training only gets rates near
+    zero, which a warning says. Returns warning lines."""
+    flat = train.reshape(-1, train.shape[-1])
+    if name in ("gamma", "gaussian"):
+        bad = np.flatnonzero(flat.max(0) == flat.min(0))
+        if bad.size:
+            shown = ", ".join(str(int(c)) for c in bad[:5]) + (" ..." if bad.size > 5 else "")
+            raise UserInputError(
+                f"{what}: {bad.size} channel(s) have the same value in every training trial "
+                f"(0-based: {shown}) but vary in the validation/test trials; the {name} model "
+                "cannot learn their spread; remove them, or mix the trials (data.split=random)")
+        return []
+    silent = np.flatnonzero(~flat.any(0) & values.reshape(-1, values.shape[-1]).any(0))
+    if not silent.size:
+        return []
+    shown = ", ".join(str(int(c)) for c in silent[:5]) + (" ..." if silent.size > 5 else "")
+    noun = "neurons never spike" if name == "poisson" else "channels have no events"
+    return [f"warning: {silent.size} {noun} in the training trials, only in others (0-based: "
+            f"{shown}); the model learns rates near zero for them"]
 
 
 # Training runs in float32: values far from order 1 lose precision or overflow. Measured on
@@ -119,8 +173,22 @@ def warnings(name: str, values: np.ndarray) -> list[str]:
             out.append(f"warning: whole numbers with a few negative values ({_where(values, neg)})"
                        "; if these are spike counts and the negatives mark missing data, remove "
                        "them (the data is modelled as gaussian because of them)")
+    if name == "zero_inflated_gamma":
+        flat = values.reshape(-1, values.shape[-1])
+        events = np.where(flat > 0, flat, np.nan)
+        same = np.flatnonzero(np.nanmax(events, 0) == np.nanmin(events, 0))
+        if same.size:
+            out.append(f"warning: {same.size} channel(s) have events of one size only (0-based: "
+                       f"{', '.join(str(int(c)) for c in same[:5])}); if the data is binary "
+                       "(event or not), give it as 0/1 counts so it is modelled as poisson")
     if name != "poisson":
         return out
+    whole = values[values > 0]
+    step = int(np.gcd.reduce(np.round(whole).astype(np.int64))) if whole.size else 1
+    if step > 1:
+        out.append(f"warning: every count is a multiple of {step}; if these are rates (e.g. "
+                   "spikes/s) rather than counts per bin, convert them to counts (multiply by "
+                   "the bin width in seconds)")
     per_neuron = values.sum(axis=(0, 1))
     silent = np.flatnonzero(per_neuron == 0)
     if silent.size:

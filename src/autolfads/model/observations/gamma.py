@@ -30,8 +30,17 @@ def moment_params(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log mean and log shape of each channel's values (the last axis) by moments:
     shape = mean^2 / variance. NaN entries are ignored (zero-inflated Gamma marks zeros so)."""
     flat = x.reshape(-1, x.shape[-1])
-    m = flat.nanmean(0).clamp_min(1e-6)
-    var = (flat - m).pow(2).nanmean(0).clamp_min(1e-12)
+    m = flat.nanmean(0)
+    var = (flat - m).pow(2).nanmean(0)
+    # A channel without one value here (a rare cell's events all in validation trials) starts
+    # at the other channels' typical mean and spread, not at NaN.
+    none = m.isnan()
+    if none.all():
+        m, var = torch.ones_like(m), torch.ones_like(var)
+    elif none.any():
+        m = torch.where(none, m[~none].median(), m)
+        var = torch.where(none, var[~none].median(), var)
+    m, var = m.clamp_min(1e-6), var.clamp_min(1e-12)
     shape = (m * m / var).clamp(1e-2, 1e3)
     return torch.log(m), torch.log(shape)
 

@@ -29,7 +29,10 @@ class Gaussian(Observation):
         super().__init__()
         flat = train_x.reshape(-1, train_x.shape[-1])
         self.register_buffer("center", flat.mean(0))
-        self.register_buffer("spread", flat.std(0).clamp_min(1e-12))
+        sd = flat.std(0)
+        # A channel flat over the training trials (checked before training, see choose.py) must
+        # not divide the encoders' input by ~0: its unit is at least a millionth of the largest.
+        self.register_buffer("spread", sd.clamp_min(max(1e-6 * float(sd.max()), 1e-12)))
 
     def _moments(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = split(params, 2)

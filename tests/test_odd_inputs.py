@@ -1,0 +1,192 @@
+"""Files and data that are valid but unusual, as an audit found them (2026-11-30): each is read
+the way its author meant, or ends in one error line that names the real problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import scipy.sparse
+import torch
+from test_data_io import write_mat73
+
+from autolfads.analysis.decoding import decoding_metrics
+from autolfads.analysis.metrics import r2_per_neuron
+from autolfads.config import Config, DataConfig
+from autolfads.data.io import from_array, load_dataset
+from autolfads.errors import UserInputError
+from autolfads.inputs import choose_observation
+from autolfads.model.observations.choose import check_training, choose, warnings
+from autolfads.model.observations.gaussian import Gaussian
+from autolfads.model.observations.zero_inflated_gamma import ZeroInflatedGamma
+from autolfads.results import defined_metrics
+
+RNG = np.random.default_rng(0)
+COUNTS = RNG.poisson(1.0, (12, 20, 30)).astype(np.float64)  # neurons x time x trials
+
+
+def test_test_inds_alone_are_the_test_trials_and_the_rest_is_split(tmp_path: Path) -> None:
+    p = tmp_path / "t.mat"
+    scipy.io.savemat(p, {"data": COUNTS, "test_inds": np.arange(1, 31, 3)})  # MATLAB, 1-based
+    ds = load_dataset(p)
+    np.testing.assert_array_equal(ds.test_inds, np.arange(0, 30, 3))
+    assert not set(ds.train_inds) & set(ds.test_inds) and not set(ds.valid_inds) & set(ds.test_inds)
+    assert len(ds.train_inds) + len(ds.valid_inds) == 20 and len(ds.valid_inds) == 4
+    assert any("1-based" in w for w in ds.meta["warnings"])  # 1..28: the base was assumed
+    # 0 in the list settles the base without a word
+    ds0 = from_array(COUNTS, layout="neurons_time_trials", test_inds=np.arange(0, 30, 3))
+    np.testing.assert_array_equal(ds0.test_inds, np.arange(0, 30, 3))
+    assert not ds0.meta["warnings"]
+    with pytest.raises(UserInputError, match="leaves 5 of 30 trials"):
+        from_array(COUNTS, layout="neurons_time_trials", test_inds=np.arange(25))
+
+
+def test_a_files_layout_entry_is_honoured_in_every_format(tmp_path: Path) -> None:
+    x = COUNTS.transpose(2, 1, 0)  # trials x time x neurons: 30 x 20 x 12
+    scipy.io.savemat(tmp_path / "a.mat", {"data": x, "layout": "trials_time_neurons"})
+    np.savez(tmp_path / "a.npz", data=x, layout=np.bytes_(b"trials_time_neurons"))
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["data"] = x
+        f.attrs["layout"] = "trials_time_neurons"
+    with h5py.File(tmp_path / "g.h5", "w") as f:  # an array inside a group, layout on it
+        f.create_group("session")["data"] = x
+        f["session/data"].attrs["layout"] = "trials_time_neurons"
+    for name, cfg in [("a.mat", None), ("a.npz", None), ("a.h5", None),
+                      ("g.h5", DataConfig(variable="session/data"))]:
+        ds = load_dataset(tmp_path / name, cfg)
+        assert (ds.n_trials, ds.n_time, ds.n_neurons) == (30, 20, 12), name
+        np.testing.assert_array_equal(ds.all_data(), x)
+    with pytest.raises(UserInputError, match="in groups by their path: session/data"):
+        load_dataset(tmp_path / "g.h5")
+    # --layout beats the file's entry, and says that it does
+    ds = load_dataset(tmp_path / "a.mat", DataConfig(layout="neurons_time_trials"))
+    assert ds.n_trials == 12 and any("file says its layout" in w for w in ds.meta["warnings"])
+
+
+def test_logical_masks_are_trial_sets(tmp_path: Path) -> None:
+    valid = np.zeros(30, bool)
+    valid[4::5] = True
+    p = tmp_path / "m.mat"
+    scipy.io.savemat(p, {"data": COUNTS, "train_inds": ~valid, "valid_inds": valid})
+    ds = load_dataset(p)
+    np.testing.assert_array_equal(ds.valid_inds, np.flatnonzero(valid))
+    np.testing.assert_array_equal(ds.train_inds, np.flatnonzero(~valid))
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: scipy.io.savemat(p, {"data": scipy.sparse.csc_matrix(np.eye(3))}),
+     "is a sparse matrix; save it as a full array"),
+    (lambda p: write_mat73(p, {"data": np.zeros((0, 0))}) and _mark_empty(p), "is empty"),
+    (lambda p: _complex73(p), "is complex-valued"),
+    (lambda p: scipy.io.savemat(p, {"data": COUNTS[:, :, :3]}), "only 3 trials (shape"),
+], ids=["sparse v5", "empty v7.3", "complex v7.3", "three trials"])
+def test_odd_matlab_files_get_the_right_message(tmp_path: Path, make, needle: str) -> None:
+    p = tmp_path / "d.mat"
+    make(p)
+    with pytest.raises(UserInputError) as e:
+        load_dataset(p)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert "--layout" not in str(e.value)  # no swap that would leave too few bins
+
+
+def _mark_empty(p: Path) -> None:
+    with h5py.File(p, "r+") as f:
+        f["data"].attrs["MATLAB_empty"] = np.uint8(1)
+
+
+def _complex73(p: Path) -> None:
+    z = np.zeros((30, 20, 12), dtype=[("real", "f8"), ("imag", "f8")])
+    with h5py.File(p, "w") as f:
+        f.create_dataset("data", data=z).attrs["MATLAB_class"] = np.bytes_("double")
+
+
+def test_v73_cellstr_conditions(tmp_path: Path) -> None:
+    p = tmp_path / "c.mat"
+    write_mat73(p, {"data": COUNTS})
+    labels = ["left" if i % 2 else "right" for i in range(30)]
+    with h5py.File(p, "r+") as f:
+        refs = f.create_group("#refs#")
+        out = np.empty((30, 1), dtype=h5py.ref_dtype)  # a 1 x 30 cell, stored reversed
+        for i, lab in enumerate(labels):
+            d = refs.create_dataset(f"r{i}", data=np.array([[ord(c)] for c in lab], np.uint16))
+            d.attrs["MATLAB_class"] = np.bytes_("char")
+            out[i, 0] = d.ref
+        f.create_dataset("conditions", data=out).attrs["MATLAB_class"] = np.bytes_("cell")
+    ds = load_dataset(p)
+    assert list(ds.conditions) == labels
+
+
+def test_counts_off_by_float_rounding_are_counts_and_small_signals_are_not() -> None:
+    x = COUNTS.transpose(2, 1, 0)
+    for near in (x * 1.0000001, x + 1e-9):
+        assert choose(near)[0] == "poisson"
+    ds = from_array(x * 1.0000001, layout="trials_time_neurons")
+    cfg = Config()
+    lines = choose_observation(cfg, ds)
+    assert cfg.model.observation == "poisson" and any("rounded" in ln for ln in lines)
+    np.testing.assert_array_equal(ds.all_data(), x)
+    emg = RNG.gamma(5.0, 2e-5, (30, 20, 12))  # EMG in volts: every value below 1e-3
+    assert choose(emg)[0] == "gamma"
+    assert choose(np.zeros_like(x))[0] == "poisson"  # all zero: an error later, not a crash
+
+
+def test_positive_data_on_a_large_baseline_is_gaussian() -> None:
+    x = 1000.0 + RNG.normal(0, 1, (30, 20, 12))
+    name, why = choose(x)
+    assert name == "gaussian" and "far from zero" in why
+    assert choose(RNG.gamma(2.0, 1.0, (30, 20, 12)))[0] == "gamma"
+
+
+def test_channels_flat_or_silent_in_the_training_trials() -> None:
+    x = RNG.normal(0, 1, (30, 20, 4))
+    train = x[:24].copy()
+    train[:, :, 1] = 0.0
+    with pytest.raises(UserInputError, match=r"same value in every training trial \(0-based: 1\)"):
+        check_training("gaussian", train, x, "d")
+    ev = np.where(RNG.random((30, 20, 4)) < 0.1, RNG.gamma(2.0, 1.0, (30, 20, 4)), 0.0)
+    ev[:, :, 2] = 0.0
+    ev[27, 3, 2] = 1.3  # a rare cell's one event, in a validation trial
+    lines = check_training("zero_inflated_gamma", ev[:24], ev, "d")
+    assert len(lines) == 1 and "0-based: 2" in lines[0]
+    # the model starts from finite values for that channel, and its Gaussian twin from a unit
+    # that is not ~0
+    bias = ZeroInflatedGamma(torch.tensor(ev[:24], dtype=torch.float32)).init_bias(
+        torch.tensor(ev[:24], dtype=torch.float32))
+    assert torch.isfinite(bias).all()
+    g = Gaussian(torch.tensor(train, dtype=torch.float32))
+    assert float(g.spread[1]) >= 1e-6 * float(g.spread.max())
+
+
+def test_constant_channels_and_rate_like_counts_are_named() -> None:
+    x = RNG.gamma(2.0, 1.0, (30, 20, 4))
+    x[:, :, 3] = 2.5
+    with pytest.raises(UserInputError, match="has the same value in every bin"):
+        from autolfads.model.observations.choose import check
+
+        check("gamma", x, "d")
+    spikes_per_s = COUNTS.transpose(2, 1, 0) * 20
+    assert any("multiple of 20" in w for w in warnings("poisson", spikes_per_s))
+    assert not any("multiple" in w for w in warnings("poisson", COUNTS))
+
+
+def test_undefined_metrics_are_left_out_and_named() -> None:
+    said: list[str] = []
+    m = defined_metrics({"bps": float("nan"), "r2_rates": 0.5, "epochs": 3}, said.append)
+    assert m == {"r2_rates": 0.5, "epochs": 3} and "bps" in said[0]
+    truth = RNG.random((30, 20, 5))
+    truth[:, :, 0] = 1.0  # one neuron with a constant true rate
+    pred = truth + RNG.normal(0, 0.01, truth.shape)
+    assert 0.9 < r2_per_neuron(pred, truth) <= 1.0
+
+
+def test_constant_decode_targets_are_left_out() -> None:
+    data = RNG.poisson(1.0, (40, 20, 6)).astype(float)
+    beh = np.stack([RNG.normal(size=(40, 20)), np.ones((40, 20))], -1)
+    m = decoding_metrics(data, data, beh)
+    assert "decode_r2_1" not in m and "decode_r2_0" in m
+    assert m["decode_r2"] == pytest.approx(m["decode_r2_0"])
+    ds = from_array(data, behavior=beh)
+    assert any("decode target(s) 1 (0-based) are constant" in w for w in ds.meta["warnings"])
