@@ -190,3 +190,11 @@ def test_constant_decode_targets_are_left_out() -> None:
     assert m["decode_r2"] == pytest.approx(m["decode_r2_0"])
     ds = from_array(data, behavior=beh)
     assert any("decode target(s) 1 (0-based) are constant" in w for w in ds.meta["warnings"])
+
+
+def test_gamma_encoders_read_a_centred_signal() -> None:
+    from autolfads.model.observations.gamma import Gamma
+
+    x = torch.tensor(5.0 + RNG.gamma(4.0, 0.25, (30, 20, 3)), dtype=torch.float32)
+    enc = Gamma(x).encoder_input(x).reshape(-1, 3)
+    assert enc.mean(0).abs().max() < 1e-4 and (enc.std(0) - 1).abs().max() < 1e-3

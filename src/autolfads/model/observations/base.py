@@ -21,6 +21,16 @@ def split(params: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
     return params.unflatten(-1, (k, -1)).unbind(-2)
 
 
+def center_and_spread(train_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel's mean and SD over the training data, (N,) each: the unit in which the
+    encoders read a continuous signal. A channel flat over the training trials (refused before
+    training, see choose.py) must not divide by ~0: its SD is at least a millionth of the
+    largest."""
+    flat = train_x.reshape(-1, train_x.shape[-1])
+    sd = flat.std(0)
+    return flat.mean(0), sd.clamp_min(max(1e-6 * float(sd.max()), 1e-12))
+
+
 class Observation(nn.Module):
     """One observation model. Data constants it needs (a threshold, a scale) are buffers, so they
     travel with the model's state_dict and checkpoints."""
@@ -44,7 +54,8 @@ class Observation(nn.Module):
 
     def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the encoders read: the data, on a scale where a GRU can use it (counts as they
-        are; continuous data per channel divided by its typical size)."""
+        are; continuous data per channel centred and divided by its spread, or, for events with
+        exact zeros, divided by their typical size)."""
         return x
 
     def data_term(self, x: torch.Tensor) -> torch.Tensor | None:

@@ -26,9 +26,10 @@ WHOLE_TOL = 1e-6
 
 
 # Positive data whose channels vary by less than this fraction of their mean is modelled as
-# gaussian: gamma's shape would have to exceed 1/CV^2 = 100 (and is capped at e^12), and its
-# encoders' input x / mean would hardly move. Measured: values 1000 + signal (sd 1) gave R^2 0.000
-# as gamma, 0.971 as gaussian.
+# gaussian: gamma's shape would have to exceed 1/CV^2 = 100 (it is capped at e^12), and the
+# signal is a small wobble on a baseline, which the Gaussian describes. Measured (audit, before
+# gamma's encoder input was centred): values 1000 + signal (sd 1) gave R^2 0.000 as gamma, 0.971
+# as gaussian.
 MIN_GAMMA_CV = 0.1
 
 

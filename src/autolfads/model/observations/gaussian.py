@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from autolfads.model.observations.base import Observation, split
+from autolfads.model.observations.base import Observation, center_and_spread, split
 
 
 def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -27,12 +27,9 @@ class Gaussian(Observation):
 
     def __init__(self, train_x: torch.Tensor):
         super().__init__()
-        flat = train_x.reshape(-1, train_x.shape[-1])
-        self.register_buffer("center", flat.mean(0))
-        sd = flat.std(0)
-        # A channel flat over the training trials (checked before training, see choose.py) must
-        # not divide the encoders' input by ~0: its unit is at least a millionth of the largest.
-        self.register_buffer("spread", sd.clamp_min(max(1e-6 * float(sd.max()), 1e-12)))
+        center, spread = center_and_spread(train_x)
+        self.register_buffer("center", center)
+        self.register_buffer("spread", spread)
 
     def _moments(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, b = split(params, 2)
