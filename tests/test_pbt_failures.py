@@ -3,6 +3,7 @@
 import json
 import os
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -145,6 +146,8 @@ def finished_run(tmp_path, generations=3, **pbt):
     """A fabricated run that completed `generations` generations and wrote its outputs."""
     run = make_run(tmp_path, generations=generations)
     members = [{"worker": w, "hp": {}, "checkpoint": str(run / f"w{w}.pt")} for w in range(3)]
+    for m in members:  # resume checks that each worker's checkpoint is there
+        Path(m["checkpoint"]).write_bytes(b"")
     (run / "pbt" / "population.json").write_text(json.dumps(
         {"generation": generations, "members": members}))
     cfg = yaml.safe_load((run / "config.yaml").read_text())

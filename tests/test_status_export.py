@@ -54,7 +54,8 @@ def test_status_of_a_live_run(tmp_path, monkeypatch, capsys):
                    skip_last_decisions=True)
     code, out, err = run_cli(monkeypatch, capsys, "status", run)
     assert code == 0, err
-    assert "in progress; generation 5 of at most 5, population 4" in out  # partial line skipped
+    # a partial line is skipped
+    assert "interrupted: --resume); generation 5 of at most 5, population 4" in out
     assert out.count("(pending)") == 4  # decisions of the latest generation not logged yet
     assert "stop rule: best improved by" in out and "over the last 4 generations" in out
 
@@ -89,7 +90,7 @@ def test_status_never_imports_ray(tmp_path):
     done = subprocess.run([sys.executable, "-c", NO_RAY, str(run)], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "in progress; generation 5 of at most 5" in done.stdout
+    assert "not finished (running, or interrupted: --resume); generation 5 of" in done.stdout
     assert "stop rule: best improved by" in done.stdout
 
 

@@ -111,6 +111,7 @@ def train(
     say(f"training LFADS on {trainer.device} for up to {cfg.train.epochs} epochs")
     if out_dir is not None:
         write_config(out_dir, cfg)
+        put_json(out_dir / layout.RUN_JSON, {"data": _data_location(data)})
     state = trainer.fit(log=say)
     if not math.isfinite(state.best):  # never a finite validation cost: nothing to report
         raise RunFailed(f"training diverged: the validation cost was not finite from epoch 1 "
@@ -182,7 +183,7 @@ def run(
     from its last completed generation (same data, same config unless overridden here); a
     finished run is a UserInputError that says how to extend it, and nothing in `out` changes.
     """
-    from autolfads.pbt.resume import resume_point
+    from autolfads.pbt.resume import check_same_run, data_fingerprint, resume_point
     from autolfads.pbt.runner import check_address, run_pbt
     from autolfads.pbt.search_space import build_space
 
@@ -214,9 +215,12 @@ def run(
     point = resume_point(store.local, store.location, cfg.pbt) if resume else None
     dataset = resolve_data(data, cfg.data, say)
     obs_lines = choose_observation(cfg, dataset)  # before anything is written to --out
-    if not resume:
+    if resume:
+        check_same_run(store, cfg, dataset, data)
+    else:
         _prepare_store(store, force)
-        put_json(store.local / layout.RUN_JSON, {"data": _data_location(data)})
+        put_json(store.local / layout.RUN_JSON, {"data": _data_location(data),
+                                                 **data_fingerprint(dataset)})
     out_dir = store.local
     write_config(out_dir, cfg)
     store.sync()

@@ -5,6 +5,8 @@ Bad input of any kind ends in one `error: ...` line on stderr and exit status 2,
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -239,8 +241,23 @@ def export(
 
 
 def main() -> None:
+    # A scheduler's or `kill`'s SIGTERM ends a run as Ctrl-C does: whatever handles SIGINT at
+    # that moment (Ray Tune's, during a PBT run) stops it cleanly and says how to resume.
     try:
-        app(standalone_mode=False)
+        previous = signal.signal(signal.SIGTERM,
+                                 lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    except ValueError:  # not the main thread: signals are not ours to handle
+        previous = None
+    try:
+        _run_app()
+    finally:  # the process may go on (tests call main): leave SIGTERM as it was
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_app() -> None:
+    try:
+        code = app(standalone_mode=False)
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -255,6 +272,10 @@ def main() -> None:
         sys.exit(130)
     except typer.TyperException as e:  # a usage mistake: a missing or unknown option, a typo
         sys.exit(_usage_error(e))
+    if isinstance(code, int) and code:  # without standalone mode typer returns, e.g., Ctrl-C's 130
+        if code == 130:
+            print("interrupted", file=sys.stderr)
+        sys.exit(code)
 
 
 def _usage_error(e: Exception) -> int:

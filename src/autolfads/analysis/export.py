@@ -43,8 +43,11 @@ def export(location: str | Path, fmt: str, out: str | Path | None = None,
         raise UserInputError(f"{outputs.origin}: incomplete outputs, missing "
                              f"{', '.join(missing)}; rerun the run to rewrite them")
     writer = WRITERS[fmt]
-    # Everything is in memory by now, so even exporting over the source file itself is safe.
-    return atomic_write(target, lambda tmp: writer(tmp, outputs))
+    # Everything is in memory by now, so even exporting over the source file itself is safe;
+    # over the data the run trained on (run.json), never, even with --force.
+    data = (rd.read_json(layout.RUN_JSON) or {}).get("data")
+    return atomic_write(target, lambda tmp: writer(tmp, outputs),
+                        protect=data if data and not is_uri(data) else None)
 
 
 def _target(rd: Location, fmt: str, out: str | Path | None, force: bool) -> Path:

@@ -42,7 +42,7 @@ def status(location: str | Path, all_generations: bool = False,
         return
     last = max(log.generations)
     finished = metrics is not None and int(metrics.get("generations", 0)) >= last
-    state = "finished" if finished else "in progress"
+    state = "finished" if finished else "not finished (running, or interrupted: --resume)"
     con.print(f"[bold]{rd.location}[/]: AutoLFADS run, {state}; generation {last} of at most "
               f"{max_gen}, population {len(log.workers)}")
     con.print(_table(rd, log, all_generations))
@@ -110,7 +110,7 @@ def _progress_line(log: HPLog, pbt: dict, metrics: dict | None) -> str:
 def _single_model(rd: Location, con: Console, cfg: dict, metrics: dict | None) -> None:
     rows = rd.train_log()
     train = cfg["train"] if isinstance(cfg.get("train"), dict) else {}
-    state = "finished" if metrics is not None else "in progress"
+    state = "finished" if metrics is not None else "not finished (running, or interrupted)"
     con.print(f"[bold]{rd.location}[/]: single LFADS model (autolfads train, no population), "
               f"{state}; {len(rows)} of at most {train.get('epochs', '?')} epochs logged")
     table = Table(title="last epochs")

@@ -7,15 +7,19 @@ Ray only to stop again, so it is an error that says how to train further instead
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from autolfads.config import PBTConfig
+import numpy as np
+
+from autolfads.config import Config, PBTConfig, load_config
+from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
 from autolfads.pbt.stop_rule import stop_reason
 from autolfads.rundir import layout
-from autolfads.rundir.layout import join
-from autolfads.rundir.location import Location
+from autolfads.rundir.layout import is_uri, join
+from autolfads.rundir.location import Location, exists
 from autolfads.rundir.pbt_log import read_hp_log, read_population
 
 
@@ -45,11 +49,31 @@ def resume_point(out_dir: Path, location: str, p: PBTConfig) -> ResumePoint:
         raise UserInputError(f"--resume: the run has {len(pop['members'])} workers, not "
                              f"--population {p.population}; resume with the same population")
     bests = read_hp_log(run).best_by_generation(upto=g)
+    if len(bests) != g:
+        raise UserInputError(f"--resume: {join(location, layout.HP_LOG)} holds {len(bests)} "
+                             f"generations but the run saved {g}; the log is damaged (the stop "
+                             "rule reads it), so the run cannot be resumed as it was")
     finished = stop_reason(bests, p.generations, p.stop_generations, p.stop_min_improvement)
     point = ResumePoint(g, pop["members"], bests, finished)
     if finished is not None and outputs_generation(run) == g:
         raise UserInputError(finished_message(point, location, p))
+    if finished is None:  # the workers go on from their checkpoints: where the run is now
+        base = location if is_uri(location) else str(Path(out_dir).resolve())
+        for m in point.members:  # (a run directory may have been copied or moved since)
+            m["checkpoint"] = relocated(m["checkpoint"], base)
+            if not exists(m["checkpoint"]):
+                raise UserInputError(f"--resume: {m['checkpoint']} not found; worker "
+                                     f"{m['worker']} continues from it, so the run's "
+                                     "checkpoints are incomplete")
     return point
+
+
+def relocated(checkpoint: str, run: str) -> str:
+    """A worker checkpoint's path as recorded -> the same file under the run's location now."""
+    parts = checkpoint.replace("\\", "/").split(f"/{layout.CHECKPOINTS}/")
+    if len(parts) < 2:  # not in the run's checkpoint folder: left as it is
+        return checkpoint
+    return join(run, layout.CHECKPOINTS, *parts[-1].split("/"))
 
 
 def finished_message(point: ResumePoint, location: str, p: PBTConfig) -> str:
@@ -79,3 +103,28 @@ def has_results(out_dir: Path) -> bool:
     """Whether a run holds anything that --force would destroy: a completed generation or
     outputs."""
     return any((out_dir / name).exists() for name in layout.RESULTS)
+
+
+def data_fingerprint(dataset: Dataset) -> dict:
+    """What identifies the data a run trains on (run.json): its shape and a hash of its values."""
+    x = np.ascontiguousarray(dataset.all_data(), dtype=np.float32)
+    return {"data_shape": list(x.shape), "data_sha256": hashlib.sha256(x.tobytes()).hexdigest()}
+
+
+def check_same_run(store: Location, cfg: Config, dataset: Dataset, data: object) -> None:
+    """--resume continues the run it names: on its data, with its generation length (a worker
+    counts generations as epochs // epochs_per_generation)."""
+    recorded = store.read_json(layout.RUN_JSON) or {}
+    now = data_fingerprint(dataset)
+    if recorded.get("data_sha256", now["data_sha256"]) != now["data_sha256"]:
+        shape = recorded.get("data_shape")
+        differs = (f"{' x '.join(map(str, now['data_shape']))} (trials x bins x neurons) "
+                   f"against the run's {' x '.join(map(str, shape))}"
+                   if shape != now["data_shape"] else "the same shape, different values")
+        raise UserInputError(f"--resume: {data or 'this data'} is not the data the run trained on "
+                             f"({differs}); resume with {recorded.get('data') or 'that data'}")
+    old = load_config(store.local / layout.CONFIG).pbt.epochs_per_generation
+    if cfg.pbt.epochs_per_generation != old:
+        raise UserInputError(f"--resume: the run's generations are {old} epochs each; resume "
+                             f"without changing --epochs-per-generation "
+                             f"({cfg.pbt.epochs_per_generation})")

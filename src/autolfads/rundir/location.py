@@ -67,17 +67,24 @@ def atomic_write(path: str | Path, write: Callable[[Path], None],
     if protect is not None and Path(protect).is_file() and path.exists() \
             and os.path.samefile(path, protect):
         raise UserInputError(f"{path}: is the input data file; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # read-only, a file where a folder should be, ...
+        raise UserInputError(f"{path}: cannot write there ({e.strerror or e}); choose a folder "
+                             "you can write to") from None
     os.close(fd)
     tmp = Path(name)
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(e, OSError) and e.errno is not None:  # a full disk, a quota
+            raise UserInputError(f"{path}: could not be written ({e.strerror}); nothing was "
+                                 "changed there") from None
         raise
     return path
 

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from autolfads.errors import UserInputError
 from autolfads.rundir import layout
-from autolfads.rundir.layout import worker_checkpoint
+from autolfads.rundir.layout import join, worker_checkpoint
 from autolfads.rundir.location import Location, atomic_write, number, put_json
 from autolfads.rundir.records import Decision, GenerationRecord, best_score
 
@@ -179,4 +180,13 @@ def read_decisions(loc: Location) -> dict[tuple[int, int], Decision]:
 def read_population(loc: Location) -> dict | None:
     """pbt/population.json (None before the first generation is saved)."""
     text = loc.read_text(layout.POPULATION)
-    return None if text is None else json.loads(text)
+    if text is None:
+        return None
+    try:  # written whole (temp file + rename), so a bad one was damaged afterwards
+        pop = json.loads(text)
+        int(pop["generation"]), list(pop["members"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserInputError(f"{join(loc.location, layout.POPULATION)}: is damaged ({e}); it "
+                             "says where each worker continues, so the run cannot be resumed "
+                             "without it") from None
+    return pop
