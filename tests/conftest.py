@@ -58,3 +58,18 @@ def run_cli(monkeypatch, capsys, *args, stdin: str = "") -> tuple[int, str, str]
         code = e.code if isinstance(e.code, int) else 1
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_bucket_mirrors_left():
+    """Runs into a (test) bucket keep a local mirror in the temp directory, which a user is
+    told about; the suite's own mirrors are removed when it ends."""
+    import glob
+    import shutil
+    import tempfile
+
+    pattern = f"{tempfile.gettempdir()}/autolfads-run-*"
+    before = set(glob.glob(pattern))
+    yield
+    for path in set(glob.glob(pattern)) - before:
+        shutil.rmtree(path, ignore_errors=True)

@@ -117,6 +117,10 @@ def train(
         raise RunFailed(f"training diverged: the validation cost was not finite from epoch 1 "
                         f"on (last: {state.smoothed}); check the data's scale and values, or "
                         "lower train.lr")
+    if state.best_epoch == 0 and state.epoch >= 10:
+        say(f"warning: the validation cost was lowest at epoch 1 of {state.epoch}: the model "
+            "kept is barely trained; look for channels that behave differently in the "
+            "validation trials, or lower train.lr")
     trainer.use_best_weights()
     if out_dir is not None:
         trainer.save(out_dir / layout.MODEL_CHECKPOINT)
