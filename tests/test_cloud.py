@@ -356,5 +356,10 @@ def test_up_without_a_price_still_offers_to_start(tmp_path, monkeypatch, capsys)
     assert code == 0, err
     code, out, err = run_cli(monkeypatch, capsys, "cloud", "up", "cluster.yaml", "--dry-run")
     assert code == 0, err
-    assert "cost estimate unavailable: --gpu-type nvidia-h100-80gb: no price" in out
+    assert "NO COST ESTIMATE: --gpu-type nvidia-h100-80gb: no price" in out
     assert any(ln.startswith("ray up -y") for ln in out.splitlines()), out
+    # asked, the question says that no estimate was given
+    code, out, err = run_cli(monkeypatch, capsys, "cloud", "up", "cluster.yaml", "--no-doctor",
+                             stdin="n\n")
+    assert code == 0 and "Start this cluster WITHOUT a cost estimate?" in out, err
+    assert "Not started." in out

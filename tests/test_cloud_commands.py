@@ -16,6 +16,7 @@ from test_cloud import BUCKET, PROJECT, one_error
 from autolfads.cloud import lifecycle, remote
 from autolfads.cloud.cluster import ClusterSpec, build_config, write_config
 from autolfads.cloud.local import HEADER, LocalSpec, build_local_config
+from autolfads.errors import UserInputError
 
 PY = "~/autolfads-venv/bin/python"
 REMOTE = f"ray exec cluster.yaml 'env RAY_AUTH_MODE=token {PY} -m autolfads.cloud.remote"
@@ -368,3 +369,81 @@ def test_ray_status_is_read_and_explained(monkeypatch):
     assert "autoscaler error: googleapiclient.errors.HttpError: Quota 'NVIDIA_T4_GPUS'" in text
     assert "cloud doctor" in text  # the quota hint
     assert "NOTHING PLACED: no worker node has joined in 5 min" in text
+
+
+# --- failures a first-time Google Cloud user meets (audit, 2026-11-30) ----------------------
+
+
+@pytest.mark.parametrize("output,words", [
+    ("googleapiclient.errors.HttpError: <HttpError 403 ... returned \"Quota 'NVIDIA_T4_GPUS' "
+     "exceeded.  Limit: 0.0 in region us-central1.\"", ["raise quota NVIDIA_T4_GPUS in "
+                                                        "us-central1 (now 0.0)",
+                                                        "iam-admin/quotas"]),
+    (" - The zone 'projects/p/zones/us-central1-a' does not have enough resources available",
+     ["a stock-out", "another zone"]),
+    ("HttpError 403: Compute Engine API has not been used in project 123 before or it is "
+     "disabled. Enable it by visiting https://console.developers.google.com/apis/api/"
+     "compute.googleapis.com/overview?project=123",
+     ["gcloud services enable compute.googleapis.com"]),
+    (" - This API method requires billing to be enabled. Please enable billing for project p",
+     ["billing is off", "billing/linkedaccount"]),
+    ("ERROR: (gcloud.iam.service-accounts.create) PERMISSION_DENIED: Permission "
+     "'iam.serviceAccounts.create' denied on resource (or it may not exist).",
+     ["lacks the permission iam.serviceAccounts.create", "roles/editor"]),
+    ("google.auth.exceptions.RefreshError: ('invalid_grant: reauth related error (invalid_rapt)')",
+     ["login has expired", "gcloud auth login"]),
+    ("google.auth.exceptions.DefaultCredentialsError: Your default credentials were not found.",
+     ["gcloud auth application-default login"]),
+    ("RuntimeError: Head node of cluster (autolfads-alice) not found!",
+     ["no cluster of this YAML is running", "autolfads cloud up"]),
+], ids=["quota", "stockout", "api", "billing", "permission", "reauth", "adc", "no head"])
+def test_a_failed_command_names_the_cause_and_its_fix(tmp_path, monkeypatch, capfd, output,
+                                                      words):
+    """The cause is in the middle of the output (a traceback follows it); the error line names
+    it with the fix, not just the exit status."""
+    script = tmp_path / "out.txt"
+    script.write_text(f"Traceback (most recent call last):\n{output}\n  File \"x.py\", line 1\n"
+                      "Failed to setup head node.\n")
+    cmd = lifecycle.Cmd(("sh", "-c", f"cat {script}; exit 1"))
+    with pytest.raises(UserInputError) as e:
+        lifecycle.execute([cmd])
+    assert str(e.value).startswith("`sh -c cat")
+    for w in words:
+        assert w in str(e.value), str(e.value)
+    assert remote.hint(output)  # the autoscaler's status lines get the same fixes
+
+
+def test_up_that_fails_part_way_says_what_may_bill(cluster, monkeypatch, capfd, fake_tools):
+    ray = Path(os.environ["PATH"].split(os.pathsep)[0]) / "ray"
+    ray.write_text("#!/bin/sh\n[ \"$1\" = get-auth-token ] && exit 0\n"
+                   "echo 'Failed to setup head node.'\nexit 1\n")
+    line = one_error(*run_cli(monkeypatch, capfd, "cloud", "up", cluster, "--yes",
+                              "--no-doctor")[::2])
+    assert "may be partly up and billing: `autolfads cloud down cluster.yaml`" in line
+    assert f"compute/instances?project={PROJECT}" in line
+
+
+def test_down_works_on_a_yaml_without_its_bucket_and_says_what_stays(cluster, monkeypatch,
+                                                                      capfd, fake_tools):
+    cfg = yaml.safe_load(cluster.read_text())
+    del cfg["metadata"]["autolfads"]["bucket"]
+    cluster.write_text(yaml.safe_dump(cfg))
+    code, out, err = run_cli(monkeypatch, capfd, "cloud", "down", cluster, "--yes")
+    assert code == 0, err
+    assert fake_tools()[0] == "ray down -y cluster.yaml auth="
+    assert "cluster VMs deleted. Still there" in out
+    assert (f"gcloud compute firewall-rules delete autolfads-alice-internal --project {PROJECT} "
+            "--quiet") in out
+
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda n: n["guestAccelerators"][0].update(acceleratorCount="two"),
+     ["a number was expected ('two' is not one)"]),
+    (lambda n: n.update(tags=n["tags"]["items"]), ["an entry has the wrong form"]),
+], ids=["count", "tags"])
+def test_hand_edited_node_configs_of_the_wrong_type(cluster, monkeypatch, capsys, edit, words):
+    cfg = yaml.safe_load(cluster.read_text())
+    types = cfg["available_node_types"]
+    edit(next(v for k, v in types.items() if k != cfg["head_node_type"])["node_config"])
+    cluster.write_text(yaml.safe_dump(cfg))
+    one_error(*run_cli(monkeypatch, capsys, "cloud", "validate", cluster)[::2], words)

@@ -50,11 +50,12 @@ def _checked(cfg: Path) -> Shape | None:
     return check_config(load_config(cfg), cfg.name)
 
 
-def _cluster(cfg: Path, storage: str | None = None) -> lifecycle.Cluster:
+def _cluster(cfg: Path, storage: str | None = None, need_storage: bool = True
+             ) -> lifecycle.Cluster:
     # Only what the lifecycle needs is read: status/download/down must work on a config edited
     # after `up`.
-    c = lifecycle.cluster_of(cfg, load_config(cfg), storage)
-    if c.google:
+    c = lifecycle.cluster_of(cfg, load_config(cfg), storage, need_storage)
+    if c.google and need_storage:
         from autolfads.cloud.gcp import check_bucket
 
         check_bucket(c.storage, "--bucket" if storage else
@@ -63,15 +64,24 @@ def _cluster(cfg: Path, storage: str | None = None) -> lifecycle.Cluster:
 
 
 def _confirm_and_execute(cmds: list[lifecycle.Cmd], dry_run: bool, yes: bool, question: str,
-                         declined: str) -> bool:
-    """Print `cmds` (dry run), or ask `question` unless `yes` and run them; True if they ran."""
+                         declined: str, if_stopped: str = "") -> bool:
+    """Print `cmds` (dry run), or ask `question` unless `yes` and run them; True if they ran.
+    `if_stopped`: what to tell the user when the commands fail or are interrupted part-way
+    (what may be left running, and how to remove it)."""
     if dry_run:
         lifecycle.execute(cmds, dry_run=True, echo=typer.echo)
         return False
     if not yes and not typer.confirm(question, default=False):
         typer.echo(declined)
         return False
-    lifecycle.execute(cmds)
+    try:
+        lifecycle.execute(cmds)
+    except UserInputError as e:
+        raise UserInputError(f"{e}{'; ' + if_stopped if if_stopped else ''}") from None
+    except KeyboardInterrupt:
+        if if_stopped:
+            typer.echo(if_stopped, err=True)
+        raise
     return True
 
 
@@ -210,15 +220,20 @@ def cost(
     typer.echo(est.render())
 
 
-def _estimate(shape: Shape, hours: float, prices: Path | None) -> None:
+def _estimate(shape: Shape, hours: float, prices: Path | None) -> bool:
+    """Print the cost estimate; False (said plainly) where there is none."""
     from autolfads.cloud.cost import estimate_shape
 
     try:
         est = estimate_shape(shape, hours, load_prices(prices))
         typer.echo(est.render().replace("Estimated cost:", "Estimated cost at full size:", 1))
+        return True
     except UserInputError as e:
-        # An estimate is a courtesy; a GPU missing from the table must not block the cluster.
-        typer.echo(f"cost estimate unavailable: {e}")
+        # An estimate is a courtesy; a GPU missing from the table must not block the cluster,
+        # but the question below then says that no estimate was given.
+        typer.echo(f"NO COST ESTIMATE: {e}; check the prices yourself "
+                   "(https://cloud.google.com/compute/gpus-pricing) or pass --prices FILE")
+        return False
 
 
 @cloud_app.command("up")
@@ -233,21 +248,28 @@ def up(
     dry_run: bool = DRY,
 ) -> None:
     """Check the prerequisites, print the cost estimate, ask, then start the cluster."""
+    if hours <= 0:
+        raise UserInputError(f"--hours {hours}: give the expected run length in hours (> 0), "
+                             "for the cost estimate")
     shape = _checked(cfg)
     c = _cluster(cfg)
     if not no_doctor and not dry_run:
         from autolfads.cloud.doctor import run_doctor
 
         run_doctor(cfg, echo=typer.echo)
-    if shape is not None:
-        _estimate(shape, hours, prices)
+    priced = shape is None or _estimate(shape, hours, prices)
     cmds = lifecycle.up_commands(c, restart=restart)
     if c.google:
         from autolfads.cloud import gcp_setup
 
         # The firewall rule, Cloud NAT and worker account the YAML's closed network relies on.
         cmds = [*gcp_setup.setup_commands(load_config(cfg)), *cmds]
-    if not _confirm_and_execute(cmds, dry_run, yes, "Start this cluster?", "Not started."):
+    billing = (f"the cluster may be partly up and billing: `autolfads cloud down {cfg}` deletes "
+               "its VMs" + (f" (see them: https://console.cloud.google.com/compute/instances?"
+                            f"project={c.project})" if c.google and c.project else ""))
+    question = "Start this cluster?" if priced else "Start this cluster WITHOUT a cost estimate?"
+    if not _confirm_and_execute(cmds, dry_run, yes, question, "Not started.",
+                                if_stopped=billing):
         return
     from autolfads.cloud.gcp_setup import check_token_file
 
@@ -352,8 +374,24 @@ def down(
     dry_run: bool = DRY,
 ) -> None:
     """Stop the cluster (GCP: delete its VMs); the run storage and its outputs stay."""
-    _confirm_and_execute(lifecycle.down_commands(_cluster(cfg)), dry_run, yes,
-                         "Stop every node of this cluster?", "Nothing stopped.")
+    c = _cluster(cfg, need_storage=False)
+    if _confirm_and_execute(lifecycle.down_commands(c), dry_run, yes,
+                            "Stop every node of this cluster?", "Nothing stopped.") and c.google:
+        typer.echo(_left_after_down(cfg, c))
+
+
+def _left_after_down(cfg: Path, c: lifecycle.Cluster) -> str:
+    """What `down` leaves on GCP, and what deletes it."""
+    from autolfads.cloud.gcp_setup import leftover_commands
+
+    kept = f"the bucket {c.storage} (your runs)" if c.storage else "the bucket (your runs)"
+    try:
+        cmds = "; ".join(str(cmd) for cmd in leftover_commands(load_config(cfg)))
+    except (KeyError, IndexError, TypeError, AttributeError):  # a YAML edited after `up`
+        cmds = "see the README's 'Closed by default' for the gcloud commands"
+    return (f"cluster VMs deleted. Still there: {kept}, and the network set-up `up` made (a "
+            f"firewall rule and a worker account cost nothing; the Cloud NAT bills only while "
+            f"VMs use it). To delete that too: {cmds}")
 
 
 @cloud_app.command("doctor")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from autolfads.cloud import gcp, gcp_setup, lifecycle
+from autolfads.cloud.failures import fix_for
 from autolfads.cloud.validate import Shape, _get, check_config
 
 Result = tuple[int, str, str]  # exit status, stdout, stderr
@@ -177,7 +178,9 @@ def answer(f: Facts, res: Result, what: str, fix: str | None = None, *,
         raise Found(missing)
     if denied and DENIED_RE.search(err):
         raise Found(denied)
-    raise Found(fail(f"{what}: {_message(err) or f'exit status {rc}'}", fix))
+    # gcloud's message may name a cause with a known fix (an expired login, a quota) that is
+    # not this check's usual one.
+    raise Found(fail(f"{what}: {_message(err) or f'exit status {rc}'}", fix_for(err) or fix))
 
 
 def parse_gcloud(results: list[Result]) -> list[Finding]:

@@ -78,8 +78,8 @@ def _registry_repo(image: str, project: str) -> tuple[str, str] | None:
     return None
 
 
-def setup_commands(cfg: dict[str, Any]) -> list[Cmd]:
-    """The gcloud commands `cloud up` runs before `ray up` for a generated GCP YAML."""
+def _setup_names(cfg: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    """(project, region, network tag, network, worker account) of a generated GCP YAML."""
     prov = cfg["provider"]
     project, region = str(prov["project_id"]), str(prov["region"])
     meta = (cfg.get("metadata") or {}).get("autolfads") or {}
@@ -90,6 +90,24 @@ def setup_commands(cfg: dict[str, Any]) -> list[Cmd]:
     network = _interface_network(workers[0])
     accounts = [a["email"] for w in workers for a in w.get("serviceAccounts") or []]
     account = accounts[0] if accounts else worker_account(str(cfg["cluster_name"]), project)
+    return project, region, tag, network, account
+
+
+def leftover_commands(cfg: dict[str, Any]) -> list[Cmd]:
+    """What deletes the resources setup_commands made, which `cloud down` leaves (the rule and
+    the account cost nothing; the NAT bills only while VMs use it)."""
+    project, region, tag, network, account = _setup_names(cfg)
+    p = ("--project", project, "--quiet")
+    return [Cmd(("gcloud", "compute", "routers", "delete", router(network), "--region", region,
+                 *p)),
+            Cmd(("gcloud", "compute", "firewall-rules", "delete", firewall_rule(tag), *p)),
+            Cmd(("gcloud", "iam", "service-accounts", "delete", account, *p))]
+
+
+def setup_commands(cfg: dict[str, Any]) -> list[Cmd]:
+    """The gcloud commands `cloud up` runs before `ray up` for a generated GCP YAML."""
+    project, region, tag, network, account = _setup_names(cfg)
+    meta = (cfg.get("metadata") or {}).get("autolfads") or {}
     p = ("--project", project)
 
     def gcloud(*args: str, may_fail: bool = False) -> Cmd:

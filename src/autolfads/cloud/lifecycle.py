@@ -20,12 +20,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from autolfads.cloud import nodes
+from autolfads.cloud.failures import diagnose
 from autolfads.errors import UserInputError
 from autolfads.rundir.layout import is_uri, join
 
@@ -70,17 +72,20 @@ class Cluster:
     worker_ips: tuple[str, ...] = ()
     ssh_user: str = ""
     ssh_key: str | None = None
+    project: str = ""  # GCP: the project the VMs bill to
 
     @property
     def google(self) -> bool:
         return self.kind == "gcp"
 
 
-def cluster_of(path: Path, cfg: dict[str, Any], storage_override: str | None = None
-               ) -> Cluster:
+def cluster_of(path: Path, cfg: dict[str, Any], storage_override: str | None = None,
+               need_storage: bool = True) -> Cluster:
+    """The cluster a YAML describes. `need_storage=False` (down): the run storage may be
+    missing or broken in a YAML edited after `up`, and the VMs must still be deletable."""
     meta = (cfg.get("metadata") or {}).get("autolfads") or {}
-    where = storage_override or meta.get("storage") or meta.get("bucket")
-    if not where:
+    where = storage_override or meta.get("storage") or meta.get("bucket") or ""
+    if not where and need_storage:
         raise UserInputError(f"{path.name}: no metadata.autolfads.storage (or bucket); pass "
                              "--bucket gs://NAME")
     python = meta.get("python")
@@ -91,7 +96,8 @@ def cluster_of(path: Path, cfg: dict[str, Any], storage_override: str | None = N
     return Cluster(path=path, kind=str(prov.get("type", "gcp")), storage=str(where).rstrip("/"),
                    node=node, wheel_dir=meta.get("wheel_dir"),
                    worker_ips=tuple(str(i) for i in prov.get("worker_ips") or ()),
-                   ssh_user=str(auth.get("ssh_user", "")), ssh_key=auth.get("ssh_private_key"))
+                   ssh_user=str(auth.get("ssh_user", "")), ssh_key=auth.get("ssh_private_key"),
+                   project=str(prov.get("project_id") or ""))
 
 
 def check_name(name: str) -> str:
@@ -277,16 +283,19 @@ def execute(cmds: Sequence[Cmd], dry_run: bool = False, echo=print) -> None:
     for cmd in cmds:
         env = {**os.environ, **dict(cmd.env)}
         argv = [paths[cmd.argv[0]], *cmd.argv[1:]]
+        seen: deque[str] = deque(maxlen=SEEN_LINES)
         if cmd.hide_stdout:
             rc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=False).returncode
             remote_error = None
         else:
-            rc, remote_error = _run_relaying(argv, env, cmd.quiet)
+            rc, remote_error = _run_relaying(argv, env, cmd.quiet, seen)
         if rc != 0 and not cmd.may_fail:
             if remote_error:
                 raise UserInputError(remote_error)
             shown = " ".join(cmd.argv[:3])
-            raise UserInputError(f"`{shown}` failed with exit status {rc}; see its output above")
+            cause = diagnose(seen)  # the line that names it is rarely the last one
+            raise UserInputError(f"`{shown}` failed: {cause}" if cause else
+                                 f"`{shown}` failed with exit status {rc}; see its output above")
 
 
 # The launcher's own chatter around a `ray exec` (its log records, SSH's notices).
@@ -296,9 +305,13 @@ LAUNCHER_NOISE = re.compile(
     r"|Error: Command failed:|ssh -tt )")
 
 
-def _run_relaying(argv: list[str], env: dict[str, str], quiet: bool = False
-                  ) -> tuple[int, str | None]:
-    """Run, passing output through line by line, holding back our helper's `error:` line."""
+SEEN_LINES = 400  # of a command's output, searched for the cause when it fails
+
+
+def _run_relaying(argv: list[str], env: dict[str, str], quiet: bool = False,
+                  seen: deque[str] | None = None) -> tuple[int, str | None]:
+    """Run, passing output through line by line, holding back our helper's `error:` line;
+    `seen` keeps the lines (for failures.diagnose)."""
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, errors="replace", bufsize=1)
     error = None
@@ -306,6 +319,8 @@ def _run_relaying(argv: list[str], env: dict[str, str], quiet: bool = False
     try:
         for line in proc.stdout:
             text = line.strip()
+            if seen is not None:
+                seen.append(text)
             if text.startswith("error: "):
                 error = text[len("error: "):]
             elif quiet and (LAUNCHER_NOISE.match(text) or not text.strip("\x1b[0m")):

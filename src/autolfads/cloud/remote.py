@@ -23,19 +23,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autolfads.cloud.failures import fix_for
+
 JOB_SERVER = "http://127.0.0.1:8265"  # the job server as seen from the head itself
 ACTIVE = ("PENDING", "RUNNING")
 # Nothing placed for this long while a run waits for workers: say so plainly.
 STUCK_AFTER_S = 60.0
 POLL_S = 5.0
-HINTS = (  # autoscaler failure text -> what to do about it
-    (re.compile(r"quota|QUOTA", re.I), "a quota is too low: `autolfads cloud doctor CFG` names "
-     "it and the page to raise it"),
-    (re.compile(r"ZONE_RESOURCE_POOL_EXHAUSTED|stockout|does not have enough resources", re.I),
-     "the zone has no such GPUs free now (a stock-out): try another zone or on-demand VMs"),
-    (re.compile(r"waiting-for-ssh|ssh", re.I), "the head cannot log in to that host over SSH: "
-     "is it up, is the address right, does the key work (`ssh -i KEY USER@HOST`)?"),
-)
+SSH_FAILURE = re.compile(r"waiting-for-ssh|ssh", re.I)  # an on-premise host the head cannot reach
+SSH_FIX = ("the head cannot log in to that host over SSH: is it up, is the address right, does "
+           "the key work (`ssh -i KEY USER@HOST`)?")
 
 
 def job_prefix(name: str) -> str:
@@ -150,7 +147,8 @@ def parse_ray_status(text: str) -> NodeView:
 
 
 def hint(line: str) -> str:
-    return next((h for pattern, h in HINTS if pattern.search(line)), "")
+    """What to do about an autoscaler failure line (a Google Cloud error, or SSH)."""
+    return fix_for(line) or (SSH_FIX if SSH_FAILURE.search(line) else "")
 
 
 def _ray_status() -> str:

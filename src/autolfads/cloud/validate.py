@@ -241,11 +241,25 @@ def check_config(cfg: dict[str, Any], src: str) -> Shape | None:
     bucket = _get(cfg, f"metadata.autolfads.{key}")
     if bucket is not None:
         gcp.check_bucket(str(bucket), f"{src}: metadata.autolfads.{key}")
-    _check_node_types(cfg, src)
-    _check_exposure(cfg, src)
-    _check_security(cfg, src)
-    _check_ray_schema(cfg, src)
-    return shape(cfg)
+    try:  # these read the node configs as `cloud init` writes them; a hand edit may not
+        _check_node_types(cfg, src)
+        _check_exposure(cfg, src)
+        _check_security(cfg, src)
+        _check_ray_schema(cfg, src)
+        return shape(cfg)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        raise UserInputError(f"{src}: {_wrong_shape(e)}; compare the node configs with the "
+                             "YAML `autolfads cloud init` writes") from None
+
+
+def _wrong_shape(e: Exception) -> str:
+    """What a type error while reading a hand-edited node config means."""
+    if isinstance(e, ValueError) and "invalid literal" in str(e):
+        return f"a number was expected ({str(e).split(':', 1)[-1].strip()} is not one)"
+    if isinstance(e, (KeyError, IndexError, AttributeError, TypeError)):
+        return ("an entry has the wrong form: a list where a mapping belongs, or the other way "
+                f"round (e.g. tags: {{items: [...]}}, disks: [ ... ]) ({type(e).__name__}: {e})")
+    return str(e)
 
 
 def shape(cfg: dict[str, Any]) -> Shape:
