@@ -198,3 +198,53 @@ def test_gamma_encoders_read_a_centred_signal() -> None:
     x = torch.tensor(5.0 + RNG.gamma(4.0, 0.25, (30, 20, 3)), dtype=torch.float32)
     enc = Gamma(x).encoder_input(x).reshape(-1, 3)
     assert enc.mean(0).abs().max() < 1e-4 and (enc.std(0) - 1).abs().max() < 1e-3
+
+
+def _posterior(ds, value: float = 1.0) -> dict[str, np.ndarray]:
+    post = {}
+    for sp in ds.splits:
+        n = len(getattr(ds, f"{sp}_inds"))
+        post[f"{sp}_rates"] = np.full((n, ds.n_time, ds.n_neurons), value, np.float32)
+        post[f"{sp}_factors"] = RNG.normal(size=(n, ds.n_time, 4)).astype(np.float32)
+        post[f"{sp}_inferred_inputs"] = np.zeros((n, ds.n_time, 2), np.float32)
+        post[f"{sp}_ic_mean"] = np.zeros((n, 4), np.float32)
+    return post
+
+
+def test_text_conditions_reach_the_outputs_and_the_report(tmp_path: Path) -> None:
+    from autolfads.analysis.report_data import RunView, conditions
+    from autolfads.rundir.location import Location
+    from autolfads.rundir.outputs import matlab_dict, read_outputs, write_outputs
+
+    labels = np.array([f"reach_{i % 3}" for i in range(30)])
+    ds = from_array(COUNTS, layout="neurons_time_trials", conditions=labels)
+    write_outputs(tmp_path, ds, _posterior(ds))
+    out = read_outputs(Location(tmp_path))
+    assert list(out.arrays["conditions"]) == list(labels)
+    cell = matlab_dict(out)["conditions"]  # a MATLAB cell array of the labels
+    assert cell.dtype == object and list(cell) == list(labels)
+    view = RunView.__new__(RunView)
+    view.outputs, view.dataset = out, None
+    np.testing.assert_array_equal(conditions(view), np.arange(30) % 3)
+
+
+def test_deconvolved_events_are_compared_with_spike_rates_by_correlation_only() -> None:
+    from autolfads.results import compute_metrics
+
+    truth = RNG.gamma(2.0, 1.0, (30, 20, 12))
+    ds = from_array(COUNTS, layout="neurons_time_trials", truth=truth.transpose(2, 1, 0))
+    ds.meta["truth_scale_free"] = True  # as deconvolve_dataset marks it
+    m = compute_metrics(ds, _posterior(ds, 0.5), "zero_inflated_gamma")
+    assert "r2_rates" in m and "r2_rates_valid" in m
+    assert not {"r2_valid", "r2_per_neuron", "r2_per_neuron_valid"} & set(m)
+
+
+def test_full_length_behaviour_loses_its_forward_bins_and_held_out_continuous_data_warns() -> None:
+    beh = RNG.normal(size=(30, 20, 2))
+    ds = from_array(COUNTS, layout="neurons_time_trials", behavior=beh,
+                    cfg=DataConfig(forward_bins=5))
+    assert ds.behavior.shape == (30, 15, 2)
+    np.testing.assert_allclose(ds.behavior, beh[:, :15], rtol=1e-6)
+    gauss = from_array(RNG.normal(size=(30, 20, 12)), cfg=DataConfig(heldout_fraction=0.25))
+    lines = choose_observation(Config(), gauss)
+    assert any("no held-out metric is computed" in ln for ln in lines)

@@ -142,6 +142,34 @@ def test_interrupted_run_resumes_without_redoing_generations(tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_to_the_driver_stops_a_run_as_ctrl_c_does(tmp_path):
+    """A scheduler's (or `kill`'s) SIGTERM: Ray's own handler would abort the process (134)."""
+    data = tmp_path / "tiny.h5"
+    write_lfads_h5(data, tiny_dataset(n_trials=40))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "autolfads.cli", "run", str(data), "--out", str(run),
+           "--population", "2", "--generations", "20", "--epochs-per-generation", "1",
+           *[a for s in TINY for a in ("--set", s)]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        pop = run / "pbt" / "population.json"
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not pop.is_file():
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGTERM)  # the driver only
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "continue with: autolfads run --resume" in err.splitlines()[-1], err
+    assert "Trials did not complete" not in err
+
+
+@pytest.mark.slow
 def test_unplaceable_workers_fail_fast(tmp_path):
     """Asking for a GPU (or more cores) this machine lacks is an error, not a silent wait."""
     import torch

@@ -1,6 +1,7 @@
 """`autolfads report`: every section present, every image it references a valid PNG, no network,
 and graceful pages for live runs, train-only runs and runs without true rates."""
 
+import json
 import re
 import tempfile
 from html.parser import HTMLParser
@@ -172,3 +173,18 @@ def test_report_errors(tmp_path, monkeypatch, capsys, case, words):
     assert all(w in err for w in words), err
     assert not (tmp_path / "report").exists()
     assert not list(tmp_path.glob("autolfads-run-*"))  # no empty mirror left behind
+
+
+def test_headline_split_and_decode_targets_that_skip_a_number(tmp_path):
+    """bits/spike is named after the split it is on; a constant (left out) target 0 does not
+    hide targets 1 and 2."""
+    from autolfads.analysis.report import _decoding
+
+    run = make_run(tmp_path)
+    m = json.loads((run / "metrics.json").read_text())
+    m.update(headline_split="test", bps=0.25)
+    (run / "metrics.json").write_text(json.dumps(m))
+    text, _ = check_page(write_report(run))
+    assert "bits/spike (test) 0.25" in text and "bits/spike (validation)" not in text
+    table = _decoding({"decode_r2": 0.5, "decode_r2_1": 0.4, "decode_r2_2": 0.6})
+    assert "<td>1</td>" in table and "<td>2</td>" in table and "<td>0</td>" not in table

@@ -150,6 +150,10 @@ def choose_observation(cfg: Config, dataset: Dataset) -> list[str]:
     cfg.model.observation = name
     lines = [f"observation model: {name} ({why})", *observation_warnings(name, values),
              *check_training(name, dataset.train_data, values, dataset.source or "data")]
+    if name != "poisson" and dataset.holds_out:
+        lines.append("warning: held-out neurons / forward bins are kept from the encoders, but "
+                     f"their scores (co-bps, fp-bps) are defined for spike counts only; with "
+                     f"{name} data no held-out metric is computed")
     if name == "poisson" and not np.array_equal(values, np.round(values)):
         for sp in dataset.splits:  # counts off by float rounding: train and score on the counts
             counts = dataset.split(sp)

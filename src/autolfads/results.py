@@ -98,13 +98,16 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
         truth = dataset.all_truth()
         m["r2_rates"] = r2_rates(rates, truth)
         m["r2_tutorial"] = m["r2_rates"]  # the tutorial's compare_rates.m: squared correlation
+        # Deconvolved events against the spike rates behind them: only correlations compare.
+        same_units = not dataset.meta.get("truth_scale_free")
         for sp in ("valid", "test")[: len(splits) - 1]:
             pred, true = post[f"{sp}_rates"], dataset.split(sp, "truth")
             m[f"r2_rates_{sp}"] = r2_rates(pred, true)
-            # 1 - SSE/SST, pooled and per neuron: what a reviewer means by R^2
-            m[f"r2_{sp}"] = r2_pooled(pred, true)
-            m[f"r2_per_neuron_{sp}"] = r2_per_neuron(pred, true)
-        m["r2_per_neuron"] = r2_per_neuron(rates, truth)
+            if same_units:  # 1 - SSE/SST, pooled and per neuron: what a reviewer means by R^2
+                m[f"r2_{sp}"] = r2_pooled(pred, true)
+                m[f"r2_per_neuron_{sp}"] = r2_per_neuron(pred, true)
+        if same_units:
+            m["r2_per_neuron"] = r2_per_neuron(rates, truth)
         base = smoothing_baseline(data, truth)
         m["r2_smoothing"] = float(base["r2_rates"])
         m["smoothing_sigma_bins"] = float(base["sigma_bins"])

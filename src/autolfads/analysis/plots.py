@@ -159,8 +159,11 @@ def example_trials(rates: np.ndarray, trials: Sequence[int], spikes: np.ndarray 
                            extent=extent, interpolation="nearest")
         if spikes is not None:
             ti, ni = np.nonzero(spikes[k])
-            top.scatter(t[ti], ni + 1, s=6 + 6 * spikes[k][ti, ni], facecolors="none",
-                        edgecolors="cyan", linewidths=0.6)
+            # Circles shrink with the number of neurons, so that they mark spikes, not hide
+            # the rates (30 neurons: as drawn before; 200: a fifth of that).
+            size = min(1.0, 30 / rates.shape[2])
+            top.scatter(t[ti], ni + 1, s=size * (6 + 6 * spikes[k][ti, ni]), facecolors="none",
+                        edgecolors="cyan", linewidths=0.6 * size ** 0.5)
         top.set_title(f"trial {k + 1}", fontsize=10)
         top.set_ylabel("neuron" if c == 0 else "")
         for i, nrn in enumerate(busiest):
@@ -231,7 +234,9 @@ def factor_trajectories(factors: np.ndarray, conditions: np.ndarray | None) -> t
     if conditions is not None:
         labels = np.unique(conditions)[:MAX_CONDITIONS]
         traces = [proj[conditions == c].mean(axis=0) for c in labels]
-        cmap, what = colormaps["hsv"], f"{len(traces)} condition averages, colour = condition"
+        cmap = colormaps["hsv"]
+        what = (f"{len(traces)} condition average{'s' if len(traces) != 1 else ''}, "
+                "colour = condition")
     else:
         step = max(1, math.ceil(len(proj) / MAX_LINES))
         traces = list(proj[::step])
@@ -298,11 +303,12 @@ def rates_vs_truth(panels: list[tuple[str, np.ndarray]], truth: np.ndarray,
                                               replace=False)
     fig = Figure(figsize=(3.6 * len(panels), 3.6), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    lo = min(0.0, float(flat_truth[pick].min() * scale)) if pick.size else 0.0  # signed data
     hi = float(flat_truth[pick].max() * scale) if pick.size else 1.0
     for ax, (name, rates) in zip(axes, panels, strict=True):
         ax.scatter(flat_truth[pick] * scale, rates.ravel()[pick] * scale, s=3, alpha=0.3,
                    color="C0", edgecolors="none")
-        ax.plot([0, hi], [0, hi], color="black", lw=1)
+        ax.plot([lo, hi], [lo, hi], color="black", lw=1)
         ax.set_title(f"{name}: R^2 = {r2_rates(rates, truth):.3f}", fontsize=10)
         ax.set_xlabel(f"true rate ({unit})")
         ax.set_ylabel(f"inferred rate ({unit})")

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import itertools
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,9 +125,12 @@ def _summary(v: RunView, page: _Page) -> str:
         rows.append(("best worker", best))
     m = v.metrics or {}
     truth = "rates" if v.counts else "means"
+    head = "test" if m.get("headline_split") == "test" else "validation"
     final = [f"{label} {m[k]:.4g}" for k, label in (
-        ("valid_recon", "valid recon cost"), ("bps", "bits/spike (validation)"),
+        ("valid_recon", "valid recon cost"), ("bps", f"bits/spike ({head})"),
         ("nll_per_bin_valid", f"{v.observation} NLL per bin (validation)"),
+        ("nll_per_bin_test", f"{v.observation} NLL per bin (test)"),
+        ("decode_r2", "decoding R^2"),
         ("co_bps", "co-bps"), ("co_bps_smoothing", "co-bps of smoothing"), ("fp_bps", "fp-bps"),
         ("r2_rates", f"R^2 vs true {truth}"), ("r2_smoothing", "R^2 of smoothing"),
         ("input_time_accuracy", "fraction of trials whose inferred input peaks within "
@@ -238,8 +241,10 @@ def _decoding(m: dict) -> str:
     """Decode targets' cross-validated R^2: from the inferred rates and from smoothed data."""
     if not isinstance(m.get("decode_r2"), (int, float)):
         return ""
-    cells = [(str(k), m[f"decode_r2_{k}"], m.get(f"decode_r2_smoothing_{k}"))
-             for k in itertools.takewhile(lambda k: f"decode_r2_{k}" in m, itertools.count())]
+    # Targets are numbered; a constant one is left out of the metrics, so numbers may skip.
+    targets = sorted(int(k.rsplit("_", 1)[1]) for k in m
+                     if re.fullmatch(r"decode_r2_\d+", k))
+    cells = [(str(k), m[f"decode_r2_{k}"], m.get(f"decode_r2_smoothing_{k}")) for k in targets]
     cells.append(("mean", m["decode_r2"], m.get("decode_r2_smoothing")))
     body = "".join(f"<tr><td>{_e(k)}</td><td>{_num(a)}</td><td>{_num(b)}</td></tr>"
                    for k, a, b in cells)

@@ -182,9 +182,11 @@ def conditions(view: RunView) -> np.ndarray | None:
     c = view.outputs.get("conditions") if view.outputs is not None else None
     if c is None and view.dataset is not None:
         c = view.dataset.conditions
-    if c is None or np.asarray(c).dtype.kind not in "iuf":
+    if c is None:
         return None
-    return np.asarray(c).ravel()
+    c = np.asarray(c).ravel()
+    # Text labels are coloured as numbers: their index in sorted order.
+    return c if c.dtype.kind in "iuf" else np.unique(c.astype(str), return_inverse=True)[1]
 
 
 def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
@@ -200,6 +202,9 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
 
     m = view.metrics or {}
     out = view.outputs
+    # metrics.json leaves out 1 - SSE/SST where the truth is in other units (deconvolved calcium
+    # against spike rates): so does this table.
+    scale_free = "r2_rates" in m and "r2_per_neuron" not in m
     if out is None or out.get("rates") is None:
         rows = [{"method": "LFADS", "trials": "validation", "r2": m.get("r2_rates_valid"),
                  "r2n": None, "bps": m.get("bps_valid")},
@@ -224,7 +229,8 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
         return {
             "method": method, "trials": names[split],
             "r2": r2_rates(r[idx], truth[idx]) if truth is not None else None,
-            "r2n": r2_per_neuron(r[idx], truth[idx]) if truth is not None else None,
+            "r2n": (r2_per_neuron(r[idx], truth[idx])
+                    if truth is not None and not scale_free else None),
             "bps": (bits_per_spike(r_bps[idx], spikes[idx])
                     if spikes is not None and view.counts else None),
         }

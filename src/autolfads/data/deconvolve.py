@@ -117,9 +117,12 @@ def deconvolve_dataset(ds: Dataset, options: DeconvolveOptions = DeconvolveOptio
     frame_rate = None if ds.bin_size_s is None else 1.0 / ds.bin_size_s
     events = deconvolve_traces(ds.all_data(), options, frame_rate, progress,
                                what=f"deconvolve {ds.source}")
+    # A truth that came with the traces (synthetic data: spike rates) is in other units than
+    # the events: only scale-free comparisons with it mean anything.
+    meta = {**ds.meta, "truth_scale_free": ds.has_truth}
     return replace(ds, train_data=events[ds.train_inds], valid_data=events[ds.valid_inds],
                    test_data=events[ds.test_inds] if ds.has_test else None,
-                   source=f"{ds.source} (deconvolved)")
+                   source=f"{ds.source} (deconvolved)", meta=meta)
 
 
 def deconvolve_if_asked(ds: Dataset, cfg: DataConfig,

@@ -184,10 +184,15 @@ def _build(
     ext = check_ext_input(ext_input, x.shape, describe("ext_input"))
     input_times = check_input_times(true_input_times, x.shape, describe("true_input_times"))
     heldout, forward = check_heldout(cfg, x.shape[2], x.shape[1], label)
+    warnings: list[str] = []
     # Decode targets end with the last observed bin: forward bins have no behaviour to decode.
+    full = np.shape(behavior)[:2] == (n, x.shape[1]) if behavior is not None else False
+    if forward and full:  # recorded over the whole trial: its forward bins are dropped
+        behavior = np.asarray(behavior)[:, : x.shape[1] - forward]
+        warnings.append(f"{describe(behavior_name)}: covers all {x.shape[1]} bins; its last "
+                        f"{forward} (the forward bins) are left out of decoding")
     beh = check_behavior(behavior, (n, x.shape[1] - forward), describe(behavior_name))
 
-    warnings: list[str] = []
     if train_inds is None and valid_inds is None and test_inds is not None:
         te, note = resolve_test_inds(test_inds, n, label, one_based)
         warnings += [note] if note else []

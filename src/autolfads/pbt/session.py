@@ -7,8 +7,10 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 
 from autolfads.errors import UserInputError
@@ -28,6 +30,12 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
     except OSError as e:
         raise UserInputError(f"--address {address}: no Ray cluster answers there ({e.strerror or e}"
                              "); start one with `ray start --head` or check the address") from None
+
+
+def _not_unfinished_trials(record: logging.LogRecord) -> bool:
+    """An interrupted run's unfinished trials are logged at ERROR; our own line says what
+    happened and how to resume."""
+    return "Trials did not complete" not in record.getMessage()
 
 
 @contextlib.contextmanager
@@ -51,10 +59,16 @@ def ray_session(address: str | None) -> Iterator[None]:
     # for resources at generation boundaries) are noise next to our per-generation lines.
     for name in ("ray", "ray.tune"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    tune_log = logging.getLogger("ray.tune.tune")
+    if _not_unfinished_trials not in tune_log.filters:
+        tune_log.addFilter(_not_unfinished_trials)
     if ray.is_initialized():
         yield
         return
     temp = None
+    # ray.init installs its own SIGTERM handler (it aborts the process); the CLI's (stop as
+    # Ctrl-C does: cleanly, with the resume line) is put back after it.
+    sigterm = signal.getsignal(signal.SIGTERM)
     if address:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     else:
@@ -71,6 +85,8 @@ def ray_session(address: str | None) -> Iterator[None]:
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, _temp_dir=temp,
                  object_store_memory=300 * 1024**2, logging_level=logging.ERROR,
                  log_to_driver=False)
+    if callable(sigterm) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm)
     try:
         yield
     finally:

@@ -59,6 +59,10 @@ def save_mat(path: Path, mdict: dict[str, object]) -> None:
 def h5_put(f: h5py.File, name: str, arr: np.ndarray) -> None:
     """One compressed HDF5 dataset."""
     arr = np.asarray(arr)
+    if arr.dtype.kind == "U":  # text labels (conditions): HDF5 stores UTF-8 strings
+        import h5py
+
+        arr = arr.astype(object).astype(h5py.string_dtype())
     # gzip needs chunking, which HDF5 refuses for zero-sized axes (e.g. co_dim = 0).
     opts = {"compression": "gzip", "compression_opts": 4} if arr.ndim and arr.size else {}
     f.create_dataset(name, data=arr, **opts)
@@ -107,8 +111,9 @@ def outputs_of(dataset: Dataset, post: dict[str, np.ndarray]) -> Outputs:
     truth = dataset.all_truth()
     if truth is not None:
         arrays["truth"] = truth
-    if dataset.conditions is not None and dataset.conditions.dtype.kind in "iuf":
-        arrays["conditions"] = dataset.conditions
+    if dataset.conditions is not None:  # numbers, or text labels
+        c = dataset.conditions
+        arrays["conditions"] = c if c.dtype.kind in "iuf" else c.astype(str)
     if dataset.true_input_times is not None:
         arrays["true_input_times"] = dataset.true_input_times.astype(np.int64)
     attrs: dict[str, Any] = {"layout": layout.INTERNAL_LAYOUT, "input_layout": dataset.layout,
@@ -132,8 +137,10 @@ def matlab_dict(outputs: Outputs, conditions: bool = True) -> dict[str, object]:
         if key in a:
             mdict[key] = one_based_row(a[key])
     cond = a.get("conditions")
-    if conditions and cond is not None and np.asarray(cond).dtype.kind in "iuf":
-        mdict["conditions"] = one_based_row(cond)
+    if conditions and cond is not None:  # numbers 1-based; text labels as a cell array
+        cond = np.asarray(cond)
+        mdict["conditions"] = (one_based_row(cond) if cond.dtype.kind in "iuf"
+                               else np.array(list(cond.astype(str)), dtype=object))
     if "true_input_times" in a:  # MATLAB bin numbers are 1-based
         mdict["true_input_times"] = one_based_row(a["true_input_times"])
     if outputs.bin_size_ms:
@@ -200,7 +207,8 @@ def read_outputs(loc: Location) -> Outputs | None:
         data = loc.read_bytes(layout.OUTPUT_H5)  # h5py needs seekable access; outputs are small
         try:
             with h5py.File(io.BytesIO(data), "r") as f:
-                arrays = {k: np.asarray(f[k][()]) for k in f if isinstance(f[k], h5py.Dataset)}
+                arrays = {k: _text_as_str(np.asarray(f[k][()]))
+                          for k in f if isinstance(f[k], h5py.Dataset)}
                 attrs = {k: _plain(v) for k, v in f.attrs.items()}
         except OSError as e:
             raise UserInputError(f"{origin}: not a readable HDF5 file ({e})") from None
@@ -208,6 +216,13 @@ def read_outputs(loc: Location) -> Outputs | None:
     if loc.exists(layout.OUTPUT_MAT):
         return _outputs_from_mat(loc)
     return None
+
+
+def _text_as_str(a: np.ndarray) -> np.ndarray:
+    """HDF5 strings come back as bytes; labels are text."""
+    if a.dtype.kind in "OS" and a.size and isinstance(a.flat[0], bytes):
+        return np.array([v.decode() for v in a.ravel()]).reshape(a.shape)
+    return a
 
 
 def _outputs_from_mat(loc: Location) -> Outputs:
