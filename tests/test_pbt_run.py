@@ -167,6 +167,12 @@ def test_sigterm_to_the_driver_stops_a_run_as_ctrl_c_does(tmp_path):
     assert proc.returncode == 130, err
     assert "continue with: autolfads run --resume" in err.splitlines()[-1], err
     assert "Trials did not complete" not in err
+    # the run directory says so too: status and the page say 'interrupted', which stops reloading
+    said = subprocess.run([*cmd[:3], "status", str(run)], capture_output=True, text=True,
+                          timeout=120)
+    assert "interrupted " in said.stdout and "continue with" in said.stdout, said.stdout
+    page = (run / "report" / "index.html").read_text()
+    assert "interrupted " in page and 'http-equiv="refresh"' not in page
 
 
 @pytest.mark.slow

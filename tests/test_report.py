@@ -188,3 +188,13 @@ def test_headline_split_and_decode_targets_that_skip_a_number(tmp_path):
     assert "bits/spike (test) 0.25" in text and "bits/spike (validation)" not in text
     table = _decoding({"decode_r2": 0.5, "decode_r2_1": 0.4, "decode_r2_2": 0.6})
     assert "<td>1</td>" in table and "<td>2</td>" in table and "<td>0</td>" not in table
+
+
+def test_a_continuous_recording_without_truth_is_scored_by_its_likelihood(tmp_path):
+    run = make_run(tmp_path, truth=False)
+    m = json.loads((run / "metrics.json").read_text())
+    m.update(observation="gaussian", nll_per_bin_valid=1.25)
+    (run / "metrics.json").write_text(json.dumps(m))
+    text, _ = check_page(write_report(run))
+    assert "gaussian negative log-likelihood per bin" in text and "valid 1.25" in text
+    assert "mean R^2 per channel" not in text  # no table of dashes

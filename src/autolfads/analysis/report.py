@@ -259,6 +259,16 @@ def _metrics(v: RunView, page: _Page) -> str:
     rows, panels = rdata.metric_rows(v)
     if not rows:
         return _note(v.notes.get("outputs", "no metrics yet")) + _decoding(v.metrics or {})
+    if not v.counts and not any(r["r2"] is not None or r["r2n"] is not None for r in rows):
+        # A continuous recording without truth: the likelihood is the only score.
+        m = v.metrics or {}
+        nll = ", ".join(f"{sp} {m[f'nll_per_bin_{sp}']:.4g}" for sp in ("valid", "test")
+                        if isinstance(m.get(f"nll_per_bin_{sp}"), (int, float)))
+        return (_note(f"no true means in the data, so no R^2 (that needs synthetic data); the "
+                      f"measure for a real recording is the {v.observation.replace('_', '-')} "
+                      "negative log-likelihood per bin, summed over channels (lower is better)"
+                      + (f": {nll}" if nll else ""))
+                + _decoding(m))
     what = "rates" if v.counts else "means"
     head = (f"<tr><th>method</th><th>trials</th><th>R^2 vs true {what} (pooled, as "
             "compare_rates.m)</th><th>mean R^2 per channel</th>"
@@ -282,11 +292,9 @@ def _metrics(v: RunView, page: _Page) -> str:
                 "spike it was made from), mixed with the neuron's mean rate; width and weight are "
                 "chosen on the training trials.</p>")
     if "__truth__" not in panels:
-        if not any(r["r2"] is not None for r in rows):
-            out += _note(f"no true {what} in the data: R^2 needs ground truth (synthetic data); "
-                         + ("bits/spike is the measure for real recordings" if v.counts else
-                            "the validation NLL per bin (metrics.json) is the measure for real "
-                            "recordings"))
+        if not any(r["r2"] is not None for r in rows):  # counts (continuous: handled above)
+            out += _note("no true rates in the data: R^2 needs ground truth (synthetic data); "
+                         "bits/spike is the measure for real recordings")
         return out
     truth = panels.pop("__truth__")
     units = None if v.counts else (1.0, "data units")
@@ -306,6 +314,8 @@ def _status(v: RunView) -> str:
     if v.finished:
         reason = (v.metrics or {}).get("stopped_reason")
         return "finished" + (f" ({reason})" if reason else "")
+    if v.interrupted:
+        return v.interrupted
     if v.pbt and v.log.rows:
         return (f"in progress: generation {max(v.log.generations)} of at most "
                 f"{v.section('pbt').get('generations', '?')} done (this page reloads every "
@@ -374,7 +384,8 @@ def _is_log(name: str, space: dict, v: RunView) -> bool:
 
 def _html(v: RunView, body: list[str]) -> str:
     title = f"autolfads report: {Path(v.rd.location).resolve().name}"
-    refresh = "" if v.finished else f'<meta http-equiv="refresh" content="{REFRESH_S}">'
+    live = not v.finished and v.interrupted is None
+    refresh = f'<meta http-equiv="refresh" content="{REFRESH_S}">' if live else ""
     nav = "".join(f'<a href="#{sid}">{t}</a>' for sid, t in SECTIONS)
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{refresh}'

@@ -43,6 +43,13 @@ class RunView:
     notes: dict[str, str] = field(default_factory=dict)  # why a part is missing, by topic
 
     @property
+    def interrupted(self) -> str | None:
+        """How an interrupted run says to continue (None: finished, or running)."""
+        if self.finished:
+            return None
+        return (self.rd.read_json(layout.INTERRUPTED) or {}).get("message")
+
+    @property
     def finished(self) -> bool:
         if self.metrics is None:
             return False

@@ -42,7 +42,9 @@ def status(location: str | Path, all_generations: bool = False,
         return
     last = max(log.generations)
     finished = metrics is not None and int(metrics.get("generations", 0)) >= last
-    state = "finished" if finished else "not finished (running, or interrupted: --resume)"
+    stopped = (rd.read_json(layout.INTERRUPTED) or {}).get("message")
+    state = ("finished" if finished else stopped if stopped
+             else "not finished (running, or interrupted: --resume)")
     con.print(f"[bold]{rd.location}[/]: AutoLFADS run, {state}; generation {last} of at most "
               f"{max_gen}, population {len(log.workers)}")
     con.print(_table(rd, log, all_generations))

@@ -5,6 +5,7 @@ every generation (rundir/pbt_log.py), and how the run ended.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from autolfads.pbt.stopper import PBTStopper
 from autolfads.pbt.trainable import lfads_worker
 from autolfads.rundir import layout
 from autolfads.rundir.layout import join
-from autolfads.rundir.location import Location
+from autolfads.rundir.location import Location, put_json, remove
 from autolfads.rundir.pbt_log import RunLog
 from autolfads.rundir.records import GenerationRecord
 
@@ -57,6 +58,9 @@ def run_pbt(
     runlog = RunLog(out_dir, run, names)
     stopper = PBTStopper(p.generations, p.stop_generations, p.stop_min_improvement)
     start_gen = 0
+    (out_dir / layout.INTERRUPTED).unlink(missing_ok=True)  # going on again
+    if store.remote and store.exists(layout.INTERRUPTED):
+        remove(store.path(layout.INTERRUPTED))
     if (point := resume) is not None:
         start_gen = point.generation
         if point.finished is not None:
@@ -102,12 +106,14 @@ def run_pbt(
     if not scheduler.history:
         if grid.errors:
             raise RunFailed(f"AutoLFADS workers failed: {grid.errors[0]}")
-        raise RunInterrupted(f"interrupted before generation {start_gen + 1} finished; "
-                             f"{'continue' if done else 'start again'} with: {again}")
+        raise interrupted(store, f"interrupted before generation {start_gen + 1} finished; "
+                          f"{'continue' if done else 'start again'} with: {again}",
+                          after_generation)
     last = scheduler.history[-1]
     if stopper.stopped_reason is None and last.generation < p.generations:
-        raise RunInterrupted(f"interrupted after generation {last.generation}; continue with: "
-                             f"autolfads run --resume --out {store.location}")
+        raise interrupted(store, f"interrupted after generation {last.generation}; continue "
+                          f"with: autolfads run --resume --out {store.location}",
+                          after_generation)
     best = last.best()
     return PBTResult(out_dir, last.generation, best,
                      out_dir / layout.BEST_MODEL / "checkpoint.pt",
@@ -149,3 +155,15 @@ def _tune(dataset: Dataset, cfg: Config, run: str, members: list[dict],
             ),
         )
         return tuner.fit()
+
+
+def interrupted(store: Location, message: str,
+                after_generation: Callable[[Path], None] | None) -> RunInterrupted:
+    """The error to raise for an interrupted run, once the run directory says so too (status
+    and the report then say 'interrupted' rather than 'in progress')."""
+    put_json(store.local / layout.INTERRUPTED, {"message": message, "time": time.time()})
+    with contextlib.suppress(Exception):  # the page is extra; the message must get out
+        if after_generation is not None:
+            after_generation(store.local)
+        store.sync()
+    return RunInterrupted(message)

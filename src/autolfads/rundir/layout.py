@@ -19,6 +19,7 @@ HP_LOG = "pbt/hp_log.csv"
 DECISION_LOG = "pbt/decision_log.csv"
 BEST_WORKER = "pbt/best_worker.json"  # the best worker of the latest generation
 POPULATION = "pbt/population.json"  # where each worker starts the next generation
+INTERRUPTED = "pbt/interrupted.json"  # an interrupted run: when, and how to continue it
 EVENTS = "pbt/events.log"  # failures and restarts
 CHECKPOINTS = "pbt/checkpoints"  # each worker's state at the end of the latest generation
 TUNE = "pbt/tune"  # Ray Tune's own checkpoints
