@@ -447,3 +447,28 @@ def test_hand_edited_node_configs_of_the_wrong_type(cluster, monkeypatch, capsys
     edit(next(v for k, v in types.items() if k != cfg["head_node_type"])["node_config"])
     cluster.write_text(yaml.safe_dump(cfg))
     one_error(*run_cli(monkeypatch, capsys, "cloud", "validate", cluster)[::2], words)
+
+
+def test_gcp_launch_failures_found_only_in_the_autoscalers_log(tmp_path, monkeypatch):
+    """On GCP `ray status` shows nothing pending or failed when the cloud refuses a node; the
+    monitor log's HttpError is the cause, reduced to Google's own words, and raises the alarm."""
+    import ray._common.utils
+
+    logs = tmp_path / "session_latest" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "monitor.log").write_text(
+        "2024-06-01 10:15:31,123\tINFO node_launcher.py:177 -- Failed to launch 1 node(s)\n"
+        "    raise HttpError(resp, content, uri=self.uri)\n"
+        "googleapiclient.errors.HttpError: <HttpError 400 when requesting https://compute."
+        "googleapis.com/compute/v1/projects/p/zones/us-central1-d/instances?alt=json returned "
+        "\"The user does not have access to service account 'w@p.iam.gserviceaccount.com'.  "
+        "User: 'ray-autoscaler-sa-v1@p.iam.gserviceaccount.com'.\". Details: ...>\n")
+    monkeypatch.setattr(ray._common.utils, "get_default_ray_temp_dir", lambda: str(tmp_path))
+    errors = remote.recent_launch_errors()
+    assert not any(e.startswith("raise ") for e in errors)
+    assert errors[-1].startswith("The user does not have access to service account")
+    view = remote.parse_ray_status(STATUS_QUOTA.replace("gpu_worker, 8 launching", ""))
+    text = "\n".join(remote.describe_nodes(view, age_s=600))
+    assert ("gcloud iam service-accounts add-iam-policy-binding w@p.iam.gserviceaccount.com "
+            "--member serviceAccount:ray-autoscaler-sa-v1@p.iam.gserviceaccount.com") in text
+    assert "NOTHING PLACED" in text

@@ -29,6 +29,16 @@ def _permission(m: re.Match) -> str:
     return f"the permission {found[1] or found[2]}" if found else "a permission"
 
 
+def _act_as(line: str) -> str:
+    target = re.search(r"service account '([^']+)'", line)
+    user = re.search(r"User: '([^']+)'", line)
+    if not (target and user):
+        return "grant the account that creates the VMs the role roles/iam.serviceAccountUser"
+    return (f"let {user[1]} use the workers' account: gcloud iam service-accounts "
+            f"add-iam-policy-binding {target[1]} --member serviceAccount:{user[1]} "
+            "--role roles/iam.serviceAccountUser")
+
+
 FAILURES: tuple[tuple[re.Pattern, Fix], ...] = (
     (re.compile(r"Quota '([\w-]+)' exceeded\.\s+Limit:\s+([\d.]+) in region ([\w-]+)"),
      lambda m: f"raise quota {m[1]} in {m[3]} (now {m[2]}) at "
@@ -61,6 +71,7 @@ FAILURES: tuple[tuple[re.Pattern, Fix], ...] = (
                 r"exist|not found|not available)", re.I),
      _same("the zone does not offer that GPU: find one that does with `gcloud compute "
            "accelerator-types list --filter=name:TYPE`, then `autolfads cloud init --zone ...`")),
+    (re.compile(r"does not have access to service account", re.I), lambda m: _act_as(m.string)),
     (re.compile(r"Permission '?([\w.]+)'? denied|Required '([\w.]+)' permission"
                 r"|PERMISSION_DENIED|does not have [\w.]+ access", re.I),
      lambda m: f"your account lacks {_permission(m)}: ask the project's owner for a role that "

@@ -181,12 +181,15 @@ def describe_nodes(view: NodeView, age_s: float | None) -> list[str]:
         lines.append(f"  failed: {f}" + (f" -> {h}" if h else ""))
     for d in view.demands:
         lines.append(f"  waiting for resources: {d}" + (
-            " -> no node has a GPU for these workers: GPU nodes pending, or use "
-            "--workers-per-gpu 0" if "GPU" in d else ""))
-    for e in recent_launch_errors():
+            " -> no node has a GPU for these workers yet (GPU nodes starting, or failing to "
+            "start: see below), or use --workers-per-gpu 0" if "GPU" in d else ""))
+    # On GCP a node that cannot be created never shows as pending or failed in `ray status`:
+    # the autoscaler's log is where the cloud's refusal is.
+    errors = recent_launch_errors()
+    for e in errors:
         lines.append(f"  autoscaler error: {e}" + (f" -> {hint(e)}" if hint(e) else ""))
     workers = n_active - 1  # the head is one of the active nodes
-    if (view.pending or view.failures) and workers <= 0 and age_s is not None \
+    if (view.pending or view.failures or errors) and workers <= 0 and age_s is not None \
             and age_s >= STUCK_AFTER_S:
         lines.append(f"  NOTHING PLACED: no worker node has joined in {age_s / 60:.0f} min "
                      "while the head runs (and bills); fix the cause above, or stop with "
@@ -210,8 +213,19 @@ def recent_launch_errors(limit: int = 3) -> list[str]:
             text = (logs / name).read_text(errors="replace")[-200_000:]
         except OSError:
             continue
-        lines += [ln.strip()[:300] for ln in text.splitlines() if LAUNCH_ERROR.search(ln)]
+        lines += [_cloud_words(ln.strip())[:300] for ln in text.splitlines()
+                  if LAUNCH_ERROR.search(ln) and not ln.lstrip().startswith("raise ")]
     return list(dict.fromkeys(lines))[-limit:]
+
+
+RETURNED = re.compile(r'returned "([^"]+)"')
+
+
+def _cloud_words(line: str) -> str:
+    """Google's own message inside an HttpError line (`... returned "Quota 'X' exceeded..."`),
+    which the traceback line buries after a long URL."""
+    m = RETURNED.search(line)
+    return m[1] if m else line
 
 
 def _count(active_line: str) -> int:
