@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import scipy.io
@@ -103,14 +104,16 @@ def test_autolfads_run_with_a_continuous_observation_model(tmp_path, capsys):
     assert "best so far: worker" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_interrupted_run_resumes_without_redoing_generations(tmp_path):
+def _interrupt_after_a_generation(tmp_path, stop, population: int, generations: int,
+                                  epochs: int) -> tuple[list[str], Path, str, int]:
+    """Start `autolfads run` in a process group, call stop(proc) once a generation is saved;
+    (the command, the run directory, stderr, exit status)."""
     data = tmp_path / "tiny.h5"
     write_lfads_h5(data, tiny_dataset(n_trials=40))
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "autolfads.cli", "run", str(data), "--out", str(run),
-           "--population", "3", "--generations", "4", "--epochs-per-generation", "2",
-           *[a for s in TINY for a in ("--set", s)]]
+           "--population", str(population), "--generations", str(generations),
+           "--epochs-per-generation", str(epochs), *[a for s in TINY for a in ("--set", s)]]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -121,13 +124,21 @@ def test_interrupted_run_resumes_without_redoing_generations(tmp_path):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[1]
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        stop(proc)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 130, err
+    return cmd, run, err, proc.returncode
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_without_redoing_generations(tmp_path):
+    cmd, run, err, code = _interrupt_after_a_generation(
+        tmp_path, lambda proc: os.killpg(proc.pid, signal.SIGINT), 3, 4, 2)  # Ctrl-C
+    pop = run / "pbt" / "population.json"
+    assert code == 130, err
     assert "--resume" in err.splitlines()[-1]
     done = json.loads(pop.read_text())["generation"]
     assert 1 <= done < 4
@@ -144,27 +155,9 @@ def test_interrupted_run_resumes_without_redoing_generations(tmp_path):
 @pytest.mark.slow
 def test_sigterm_to_the_driver_stops_a_run_as_ctrl_c_does(tmp_path):
     """A scheduler's (or `kill`'s) SIGTERM: Ray's own handler would abort the process (134)."""
-    data = tmp_path / "tiny.h5"
-    write_lfads_h5(data, tiny_dataset(n_trials=40))
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "autolfads.cli", "run", str(data), "--out", str(run),
-           "--population", "2", "--generations", "20", "--epochs-per-generation", "1",
-           *[a for s in TINY for a in ("--set", s)]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        pop = run / "pbt" / "population.json"
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None and not pop.is_file():
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.communicate()[1]
-        proc.send_signal(signal.SIGTERM)  # the driver only
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 130, err
+    cmd, run, err, code = _interrupt_after_a_generation(
+        tmp_path, lambda proc: proc.send_signal(signal.SIGTERM), 2, 20, 1)  # the driver only
+    assert code == 130, err
     assert "continue with: autolfads run --resume" in err.splitlines()[-1], err
     assert "Trials did not complete" not in err
     # the run directory says so too: status and the page say 'interrupted', which stops reloading
