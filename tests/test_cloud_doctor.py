@@ -2,6 +2,7 @@
 fixes it, exit status 2 when anything fails. gcloud's answers are recorded JSON (tests/data/gcloud,
 in the formats Google documents) fed through the module's runner: no gcloud, no network."""
 
+import json
 import stat
 from pathlib import Path
 
@@ -36,6 +37,7 @@ READY = {
     "services list": "services_ready.json",
     "compute regions": "region_ready.json",
     "compute project-info": "project_info_ready.json",
+    "compute accelerator-types": "accelerators_ready.json",
     "storage buckets": "bucket.json",
     "storage cp": (0, "", "Copying file://probe to gs://my-lab-autolfads/.autolfads-doctor-probe\n"),
     "storage rm": (0, "", "Removing gs://my-lab-autolfads/.autolfads-doctor-probe...\n"),
@@ -55,6 +57,7 @@ COMMANDS = [
     f"gcloud services list --enabled {P} --format=json",
     f"gcloud compute regions describe us-central1 {P} --format=json",
     f"gcloud compute project-info describe {P} --format=json",
+    f"gcloud compute accelerator-types list --filter=zone:us-central1-a {P} --format=json",
     f"gcloud storage buckets describe {BUCKET} --format=json",
     f"gcloud storage cp PROBE {BUCKET}/.autolfads-doctor-probe",
     f"gcloud storage rm {BUCKET}/.autolfads-doctor-probe",
@@ -354,3 +357,13 @@ def test_run_doctor_api(cluster):
     with pytest.raises(UserInputError, match=r"^cloud doctor: 4 problems; fix them"):
         doctor.run_doctor(cluster, echo=printed.append, run=Gcloud(FRESH))
     assert len([p for p in printed if p.startswith("FAIL")]) == 4
+
+
+def test_a_zone_without_the_gpu_type_fails_with_where_to_find_one(cluster, monkeypatch, capsys):
+    only_l4 = json.loads((DATA / "accelerators_ready.json").read_text())[1:]
+    fake_gcloud(monkeypatch, READY, **{"compute accelerator-types": (0, json.dumps(only_l4), "")})
+    code, out, _ = run_cli(monkeypatch, capsys, "cloud", "doctor")
+    assert code != 0
+    assert (f"FAIL GPU nvidia-tesla-t4: not offered in zone us-central1-a (there: nvidia-l4) -> "
+            f"zones that offer it: gcloud compute accelerator-types list "
+            f"--filter=name=nvidia-tesla-t4 --project {PROJECT}") in out

@@ -40,6 +40,7 @@ from autolfads.cloud.doctor_checks import (
     facts,
     fail,
     ok,
+    parse_accelerators,
     parse_adc,
     parse_apis,
     parse_billing,
@@ -152,6 +153,9 @@ def checks(f: Facts, probe: Path) -> list[Check]:
            gc(partial(parse_apis, f), ("services", "list", "--enabled", *p, j)),
            gc(partial(parse_quota, f), ("compute", "regions", "describe", f.region, *p, j),
               ("compute", "project-info", "describe", *p, j))]
+    if f.shape is not None and f.shape.gpu_type:
+        out.append(gc(partial(parse_accelerators, f), (
+            "compute", "accelerator-types", "list", f"--filter=zone:{f.shape.zone}", *p, j)))
     if bucket:
         out.append(gc(partial(parse_bucket, f, bucket), ("storage", "buckets", "describe",
                                                           bucket, j),

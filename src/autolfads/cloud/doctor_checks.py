@@ -277,6 +277,21 @@ def parse_quota(f: Facts, results: list[Result]) -> list[Finding]:
 
 
 @check
+def parse_accelerators(f: Facts, results: list[Result]) -> list[Finding]:
+    """The workers' GPU type is offered in the YAML's zone (not every zone has every GPU)."""
+    s = f.shape
+    assert s is not None
+    offered = sorted({str(a.get("name")) for a in answer(f, results[0], "GPU types") or []})
+    if s.gpu_type in offered:
+        return [ok(f"GPU {s.gpu_type} offered in {s.zone}")]
+    return [fail(f"GPU {s.gpu_type}: not offered in zone {s.zone} (there: "
+                 f"{', '.join(offered) or 'none'})",
+                 f"zones that offer it: gcloud compute accelerator-types list "
+                 f"--filter=name={s.gpu_type} --project {f.project}; then autolfads cloud init "
+                 "--zone ZONE ... --force")]
+
+
+@check
 def parse_bucket(f: Facts, bucket: str, results: list[Result]) -> list[Finding]:
     create = (f"gcloud storage buckets create {bucket} --location {f.region} --project "
               f"{f.project} --uniform-bucket-level-access")
