@@ -44,17 +44,14 @@ def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = Fals
     abandoned = path.is_dir() and {e.name for e in path.iterdir()} <= {layout.CONFIG,
                                                                        layout.RUN_JSON}
     if path.is_dir() and any(path.iterdir()) and not abandoned:
+        if not force and (path / layout.METRICS).exists():
+            raise UserInputError(f"--out {path}: holds a finished run (metrics.json, outputs); "
+                                 "choose another --out, or --force to delete it and train again")
         if not force:
-            finished = (path / layout.METRICS).exists()
-            raise UserInputError(
-                f"--out {path}: " + ("holds a finished run (metrics.json, outputs); choose "
-                                     "another --out, or --force to delete it and train again"
-                                     if finished else
-                                     "directory exists and is not empty; use "
-                                     + ("--resume to continue the run there, " if resumable
-                                        else "")
-                                     + "--force to replace an earlier run there, or choose "
-                                     "another --out"))
+            resume = "--resume to continue the run there, " if resumable else ""
+            raise UserInputError(f"--out {path}: directory exists and is not empty; use {resume}"
+                                 "--force to replace an earlier run there, or choose another "
+                                 "--out")
         if not any((path / m).exists() for m in layout.RUN_MARKERS):
             raise UserInputError(
                 f"--out {path}: not an autolfads run directory (no config.yaml); refusing to "

@@ -41,13 +41,12 @@ class RunView:
     outputs: Outputs | None
     dataset: Dataset | None
     notes: dict[str, str] = field(default_factory=dict)  # why a part is missing, by topic
+    stop_message: str | None = None  # pbt/interrupted.json's: how an interrupted run goes on
 
     @property
     def interrupted(self) -> str | None:
         """How an interrupted run says to continue (None: finished, or running)."""
-        if self.finished:
-            return None
-        return (self.rd.read_json(layout.INTERRUPTED) or {}).get("message")
+        return None if self.finished else self.stop_message
 
     @property
     def finished(self) -> bool:
@@ -110,7 +109,8 @@ def gather(rd: Location, dataset: Dataset | None = None) -> RunView:
         if mismatch:
             dataset, notes["data"] = None, mismatch
     return RunView(rd, config, rd.metrics(), rd.is_pbt(), read_hp_log(rd), read_decisions(rd),
-                   rd.read_json(layout.BEST_WORKER), rd.train_log(), outputs, dataset, notes)
+                   rd.read_json(layout.BEST_WORKER), rd.train_log(), outputs, dataset, notes,
+                   (rd.read_json(layout.INTERRUPTED) or {}).get("message"))
 
 
 def find_dataset(rd: Location, outputs: Outputs | None,

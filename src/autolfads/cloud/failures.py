@@ -23,10 +23,9 @@ def _api(line: str) -> str:
     return found[1] if found else "compute.googleapis.com iam.googleapis.com"
 
 
-def _permission(m: re.Match) -> str:
-    found = re.search(r"Permission '?([\w.]+)'? denied|Required '([\w.]+)' permission", m.string,
-                      re.I)
-    return f"the permission {found[1] or found[2]}" if found else "a permission"
+def _lacks(what: str) -> str:
+    return (f"your account lacks {what}: ask the project's owner for a role that has it "
+            "(Editor, roles/editor, has all that `cloud up` needs)")
 
 
 def _act_as(line: str) -> str:
@@ -72,10 +71,11 @@ FAILURES: tuple[tuple[re.Pattern, Fix], ...] = (
      _same("the zone does not offer that GPU: find one that does with `gcloud compute "
            "accelerator-types list --filter=name:TYPE`, then `autolfads cloud init --zone ...`")),
     (re.compile(r"does not have access to service account", re.I), lambda m: _act_as(m.string)),
-    (re.compile(r"Permission '?([\w.]+)'? denied|Required '([\w.]+)' permission"
-                r"|PERMISSION_DENIED|does not have [\w.]+ access", re.I),
-     lambda m: f"your account lacks {_permission(m)}: ask the project's owner for a role that "
-               "has it (Editor, roles/editor, has all that `cloud up` needs)"),
+    # A named permission first: gcloud prints PERMISSION_DENIED before it on the same line.
+    (re.compile(r"Permission '?([\w.]+)'? denied|Required '([\w.]+)' permission", re.I),
+     lambda m: _lacks(f"the permission {m[1] or m[2]}")),
+    (re.compile(r"PERMISSION_DENIED|does not have [\w.]+ access", re.I),
+     lambda m: _lacks("a permission")),
     (re.compile(r"Head node of cluster \S+ not found"),
      _same("no cluster of this YAML is running: start it with `autolfads cloud up CFG`")),
 )

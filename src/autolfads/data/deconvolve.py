@@ -29,6 +29,7 @@ import numpy as np
 
 from autolfads.config import DataConfig
 from autolfads.data.dataset import Dataset
+from autolfads.data.validate import listed
 from autolfads.errors import UserInputError
 
 BASELINE_PERCENTILE = 8.0
@@ -57,7 +58,7 @@ def deconvolve_warnings(traces: np.ndarray, events: np.ndarray) -> list[str]:
                    "deconvolution is for calcium fluorescence traces (train on counts directly)")
     empty = np.flatnonzero(~(events > 0).any(axis=(0, 1)))
     if empty.size:
-        shown = ", ".join(str(int(c)) for c in empty[:5]) + (" ..." if empty.size > 5 else "")
+        shown = listed(empty)
         out.append(f"warning: {empty.size} of {events.shape[2]} channels have no events "
                    f"(0-based: {shown}): flat or noise-only traces; remove them before training")
     return out

@@ -186,7 +186,7 @@ def _build(
     heldout, forward = check_heldout(cfg, x.shape[2], x.shape[1], label)
     warnings: list[str] = []
     # Decode targets end with the last observed bin: forward bins have no behaviour to decode.
-    full = np.shape(behavior)[:2] == (n, x.shape[1]) if behavior is not None else False
+    full = behavior is not None and np.shape(behavior)[:2] == (n, x.shape[1])
     if forward and full:  # recorded over the whole trial: its forward bins are dropped
         behavior = np.asarray(behavior)[:, : x.shape[1] - forward]
         warnings.append(f"{describe(behavior_name)}: covers all {x.shape[1]} bins; its last "
@@ -255,13 +255,13 @@ def _from_table(
     # that layout by design, so only a Python-made file that does not say it is warned about.
     python_made = p.suffix.lower() != ".mat"
     assumed = layout == "auto" and python_made and "layout" not in values
+    said = layout_text(values["layout"]) if "layout" in values else None
     warnings = []
     if layout == "auto":
-        layout = layout_text(values["layout"]) if "layout" in values else MATLAB_LAYOUT
-    elif "layout" in values and parse_layout(layout, str(p)) != parse_layout(
-            layout_text(values["layout"]), f"{p}: variable 'layout'"):
-        warnings.append(f"{p}: the file says its layout is {layout_text(values['layout'])}; "
-                        f"read as {layout}, as data.layout (--layout) says")
+        layout = said or MATLAB_LAYOUT
+    elif said and parse_layout(layout, str(p)) != parse_layout(said, f"{p}: variable 'layout'"):
+        warnings.append(f"{p}: the file says its layout is {said}; read as {layout}, as "
+                        "data.layout (--layout) says")
     cond = values.get("conditions")
     if conditions_one_based and cond is not None:
         cond = _from_matlab_labels(np.asarray(cond))
@@ -296,10 +296,11 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
         with h5py.File(p, "r") as f:
             names = sorted(f.keys())
             vals = {k: np.asarray(f[k][()]) for k in names if isinstance(f[k], h5py.Dataset)}
-            nested: list[str] = []  # arrays inside groups, named in the error if none is found
-            f.visititems(lambda k, o: nested.append(k)
-                         if isinstance(o, h5py.Dataset) and "/" in k else None)
             var = f.get(cfg.variable)  # may be a path into a group: session/data
+            nested: list[str] = []  # arrays inside groups, named in the error if none is found
+            if "train_data" not in vals and not isinstance(var, h5py.Dataset):
+                f.visititems(lambda k, o: nested.append(k)
+                             if isinstance(o, h5py.Dataset) and "/" in k else None)
             if isinstance(var, h5py.Dataset) and cfg.variable not in vals:
                 names.append(cfg.variable)
                 vals[cfg.variable] = np.asarray(var[()])

@@ -26,6 +26,11 @@ def parse_layout(layout: str, what: str) -> str:
     return "_".join(parts)
 
 
+def listed(indices: np.ndarray, k: int = 5) -> str:
+    """The first k indices, for a message: '0, 3, 7 ...'."""
+    return ", ".join(str(int(i)) for i in indices[:k]) + (" ..." if len(indices) > k else "")
+
+
 def _index(flat: int, shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(int(i)) for i in np.unravel_index(flat, shape)) + ")"
 
@@ -332,7 +337,6 @@ def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarr
         flat = behavior.reshape(-1, behavior.shape[-1])
         const = np.flatnonzero(np.ptp(flat, axis=0) == 0)
         if const.size:
-            shown = ", ".join(str(int(k)) for k in const[:5]) + (" ..." if const.size > 5 else "")
-            out.append(f"{label}: decode target(s) {shown} (0-based) are constant; there is "
-                       "nothing to decode in them, so they are left out of decoding")
+            out.append(f"{label}: decode target(s) {listed(const)} (0-based) are constant; "
+                       "there is nothing to decode in them, so they are left out of decoding")
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from autolfads.data.validate import listed
 from autolfads.errors import UserInputError
 
 LARGE_COUNT = 255  # more spikes than this in one bin suggests a digitised signal, not counts
@@ -111,7 +112,7 @@ def check_training(name: str, train: np.ndarray, values: np.ndarray, what: str) 
     if name in ("gamma", "gaussian"):
         bad = np.flatnonzero(flat.max(0) == flat.min(0))
         if bad.size:
-            shown = ", ".join(str(int(c)) for c in bad[:5]) + (" ..." if bad.size > 5 else "")
+            shown = listed(bad)
             raise UserInputError(
                 f"{what}: {bad.size} channel(s) have the same value in every training trial "
                 f"(0-based: {shown}) but vary in the validation/test trials; the {name} model "
@@ -120,7 +121,7 @@ def check_training(name: str, train: np.ndarray, values: np.ndarray, what: str) 
     silent = np.flatnonzero(~flat.any(0) & values.reshape(-1, values.shape[-1]).any(0))
     if not silent.size:
         return []
-    shown = ", ".join(str(int(c)) for c in silent[:5]) + (" ..." if silent.size > 5 else "")
+    shown = listed(silent)
     noun = "neurons never spike" if name == "poisson" else "channels have no events"
     return [f"warning: {silent.size} {noun} in the training trials, only in others (0-based: "
             f"{shown}); the model learns rates near zero for them"]
@@ -156,7 +157,7 @@ def _check_channels(values: np.ndarray, what: str, ok: np.ndarray, problem: str)
     if ok.all():
         return
     bad = np.flatnonzero(~ok)
-    shown = ", ".join(str(int(c)) for c in bad[:5]) + (" ..." if len(bad) > 5 else "")
+    shown = listed(bad)
     raise UserInputError(f"{what}: {len(bad)} channel(s) {problem} (0-based: {shown}); the model "
                          "cannot fit a distribution to them; remove those channels")
 
@@ -180,7 +181,7 @@ def warnings(name: str, values: np.ndarray) -> list[str]:
         same = np.flatnonzero(np.nanmax(events, 0) == np.nanmin(events, 0))
         if same.size:
             out.append(f"warning: {same.size} channel(s) have events of one size only (0-based: "
-                       f"{', '.join(str(int(c)) for c in same[:5])}); if the data is binary "
+                       f"{listed(same)}); if the data is binary "
                        "(event or not), give it as 0/1 counts so it is modelled as poisson")
     if name != "poisson":
         return out
@@ -193,7 +194,7 @@ def warnings(name: str, values: np.ndarray) -> list[str]:
     per_neuron = values.sum(axis=(0, 1))
     silent = np.flatnonzero(per_neuron == 0)
     if silent.size:
-        shown = ", ".join(str(int(c)) for c in silent[:5]) + (" ..." if silent.size > 5 else "")
+        shown = listed(silent)
         out.append(f"warning: {silent.size} of {values.shape[2]} neurons never spike (0-based: "
                    f"{shown}); they are kept, with rates near zero")
     mean = float(values.mean())
