@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 # The public PyTorch LFADS cannot be installed here (not on the package index these machines
 # reach), so its step time is a constant, not a same-run figure; results say so.
 BASELINE_STEP_S = {"lorenz": 0.40, "mc_maze": 0.67}
@@ -18,7 +14,7 @@ def markdown(records: list[dict]) -> str:
     head = ("| case | device | threads | batch | step s | trials/s | GFLOP/step | GFLOP/s | "
             "matmul peak GFLOP/s | % of peak | plain step s | vs plain | vs baseline (constant) | "
             "native cells step s | vs default | sampling s | plain sampling s | vs plain | "
-            "sequential sampling s | vs sequential | peak RSS MB | other load |")
+            "sequential sampling s | vs sequential | peak RSS MB | GPU MB | other load |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in records:
         base = r.get("speedup_vs_baseline")
@@ -32,6 +28,7 @@ def markdown(records: list[dict]) -> str:
             f"{r['sampling_s']:.3f} | {_get(r, 'sampling_plain_s', '.3f')} | "
             f"{_get(r, 'sampling_speedup_vs_plain', '.2f')}x | {r['sampling_sequential_s']:.3f} | "
             f"{r['sampling_speedup']:.2f}x | {r['peak_rss_mb']:.0f} | "
+            f"{_get(r, 'cuda_peak_mem_mb', '.0f')} | "
             f"{r['background_load_cores']:.2f} |")
     workers = [(r, w) for r in records for w in r.get("workers_scaling", [])]
     if workers:
@@ -55,24 +52,14 @@ def markdown(records: list[dict]) -> str:
               "samples of the batch's trials, each trial encoded once, vs plain: the same (fused) "
               "model run whole on every sample copy, vs sequential: one pass per sample; other "
               "load: cores other "
-              "processes kept busy during the step timing."]
+              "processes kept busy during the step timing; GPU MB: the case's peak GPU memory "
+              "(all in full FP32: TF32 off)."]
     return "\n".join(lines) + "\n"
 
 
 def _get(r: dict, key: str, fmt: str) -> str:
     """A figure of a record, or '-' in records from before it was measured."""
     return "-" if r.get(key) is None else format(r[key], fmt)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from autolfads.rundir.location import atomic_write
 from bench.cases import (
     CASES,
     Case,
@@ -48,8 +49,8 @@ from bench.cases import (
     step_flops,
     sync,
 )
-from bench.records import BASELINE_NOTE, BASELINE_STEP_S, markdown, merge, write_atomic
-from bench.workers import worker_throughput
+from bench.records import BASELINE_NOTE, BASELINE_STEP_S, markdown, merge
+from bench.workers import collect, worker_throughput
 
 HERE = Path(__file__).resolve().parent
 N_SAMPLES = 50
@@ -140,6 +141,11 @@ def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
 
     if device.startswith("cuda"):  # cuda:N: synchronize and the memory figures mean that one
         torch.cuda.set_device(torch.device(device))
+        # Full FP32 everywhere: cuDNN would run the plain form's nn.GRU encoders in TF32 by
+        # default while the fused recurrences' matmuls are FP32, and the ratio would compare
+        # different precisions.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     n = setup_process(TrainConfig(device=device, threads=threads))  # as a training process
     shards = Shards(n)
     case = CASES[name]
@@ -218,6 +224,7 @@ def measure_case(name: str, device: str, threads: int, quick: bool) -> dict:
         "peak_rss_sampling_mb": rss_sampling,
         "background_load_cores": round(load.cores, 2),
         "quick": quick,
+        "tf32": False if device.startswith("cuda") else None,
     }
     rec.update(native)
     if device.startswith("cuda"):  # the step's own peak (measured first), then the whole case's
@@ -264,11 +271,7 @@ def in_subprocess(fn, args):
     queue = ctx.Queue()
     p = ctx.Process(target=fn, args=(args, queue))
     p.start()
-    status, value = queue.get()
-    p.join()
-    if status != "ok":
-        raise RuntimeError(value)
-    return value
+    return collect(queue, [p])[0]
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -289,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda: no CUDA device is available to torch", file=sys.stderr)
         return 2
+    if device == "cuda":  # an index, for torch.cuda.set_device and the memory figures
+        device = "cuda:0"
     names = [n.strip() for n in a.cases.split(",") if n.strip()]
     unknown = [n for n in names if n not in CASES]
     if unknown:
@@ -307,13 +312,15 @@ def main(argv: list[str] | None = None) -> int:
         rec = in_subprocess(_case_worker, (name, device, threads, a.quick))
         # Small shapes like the step's, per core (1 thread); a large square on all cores.
         torch.set_num_threads(1)
-        measured = {f"{label}, 1 core": matmul_gflops(*s, device)
+        on = "1 core" if device == "cpu" else device_name(device)
+        measured = {f"{label}, {on}": matmul_gflops(*s, device)
                     for label, s in matmul_shapes(CASES[name]).items()}
         big = 4096 if device.startswith("cuda") else 2048
         if device == "cpu" and cores > 1:  # the all-cores figure over this: what cores add
             measured[f"square {big}, 1 core"] = matmul_gflops(big, big, big, device)
         torch.set_num_threads(cores)
-        measured[f"square {big}, {cores} cores"] = matmul_gflops(big, big, big, device)
+        on = f"{cores} cores" if device == "cpu" else device_name(device)
+        measured[f"square {big}, {on}"] = matmul_gflops(big, big, big, device)
         rec["matmul_gflops"] = {k: round(v, 1) for k, v in measured.items()}
         rec["gflops_peak_measured"] = max(measured.values())
         rec["fraction_of_peak"] = rec["gflops_achieved"] / rec["gflops_peak_measured"]
@@ -343,9 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):
             old = []
     all_records = merge(old if isinstance(old, list) else [], copy.deepcopy(records))
-    write_atomic(json_path, json.dumps(all_records, indent=1) + "\n")
     table = markdown(all_records)
-    write_atomic(md_path, "# LFADS benchmark (python -m bench.run)\n\n" + table)
+    for path, text in ((json_path, json.dumps(all_records, indent=1) + "\n"),
+                       (md_path, "# LFADS benchmark (python -m bench.run)\n\n" + table)):
+        atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
     print(table)
     print(f"[bench] wrote {json_path} and {md_path} in {time.perf_counter() - t_start:.0f} s")
     return 0

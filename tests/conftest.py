@@ -31,6 +31,7 @@ def tiny_config(**train) -> Config:
     cfg.train.kl_increase_epochs = 2
     cfg.train.l2_increase_epochs = 2
     cfg.train.n_samples = 4
+    cfg.train.device = "cpu"  # on a machine with a GPU too: the GPU path has its own tests
     for k, v in train.items():
         setattr(cfg.train, k, v)
     return cfg

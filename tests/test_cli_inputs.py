@@ -35,6 +35,8 @@ def one_error(code, err, *words):
     (["train", "--out", "r", "--set", "train.device=gpu"], ["train.device", "auto|cpu|cuda"]),
     (["run", "--out", "r", "--set", "train.device=cuda"], ["train.device=cuda",
                                                            "--workers-per-gpu"]),
+    (["run", "--out", "r", "--workers-per-gpu", "3", "--set", "train.device=cpu"],
+     ["--workers-per-gpu 3 with train.device=cpu", "train on CPUs"]),
 ])
 def test_command_line_mistakes_are_one_line(args, words, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -99,7 +99,11 @@ def test_generated_yaml_passes_ray_validator(tmp_path, monkeypatch, capsys, flag
                                       "~/autolfads-wheel": wheel_dir}
         assert "google-api-python-client" in cfg["head_setup_commands"][-1]
         assert "torch==2.13.0 --extra-index-url" in " ".join(cfg["head_setup_commands"])
-        assert "~/autolfads-venv/bin/pip install -q torch==2.13.0" in cfg["worker_setup_commands"]
+        # PyPI's CUDA build has no V100 (compute capability 7.0) kernels: its CUDA 12.6 build.
+        torch_line = ("~/autolfads-venv/bin/pip install -q torch==2.13.0 --index-url "
+                      "https://download.pytorch.org/whl/cu126" if "nvidia-tesla-v100" in flags
+                      else "~/autolfads-venv/bin/pip install -q torch==2.13.0")
+        assert torch_line in cfg["worker_setup_commands"]
     code, stdout, err = run_cli(monkeypatch, capsys, "cloud", "validate", out)
     assert code == 0 and "ok" in stdout, err
 

@@ -13,6 +13,7 @@ from conftest import run_cli
 from fake_run import make_run
 
 from autolfads.config import load_config
+from autolfads.pbt import trainable
 from autolfads.pbt.callbacks import WorkerFailures, gpu_missing, restart_delay
 from autolfads.pbt.resume import resume_point
 from autolfads.pbt.stopper import PBTStopper
@@ -36,7 +37,13 @@ def test_require_gpu_names_the_node(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(GPUMissing, match="Ray assigned it no GPU"):
         require_gpu(0, [], node)
+    monkeypatch.setattr(trainable, "missing_kernels", lambda: None)
     require_gpu(0, ["0"], node)  # a usable GPU: nothing to say
+    # A GPU this torch was not built for fails the same way on every restart: it ends the run.
+    monkeypatch.setattr(trainable, "missing_kernels", lambda: "no kernels for the Tesla V100")
+    with pytest.raises(GPUMissing, match="worker 0 on node gpu-worker-1 .* cannot use its GPU: "
+                                         "no kernels for the Tesla V100"):
+        require_gpu(0, ["0"], node)
 
 
 def test_gpu_workers_use_cuda_explicitly():

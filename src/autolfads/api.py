@@ -22,6 +22,7 @@ import numpy as np
 from autolfads.analysis.metrics import INPUT_TIME_TOLERANCE_BINS
 from autolfads.config import Config, load_config
 from autolfads.data.dataset import Dataset
+from autolfads.data.fingerprint import check_same_data, data_fingerprint
 from autolfads.errors import RunFailed, UserInputError
 from autolfads.inputs import (  # noqa: F401  (load, synth, deconvolve: part of the API)
     DataLike,
@@ -85,6 +86,7 @@ def train(
     overrides: list[str] | None = None,
     epochs: int | None = None,
     seed: int | None = None,
+    resume: bool = False,
     force: bool = False,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
@@ -92,9 +94,16 @@ def train(
     """Train one LFADS model with fixed hyperparameters and write the outputs to `out`.
 
     `data`: a path, a Dataset, an array (trials x time x neurons unless data.layout says
-    otherwise) or None for the built-in Lorenz data.
+    otherwise) or None for the built-in Lorenz data. `resume=True` continues the interrupted
+    training in `out` from its last completed epoch (same data; its config, with `overrides`
+    and `epochs` applied).
     """
-    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    if resume:
+        out_dir = _interrupted_training(out)
+        cfg = load_config(out_dir / layout.CONFIG, overrides)
+        data = _recorded_data(out_dir) if data is None else data
+    else:
+        cfg = config if isinstance(config, Config) else load_config(config, overrides)
     if epochs is not None:
         _set_option(cfg.train, "epochs", epochs)
     if seed is not None:
@@ -103,16 +112,26 @@ def train(
     dataset = resolve_data(data, cfg.data, say)
     obs_lines = choose_observation(cfg, dataset)  # bad data is reported before --out is touched
     resolve_device(cfg.train.device)  # so is a GPU that is not there
-    out_dir = prepare_run_dir(out, force) if out is not None else None
+    if resume:
+        check_same_data(Location(out_dir).read_json(layout.RUN_JSON) or {}, dataset, data)
+    else:
+        out_dir = None if out is None else prepare_run_dir(
+            out, force, resumable=(Path(out) / layout.TRAIN_STATE).is_file())
 
     _say_all(say, data_lines(dataset, obs_lines))
     t0 = time.perf_counter()
     trainer = Trainer(cfg, dataset, shard_threads=setup_process(cfg.train))
-    say(f"training LFADS on {trainer.device} for up to {cfg.train.epochs} epochs")
+    if resume:
+        trainer.load(out_dir / layout.TRAIN_STATE)
+        say(f"continuing on {trainer.device} after epoch {trainer.state.epoch} of up to "
+            f"{cfg.train.epochs}")
+    else:
+        say(f"training LFADS on {trainer.device} for up to {cfg.train.epochs} epochs")
     if out_dir is not None:
         write_config(out_dir, cfg)
-        put_json(out_dir / layout.RUN_JSON, {"data": _data_location(data)})
-    state = trainer.fit(log=say)
+        put_json(out_dir / layout.RUN_JSON, {"data": _data_location(data),
+                                             **data_fingerprint(dataset)})
+    state = _fit_resumably(trainer, out_dir, say)
     if not math.isfinite(state.best):  # never a finite validation cost: nothing to report
         raise RunFailed(f"training diverged: the validation cost was not finite from epoch 1 "
                         f"on (last: {state.smoothed}); check the data's scale and values, or "
@@ -127,7 +146,43 @@ def train(
         _write_history(out_dir / layout.TRAIN_LOG, state.history)
     extra = {"valid_recon": state.best, "best_epoch": state.best_epoch + 1,
              "epochs": state.epoch}
-    return _finish(trainer, dataset, cfg, out_dir, extra, t0, say)
+    result = _finish(trainer, dataset, cfg, out_dir, extra, t0, say)
+    if out_dir is not None:  # the outputs are written: nothing left to resume
+        (out_dir / layout.TRAIN_STATE).unlink(missing_ok=True)
+    return result
+
+
+def _interrupted_training(out: str | Path | None) -> Path:
+    """The run directory of `train --resume`: one whose training was stopped before its outputs
+    were written."""
+    if out is None or is_uri(str(out)):
+        raise UserInputError("--resume: give the local --out of the interrupted training")
+    out_dir = Path(out)
+    if (out_dir / layout.TRAIN_STATE).is_file():
+        return out_dir
+    if (out_dir / layout.METRICS).exists():
+        raise UserInputError(f"--resume: {out} holds a finished training (metrics.json); train "
+                             "for longer with a new --out and --epochs")
+    if (out_dir / layout.CONFIG).exists():
+        raise UserInputError(f"--resume: {out} was stopped before its first epoch ended; start "
+                             "it again, without --resume")
+    raise UserInputError(f"--resume: {out} holds no interrupted `autolfads train`")
+
+
+def _fit_resumably(trainer: Trainer, out_dir: Path | None, say: Callable[[str], None]):
+    """trainer.fit, keeping the whole training state after every epoch in `out_dir` so that an
+    interrupted training continues where it was (train --resume)."""
+    def keep(_stats) -> None:
+        if out_dir is not None:
+            trainer.save(out_dir / layout.TRAIN_STATE)
+
+    try:
+        return trainer.fit(log=say, on_epoch=keep)
+    except KeyboardInterrupt:
+        if out_dir is not None and (out_dir / layout.TRAIN_STATE).is_file():
+            say(f"interrupted after epoch {trainer.state.epoch}; continue with: autolfads train "
+                f"--out {out_dir} --resume")
+        raise
 
 
 def _finish(trainer: Trainer, dataset: Dataset, cfg: Config, out_dir: Path | None, extra: dict,
@@ -187,7 +242,7 @@ def run(
     from its last completed generation (same data, same config unless overridden here); a
     finished run is a UserInputError that says how to extend it, and nothing in `out` changes.
     """
-    from autolfads.pbt.resume import check_same_run, data_fingerprint, resume_point
+    from autolfads.pbt.resume import check_same_run, resume_point
     from autolfads.pbt.runner import check_address, run_pbt
     from autolfads.pbt.search_space import build_space
 
@@ -213,6 +268,10 @@ def run(
         raise UserInputError(f"train.device={cfg.train.device}: PBT workers get GPUs only with "
                              "--workers-per-gpu N (pbt.workers_per_gpu); with 0 they train on "
                              "CPUs")
+    if cfg.train.device == "cpu" and cfg.pbt.workers_per_gpu > 0:  # GPUs held, never used
+        raise UserInputError(f"--workers-per-gpu {cfg.pbt.workers_per_gpu} with train.device=cpu:"
+                             " the workers would hold GPUs and train on CPUs; use "
+                             "train.device=auto, or --workers-per-gpu 0")
     check_address(address)
     # Read once, here: a finished run, or nothing to resume, is reported before any file is
     # written, and run_pbt starts from this point.

@@ -144,9 +144,12 @@ def deconvolve(
 @app.command()
 def train(
     data: str = DATA,
-    out: str = typer.Option(..., "--out", help="Run directory to create (local)."),
+    out: str = typer.Option(..., "--out", help="Run directory to create (local), or to "
+                            "--resume."),
     epochs: int = typer.Option(None, help="Maximum epochs (default from config: train.epochs)."),
     seed: int = typer.Option(None, help="Random seed (train.seed)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted training in "
+                                "--out from its last epoch."),
     config: Path = CONFIG,
     set_: list[str] = SET,
     layout: str = LAYOUT,
@@ -157,8 +160,10 @@ def train(
     from autolfads.api import summary_line
     from autolfads.api import train as train_api
 
+    if resume and force:
+        raise UserInputError("--resume and --force: choose one (continue the run, or replace it)")
     res = train_api(data, out, config=config, overrides=_overrides(set_, layout), epochs=epochs,
-                    seed=seed, force=force, quiet=quiet)
+                    seed=seed, resume=resume, force=force, quiet=quiet)
     if quiet:
         typer.echo(summary_line(res.metrics, res.out))
 

@@ -230,7 +230,9 @@ def build_config(spec: ClusterSpec) -> dict[str, Any]:
         meta["wheel_dir"] = spec.wheel_dir
         # The head only coordinates: the small CPU build of torch; workers the CUDA one.
         head_setup = [ENSURE_VENV, *nodes.setup_commands(node, gpu=False), GOOGLE_CLIENT]
-        worker_setup = [ENSURE_VENV, *nodes.setup_commands(node, gpu=True)]
+        gpu = gcp.GPUS.get(spec.gpu_type)
+        worker_setup = [ENSURE_VENV, *nodes.setup_commands(
+            node, gpu=True, pre_turing=bool(gpu and gpu.pre_turing))]
     cfg.update({
         "provider": provider,
         "auth": {"ssh_user": "ubuntu"},

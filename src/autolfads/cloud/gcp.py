@@ -40,6 +40,9 @@ class GpuType:
     counts: tuple[int, ...] = ()  # per N1 VM; empty when the machine type decides
     machines: tuple[tuple[str, int], ...] = ()  # (machine type, GPUs) for built-in GPUs
     retired: str = ""  # why it cannot be used any more (kept for the cost comparison)
+    # Older than Turing (compute capability < 7.5): PyTorch's default CUDA build has no kernels
+    # for it, so nodes install its CUDA 12.6 build (nodes.LEGACY_CUDA_TORCH_INDEX).
+    pre_turing: bool = False
 
     @property
     def attached(self) -> bool:
@@ -51,9 +54,9 @@ GPUS: dict[str, GpuType] = {g.name: g for g in (
             retired="GCP retired K80 GPUs on 2024-05-01 and CUDA 12 PyTorch no longer "
                     "supports them; use t4 (nvidia-tesla-t4) or l4 (nvidia-l4)"),
     GpuType("nvidia-tesla-t4", counts=(1, 2, 4)),
-    GpuType("nvidia-tesla-p4", counts=(1, 2, 4)),
-    GpuType("nvidia-tesla-p100", counts=(1, 2, 4)),
-    GpuType("nvidia-tesla-v100", counts=(1, 2, 4, 8)),
+    GpuType("nvidia-tesla-p4", counts=(1, 2, 4), pre_turing=True),
+    GpuType("nvidia-tesla-p100", counts=(1, 2, 4), pre_turing=True),
+    GpuType("nvidia-tesla-v100", counts=(1, 2, 4, 8), pre_turing=True),
     GpuType("nvidia-l4", machines=(("g2-standard-4", 1), ("g2-standard-8", 1),
                                    ("g2-standard-12", 1), ("g2-standard-16", 1),
                                    ("g2-standard-32", 1), ("g2-standard-24", 2),

@@ -28,6 +28,9 @@ RAY_PIN = "ray[default,tune]==2.60.0"
 TORCH_PIN = "torch==2.13.0"
 # PyPI's Linux torch wheels are CUDA builds; CPU-only hosts take the much smaller CPU build.
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+# PyPI's CUDA 13 build starts at Turing (compute capability 7.5); P4, P100 and V100 nodes take
+# the CUDA 12.6 build, the last with their kernels (as training/process.py's message says).
+LEGACY_CUDA_TORCH_INDEX = "https://download.pytorch.org/whl/cu126"
 RAY_PORT = 6379
 SAFE = re.compile(r"[~\w@%+=:,./$-]+")
 
@@ -58,14 +61,17 @@ def existing_python(path: str) -> NodePython:
 IMAGE_PYTHON = NodePython(python="python", install=False)
 
 
-def setup_commands(node: NodePython, gpu: bool) -> list[str]:
+def setup_commands(node: NodePython, gpu: bool, pre_turing: bool = False) -> list[str]:
     """Install the uploaded wheel with pinned dependencies (nothing when `node.install` is off).
+    `pre_turing`: the GPUs are older than Turing (gcp.GpuType.pre_turing).
 
     Idempotent: a second `cloud up` reinstalls only autolfads itself (the wheel changed)."""
     if not node.install:
         return []
     pip = f"{VENV}/bin/pip"
     torch = TORCH_PIN if gpu else f"{TORCH_PIN} --extra-index-url {CPU_TORCH_INDEX}"
+    if gpu and pre_turing:  # that index alone: PyPI's wheel of the same version would win
+        torch = f"{TORCH_PIN} --index-url {LEGACY_CUDA_TORCH_INDEX}"
     wheel = f"{REMOTE_WHEEL_DIR}/autolfads-{__version__}-py3-none-any.whl"
     return [
         f"test -x {VENV}/bin/python || python3 -m venv {VENV}",

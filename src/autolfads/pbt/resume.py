@@ -7,14 +7,12 @@ Ray only to stop again, so it is an error that says how to train further instead
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from autolfads.config import Config, PBTConfig, load_config
 from autolfads.data.dataset import Dataset
+from autolfads.data.fingerprint import check_same_data
 from autolfads.errors import UserInputError
 from autolfads.pbt.stop_rule import stop_reason
 from autolfads.rundir import layout
@@ -105,24 +103,10 @@ def has_results(out_dir: Path) -> bool:
     return any((out_dir / name).exists() for name in layout.RESULTS)
 
 
-def data_fingerprint(dataset: Dataset) -> dict:
-    """What identifies the data a run trains on (run.json): its shape and a hash of its values."""
-    x = np.ascontiguousarray(dataset.all_data(), dtype=np.float32)
-    return {"data_shape": list(x.shape), "data_sha256": hashlib.sha256(x.tobytes()).hexdigest()}
-
-
 def check_same_run(store: Location, cfg: Config, dataset: Dataset, data: object) -> None:
     """--resume continues the run it names: on its data, with its generation length (a worker
     counts generations as epochs // epochs_per_generation)."""
-    recorded = store.read_json(layout.RUN_JSON) or {}
-    now = data_fingerprint(dataset)
-    if recorded.get("data_sha256", now["data_sha256"]) != now["data_sha256"]:
-        shape = recorded.get("data_shape")
-        differs = (f"{' x '.join(map(str, now['data_shape']))} (trials x bins x neurons) "
-                   f"against the run's {' x '.join(map(str, shape))}"
-                   if shape != now["data_shape"] else "the same shape, different values")
-        raise UserInputError(f"--resume: {data or 'this data'} is not the data the run trained on "
-                             f"({differs}); resume with {recorded.get('data') or 'that data'}")
+    check_same_data(store.read_json(layout.RUN_JSON) or {}, dataset, data)
     old = load_config(store.local / layout.CONFIG).pbt.epochs_per_generation
     if cfg.pbt.epochs_per_generation != old:
         raise UserInputError(f"--resume: the run's generations are {old} epochs each; resume "

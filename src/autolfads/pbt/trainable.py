@@ -29,7 +29,7 @@ from autolfads.pbt.scheduler import GENERATION, SCORE
 from autolfads.rundir.layout import worker_checkpoint
 from autolfads.rundir.location import get_bytes, put_bytes
 from autolfads.training.loop import Trainer
-from autolfads.training.process import setup_process
+from autolfads.training.process import missing_kernels, setup_process
 
 CHECKPOINT = "checkpoint.pt"
 # A restarted worker never waits longer than this, whatever the driver's clock says.
@@ -51,14 +51,18 @@ def node_name() -> str:
 
 
 def require_gpu(worker: int, gpu_ids: Sequence, node: str) -> None:
-    """Raise GPUMissing unless torch can use CUDA here and Ray assigned this worker a GPU."""
+    """Raise GPUMissing unless torch can use CUDA here, Ray assigned this worker a GPU, and this
+    torch has kernels for it."""
     if not torch.cuda.is_available():
         why = ("CUDA not available: this torch is a CPU-only build" if torch.version.cuda is None
                else "CUDA not available: the NVIDIA driver is missing or not working")
     elif not gpu_ids:
         why = "Ray assigned it no GPU: was the node started with its GPUs (ray start --num-gpus)?"
     else:
-        return
+        no_kernels = missing_kernels()
+        if no_kernels is None:
+            return
+        raise GPUMissing(f"worker {worker} on node {node} cannot use its GPU: {no_kernels}")
     raise GPUMissing(f"worker {worker} on node {node} was given a GPU but sees none ({why}); "
                      "check nvidia-smi there")
 

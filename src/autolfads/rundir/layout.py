@@ -13,6 +13,9 @@ METRICS = "metrics.json"  # written when the run's outputs are
 RUN_JSON = "run.json"  # where an AutoLFADS run's data came from (for --resume and the report)
 TRAIN_LOG = "train_log.csv"  # autolfads train: one row per epoch
 MODEL_CHECKPOINT = "model/checkpoint.pt"  # autolfads train: the kept model
+# autolfads train: the whole training state after the latest epoch, for --resume; removed once
+# the run's outputs are written.
+TRAIN_STATE = "model/train_state.pt"
 
 PBT = "pbt"
 HP_LOG = "pbt/hp_log.csv"

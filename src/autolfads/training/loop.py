@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from autolfads.model.augment import (
 from autolfads.model.objective import Costs, LossWeights
 from autolfads.model.observations import build as build_observation
 from autolfads.model.observations.choose import resolve as resolve_observation
+from autolfads.rundir.location import atomic_write
 from autolfads.training.parallel import Shards
 from autolfads.training.process import resolve_device
 from autolfads.training.step import TERMS, batch_shares, loss_and_grads, shard_costs
@@ -284,12 +283,18 @@ class Trainer:
         return s.bad_epochs >= self.cfg.train.patience or not math.isfinite(s.smoothed)
 
     def fit(self, epochs: int | None = None, log: Callable[[str], None] | None = None,
-            early_stop: bool = True) -> TrainState:
-        """Train up to `epochs` more epochs (default: until cfg.train.epochs are done)."""
+            early_stop: bool = True,
+            on_epoch: Callable[[EpochStats], None] | None = None) -> TrainState:
+        """Train up to `epochs` more epochs (default: until cfg.train.epochs are done), calling
+        `on_epoch` after each."""
         target = self.cfg.train.epochs if epochs is None else self.state.epoch + epochs
         t0 = time.perf_counter()
+        if early_stop and self.state.epoch > 0 and self.should_stop():
+            return self.state  # a resumed training that had already stopped
         while self.state.epoch < target:
             st = self.run_epoch()
+            if on_epoch is not None:  # first: an epoch said is an epoch kept
+                on_epoch(st)
             if log is not None:
                 log(format_epoch(st, target, time.perf_counter() - t0))
             if early_stop and self.should_stop():
@@ -324,17 +329,7 @@ class Trainer:
 
     def save(self, path: str | Path, **extra) -> Path:
         """Write the checkpoint atomically (temp file + rename): never half a file on a crash."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({**self.checkpoint(), **extra}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return atomic_write(path, lambda tmp: torch.save({**self.checkpoint(), **extra}, tmp))
 
     def load(self, path: str | Path, restore_rng: bool = True) -> None:
         ck = torch.load(path, map_location=self.device, weights_only=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import sys
 
 import numpy as np
@@ -19,12 +20,23 @@ import torch
 from autolfads.config import TrainConfig
 from autolfads.errors import UserInputError
 
+_SAID: set[str] = set()  # warnings given in this process (each once)
+
 
 def resolve_device(name: str) -> torch.device:
-    """train.device as a torch device: "auto" is the GPU where torch sees one. A GPU that is
-    not there is the user's to fix (UserInputError), not a traceback from deep in torch."""
+    """train.device as a torch device: "auto" is the GPU where torch sees one it can run on. A
+    GPU that is not there, or that this torch has no kernels for, is the user's to fix
+    (UserInputError), not a traceback from deep in torch."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        why = missing_kernels()
+        if why:  # an old GPU beside a new torch: the run still works, on the CPU
+            if why not in _SAID:
+                _SAID.add(why)
+                print(f"warning: training on the CPU: {why}", file=sys.stderr, flush=True)
+            return torch.device("cpu")
+        return torch.device("cuda")
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -35,7 +47,50 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserInputError(f"train.device={name}: this machine has "
                                  f"{torch.cuda.device_count()} GPU(s), numbered from 0")
+        why = missing_kernels(device.index)
+        if why:
+            raise UserInputError(f"train.device={name}: {why}")
     return device
+
+
+# PyTorch's last CUDA build with kernels for GPUs before Turing (Pascal P4/P100, Volta V100);
+# its default (PyPI) CUDA 13 build starts at compute capability 7.5.
+LEGACY_TORCH_INDEX = "https://download.pytorch.org/whl/cu126"
+
+
+def missing_kernels(index: int | None = None) -> str | None:
+    """Why this torch cannot run on the GPU (its build has no kernels for the GPU's
+    architecture, so the first operation would fail with "no kernel image is available"), with
+    the fix; None where it can."""
+    cap = torch.cuda.get_device_capability(index)
+    archs = torch.cuda.get_arch_list()
+    if kernels_for(cap, archs):
+        return None
+    fix = (f"install the CUDA 12.6 build: pip install torch=={torch.__version__.split('+')[0]} "
+           f"--index-url {LEGACY_TORCH_INDEX}" if cap < (7, 5) else "install a newer torch")
+    return (f"this torch ({torch.__version__}) has no kernels for the "
+            f"{torch.cuda.get_device_name(index)} (compute capability {cap[0]}.{cap[1]}; it was "
+            f"built for {', '.join(archs)}); {fix}")
+
+
+def kernels_for(cap: tuple[int, int], archs: list[str]) -> bool:
+    """Whether a torch built for `archs` (torch.cuda.get_arch_list()) runs on a GPU of compute
+    capability `cap`: machine code for the same major version and an equal or lower minor one
+    (sm_XY; an "a" suffix: that exact GPU only), or PTX of an equal or lower version
+    (compute_XY), which the driver compiles for newer GPUs."""
+    if not archs:  # the build does not say: let torch answer
+        return True
+    for arch in archs:
+        m = re.fullmatch(r"(sm|compute)_(\d+)(\d)([a-z]?)", arch)
+        if not m:
+            continue
+        built = (int(m[2]), int(m[3]))
+        if m[1] == "compute" and built <= cap:
+            return True
+        if m[1] == "sm" and built[0] == cap[0] and (built[1] == cap[1] or
+                                                    built[1] < cap[1] and m[4] != "a"):
+            return True
+    return False
 
 
 def setup_process(train: TrainConfig) -> int:

@@ -1,0 +1,33 @@
+"""What identifies the data a run trained on, so that `--resume` (of `train` and of `run`)
+continues on that data and no other: its shape and a hash of its values, kept in run.json."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from autolfads.data.dataset import Dataset
+from autolfads.errors import UserInputError
+
+
+def data_fingerprint(dataset: Dataset) -> dict:
+    """{"data_shape": trials x bins x neurons, "data_sha256": of the float32 values}."""
+    x = np.ascontiguousarray(dataset.all_data(), dtype=np.float32)
+    return {"data_shape": list(x.shape), "data_sha256": hashlib.sha256(x.tobytes()).hexdigest()}
+
+
+def check_same_data(recorded: dict, dataset: Dataset, data: object) -> None:
+    """UserInputError unless `dataset` is the data of run.json's `recorded` fingerprint (a run
+    started before fingerprints were kept passes)."""
+    now = data_fingerprint(dataset)
+    if recorded.get("data_sha256", now["data_sha256"]) == now["data_sha256"]:
+        return
+    shape = recorded.get("data_shape")
+    differs = (f"{' x '.join(map(str, now['data_shape']))} (trials x bins x neurons) "
+               f"against the run's {' x '.join(map(str, shape))}"
+               if shape != now["data_shape"] else "the same shape, different values")
+    name = data if isinstance(data, (str, Path)) else "this data"  # an array has no name
+    raise UserInputError(f"--resume: {name} is not the data the run trained on "
+                         f"({differs}); resume with {recorded.get('data') or 'that data'}")
