@@ -431,9 +431,35 @@ def test_down_works_on_a_yaml_without_its_bucket_and_says_what_stays(cluster, mo
     code, out, err = run_cli(monkeypatch, capfd, "cloud", "down", cluster, "--yes")
     assert code == 0, err
     assert fake_tools()[0] == "ray down -y cluster.yaml auth="
-    assert "cluster VMs deleted. Still there" in out
+    # Then the VMs that outlived it are looked for (none here).
+    assert fake_tools()[1] == (f"gcloud compute instances list --project {PROJECT} --filter "
+                               "labels.ray-cluster-name=autolfads-alice --format "
+                               "value(name,zone.basename(),status) auth=")
+    assert "cluster VMs deleted: none of cluster autolfads-alice is left" in out
+    assert "Still there: the bucket" in out
     assert (f"gcloud compute firewall-rules delete autolfads-alice-internal --project {PROJECT} "
             "--quiet") in out
+
+
+def test_down_names_the_vms_that_outlived_it(cluster, monkeypatch, capfd, fake_tools):
+    gcloud = Path(os.environ["PATH"].split(os.pathsep)[0]) / "gcloud"
+    gcloud.write_text("#!/bin/sh\necho 'ray-autolfads-alice-worker-1a2b  us-central1-a  RUNNING'\n"
+                      "echo 'ray-autolfads-alice-worker-3c4d  us-central1-b  TERMINATED'\n")
+    code, out, err = run_cli(monkeypatch, capfd, "cloud", "down", cluster, "--yes")
+    assert code == 0, err
+    assert ("warning: 2 VM(s) of cluster autolfads-alice still exist and bill until deleted: "
+            "ray-autolfads-alice-worker-1a2b (us-central1-a, RUNNING), "
+            "ray-autolfads-alice-worker-3c4d (us-central1-b, TERMINATED)") in out
+    assert (f"gcloud compute instances delete ray-autolfads-alice-worker-1a2b --zone "
+            f"us-central1-a --project {PROJECT} --quiet; gcloud compute instances delete "
+            f"ray-autolfads-alice-worker-3c4d --zone us-central1-b --project {PROJECT} "
+            "--quiet") in out
+    gcloud.write_text("#!/bin/sh\necho 'ERROR: (gcloud.compute.instances.list) "
+                      "Reauthentication required.' >&2\nexit 1\n")
+    code, out, err = run_cli(monkeypatch, capfd, "cloud", "down", cluster, "--yes")
+    assert code == 0, err
+    assert "could not list the cluster's VMs (ERROR: (gcloud.compute.instances.list) " \
+           "Reauthentication required.); look for VMs named ray-autolfads-alice-*" in out
 
 
 @pytest.mark.parametrize("edit,words", [

@@ -377,7 +377,27 @@ def down(
     c = _cluster(cfg, need_storage=False)
     if _confirm_and_execute(lifecycle.down_commands(c), dry_run, yes,
                             "Stop every node of this cluster?", "Nothing stopped.") and c.google:
+        typer.echo(_vms_after_down(c))
         typer.echo(_left_after_down(cfg, c))
+
+
+def _vms_after_down(c: lifecycle.Cluster) -> str:
+    """Whether any VM of the cluster outlived `ray down` (an interrupted or failed delete, a
+    worker the autoscaler was still creating): each bills until it is deleted."""
+    from autolfads.cloud.doctor import run_cmd
+
+    rc, out, err = run_cmd(lifecycle.vms_left_command(c))
+    if rc != 0:
+        why = (err.strip().splitlines() or [f"exit status {rc}"])[-1]
+        return (f"could not list the cluster's VMs ({why}); look for VMs named ray-{c.name}-* "
+                f"at https://console.cloud.google.com/compute/instances?project={c.project}")
+    vms = lifecycle.vms_left(out)
+    if not vms:
+        return f"cluster VMs deleted: none of cluster {c.name} is left in project {c.project}."
+    listed = ", ".join(f"{name} ({zone}, {status})" for name, zone, status in vms)
+    cmds = "; ".join(str(cmd) for cmd in lifecycle.delete_vms_commands(c, vms))
+    return (f"warning: {len(vms)} VM(s) of cluster {c.name} still exist and bill until deleted: "
+            f"{listed}. Delete them with: {cmds}")
 
 
 def _left_after_down(cfg: Path, c: lifecycle.Cluster) -> str:
@@ -389,7 +409,7 @@ def _left_after_down(cfg: Path, c: lifecycle.Cluster) -> str:
         cmds = "; ".join(str(cmd) for cmd in leftover_commands(load_config(cfg)))
     except (KeyError, IndexError, TypeError, AttributeError):  # a YAML edited after `up`
         cmds = "see the README's 'Closed by default' for the gcloud commands"
-    return (f"cluster VMs deleted. Still there: {kept}, and the network set-up `up` made (a "
+    return (f"Still there: {kept}, and the network set-up `up` made (a "
             f"firewall rule and a worker account cost nothing; the Cloud NAT bills only while "
             f"VMs use it). To delete that too: {cmds}")
 

@@ -73,6 +73,7 @@ class Cluster:
     ssh_user: str = ""
     ssh_key: str | None = None
     project: str = ""  # GCP: the project the VMs bill to
+    name: str = ""  # cluster_name: Ray labels its GCP VMs ray-cluster-name=NAME
 
     @property
     def google(self) -> bool:
@@ -97,7 +98,8 @@ def cluster_of(path: Path, cfg: dict[str, Any], storage_override: str | None = N
                    node=node, wheel_dir=meta.get("wheel_dir"),
                    worker_ips=tuple(str(i) for i in prov.get("worker_ips") or ()),
                    ssh_user=str(auth.get("ssh_user", "")), ssh_key=auth.get("ssh_private_key"),
-                   project=str(prov.get("project_id") or ""))
+                   project=str(prov.get("project_id") or ""),
+                   name=str(cfg.get("cluster_name") or ""))
 
 
 def check_name(name: str) -> str:
@@ -241,6 +243,29 @@ def down_commands(c: Cluster) -> list[Cmd]:
         cmds.append(Cmd(("ssh", *key, *SSH_OPTIONS, f"{c.ssh_user}@{ip}",
                          f"{nodes.sh(c.node.ray)} stop --force"), may_fail=True))
     return cmds
+
+
+def vms_left_command(c: Cluster) -> Cmd:
+    """The cluster's VMs that still exist, in any state (a stopped one still bills its disk),
+    one "NAME ZONE STATUS" line each."""
+    return Cmd(("gcloud", "compute", "instances", "list", "--project", c.project,
+                "--filter", f"labels.ray-cluster-name={c.name}",
+                "--format", "value(name,zone.basename(),status)"))
+
+
+def vms_left(stdout: str) -> list[tuple[str, str, str]]:
+    """vms_left_command's output as (name, zone, status)."""
+    return [(f[0], f[1], f[2] if len(f) > 2 else "") for f in
+            (line.split() for line in stdout.splitlines()) if len(f) >= 2]
+
+
+def delete_vms_commands(c: Cluster, vms: Sequence[tuple[str, str, str]]) -> list[Cmd]:
+    """What deletes those VMs: one command per zone."""
+    zones: dict[str, list[str]] = {}
+    for name, zone, _ in vms:
+        zones.setdefault(zone, []).append(name)
+    return [Cmd(("gcloud", "compute", "instances", "delete", *names, "--zone", zone,
+                 "--project", c.project, "--quiet")) for zone, names in zones.items()]
 
 
 def _executable(name: str) -> str | None:
