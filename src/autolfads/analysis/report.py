@@ -16,7 +16,6 @@ itself every REFRESH_S seconds.
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import math
 import re
 from collections.abc import Callable
@@ -28,6 +27,15 @@ from autolfads.analysis import plots
 from autolfads.analysis import report_data as rdata
 from autolfads.analysis.metrics import INPUT_TIME_TOLERANCE_BINS, input_time_accuracy
 from autolfads.analysis.report_data import RunView
+from autolfads.analysis.report_text import REFRESH_S
+from autolfads.analysis.report_text import best_line as _best_line
+from autolfads.analysis.report_text import data_line as _data_line
+from autolfads.analysis.report_text import duration as _duration
+from autolfads.analysis.report_text import e as _e
+from autolfads.analysis.report_text import note as _note
+from autolfads.analysis.report_text import num as _num
+from autolfads.analysis.report_text import split_line as _split_line
+from autolfads.analysis.report_text import status as _status
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
 from autolfads.rundir import layout
@@ -37,7 +45,6 @@ from autolfads.rundir.location import Location, atomic_write
 SECTIONS = (("summary", "Run summary"), ("hyperparameters", "Hyperparameters and scores"),
             ("trials", "Example trials"), ("latents", "Latent factors and inferred inputs"),
             ("metrics", "R^2 and bits per spike"))
-REFRESH_S = 30
 CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
 color:#222}h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;
@@ -310,56 +317,6 @@ BUILDERS: tuple[Callable[[RunView, _Page], str], ...] = (
 # ---------------------------------------------------------------------- helpers
 
 
-def _status(v: RunView) -> str:
-    if v.finished:
-        reason = (v.metrics or {}).get("stopped_reason")
-        return "finished" + (f" ({reason})" if reason else "")
-    if v.interrupted:
-        return v.interrupted
-    if v.pbt and v.log.rows:
-        return (f"in progress: generation {max(v.log.generations)} of at most "
-                f"{v.section('pbt').get('generations', '?')} done (this page reloads every "
-                f"{REFRESH_S} s)")
-    return "in progress (no results yet)"
-
-
-def _data_line(v: RunView) -> str:
-    ds, out = v.dataset, v.outputs
-    if ds is not None:
-        return f"{ds.source}: {ds.n_trials} trials x {ds.n_time} bins x {ds.n_neurons} neurons"
-    src = (v.rd.read_json(layout.RUN_JSON) or {}).get("data") or (
-        out.attrs.get("source") if out is not None else None)
-    shape = ""
-    if out is not None and out.get("rates") is not None:
-        k, t, n = out.arrays["rates"].shape
-        shape = f"{k} trials x {t} bins x {n} neurons"
-    return ": ".join(x for x in (src, shape) if x) or "not known yet"
-
-
-def _split_line(v: RunView, d: dict) -> str:
-    out, ds = v.outputs, v.dataset
-    if out is not None and out.get("train_inds") is not None and out.get("valid_inds") is not None:
-        n_tr, n_va = len(out.arrays["train_inds"]), len(out.arrays["valid_inds"])
-        n_te = len(out.arrays["test_inds"]) if out.get("test_inds") is not None else 0
-    elif ds is not None:
-        n_tr, n_va, n_te = len(ds.train_inds), len(ds.valid_inds), len(ds.test_inds)
-    else:
-        return ""
-    rule = (f"every {d.get('valid_every', 5)}th trial to validation unless the file gives a split"
-            if d.get("split", "every_nth") == "every_nth"
-            else f"seeded random (seed {d.get('split_seed', 0)}) unless the file gives a split")
-    test = f" / {n_te} test" if n_te else ", no test trials"
-    return f"{n_tr} train / {n_va} validation{test} ({rule})"
-
-
-def _best_line(v: RunView) -> str:
-    b = v.best
-    if not v.pbt or not b:
-        return ""
-    return (f"worker {b.get('worker')} in generation {b.get('generation')}, score "
-            f"{_num(b.get('score'))}")
-
-
 def _space(v: RunView) -> dict:
     from autolfads.config import HPOverride
     from autolfads.pbt.search_space import build_space
@@ -393,24 +350,3 @@ def _html(v: RunView, body: list[str]) -> str:
             f"<h1>{_e(title)}</h1><p>{_e(str(Path(v.rd.location).resolve()))} &middot; "
             f"generated {stamp} &middot; {_e(_status(v))}</p><nav>{nav}</nav>\n"
             + "\n".join(body) + "\n</body></html>\n")
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{_e(text)}</p>'
-
-
-def _e(x: object) -> str:
-    return html.escape(str(x))
-
-
-def _num(x: object) -> str:
-    if x is None or not isinstance(x, (int, float)):
-        return "&ndash;" if x is None else _e(x)
-    if not math.isfinite(x):
-        return _e(x)
-    return f"{x:.3e}" if x != 0 and (abs(x) < 1e-2 or abs(x) >= 1e4) else f"{x:.4g}"
-
-
-def _duration(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
