@@ -2,7 +2,8 @@
 # Issue 13's GPU checks, as one run on the lent device machine. Prepare once, here:
 #   bench/device_pack.sh                     # .whl/site.tar.xz: Ray, pydantic for Python 3.12
 # then call the device tool's run with
-#   command "bash bench/device_check.sh", carry [".whl"], timeout_s 480
+#   command "bash bench/device_check.sh", carry [".whl"], timeout_s 420
+# (its steps take at most 90 + 120 + 180 s: a second try fits in a session's 15 device minutes)
 # It unpacks the packages that machine lacks, then runs, each under its own time limit:
 #   1. the GPU tests (tests/test_gpu.py: model, gradients, training, sampling against the CPU);
 #   2. a small `autolfads run --workers-per-gpu 3` on the built-in Lorenz data, sampling each
@@ -10,7 +11,8 @@
 #   3. the benchmark on the GPU (step, trials/s, sampling, GPU memory, 1/3/8 workers sharing it).
 # What comes back ($OUT, 8 files): one log per step, gpu_apps.csv, the run's metrics.json and
 # hp_log.csv, and bench/results.json and results.md with the GPU records added to this
-# checkout's (bench.run keeps other devices' records): copy those two into bench/ here.
+# checkout's (bench.run keeps other devices' records; copied only when the benchmark ran):
+# copy those two into bench/ here. The exit status is the benchmark's.
 set -uo pipefail
 OUT=${OUT:-/tmp/autolfads-device-out}
 mkdir -p "$OUT"
@@ -21,7 +23,7 @@ export PYTHONPATH="$site:$PWD/src:$PWD"
 PY=${PY:-python3}
 
 step() {  # step NAME SECONDS COMMAND...: its output in $OUT/NAME.log, the end of it here
-    local name=$1 limit=$2 t0=$SECONDS rc
+    local name=$1 limit=$2 t0=$SECONDS
     shift 2
     echo "== $name (at most $limit s)"
     timeout -k 10 "$limit" "$@" >"$OUT/$name.log" 2>&1
@@ -34,7 +36,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
 $PY -c "import torch, ray, pydantic; print('torch', torch.__version__, 'CUDA', torch.version.cuda,
 torch.cuda.get_arch_list(), 'ray', ray.__version__, 'pydantic', pydantic.__version__)"
 
-step gpu_tests 150 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
+step gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
 
 run_and_watch() {  # the run, with each process's GPU memory every 2 s
     $PY -m autolfads.cli run --out /tmp/autolfads-gpu-run --force --workers-per-gpu 3 \
@@ -49,9 +51,11 @@ run_and_watch() {  # the run, with each process's GPU memory every 2 s
 }
 export PY OUT
 export -f run_and_watch
-step run_workers_per_gpu_3 180 bash -c run_and_watch
+step run_workers_per_gpu_3 120 bash -c run_and_watch
 cp /tmp/autolfads-gpu-run/metrics.json /tmp/autolfads-gpu-run/pbt/hp_log.csv "$OUT/" 2>/dev/null
 
-step bench 240 $PY -m bench.run --device cuda --quick --out bench
-cp bench/results.json bench/results.md "$OUT/"
+step bench 180 $PY -m bench.run --device cuda --quick --out bench
+bench_rc=$rc
+[ "$bench_rc" = 0 ] && cp bench/results.json bench/results.md "$OUT/"
 ls -la "$OUT"
+exit "$bench_rc"

@@ -32,6 +32,9 @@ CU126 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
     ((13, 0), ["sm_90", "compute_90"], True),  # PTX: compiled for newer GPUs by the driver
     ((13, 0), ["sm_90"], False),
     ((8, 0), [], True),  # the build does not say
+    ((9, 4), ["gfx90a", "gfx942"], True),  # ROCm's names: not ours to judge
+    ((10, 0), ["compute_90a"], False),  # arch-specific PTX: that GPU only
+    ((9, 0), ["compute_90a"], True),
 ])
 def test_which_gpus_a_build_runs_on(cap, archs, runs):
     assert kernels_for(cap, archs) is runs
@@ -63,6 +66,9 @@ def test_a_gpu_this_torch_cannot_run_on(fake_gpu, capsys):
     assert err.count("warning: training on the CPU: this torch") == 1
     fake_gpu(cap=(12, 1), archs=["sm_90"], name="NVIDIA RTX PRO 6000")  # newer than the build
     assert missing_kernels().endswith("install a newer torch")
+    fake_gpu(cap=(3, 7), archs=CU126, name="Tesla K80")
+    assert missing_kernels().endswith("no current PyTorch build has them: train on the CPU "
+                                      "(train.device=cpu)")
     fake_gpu(cap=(9, 0), name="NVIDIA H200")
     assert missing_kernels() is None
     assert resolve_device("auto").type == "cuda" and resolve_device("cuda:0").index == 0

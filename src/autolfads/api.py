@@ -47,6 +47,7 @@ from autolfads.rundir.location import Location, put_json
 from autolfads.rundir.pbt_log import read_population
 from autolfads.training.loop import Trainer
 from autolfads.training.process import resolve_device, setup_process
+from autolfads.training.resumable import Keeper, interrupted_training, load_state
 from autolfads.training.sampling import posterior_outputs
 
 
@@ -98,10 +99,13 @@ def train(
     training in `out` from its last completed epoch (same data; its config, with `overrides`
     and `epochs` applied).
     """
+    if resume and (config is not None or seed is not None):
+        raise UserInputError("--resume continues with the run's own config.yaml and random "
+                             "state: leave out --config and --seed (change settings with --set)")
     if resume:
-        out_dir = _interrupted_training(out)
+        out_dir = interrupted_training(out)
         cfg = load_config(out_dir / layout.CONFIG, overrides)
-        data = _recorded_data(out_dir) if data is None else data
+        data = _resume_data(out_dir, data)
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
     if epochs is not None:
@@ -122,16 +126,28 @@ def train(
     t0 = time.perf_counter()
     trainer = Trainer(cfg, dataset, shard_threads=setup_process(cfg.train))
     if resume:
-        trainer.load(out_dir / layout.TRAIN_STATE)
+        load_state(trainer, out_dir, cfg)
         say(f"continuing on {trainer.device} after epoch {trainer.state.epoch} of up to "
             f"{cfg.train.epochs}")
     else:
         say(f"training LFADS on {trainer.device} for up to {cfg.train.epochs} epochs")
     if out_dir is not None:
         write_config(out_dir, cfg)
-        put_json(out_dir / layout.RUN_JSON, {"data": _data_location(data),
-                                             **data_fingerprint(dataset)})
-    state = _fit_resumably(trainer, out_dir, say)
+        _write_run_json(out_dir, "train", data, dataset)
+    keeper = Keeper(trainer, out_dir, say)
+    try:
+        state = keeper.fit()
+        result = _kept_model(trainer, state, dataset, cfg, out_dir, t0, say)
+    except KeyboardInterrupt:
+        keeper.interrupted()
+        raise
+    keeper.done()
+    return result
+
+
+def _kept_model(trainer: Trainer, state, dataset: Dataset, cfg: Config, out_dir: Path | None,
+                t0: float, say: Callable[[str], None]) -> TrainResult:
+    """The trained model's checks, checkpoint and log, then its outputs (_finish)."""
     if not math.isfinite(state.best):  # never a finite validation cost: nothing to report
         raise RunFailed(f"training diverged: the validation cost was not finite from epoch 1 "
                         f"on (last: {state.smoothed}); check the data's scale and values, or "
@@ -146,43 +162,7 @@ def train(
         _write_history(out_dir / layout.TRAIN_LOG, state.history)
     extra = {"valid_recon": state.best, "best_epoch": state.best_epoch + 1,
              "epochs": state.epoch}
-    result = _finish(trainer, dataset, cfg, out_dir, extra, t0, say)
-    if out_dir is not None:  # the outputs are written: nothing left to resume
-        (out_dir / layout.TRAIN_STATE).unlink(missing_ok=True)
-    return result
-
-
-def _interrupted_training(out: str | Path | None) -> Path:
-    """The run directory of `train --resume`: one whose training was stopped before its outputs
-    were written."""
-    if out is None or is_uri(str(out)):
-        raise UserInputError("--resume: give the local --out of the interrupted training")
-    out_dir = Path(out)
-    if (out_dir / layout.TRAIN_STATE).is_file():
-        return out_dir
-    if (out_dir / layout.METRICS).exists():
-        raise UserInputError(f"--resume: {out} holds a finished training (metrics.json); train "
-                             "for longer with a new --out and --epochs")
-    if (out_dir / layout.CONFIG).exists():
-        raise UserInputError(f"--resume: {out} was stopped before its first epoch ended; start "
-                             "it again, without --resume")
-    raise UserInputError(f"--resume: {out} holds no interrupted `autolfads train`")
-
-
-def _fit_resumably(trainer: Trainer, out_dir: Path | None, say: Callable[[str], None]):
-    """trainer.fit, keeping the whole training state after every epoch in `out_dir` so that an
-    interrupted training continues where it was (train --resume)."""
-    def keep(_stats) -> None:
-        if out_dir is not None:
-            trainer.save(out_dir / layout.TRAIN_STATE)
-
-    try:
-        return trainer.fit(log=say, on_epoch=keep)
-    except KeyboardInterrupt:
-        if out_dir is not None and (out_dir / layout.TRAIN_STATE).is_file():
-            say(f"interrupted after epoch {trainer.state.epoch}; continue with: autolfads train "
-                f"--out {out_dir} --resume")
-        raise
+    return _finish(trainer, dataset, cfg, out_dir, extra, t0, say)
 
 
 def _finish(trainer: Trainer, dataset: Dataset, cfg: Config, out_dir: Path | None, extra: dict,
@@ -254,7 +234,7 @@ def run(
         store.fetch(*layout.RESUME_FILES)
         cfg = load_config(store.local / layout.CONFIG, overrides)
         _keep_old_split(cfg, store.local / layout.CONFIG)
-        data = _recorded_data(store.local) if data is None else data
+        data = _resume_data(store.local, data)
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
     for key, value in (("population", population), ("generations", generations),
@@ -282,8 +262,7 @@ def run(
         check_same_run(store, cfg, dataset, data)
     else:
         _prepare_store(store, force)
-        put_json(store.local / layout.RUN_JSON, {"data": _data_location(data),
-                                                 **data_fingerprint(dataset)})
+        _write_run_json(store.local, "run", data, dataset)
     out_dir = store.local
     write_config(out_dir, cfg)
     store.sync()
@@ -390,15 +369,26 @@ def _progress(store: Location) -> str | None:
     return None
 
 
-def _data_location(data: DataLike) -> str | None:
-    """What --resume reads the data from: an absolute path, so it works from any directory."""
+def _write_run_json(out_dir: Path, command: str, data: DataLike, dataset: Dataset) -> None:
+    """run.json: which command made the run, where its data came from (an absolute path, so
+    --resume works from any directory; None for the built-in data or an array passed from
+    Python) and what identifies that data and its split."""
+    location = None
     if isinstance(data, (str, Path)):
-        return str(data) if is_uri(data) else str(Path(data).resolve())
-    return None  # built-in data, or arrays passed from Python (pass them again to resume)
+        location = str(data) if is_uri(data) else str(Path(data).resolve())
+    put_json(out_dir / layout.RUN_JSON, {
+        "command": command, "data": location,
+        "data_in_memory": data is not None and not isinstance(data, (str, Path)),
+        **data_fingerprint(dataset)})
 
 
-def _recorded_data(out_dir: Path) -> str | None:
-    return (Location(out_dir).read_json(layout.RUN_JSON) or {}).get("data")
+def _resume_data(out_dir: Path, data: DataLike) -> DataLike:
+    """The data to --resume on: the one given, else the file the run recorded."""
+    recorded = Location(out_dir).read_json(layout.RUN_JSON) or {}
+    if data is None and recorded.get("data_in_memory"):
+        raise UserInputError("--resume: the run trained on an array passed from Python; pass "
+                             "the same array again")
+    return recorded.get("data") if data is None else data
 
 
 def summary_line(m: dict, out_dir: Path | None) -> str:

@@ -40,9 +40,11 @@ def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = Fals
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UserInputError(f"--out {path}: exists and is not a directory; choose another path")
-    # Only the config of a `train` that was stopped before it saved anything: nothing to lose.
-    abandoned = path.is_dir() and {e.name for e in path.iterdir()} <= {layout.CONFIG,
-                                                                       layout.RUN_JSON}
+    # Only the config of a `train` that was stopped before it saved anything (and the empty
+    # folder a first save left): nothing to lose.
+    abandoned = path.is_dir() and all(
+        e.name in (layout.CONFIG, layout.RUN_JSON) or e.is_dir() and not any(e.iterdir())
+        for e in path.iterdir())
     if path.is_dir() and any(path.iterdir()) and not abandoned:
         if not force and (path / layout.METRICS).exists():
             raise UserInputError(f"--out {path}: holds a finished run (metrics.json, outputs); "

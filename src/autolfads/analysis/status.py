@@ -113,6 +113,9 @@ def _single_model(rd: Location, con: Console, cfg: dict, metrics: dict | None) -
     rows = rd.train_log()
     train = cfg["train"] if isinstance(cfg.get("train"), dict) else {}
     state = "finished" if metrics is not None else "not finished (running, or interrupted)"
+    if metrics is None and rd.exists(layout.TRAIN_STATE):
+        state = (f"not finished (running, or interrupted: continue with autolfads train --out "
+                 f"{rd.location} --resume)")
     con.print(f"[bold]{rd.location}[/]: single LFADS model (autolfads train, no population), "
               f"{state}; {len(rows)} of at most {train.get('epochs', '?')} epochs logged")
     table = Table(title="last epochs")

@@ -258,7 +258,16 @@ class Location:
         return self.read_json(layout.METRICS)
 
     def is_pbt(self) -> bool:
-        return self.exists(layout.PBT) or self.exists(layout.RUN_JSON)
+        """An `autolfads run` (PBT), also before its first generation made pbt/."""
+        if self.exists(layout.PBT):
+            return True
+        run = self.read_json(layout.RUN_JSON)
+        if not isinstance(run, dict):
+            return False
+        if "command" in run:
+            return run["command"] == "run"
+        # Older runs: `train` wrote run.json too, and leaves its log or its model.
+        return not (self.exists(layout.TRAIN_LOG) or self.exists(layout.MODEL_CHECKPOINT))
 
     def train_log(self) -> list[dict[str, float]]:
         rows = []

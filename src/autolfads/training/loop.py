@@ -10,6 +10,7 @@ changes hyperparameters between generations with `set_hparams`.
 from __future__ import annotations
 
 import copy
+import io
 import math
 import time
 from collections.abc import Callable
@@ -329,7 +330,9 @@ class Trainer:
 
     def save(self, path: str | Path, **extra) -> Path:
         """Write the checkpoint atomically (temp file + rename): never half a file on a crash."""
-        return atomic_write(path, lambda tmp: torch.save({**self.checkpoint(), **extra}, tmp))
+        buf = io.BytesIO()  # torch.save to a file turns a full disk into an opaque RuntimeError
+        torch.save({**self.checkpoint(), **extra}, buf)
+        return atomic_write(path, lambda tmp: tmp.write_bytes(buf.getbuffer()))
 
     def load(self, path: str | Path, restore_rng: bool = True) -> None:
         ck = torch.load(path, map_location=self.device, weights_only=True)

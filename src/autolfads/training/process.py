@@ -62,12 +62,19 @@ def missing_kernels(index: int | None = None) -> str | None:
     """Why this torch cannot run on the GPU (its build has no kernels for the GPU's
     architecture, so the first operation would fail with "no kernel image is available"), with
     the fix; None where it can."""
+    if getattr(torch.version, "hip", None):  # ROCm names AMD targets (gfx90a): not ours to judge
+        return None
     cap = torch.cuda.get_device_capability(index)
     archs = torch.cuda.get_arch_list()
     if kernels_for(cap, archs):
         return None
-    fix = (f"install the CUDA 12.6 build: pip install torch=={torch.__version__.split('+')[0]} "
-           f"--index-url {LEGACY_TORCH_INDEX}" if cap < (7, 5) else "install a newer torch")
+    if cap < (5, 0):
+        fix = "no current PyTorch build has them: train on the CPU (train.device=cpu)"
+    elif cap < (7, 5):
+        fix = (f"install the CUDA 12.6 build: pip install torch=={torch.__version__.split('+')[0]}"
+               f" --index-url {LEGACY_TORCH_INDEX}")
+    else:
+        fix = "install a newer torch"
     return (f"this torch ({torch.__version__}) has no kernels for the "
             f"{torch.cuda.get_device_name(index)} (compute capability {cap[0]}.{cap[1]}; it was "
             f"built for {', '.join(archs)}); {fix}")
@@ -78,14 +85,12 @@ def kernels_for(cap: tuple[int, int], archs: list[str]) -> bool:
     capability `cap`: machine code for the same major version and an equal or lower minor one
     (sm_XY; an "a" suffix: that exact GPU only), or PTX of an equal or lower version
     (compute_XY), which the driver compiles for newer GPUs."""
-    if not archs:  # the build does not say: let torch answer
+    found = [m for m in (re.fullmatch(r"(sm|compute)_(\d+)(\d)([a-z]?)", a) for a in archs) if m]
+    if not found:  # the build does not say in these terms: let torch answer
         return True
-    for arch in archs:
-        m = re.fullmatch(r"(sm|compute)_(\d+)(\d)([a-z]?)", arch)
-        if not m:
-            continue
+    for m in found:
         built = (int(m[2]), int(m[3]))
-        if m[1] == "compute" and built <= cap:
+        if m[1] == "compute" and (built == cap or built < cap and m[4] != "a"):
             return True
         if m[1] == "sm" and built[0] == cap[0] and (built[1] == cap[1] or
                                                     built[1] < cap[1] and m[4] != "a"):
