@@ -248,3 +248,69 @@ def test_full_length_behaviour_loses_its_forward_bins_and_held_out_continuous_da
     gauss = from_array(RNG.normal(size=(30, 20, 12)), cfg=DataConfig(heldout_fraction=0.25))
     lines = choose_observation(Config(), gauss)
     assert any("no held-out metric is computed" in ln for ln in lines)
+
+
+# -- a second audit of extreme shapes and values (2026-11-30) ----------------------------------
+
+def _warned(ds, needle: str) -> list[str]:
+    return [w for w in ds.meta.get("warnings", []) if needle in w]
+
+
+def test_one_far_outlier_is_named_and_ordinary_data_is_not() -> None:
+    x = RNG.poisson(1.0, (40, 20, 6)).astype(np.float64)  # trials x time x neurons
+    assert not _warned(from_array(x), "far outside")
+    x[7, 3, 2] = 1e6  # a glitch, or a missing-data code
+    (w,) = _warned(from_array(x), "far outside")
+    assert "channel(s) 2 (0-based)" in w and "1e+06 at trial 7, bin 3" in w
+    z = RNG.standard_normal((40, 20, 6))  # continuous: z-scored, gamma-like, sparse events
+    assert not _warned(from_array(z), "far outside")
+    assert not _warned(from_array(RNG.gamma(4.0, 1.0, (40, 20, 6))), "far outside")
+    events = np.where(RNG.random((40, 20, 6)) < 0.02, RNG.gamma(2.0, 1.0, (40, 20, 6)), 0.0)
+    assert not _warned(from_array(events), "far outside")
+    z[1, 1, 5] = -5e4
+    (w,) = _warned(from_array(z), "far outside")
+    assert "channel(s) 5" in w and "at trial 1, bin 1" in w
+
+
+def test_trials_without_variability_or_activity_and_few_validation_trials_are_said() -> None:
+    x = RNG.poisson(1.0, (40, 20, 6)).astype(np.float64)
+    assert not _warned(from_array(x), "trial")
+    x[[3, 9]] = 0
+    assert _warned(from_array(x), "2 of 40 trials hold no activity at all (trials 3, 9")
+    same = np.broadcast_to(x[:1], x.shape).copy()
+    assert _warned(from_array(same), "every trial is the same")
+    few = from_array(RNG.poisson(1.0, (12, 20, 6)).astype(np.float64))
+    assert len(few.valid_inds) == 2 and _warned(few, "2 validation trial(s)")
+
+
+def test_a_test_split_cannot_leave_fewer_than_ten_trials_to_train_and_validate() -> None:
+    x = RNG.poisson(1.0, (12, 20, 6)).astype(np.float64)
+    cfg = DataConfig(split="random", test_fraction=0.49, valid_fraction=0.5)
+    with pytest.raises(UserInputError, match="5 test trials leave 7 of 12 for training and "
+                                             "validation; LFADS needs at least 10"):
+        from_array(x, cfg=cfg)
+    with pytest.raises(UserInputError, match="larger data.test_every"):
+        from_array(x, cfg=DataConfig(test_every=2))
+
+
+def test_no_axis_swap_is_suggested_for_a_file_that_says_its_layout(tmp_path: Path) -> None:
+    x = RNG.poisson(1.0, (5, 50, 20)).astype(np.float64)
+    np.savez(tmp_path / "said.npz", data=x, layout="trials_time_neurons")
+    with pytest.raises(UserInputError) as e:
+        load_dataset(tmp_path / "said.npz")
+    assert "only 5 trials" in str(e.value) and "--layout" not in str(e.value)
+    np.savez(tmp_path / "unsaid.npz", data=x)
+    with pytest.raises(UserInputError, match="--layout"):
+        load_dataset(tmp_path / "unsaid.npz", DataConfig(layout="trials_time_neurons"))
+
+
+def test_a_long_training_says_how_long_after_its_first_epoch(tiny, monkeypatch) -> None:
+    from conftest import tiny_config
+
+    from autolfads.training import loop
+
+    monkeypatch.setattr(loop, "LONG_RUN_S", 0.0)
+    said = []
+    loop.Trainer(tiny_config(epochs=3), tiny).fit(log=said.append, early_stop=False)
+    long = [s for s in said if "s per epoch the other 2 epochs take up to" in s]
+    assert len(long) == 1 and said.index(long[0]) == 1  # once, after the first epoch's line

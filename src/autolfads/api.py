@@ -398,7 +398,7 @@ def summary_line(m: dict, out_dir: Path | None) -> str:
     if "bps" in m:  # spike counts
         parts.append(f"bits/spike {m['bps']:.3f} ({head} trials)")
     elif f"nll_per_bin_{head}" in m:
-        parts.append(f"{head} NLL per bin {m[f'nll_per_bin_{head}']:.3f}")
+        parts.append(f"{head} NLL per time bin (all channels) {m[f'nll_per_bin_{head}']:.3f}")
     nlb = [f"{label} {m[k]:.3f}" for k, label in (("co_bps", "co-bps"), ("fp_bps", "fp-bps"))
            if k in m]
     if nlb:

@@ -135,8 +135,8 @@ def _summary(v: RunView, page: _Page) -> str:
     head = "test" if m.get("headline_split") == "test" else "validation"
     final = [f"{label} {m[k]:.4g}" for k, label in (
         ("valid_recon", "valid recon cost"), ("bps", f"bits/spike ({head})"),
-        ("nll_per_bin_valid", f"{v.observation} NLL per bin (validation)"),
-        ("nll_per_bin_test", f"{v.observation} NLL per bin (test)"),
+        ("nll_per_bin_valid", f"{v.observation} NLL per time bin, all channels (validation)"),
+        ("nll_per_bin_test", f"{v.observation} NLL per time bin, all channels (test)"),
         ("decode_r2", "decoding R^2"),
         ("co_bps", "co-bps"), ("co_bps_smoothing", "co-bps of smoothing"), ("fp_bps", "fp-bps"),
         ("r2_rates", f"R^2 vs true {truth}"), ("r2_smoothing", "R^2 of smoothing"),

@@ -274,6 +274,7 @@ def _from_table(
         test_inds=values.get("test_inds"),
         bin_size_s=_bin_size_s(values, str(p), "variable"), data_name=var,
         true_input_times=times, behavior=values.get("behavior"), one_based=conditions_one_based,
+        can_relayout=said is None or cfg.layout != "auto",  # the file's own word stands
     )  # fmt: skip
     ds.meta.setdefault("warnings", []).extend(warnings)
     if assumed and ds.n_trials < ds.n_neurons:  # trials-first arrays (Python's habit) land here

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from autolfads.config import AUTO_TEST_MIN_TRIALS, DataConfig
+from autolfads.data.validate import MIN_TRIALS
 from autolfads.errors import UserInputError
 
 
@@ -42,4 +43,9 @@ def split_trials(n_trials: int, cfg: DataConfig | None = None
     if len(train) == 0:
         raise UserInputError(f"data split: no training trials left among {n_trials}; use a "
                              "smaller data.test_every/test_fraction or valid_every/fraction")
+    if len(test) and len(train) + len(valid) < MIN_TRIALS:  # as a file's test_inds would be
+        raise UserInputError(f"data split: {len(test)} test trials leave {len(train) + len(valid)}"
+                             f" of {n_trials} for training and validation; LFADS needs at least "
+                             f"{MIN_TRIALS}: use a larger data.test_every or a smaller "
+                             "data.test_fraction")
     return train.astype(np.int64), valid.astype(np.int64), test.astype(np.int64)

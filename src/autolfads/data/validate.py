@@ -12,6 +12,8 @@ from autolfads.data.dataset import AXES
 from autolfads.errors import UserInputError
 
 MIN_TRIALS = 10
+FEW_VALID = 3  # fewer validation trials than this: noisy scores, said
+OUTLIER_RATIO = 50.0  # see _outlier_warnings
 MIN_BINS = 5  # fewer bins per trial leave no dynamics to infer (and are usually a wrong layout)
 LAYOUT_HINT = "(CLI --layout, config data.layout)"
 
@@ -330,6 +332,12 @@ def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarr
         if sp in names and len(inds) and not x[inds].any():
             out.append(f"{label}: the {names[sp]} trials hold no activity (every value is 0); "
                        "bits/spike on them is undefined")
+    n_valid = len(splits.get("valid", ()))
+    if 0 < n_valid < FEW_VALID:
+        out.append(f"{label}: {n_valid} validation trial(s): early stopping (and PBT's ranking) "
+                   "rest on them, so their scores will be noisy; a smaller data.valid_every "
+                   "gives more")
+    out += _trial_warnings(x, label) + _outlier_warnings(x, label)
     if truth is not None and np.ptp(truth) == 0:
         out.append(f"{label}: truth has the same value everywhere; R^2 against it is undefined "
                    "and left out")
@@ -340,3 +348,41 @@ def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarr
             out.append(f"{label}: decode target(s) {listed(const)} (0-based) are constant; "
                        "there is nothing to decode in them, so they are left out of decoding")
     return out
+
+
+def _trial_warnings(x: np.ndarray, label: str) -> list[str]:
+    """Trials that carry nothing to model: all identical, or some without any activity."""
+    flat = x.reshape(x.shape[0], -1)
+    if x.shape[0] > 1 and np.array_equal(flat, np.broadcast_to(flat[:1], flat.shape)):
+        return [f"{label}: every trial is the same: there is no trial-to-trial variability for "
+                "LFADS to model"]
+    empty = np.flatnonzero(~flat.any(axis=1))
+    if 0 < empty.size < x.shape[0]:
+        return [f"{label}: {empty.size} of {x.shape[0]} trials hold no activity at all (trials "
+                f"{listed(empty)}, 0-based): dropped trials or gaps in the recording?"]
+    return []
+
+
+def _outlier_warnings(x: np.ndarray, label: str) -> list[str]:
+    """A value far outside the rest of its channel (a glitch, or a missing-data code such as
+    65535): one such value dominates the channel's fit in every trial. Far: more than
+    OUTLIER_RATIO times the channel's 99th percentile distance from its median (at least 1
+    for counts, which are whole numbers)."""
+    flat = x.reshape(-1, x.shape[-1])
+    rows = flat if len(flat) <= 200_000 else flat[np.random.default_rng(0).choice(
+        len(flat), 200_000, replace=False)]  # robust statistics need no more
+    med = np.median(rows, axis=0)
+    ref = np.quantile(np.abs(rows - med), 0.99, axis=0)
+    if np.array_equal(rows, np.round(rows)):
+        ref = np.maximum(ref, 1.0)
+    top = np.maximum(flat.max(axis=0) - med, med - flat.min(axis=0))
+    bad = np.flatnonzero((ref > 0) & (top > OUTLIER_RATIO * ref))
+    if not bad.size:
+        return []
+    c = int(bad[np.argmax(top[bad] / ref[bad])])
+    trial, t = np.unravel_index(int(np.argmax(np.abs(x[..., c] - med[c]))), x.shape[:2])
+    return [f"{label}: channel(s) {listed(bad)} (0-based) hold a value far outside the rest "
+            f"(channel {c}: {x[trial, t, c]:g} at trial {trial}, bin {t}, 0-based; "
+            f"{top[c] / ref[c]:.0f} times its typical spread): an outlier or a missing-data "
+            "code? One such value dominates the channel's fit in every trial: remove or replace "
+            "it"]

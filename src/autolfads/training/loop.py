@@ -77,6 +77,9 @@ class SplitCosts:
     sv_recon: float | None = None  # of the entries SV holds out; None without SV
 
 
+LONG_RUN_S = 600  # a fit that will take longer says so after its first epoch
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # epochs completed
@@ -289,15 +292,22 @@ class Trainer:
         """Train up to `epochs` more epochs (default: until cfg.train.epochs are done), calling
         `on_epoch` after each."""
         target = self.cfg.train.epochs if epochs is None else self.state.epoch + epochs
-        t0 = time.perf_counter()
+        t0, first = time.perf_counter(), True
         if early_stop and self.state.epoch > 0 and self.should_stop():
             return self.state  # a resumed training that had already stopped
         while self.state.epoch < target:
             st = self.run_epoch()
-            if on_epoch is not None:  # first: an epoch said is an epoch kept
+            if on_epoch is not None:  # before the line: an interruption after it finds it kept
                 on_epoch(st)
             if log is not None:
-                log(format_epoch(st, target, time.perf_counter() - t0))
+                elapsed = time.perf_counter() - t0
+                log(format_epoch(st, target, elapsed))
+                left = elapsed * (target - self.state.epoch)
+                if first and left > LONG_RUN_S:
+                    log(f"at {elapsed:.1f} s per epoch the other {target - self.state.epoch} "
+                        f"epochs take up to {left / 60:.0f} min (early stopping often ends "
+                        "sooner)")
+            first = False
             if early_stop and self.should_stop():
                 if log is not None:
                     why = (f"smoothed validation cost has not improved for "
