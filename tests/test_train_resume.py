@@ -47,10 +47,12 @@ def interrupted(tmp_path, monkeypatch, at_epoch: int = 3, sets=SMALL) -> tuple[s
 def test_sigterm_stops_train_as_ctrl_c_does_and_resume_continues_it(tmp_path):
     """Exit status 130, 'interrupted' and how to continue (typer returned 130, which was taken
     for success); --resume then finishes the training from its kept epoch."""
-    out = tmp_path / "run"
-    args = [*CLI, "train", "--out", str(out), "--set", "train.epochs=400", "--set",
+    out, x = tmp_path / "run", tmp_path / "x.npz"
+    np.savez(x, data=np.random.default_rng(0).poisson(2.0, (60, 20, 8)).astype(np.float32),
+             layout="trials_time_neurons")
+    args = [*CLI, "train", str(x), "--out", str(out), "--set", "train.epochs=400", "--set",
             "model.gen_dim=16", "--set", "model.con_dim=8", "--set", "train.n_samples=1",
-            "--set", "train.device=cpu"]
+            "--set", "train.device=cpu", "--set", "train.batch_size=8"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             cwd=tmp_path)
     deadline = time.time() + 120
