@@ -270,6 +270,17 @@ def test_one_far_outlier_is_named_and_ordinary_data_is_not() -> None:
     z[1, 1, 5] = -5e4
     (w,) = _warned(from_array(z), "far outside")
     assert "channel(s) 5" in w and "at trial 1, bin 1" in w
+    # Real events in sparse or heavy-tailed data are not isolated: deconvolved events, a t(2).
+    rng = np.random.default_rng(1)
+    for sigma in (1.2, 1.5):
+        ev = np.where(rng.random((200, 100, 40)) < 0.015,
+                      rng.lognormal(0.0, sigma, (200, 100, 40)), 0.0)
+        assert not _warned(from_array(ev), "far outside")
+    assert not _warned(from_array(rng.standard_t(2, (200, 100, 10))), "far outside")
+    # A missing-data code among sparse events is found.
+    ev[5, 6, 7] = 65535
+    (w,) = _warned(from_array(ev), "far outside")
+    assert "channel(s) 7" in w and "65535 at trial 5, bin 6" in w
 
 
 def test_trials_without_variability_or_activity_and_few_validation_trials_are_said() -> None:
@@ -277,6 +288,8 @@ def test_trials_without_variability_or_activity_and_few_validation_trials_are_sa
     assert not _warned(from_array(x), "trial")
     x[[3, 9]] = 0
     assert _warned(from_array(x), "2 of 40 trials hold no activity at all (trials 3, 9")
+    sparse = np.random.default_rng(2).poisson(0.002, (200, 20, 10)).astype(np.float64)
+    assert not _warned(from_array(sparse), "no activity at all")  # silent by chance
     same = np.broadcast_to(x[:1], x.shape).copy()
     assert _warned(from_array(same), "every trial is the same")
     few = from_array(RNG.poisson(1.0, (12, 20, 6)).astype(np.float64))

@@ -101,11 +101,12 @@ def test_a_resumed_training_is_the_training_that_was_not_interrupted(tmp_path, m
 
 @pytest.mark.parametrize("kwargs,words", [
     (dict(overrides=["model.gen_dim=20"]), "model had model.gen_dim=12 (now 20)"),
-    (dict(overrides=["data.valid_every=3"]), "split the trials differently"),
+    (dict(overrides=["data.valid_every=3"]), "split the trials, hold out neurons or forward"),
+    (dict(overrides=["data.forward_bins=2"]), "split the trials, hold out neurons or forward"),
     (dict(epochs=1), "--epochs 1: 2 epochs are already done"),
     (dict(seed=3), "leave out --config and --seed"),
     (dict(config="other.yaml"), "leave out --config and --seed"),
-], ids=["model", "split", "epochs", "seed", "config"])
+], ids=["model", "split", "forward", "epochs", "seed", "config"])
 def test_resume_refuses_what_would_not_continue_the_same_training(tmp_path, monkeypatch, kwargs,
                                                                   words):
     monkeypatch.setattr(resumable, "KEEP_EVERY_S", 0.0)  # every epoch kept: 2 done
@@ -171,6 +172,7 @@ def test_status_tells_a_training_from_a_pbt_run(tmp_path, monkeypatch, capsys):
     status(out)
     said = capsys.readouterr().out
     assert "single LFADS model" in said and "continue with autolfads train --out" in said
+    assert "1 of at most 5 epochs logged" in said  # the log follows the kept state
     api.train(data(), out, resume=True, quiet=True)
     status(out)
     said = capsys.readouterr().out

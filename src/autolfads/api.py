@@ -134,12 +134,16 @@ def train(
     if out_dir is not None:
         write_config(out_dir, cfg)
         _write_run_json(out_dir, "train", data, dataset)
-    keeper = Keeper(trainer, out_dir, say)
+    keeper = Keeper(trainer, out_dir, say, on_keep=lambda: _write_history(
+        out_dir / layout.TRAIN_LOG, trainer.state.history))
     try:
         state = keeper.fit()
         result = _kept_model(trainer, state, dataset, cfg, out_dir, t0, say)
     except KeyboardInterrupt:
         keeper.interrupted()
+        raise
+    except RunFailed:  # diverged: a resume would only fail again
+        keeper.done()
         raise
     keeper.done()
     return result

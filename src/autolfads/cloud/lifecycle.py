@@ -99,7 +99,7 @@ def cluster_of(path: Path, cfg: dict[str, Any], storage_override: str | None = N
                    worker_ips=tuple(str(i) for i in prov.get("worker_ips") or ()),
                    ssh_user=str(auth.get("ssh_user", "")), ssh_key=auth.get("ssh_private_key"),
                    project=str(prov.get("project_id") or ""),
-                   name=str(cfg.get("cluster_name") or ""))
+                   name=str(cfg.get("cluster_name") or "default"))  # Ray's default name
 
 
 def check_name(name: str) -> str:

@@ -14,10 +14,12 @@ from autolfads.errors import UserInputError
 
 def data_fingerprint(dataset: Dataset) -> dict:
     """{"data_shape": trials x bins x neurons, "data_sha256": of the float32 values,
-    "split_sha256": of which trials train, validate and test}."""
+    "split_sha256": of which trials train, validate and test, the held-out neurons and
+    forward bins}."""
     x = np.ascontiguousarray(dataset.all_data(), dtype=np.float32)
-    split = hashlib.sha256()
-    for inds in (dataset.train_inds, dataset.valid_inds, dataset.test_inds):
+    split = hashlib.sha256()  # which trials and neurons the model reads, and how far it predicts
+    for inds in (dataset.train_inds, dataset.valid_inds, dataset.test_inds,
+                 dataset.heldout_neurons, [dataset.forward_bins]):
         split.update(np.asarray(inds, dtype=np.int64).tobytes() + b"|")
     return {"data_shape": list(x.shape), "data_sha256": hashlib.sha256(x.tobytes()).hexdigest(),
             "split_sha256": split.hexdigest()}
@@ -29,9 +31,9 @@ def check_same_data(recorded: dict, dataset: Dataset, data: object) -> None:
     now = data_fingerprint(dataset)
     if recorded.get("data_sha256", now["data_sha256"]) == now["data_sha256"]:
         if recorded.get("split_sha256", now["split_sha256"]) != now["split_sha256"]:
-            raise UserInputError("--resume: these data.* settings split the trials differently "
-                                 "from the run (validation trials it trained on would score it);"
-                                 " resume without changing the split settings")
+            raise UserInputError("--resume: these data.* settings split the trials, hold out "
+                                 "neurons or forward bins differently from the run; resume "
+                                 "without changing them")
         return
     shape = recorded.get("data_shape")
     differs = (f"{' x '.join(map(str, now['data_shape']))} (trials x bins x neurons) "

@@ -14,6 +14,7 @@ from autolfads.errors import UserInputError
 MIN_TRIALS = 10
 FEW_VALID = 3  # fewer validation trials than this: noisy scores, said
 OUTLIER_RATIO = 50.0  # see _outlier_warnings
+ISOLATED = 10.0
 MIN_BINS = 5  # fewer bins per trial leave no dynamics to infer (and are usually a wrong layout)
 LAYOUT_HINT = "(CLI --layout, config data.layout)"
 
@@ -335,8 +336,8 @@ def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarr
     n_valid = len(splits.get("valid", ()))
     if 0 < n_valid < FEW_VALID:
         out.append(f"{label}: {n_valid} validation trial(s): early stopping (and PBT's ranking) "
-                   "rest on them, so their scores will be noisy; a smaller data.valid_every "
-                   "gives more")
+                   "rest on them, so their scores will be noisy; give more with "
+                   "data.valid_every (smaller) or data.valid_fraction, or the file's valid_inds")
     out += _trial_warnings(x, label) + _outlier_warnings(x, label)
     if truth is not None and np.ptp(truth) == 0:
         out.append(f"{label}: truth has the same value everywhere; R^2 against it is undefined "
@@ -357,7 +358,9 @@ def _trial_warnings(x: np.ndarray, label: str) -> list[str]:
         return [f"{label}: every trial is the same: there is no trial-to-trial variability for "
                 "LFADS to model"]
     empty = np.flatnonzero(~flat.any(axis=1))
-    if 0 < empty.size < x.shape[0]:
+    # Sparse counts leave some trials silent by chance (Poisson: exp(-mean count per trial)).
+    chance = x.shape[0] * np.exp(-flat.sum() / x.shape[0]) if np.all(flat >= 0) else 0.0
+    if 0 < empty.size < x.shape[0] and empty.size > 2 * chance + 1:
         return [f"{label}: {empty.size} of {x.shape[0]} trials hold no activity at all (trials "
                 f"{listed(empty)}, 0-based): dropped trials or gaps in the recording?"]
     return []
@@ -366,23 +369,32 @@ def _trial_warnings(x: np.ndarray, label: str) -> list[str]:
 def _outlier_warnings(x: np.ndarray, label: str) -> list[str]:
     """A value far outside the rest of its channel (a glitch, or a missing-data code such as
     65535): one such value dominates the channel's fit in every trial. Far: more than
-    OUTLIER_RATIO times the channel's 99th percentile distance from its median (at least 1
-    for counts, which are whole numbers)."""
+    OUTLIER_RATIO times the channel's 99th percentile distance from its median (at least 1 for
+    counts; for a channel that is almost constant, than the channels' median largest distance),
+    and isolated: over ISOLATED times the channel's next largest distance, which real events in
+    sparse or heavy-tailed data are not."""
     flat = x.reshape(-1, x.shape[-1])
-    rows = flat if len(flat) <= 200_000 else flat[np.random.default_rng(0).choice(
-        len(flat), 200_000, replace=False)]  # robust statistics need no more
+    rows = flat if len(flat) <= 20_000 else flat[np.random.default_rng(0).choice(
+        len(flat), 20_000, replace=False)]  # robust statistics need no more
     med = np.median(rows, axis=0)
     ref = np.quantile(np.abs(rows - med), 0.99, axis=0)
     if np.array_equal(rows, np.round(rows)):
         ref = np.maximum(ref, 1.0)
     top = np.maximum(flat.max(axis=0) - med, med - flat.min(axis=0))
-    bad = np.flatnonzero((ref > 0) & (top > OUTLIER_RATIO * ref))
-    if not bad.size:
+    ref = np.where(ref > 0, ref, np.median(top))
+    bad, where = [], {}
+    for c in np.flatnonzero((ref > 0) & (top > OUTLIER_RATIO * ref)):
+        dev = np.abs(x[..., c] - med[c])
+        below = dev[dev < top[c]]
+        if top[c] > ISOLATED * (below.max() if below.size else 0.0):
+            bad.append(c)
+            where[c] = np.unravel_index(int(np.argmax(dev)), x.shape[:2])
+    if not bad:
         return []
-    c = int(bad[np.argmax(top[bad] / ref[bad])])
-    trial, t = np.unravel_index(int(np.argmax(np.abs(x[..., c] - med[c]))), x.shape[:2])
-    return [f"{label}: channel(s) {listed(bad)} (0-based) hold a value far outside the rest "
-            f"(channel {c}: {x[trial, t, c]:g} at trial {trial}, bin {t}, 0-based; "
+    c = max(bad, key=lambda k: top[k] / ref[k])
+    trial, t = where[c]
+    return [f"{label}: channel(s) {listed(np.array(bad))} (0-based) hold a value far outside "
+            f"the rest (channel {c}: {x[trial, t, c]:g} at trial {trial}, bin {t}, 0-based; "
             f"{top[c] / ref[c]:.0f} times its typical spread): an outlier or a missing-data "
             "code? One such value dominates the channel's fit in every trial: remove or replace "
             "it"]

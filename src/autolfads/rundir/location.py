@@ -267,7 +267,8 @@ class Location:
         if "command" in run:
             return run["command"] == "run"
         # Older runs: `train` wrote run.json too, and leaves its log or its model.
-        return not (self.exists(layout.TRAIN_LOG) or self.exists(layout.MODEL_CHECKPOINT))
+        return not any(self.exists(f) for f in (layout.TRAIN_LOG, layout.MODEL_CHECKPOINT,
+                                                 layout.TRAIN_STATE))
 
     def train_log(self) -> list[dict[str, float]]:
         rows = []

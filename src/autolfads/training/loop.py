@@ -297,7 +297,7 @@ class Trainer:
             return self.state  # a resumed training that had already stopped
         while self.state.epoch < target:
             st = self.run_epoch()
-            if on_epoch is not None:  # before the line: an interruption after it finds it kept
+            if on_epoch is not None:
                 on_epoch(st)
             if log is not None:
                 elapsed = time.perf_counter() - t0

@@ -82,18 +82,18 @@ def missing_kernels(index: int | None = None) -> str | None:
 
 def kernels_for(cap: tuple[int, int], archs: list[str]) -> bool:
     """Whether a torch built for `archs` (torch.cuda.get_arch_list()) runs on a GPU of compute
-    capability `cap`: machine code for the same major version and an equal or lower minor one
-    (sm_XY; an "a" suffix: that exact GPU only), or PTX of an equal or lower version
+    capability `cap`: code for the same major version and an equal or lower minor one (sm_XY,
+    compute_XY; an "a" suffix: that exact GPU only), or plain PTX of a lower version
     (compute_XY), which the driver compiles for newer GPUs."""
     found = [m for m in (re.fullmatch(r"(sm|compute)_(\d+)(\d)([a-z]?)", a) for a in archs) if m]
     if not found:  # the build does not say in these terms: let torch answer
         return True
     for m in found:
-        built = (int(m[2]), int(m[3]))
-        if m[1] == "compute" and (built == cap or built < cap and m[4] != "a"):
+        built, suffix = (int(m[2]), int(m[3])), m[4]
+        same_family = built[0] == cap[0] and built[1] <= cap[1]
+        if built == cap or suffix != "a" and same_family:
             return True
-        if m[1] == "sm" and built[0] == cap[0] and (built[1] == cap[1] or
-                                                    built[1] < cap[1] and m[4] != "a"):
+        if m[1] == "compute" and not suffix and built < cap:
             return True
     return False
 

@@ -56,6 +56,10 @@ def load_state(trainer: Trainer, out_dir: Path, cfg: Config) -> None:
     try:
         trainer.load(path)
     except (RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        if "size mismatch" in str(e) or "in loading state_dict" in str(e):
+            raise UserInputError("--resume: the kept model does not fit this run's settings "
+                                 "(model or data.* changed); resume without changing them, or "
+                                 "start a new --out") from None
         raise UserInputError(f"--resume: {path} cannot be read ({type(e).__name__}); it may be "
                              "damaged: start the training again with --force") from None
     # Equal to the kept values unless this command's --set changed them.
@@ -74,6 +78,7 @@ class Keeper:
     trainer: Trainer
     out_dir: Path | None
     say: Callable[[str], None]
+    on_keep: Callable[[], None] = lambda: None  # e.g. write the epochs so far (train_log.csv)
     kept_epoch: int = -1  # the epoch count of the state on disk (-1: none kept)
     kept_at: float = -float("inf")
     broken: bool = False  # a write failed: training goes on, not resumable
@@ -93,20 +98,22 @@ class Keeper:
             return
         try:
             self.trainer.save(self.out_dir / layout.TRAIN_STATE)
+            self.on_keep()
         except UserInputError as e:  # a full disk, a quota: the training itself can go on
             self.broken = True
-            self.say(f"warning: the training state cannot be kept ({e}); if this training stops "
-                     "it cannot be resumed")
+            then = (f"a resume would start again after epoch {self.kept_epoch}"
+                    if self.kept_epoch > 0 else "if this training stops it cannot be resumed")
+            self.say(f"warning: the training state cannot be kept ({e}); {then}")
             return
         self.kept_epoch, self.kept_at = self.trainer.state.epoch, time.monotonic()
 
     def interrupted(self) -> None:
         """Say how to continue (called on Ctrl-C / SIGTERM, before the interruption goes on)."""
-        if self.out_dir is not None and self.kept_epoch > 0 and not self.broken:
+        if self.out_dir is not None and self.kept_epoch > 0:
             self.say(f"interrupted; the training state after epoch {self.kept_epoch} is kept: "
                      f"continue with: autolfads train --out {self.out_dir} --resume")
 
     def done(self) -> None:
-        """The outputs are written: nothing is left to resume."""
+        """The outputs are written (or the training failed): nothing is left to resume."""
         if self.out_dir is not None:
             (self.out_dir / layout.TRAIN_STATE).unlink(missing_ok=True)
