@@ -2,6 +2,7 @@
 counts as binning by hand; bad NWB files give one error line."""
 
 import datetime
+import re
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from conftest import run_cli
 
 from autolfads.config import DataConfig
 from autolfads.data.io import load_dataset
+from autolfads.errors import UserInputError
 
 pynwb = pytest.importorskip("pynwb")
 
@@ -99,3 +101,74 @@ def test_bad_nwb_is_one_error_line(kind, words, tmp_path, monkeypatch, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert all(w in lines[0] for w in words), lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def write_dandi_like(path, clock=0.0, none_split=False, short_unit=False, aborted=False):
+    """A DANDI-like session: trials of different lengths with a movement onset (NaN in one when
+    asked), hand position inside a Position container in two modules, units with
+    obs_intervals, and a session clock that may not start at 0."""
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.behavior import Position, SpatialSeries
+
+    rng = np.random.default_rng(3)
+    nwb = NWBFile(session_description="dandi-like", identifier="d",
+                  session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
+    nwb.add_trial_column("move_onset_time", "movement onset")
+    nwb.add_trial_column("split", "train / val / test / none")
+    starts = clock + 1.0 + np.arange(N_TRIALS) * 2.0
+    lengths = 1.0 + 0.05 * (np.arange(N_TRIALS) % 5)  # 1.0 .. 1.2 s
+    if aborted:
+        lengths[7] = 0.03
+    for k, t0 in enumerate(starts):
+        split = "none" if none_split and k in (5, 6) else ["train", "train", "val", "test"][k % 4]
+        nwb.add_trial(start_time=t0, stop_time=t0 + lengths[k], move_onset_time=t0 + 0.4,
+                      split=split)
+    end = starts[-1] + 2.0
+    nwb.add_unit_column("obs_intervals", "when each unit was recorded", index=True)
+    for n in range(N_UNITS):
+        until = starts[10] if short_unit and n == 2 else end
+        nwb.add_unit(spike_times=np.sort(rng.uniform(clock, until, 300)),
+                     obs_intervals=[[clock, until]])
+    t = np.arange(clock, end, 0.01)
+    for module in ("behavior", "behavior_filtered"):
+        pos = Position(spatial_series=SpatialSeries(
+            name="hand_pos", data=np.stack([np.sin(t), np.cos(t)], 1), timestamps=t,
+            reference_frame="screen"))
+        nwb.create_processing_module(module, "hand").add(pos)
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    return starts
+
+
+def test_dandi_like_sessions_are_read_as_a_scientist_means(tmp_path):
+    path = tmp_path / "d.nwb"
+    starts = write_dandi_like(path, clock=5000.0, none_split=True, short_unit=True)
+    # data.align alone: from each movement onset to the shortest trial's end (0.6 s = 60 bins).
+    ds = load_dataset(path, DataConfig(align="move_onset_time",
+                                       behavior="behavior_filtered/Position/hand_pos"))
+    assert ds.n_trials == N_TRIALS - 2 and ds.n_time == 60  # 'none' trials left out
+    said = " ".join(ds.meta["warnings"])
+    assert "2 trial(s) whose split is 'none' are left out" in said
+    assert "unit(s) 2 (0-based) were not recorded during all of the trial windows" in said
+    kept = np.delete(starts, [5, 6])
+    t = kept[0] + 0.4 + 0.005  # the first bin's centre after trial 0's movement onset
+    np.testing.assert_allclose(ds.behavior[0, 0], [np.sin(t), np.cos(t)], atol=1e-3)
+    # The clock starts at 5000 s: a window before the first event is outside the session.
+    with pytest.raises(UserInputError, match="outside the session .5000"):
+        load_dataset(path, DataConfig(window_ms=[-3000, 500]))
+    for name, words in (("hand_pos", "matches 2 time series: behavior/Position/hand_pos, "
+                                      "behavior_filtered/Position/hand_pos"),
+                        ("hand_speed", "no time series 'hand_speed' (data.behavior); the file "
+                                       "has: behavior/Position/hand_pos")):
+        with pytest.raises(UserInputError, match=re.escape(words)):
+            load_dataset(path, DataConfig(behavior=name))
+
+
+def test_trials_that_cannot_set_a_window_are_named(tmp_path):
+    path = tmp_path / "a.nwb"
+    write_dandi_like(path, aborted=True)
+    words = "trial 7 (0-based) ends 30 ms after its start_time, and the shortest trial sets"
+    with pytest.raises(UserInputError, match=re.escape(words)):
+        load_dataset(path)
+    ds = load_dataset(path, DataConfig(window_ms=[0, 500]))  # an explicit window: fine
+    assert ds.n_time == 50

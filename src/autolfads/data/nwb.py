@@ -2,12 +2,15 @@
 
 Spike times from the units table are counted in bins of data.bin_size_ms (default 10 ms) over a
 window around each trial's alignment time: the trials table's column data.align (default
-start_time) plus data.window_ms = [start, stop] (default: from 0 to the shortest trial's
-duration). Optional: a trials column as the condition of each trial (data.condition), and a
-time series (data.behavior, e.g. hand_vel, looked up in acquisition and in every processing
-module) resampled at the bin centres as decode targets. The Neural Latents Benchmark's files
-work as they are: their units' `heldout` column gives the held-out neurons and their trials'
-`split` column the train / val / test split. Each problem is one UserInputError line.
+start_time) plus data.window_ms = [start, stop] (default: from the alignment to the end of the
+shortest trial). Optional: a trials column as the condition of each trial (data.condition), and a
+time series (data.behavior: a name such as hand_vel, or a path such as behavior/Position/hand_pos,
+looked up in acquisition, in every processing module and inside their containers) resampled at
+the bin centres as decode targets. The Neural Latents Benchmark's files work as they are: their
+units' `heldout` column gives the held-out neurons and their trials' `split` column the
+train / val / test split (trials marked 'none' are left out). Each problem is one
+UserInputError line; what is valid but worth knowing (units not recorded during some trials,
+overlapping windows) is a warning.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 
 from autolfads.config import DataConfig
 from autolfads.data.dataset import Dataset
+from autolfads.data.validate import MIN_BINS, listed
 from autolfads.errors import UserInputError
 
 DEFAULT_BIN_MS = 10.0
@@ -36,41 +40,169 @@ def _open(p: Path):
         raise UserInputError(f"{p}: could not be read as NWB ({first})") from None
 
 
-def _window(trials, cfg: DataConfig, p: Path) -> tuple[np.ndarray, float, float]:
-    """(alignment time per trial, window start, window stop) in seconds."""
+def _window(trials, keep: np.ndarray, cfg: DataConfig, p: Path
+            ) -> tuple[np.ndarray, float, float]:
+    """(alignment time per kept trial, window start, window stop) in seconds."""
     columns = list(trials.colnames)
     if cfg.align not in (*columns, "start_time", "stop_time"):
         raise UserInputError(f"{p}: the trials table has no column '{cfg.align}' (data.align); "
                              f"columns: {', '.join(columns)}")
-    align = np.asarray(trials[cfg.align][:], dtype=np.float64)
+    align = np.asarray(trials[cfg.align][:], dtype=np.float64)[keep]
+    missing = np.flatnonzero(~np.isfinite(align))
+    if missing.size:
+        raise UserInputError(f"{p}: {missing.size} trial(s) have no {cfg.align} (NaN): trials "
+                             f"{listed(np.flatnonzero(keep)[missing])} (0-based); choose a "
+                             "data.align column that every trial has")
     if cfg.window_ms is not None:
         if len(cfg.window_ms) != 2 or cfg.window_ms[1] <= cfg.window_ms[0]:
             raise UserInputError(f"data.window_ms={cfg.window_ms}: expected [start, stop] in ms "
                                  "with start < stop, e.g. [-250, 450]")
         return align, cfg.window_ms[0] / 1000.0, cfg.window_ms[1] / 1000.0
-    duration = np.asarray(trials["stop_time"][:]) - np.asarray(trials["start_time"][:])
-    return np.asarray(trials["start_time"][:], dtype=np.float64), 0.0, float(duration.min())
+    # From the alignment to the end of the shortest trial (counted from its alignment).
+    ends = np.asarray(trials["stop_time"][:], dtype=np.float64)[keep] - align
+    k = int(np.argmin(ends))
+    bin_s = (cfg.bin_size_ms or DEFAULT_BIN_MS) / 1000.0
+    if ends[k] < MIN_BINS * bin_s:
+        raise UserInputError(
+            f"{p}: trial {int(np.flatnonzero(keep)[k])} (0-based) ends {ends[k] * 1000:.0f} ms "
+            f"after its {cfg.align}, and the shortest trial sets the default window: fewer than "
+            f"{MIN_BINS} bins of {bin_s * 1000:g} ms; set data.window_ms (e.g. [0, 700])")
+    return align, 0.0, float(ends[k])
+
+
+def _series_paths(nwb) -> dict[str, object]:
+    """Every time series in the file by path: acquisition/NAME, MODULE/NAME and, inside
+    containers such as Position or BehavioralTimeSeries, MODULE/CONTAINER/NAME."""
+    found: dict[str, object] = {}
+
+    def add(prefix: str, obj) -> None:
+        if hasattr(obj, "data") and hasattr(obj, "rate"):
+            found[prefix] = obj
+        for attr in ("time_series", "spatial_series", "roi_response_series"):
+            inner = getattr(obj, attr, None)
+            if isinstance(inner, dict):
+                for name, series in inner.items():
+                    found[f"{prefix}/{name}"] = series
+
+    for name, obj in nwb.acquisition.items():
+        add(f"acquisition/{name}", obj)
+    for module in nwb.processing.values():
+        for name, obj in module.data_interfaces.items():
+            add(f"{module.name}/{name}", obj)
+    return found
 
 
 def _find_series(nwb, name: str, p: Path):
-    if name in nwb.acquisition:
-        return nwb.acquisition[name]
-    for module in nwb.processing.values():
-        if name in module.data_interfaces:
-            return module[name]
-    raise UserInputError(f"{p}: no time series '{name}' (data.behavior) in acquisition or "
-                         "processing")
+    """data.behavior as one time series: a name or the end of a path (behavior/hand_vel); a
+    container holding one series stands for it."""
+    paths = _series_paths(nwb)
+    key = name.strip("/")
+    hits = [k for k in paths if k == key or k.endswith("/" + key)]
+    if not hits:  # a container's name: the series inside it, where it holds one
+        hits = [k for k in paths if k.rsplit("/", 1)[0] == key
+                or k.rsplit("/", 1)[0].endswith("/" + key)]
+    if len(hits) == 1:
+        return paths[hits[0]]
+    if hits:
+        raise UserInputError(f"{p}: data.behavior={name} matches {len(hits)} time series: "
+                             f"{', '.join(hits)}; give one of these paths")
+    have = ", ".join(list(paths)[:8]) or "none"
+    raise UserInputError(f"{p}: no time series '{name}' (data.behavior); the file has: {have}")
 
 
-def _series_at(series, times: np.ndarray) -> np.ndarray:
-    """The series' values at `times` (any shape), by linear interpolation: times x dims."""
+def _series_at(series, times: np.ndarray, name: str, p: Path) -> np.ndarray:
+    """The series' values at `times` (trials x bins), by linear interpolation: trials x bins x
+    dims. A trial outside the series' time range is an error (its values would be invented)."""
     data = np.asarray(series.data[:], dtype=np.float64)
     data = data.reshape(len(data), -1)
     t = (np.asarray(series.timestamps[:]) if series.timestamps is not None
          else series.starting_time + np.arange(len(data)) / series.rate)
+    outside = np.flatnonzero((times.min(axis=1) < t[0]) | (times.max(axis=1) > t[-1]))
+    if outside.size:
+        raise UserInputError(f"{p}: data.behavior={name} covers {t[0]:.3f} to {t[-1]:.3f} s; "
+                             f"{outside.size} trial window(s) reach outside it (trials "
+                             f"{listed(outside)} in the order read, 0-based)")
     flat = times.ravel()
     out = np.stack([np.interp(flat, t, data[:, d]) for d in range(data.shape[1])], axis=-1)
     return out.reshape(*times.shape, data.shape[1])
+
+
+def _count(spikes: list[np.ndarray], edges: np.ndarray) -> np.ndarray:
+    """Spikes per bin: trials x bins x units, each bin [edge, next edge)."""
+    counts = np.zeros((edges.shape[0], edges.shape[1] - 1, len(spikes)), dtype=np.float32)
+    for n, times in enumerate(spikes):
+        counts[:, :, n] = np.diff(np.searchsorted(times, edges), axis=1)
+    return counts
+
+
+def _unit_warnings(units, edges: np.ndarray, p: Path) -> list[str]:
+    """Units whose obs_intervals leave out part of some trial window: silence there is not
+    recorded silence."""
+    if "obs_intervals" not in units.colnames:
+        return []
+    lo, hi = edges[:, 0], edges[:, -1]
+    short = {}
+    for n in range(len(units)):
+        iv = np.asarray(units["obs_intervals"][n], dtype=np.float64).reshape(-1, 2)
+        covered = ((iv[:, None, 0] <= lo) & (iv[:, None, 1] >= hi)).any(axis=0)
+        if not covered.all():
+            short[n] = int((~covered).sum())
+    if not short:
+        return []
+    n, k = max(short.items(), key=lambda kv: kv[1])
+    return [f"{p}: unit(s) {listed(np.array(sorted(short)))} (0-based) were not recorded during "
+            f"all of the trial windows (their obs_intervals; unit {n} misses {k} of "
+            f"{len(lo)}): their counts there read as silence"]
+
+
+def _window_warnings(edges: np.ndarray, p: Path) -> list[str]:
+    order = np.argsort(edges[:, 0])
+    overlap = int((edges[order[1:], 0] < edges[order[:-1], -1]).sum())
+    if not overlap:
+        return []
+    return [f"{p}: {overlap} trial window(s) overlap the next: their shared spikes count in "
+            "both trials (also across training and validation trials)"]
+
+
+def _no_units(nwb, p: Path) -> UserInputError:
+    series = ", ".join(list(_series_paths(nwb))[:6])
+    found = f" (the file has time series: {series}; export them as trials x time x channels " \
+            "to .mat or .npz to train on them)" if series else ""
+    return UserInputError(f"{p}: no units table (spike times); autolfads reads spiking data "
+                          f"from NWB's units table{found}")
+
+
+def _no_trials(nwb, p: Path) -> UserInputError:
+    tables = [n for n in (nwb.intervals or {}) if n != "trials"]
+    found = f" (the file has other intervals: {', '.join(tables)})" if tables else ""
+    return UserInputError(f"{p}: no trials table{found}; trials are cut from the session with "
+                          "the trials table's start_time (or data.align) column")
+
+
+def _nlb_split(trials, p: Path) -> tuple[np.ndarray, dict, list[str]]:
+    """(trials kept, split indices among them, warnings) from an NLB `split` column; all trials
+    and no split without one. Trials marked 'none' are left out, as nlb_tools does."""
+    n = len(trials)
+    if "split" not in trials.colnames:
+        return np.ones(n, dtype=bool), {}, []
+    split = np.asarray([str(v) for v in trials["split"][:]])
+    keep = split != "none"
+    notes = [f"{p}: {n - keep.sum()} trial(s) whose split is 'none' are left out (as nlb_tools "
+             "does); the outputs hold the other trials, in the file's order"] if (~keep).any() \
+        else []
+    split = split[keep]
+    inds = {f"{ours}_inds": np.flatnonzero(split == theirs)
+            for ours, theirs in (("train", "train"), ("valid", "val"), ("test", "test"))}
+    if not len(inds["train_inds"]) or not len(inds["valid_inds"]):
+        raise UserInputError(f"{p}: the trials table's split column needs 'train' and 'val' "
+                             "trials")
+    if not len(inds["test_inds"]):
+        inds.pop("test_inds")
+    other = len(split) - sum(len(v) for v in inds.values())
+    if other:
+        raise UserInputError(f"{p}: {other} trial(s) whose split is not train, val, test or "
+                             "none")
+    return keep, inds, notes
 
 
 def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
@@ -83,42 +215,44 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
             first = (str(e).splitlines() or [type(e).__name__])[0]
             raise UserInputError(f"{p}: could not be read as NWB ({first})") from None
         if nwb.units is None or len(nwb.units) == 0:
-            raise UserInputError(f"{p}: no units table (spike times); autolfads reads spiking "
-                                 "data from NWB's units table")
+            raise _no_units(nwb, p)
         if nwb.trials is None or len(nwb.trials) == 0:
-            raise UserInputError(f"{p}: no trials table; trials are cut from the session with "
-                                 "its start_time (or data.align) column")
-        spikes = [np.asarray(nwb.units["spike_times"][i]) for i in range(len(nwb.units))]
-        align, start, stop = _window(nwb.trials, cfg, p)
+            raise _no_trials(nwb, p)
+        spikes = [np.sort(np.asarray(nwb.units["spike_times"][i], dtype=np.float64))
+                  for i in range(len(nwb.units))]
+        keep, inds, warnings = _nlb_split(nwb.trials, p)
+        align, start, stop = _window(nwb.trials, keep, cfg, p)
         bin_s = (cfg.bin_size_ms or DEFAULT_BIN_MS) / 1000.0
         n_bins = int(round((stop - start) / bin_s))
         if n_bins < 1:
             raise UserInputError(f"{p}: the window ({start * 1000:g} to {stop * 1000:g} ms) is "
                                  f"shorter than one {bin_s * 1000:g} ms bin")
         edges = align[:, None] + start + bin_s * np.arange(n_bins + 1)  # trials x (bins + 1)
-        last = max([float(s.max()) for s in spikes if s.size] +
-                   [float(np.max(nwb.trials["stop_time"][:]))])
-        outside = np.flatnonzero((edges[:, 0] < 0) | (edges[:, -1] > last) | ~np.isfinite(align))
+        # The session: from its first event (a spike, a trial) to its last, not from clock 0.
+        starts, stops = (np.asarray(nwb.trials[c][:], dtype=np.float64) for c in
+                         ("start_time", "stop_time"))
+        first = min([float(s[0]) for s in spikes if s.size] + [float(starts.min())])
+        last = max([float(s[-1]) for s in spikes if s.size] + [float(stops.max())])
+        outside = np.flatnonzero((edges[:, 0] < first) | (edges[:, -1] > last))
         if outside.size:
             k = int(outside[0])
             raise UserInputError(
                 f"{p}: trial {k}'s window ({edges[k, 0]:.3f} to {edges[k, -1]:.3f} s) lies "
-                f"outside the session (0 to {last:.3f} s) for {outside.size} trial(s); choose "
-                "data.window_ms / data.align so every window is inside the recording")
-        counts = np.zeros((len(align), n_bins, len(spikes)), dtype=np.float32)
-        for n, times in enumerate(spikes):
-            for k in range(len(align)):
-                counts[k, :, n] = np.histogram(times, bins=edges[k])[0]
+                f"outside the session ({first:.3f} to {last:.3f} s) for {outside.size} trial(s);"
+                " choose data.window_ms / data.align so every window is inside the recording")
+        counts = _count(spikes, edges)
+        warnings += _unit_warnings(nwb.units, edges, p) + _window_warnings(edges, p)
         conditions = None
         if cfg.condition:
             if cfg.condition not in nwb.trials.colnames:
                 raise UserInputError(f"{p}: the trials table has no column '{cfg.condition}' "
                                      "(data.condition)")
-            conditions = np.asarray(nwb.trials[cfg.condition][:])
+            conditions = np.asarray(nwb.trials[cfg.condition][:])[keep]
         behavior = None
         if cfg.behavior:
             centres = 0.5 * (edges[:, :-1] + edges[:, 1:])
-            behavior = _series_at(_find_series(nwb, cfg.behavior, p), centres)
+            series = _find_series(nwb, cfg.behavior, p)
+            behavior = _series_at(series, centres, cfg.behavior, p)
             if 0 < cfg.forward_bins < n_bins:  # nothing to decode in the forward bins
                 behavior = behavior[:, : n_bins - cfg.forward_bins]
         # NLB's files as they are: a `heldout` units column marks the held-out neurons, and a
@@ -127,19 +261,7 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
                 and cfg.heldout_fraction == 0):
             held = np.flatnonzero(np.asarray(nwb.units["heldout"][:], dtype=bool))
             cfg = cfg.model_copy(update={"heldout_neurons": [int(i) for i in held]})
-        inds = {}
-        if "split" in nwb.trials.colnames:
-            split = np.asarray([str(v) for v in nwb.trials["split"][:]])
-            inds = {f"{ours}_inds": np.flatnonzero(split == theirs)
-                    for ours, theirs in (("train", "train"), ("valid", "val"), ("test", "test"))}
-            if not len(inds["train_inds"]) or not len(inds["valid_inds"]):
-                raise UserInputError(f"{p}: the trials table's split column needs 'train' and "
-                                     "'val' trials")
-            if not len(inds["test_inds"]):
-                inds.pop("test_inds")
-            other = len(split) - sum(len(v) for v in inds.values())
-            if other:
-                raise UserInputError(f"{p}: {other} trial(s) whose split is not train, val or "
-                                     "test")
-    return from_array(counts, layout="trials_time_neurons", conditions=conditions, cfg=cfg,
-                      source=str(p), bin_size_s=bin_s, behavior=behavior, **inds)
+    ds = from_array(counts, layout="trials_time_neurons", conditions=conditions, cfg=cfg,
+                    source=str(p), bin_size_s=bin_s, behavior=behavior, **inds)
+    ds.meta.setdefault("warnings", []).extend(warnings)
+    return ds
