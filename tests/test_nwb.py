@@ -103,7 +103,8 @@ def test_bad_nwb_is_one_error_line(kind, words, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def write_dandi_like(path, clock=0.0, none_split=False, short_unit=False, aborted=False):
+def write_dandi_like(path, clock=0.0, none_split=False, short_unit=False, aborted=False,
+                     quality=False):
     """A DANDI-like session: trials of different lengths with a movement onset (NaN in one when
     asked), hand position inside a Position container in two modules, units with
     obs_intervals, and a session clock that may not start at 0."""
@@ -125,10 +126,13 @@ def write_dandi_like(path, clock=0.0, none_split=False, short_unit=False, aborte
                       split=split)
     end = starts[-1] + 2.0
     nwb.add_unit_column("obs_intervals", "when each unit was recorded", index=True)
+    if quality:  # as a curated (Phy, Kilosort) session
+        nwb.add_unit_column("quality", "curation label")
     for n in range(N_UNITS):
         until = starts[10] if short_unit and n == 2 else end
+        label = {"quality": ["good", "noise", "mua"][n % 3]} if quality else {}
         nwb.add_unit(spike_times=np.sort(rng.uniform(clock, until, 300)),
-                     obs_intervals=[[clock, until]])
+                     obs_intervals=[[clock, until]], **label)
     t = np.arange(clock, end, 0.01)
     for module in ("behavior", "behavior_filtered"):
         pos = Position(spatial_series=SpatialSeries(
@@ -172,3 +176,21 @@ def test_trials_that_cannot_set_a_window_are_named(tmp_path):
         load_dataset(path)
     ds = load_dataset(path, DataConfig(window_ms=[0, 500]))  # an explicit window: fine
     assert ds.n_time == 50
+
+
+def test_curated_units_can_be_chosen_and_noise_units_are_pointed_out(tmp_path):
+    path = tmp_path / "q.nwb"
+    write_dandi_like(path, quality=True)
+    ds = load_dataset(path)
+    assert ds.n_neurons == N_UNITS and any(
+        "quality column marks 2 of 6 unit(s) as noise; all units are read (keep some with "
+        "--set data.units=quality=good)" in w for w in ds.meta["warnings"])
+    good = load_dataset(path, DataConfig(units="quality=good,mua"))
+    assert good.n_neurons == 4 and any("4 of 6 units read" in w for w in good.meta["warnings"])
+    np.testing.assert_array_equal(good.all_data()[..., 1], ds.all_data()[..., 2])  # unit 2
+    for rule, words in (("KSLabel=good", "no column 'KSLabel'"),
+                        ("quality=great", "no unit has quality = great (data.units); its values: "
+                                          "good, mua, noise"),
+                        ("quality", "expected COLUMN=VALUE")):
+        with pytest.raises(UserInputError, match=re.escape(words)):
+            load_dataset(path, DataConfig(units=rule))

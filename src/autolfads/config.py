@@ -52,6 +52,9 @@ class DataConfig(_Section):
     window_ms: list[float] | None = None
     condition: str | None = None
     behavior: str | None = None
+    # NWB: keep the units whose units-table column holds one of these values, e.g. "quality=good"
+    # or "KSLabel=good,mua" (None: every unit).
+    units: str | None = None
     deconvolve: bool = False
     tau_decay_s: float | None = Field(None, gt=0)
     event_threshold_sd: float = Field(1.0, ge=0)  # events below this many noise SDs become 0

@@ -8,7 +8,8 @@ time series (data.behavior: a name such as hand_vel, or a path such as behavior/
 looked up in acquisition, in every processing module and inside their containers) resampled at
 the bin centres as decode targets. The Neural Latents Benchmark's files work as they are: their
 units' `heldout` column gives the held-out neurons and their trials' `split` column the
-train / val / test split (trials marked 'none' are left out). Each problem is one
+train / val / test split (trials marked 'none' are left out). data.units keeps curated units
+(quality=good). Each problem is one
 UserInputError line; what is valid but worth knowing (units not recorded during some trials,
 overlapping windows) is a warning.
 """
@@ -135,15 +136,47 @@ def _count(spikes: list[np.ndarray], edges: np.ndarray) -> np.ndarray:
     return counts
 
 
-def _unit_warnings(units, edges: np.ndarray, p: Path) -> list[str]:
+NOISE_LABELS = ("noise", "bad", "artifact", "artefact")
+
+
+def _units_kept(units, rule: str | None, p: Path) -> tuple[np.ndarray, list[str]]:
+    """Which units to read (data.units = COLUMN=VALUE[,VALUE...]), and what to say: without a
+    rule, a curation column that marks units as noise is pointed out."""
+    n = len(units)
+    if rule is None:
+        for col in ("quality", "KSLabel", "label"):
+            if col in units.colnames:
+                vals = np.array([str(v).lower() for v in units[col][:]])
+                noisy = int(np.isin(vals, NOISE_LABELS).sum())
+                if noisy:
+                    return np.ones(n, dtype=bool), [
+                        f"{p}: the units table's {col} column marks {noisy} of {n} unit(s) as "
+                        f"noise; all units are read (keep some with --set data.units={col}=good)"]
+        return np.ones(n, dtype=bool), []
+    col, _, values = rule.partition("=")
+    if not col or not values:
+        raise UserInputError(f"data.units={rule}: expected COLUMN=VALUE[,VALUE...], e.g. "
+                             "quality=good")
+    if col not in units.colnames:
+        raise UserInputError(f"{p}: the units table has no column '{col}' (data.units); "
+                             f"columns: {', '.join(units.colnames)}")
+    vals = np.array([str(v) for v in units[col][:]])
+    keep = np.isin(vals, values.split(","))
+    if not keep.any():
+        raise UserInputError(f"{p}: no unit has {col} = {values} (data.units); its values: "
+                             f"{', '.join(sorted(set(vals))[:8])}")
+    return keep, [f"{p}: {int(keep.sum())} of {n} units read ({rule})"]
+
+
+def _unit_warnings(units, kept: np.ndarray, edges: np.ndarray, p: Path) -> list[str]:
     """Units whose obs_intervals leave out part of some trial window: silence there is not
     recorded silence."""
     if "obs_intervals" not in units.colnames:
         return []
     lo, hi = edges[:, 0], edges[:, -1]
     short = {}
-    for n in range(len(units)):
-        iv = np.asarray(units["obs_intervals"][n], dtype=np.float64).reshape(-1, 2)
+    for n, unit in enumerate(np.flatnonzero(kept)):  # n: the unit's index among those read
+        iv = np.asarray(units["obs_intervals"][int(unit)], dtype=np.float64).reshape(-1, 2)
         covered = ((iv[:, None, 0] <= lo) & (iv[:, None, 1] >= hi)).any(axis=0)
         if not covered.all():
             short[n] = int((~covered).sum())
@@ -218,9 +251,11 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
             raise _no_units(nwb, p)
         if nwb.trials is None or len(nwb.trials) == 0:
             raise _no_trials(nwb, p)
-        spikes = [np.sort(np.asarray(nwb.units["spike_times"][i], dtype=np.float64))
-                  for i in range(len(nwb.units))]
+        units, notes = _units_kept(nwb.units, cfg.units, p)
+        spikes = [np.sort(np.asarray(nwb.units["spike_times"][int(i)], dtype=np.float64))
+                  for i in np.flatnonzero(units)]
         keep, inds, warnings = _nlb_split(nwb.trials, p)
+        warnings = notes + warnings
         align, start, stop = _window(nwb.trials, keep, cfg, p)
         bin_s = (cfg.bin_size_ms or DEFAULT_BIN_MS) / 1000.0
         n_bins = int(round((stop - start) / bin_s))
@@ -241,7 +276,7 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
                 f"outside the session ({first:.3f} to {last:.3f} s) for {outside.size} trial(s);"
                 " choose data.window_ms / data.align so every window is inside the recording")
         counts = _count(spikes, edges)
-        warnings += _unit_warnings(nwb.units, edges, p) + _window_warnings(edges, p)
+        warnings += _unit_warnings(nwb.units, units, edges, p) + _window_warnings(edges, p)
         conditions = None
         if cfg.condition:
             if cfg.condition not in nwb.trials.colnames:
@@ -259,7 +294,7 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
         # `split` trials column (train / val / test) the split; explicit settings win.
         if ("heldout" in nwb.units.colnames and cfg.heldout_neurons is None
                 and cfg.heldout_fraction == 0):
-            held = np.flatnonzero(np.asarray(nwb.units["heldout"][:], dtype=bool))
+            held = np.flatnonzero(np.asarray(nwb.units["heldout"][:], dtype=bool)[units])
             cfg = cfg.model_copy(update={"heldout_neurons": [int(i) for i in held]})
     ds = from_array(counts, layout="trials_time_neurons", conditions=conditions, cfg=cfg,
                     source=str(p), bin_size_s=bin_s, behavior=behavior, **inds)
