@@ -194,3 +194,50 @@ def test_curated_units_can_be_chosen_and_noise_units_are_pointed_out(tmp_path):
                         ("quality", "expected COLUMN=VALUE")):
         with pytest.raises(UserInputError, match=re.escape(words)):
             load_dataset(path, DataConfig(units=rule))
+
+
+def test_a_recorded_signal_and_another_intervals_table_can_be_the_data(tmp_path):
+    """Calcium dF/F (an RoiResponseSeries) binned as the data, trials from an `epochs` table."""
+    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb.ophys import DfOverF, ImageSegmentation, OpticalChannel, RoiResponseSeries
+
+    nwb = NWBFile(session_description="ophys", identifier="o",
+                  session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
+    for k in range(N_TRIALS):
+        nwb.add_epoch(start_time=1.0 + 2.0 * k, stop_time=2.0 + 2.0 * k)
+    device = nwb.create_device("scope")
+    channel = OpticalChannel(name="c", description="green", emission_lambda=510.0)
+    plane = nwb.create_imaging_plane(name="plane", optical_channel=channel, description="d",
+                                     device=device, excitation_lambda=920.0, imaging_rate=30.0,
+                                     indicator="GCaMP6f", location="V1")
+    seg = ImageSegmentation()
+    rois = seg.create_plane_segmentation("rois", plane, name="PlaneSegmentation")
+    for _ in range(5):
+        rois.add_roi(image_mask=np.ones((4, 4)))
+    ophys = nwb.create_processing_module("ophys", "calcium")
+    ophys.add(seg)
+    t = np.arange(0, 2.0 * N_TRIALS + 2.0, 1 / 30.0)
+    dff = np.abs(np.sin(np.outer(t, np.arange(1, 6)))).astype(np.float32)
+    region = rois.create_roi_table_region("all", list(range(5)))
+    ophys.add(DfOverF(RoiResponseSeries(name="dff", data=dff, rois=region, unit="",
+                                        rate=30.0, starting_time=0.0)))
+    path = tmp_path / "ophys.nwb"
+    with NWBHDF5IO(str(path), "w") as io:
+        io.write(nwb)
+    words = ("no units table (spike times); autolfads reads spiking data from NWB's units "
+             "table (the file has time series: ophys/DfOverF/dff; to bin one as the data: "
+             "--set data.signal=ophys/DfOverF/dff")
+    with pytest.raises(UserInputError, match=re.escape(words)):
+        load_dataset(path)
+    with pytest.raises(UserInputError, match=re.escape("no trials table (the file has other "
+                                                       "intervals: epochs; choose one with --set "
+                                                       "data.intervals=epochs)")):
+        load_dataset(path, DataConfig(signal="dff"))
+    ds = load_dataset(path, DataConfig(signal="dff", intervals="epochs", bin_size_ms=100))
+    assert (ds.n_trials, ds.n_time, ds.n_neurons) == (N_TRIALS, 10, 5)
+    # Each bin is the mean of its frames: trial 0, bin 0 = frames in [1.0, 1.1) s.
+    frames = (t >= 1.0 - 1e-9) & (t < 1.1 - 1e-9)
+    np.testing.assert_allclose(ds.all_data()[0, 0], dff[frames].mean(0), rtol=1e-5)
+    fine = load_dataset(path, DataConfig(signal="dff", intervals="epochs"))  # 10 ms bins
+    assert any("a sample every 33 ms, fewer than one per 10 ms bin" in w
+               for w in fine.meta["warnings"])

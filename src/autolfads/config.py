@@ -55,6 +55,11 @@ class DataConfig(_Section):
     # NWB: keep the units whose units-table column holds one of these values, e.g. "quality=good"
     # or "KSLabel=good,mua" (None: every unit).
     units: str | None = None
+    # NWB: a time series to bin as the data instead of the units' spikes (calcium dF/F such as
+    # ophys/DfOverF/RoiResponseSeries, EMG): each bin holds the mean of its samples.
+    signal: str | None = None
+    # NWB: the intervals table whose rows are the trials (trials, epochs, or another one).
+    intervals: str = "trials"
     deconvolve: bool = False
     tau_decay_s: float | None = Field(None, gt=0)
     event_threshold_sd: float = Field(1.0, ge=0)  # events below this many noise SDs become 0

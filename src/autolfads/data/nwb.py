@@ -9,7 +9,8 @@ looked up in acquisition, in every processing module and inside their containers
 the bin centres as decode targets. The Neural Latents Benchmark's files work as they are: their
 units' `heldout` column gives the held-out neurons and their trials' `split` column the
 train / val / test split (trials marked 'none' are left out). data.units keeps curated units
-(quality=good). Each problem is one
+(quality=good); data.signal bins a recorded signal (calcium dF/F, EMG) instead of spikes, and
+data.intervals names another table of trials (e.g. epochs). Each problem is one
 UserInputError line; what is valid but worth knowing (units not recorded during some trials,
 overlapping windows) is a warning.
 """
@@ -93,39 +94,64 @@ def _series_paths(nwb) -> dict[str, object]:
     return found
 
 
-def _find_series(nwb, name: str, p: Path):
-    """data.behavior as one time series: a name or the end of a path (behavior/hand_vel); a
-    container holding one series stands for it."""
+def _find_series(nwb, name: str, p: Path, key: str = "data.behavior"):
+    """data.behavior (or data.signal) as one time series: a name or the end of a path
+    (behavior/hand_vel); a container holding one series stands for it."""
     paths = _series_paths(nwb)
-    key = name.strip("/")
-    hits = [k for k in paths if k == key or k.endswith("/" + key)]
+    want = name.strip("/")
+    hits = [k for k in paths if k == want or k.endswith("/" + want)]
     if not hits:  # a container's name: the series inside it, where it holds one
-        hits = [k for k in paths if k.rsplit("/", 1)[0] == key
-                or k.rsplit("/", 1)[0].endswith("/" + key)]
+        hits = [k for k in paths if k.rsplit("/", 1)[0] == want
+                or k.rsplit("/", 1)[0].endswith("/" + want)]
     if len(hits) == 1:
         return paths[hits[0]]
     if hits:
-        raise UserInputError(f"{p}: data.behavior={name} matches {len(hits)} time series: "
+        raise UserInputError(f"{p}: {key}={name} matches {len(hits)} time series: "
                              f"{', '.join(hits)}; give one of these paths")
     have = ", ".join(list(paths)[:8]) or "none"
-    raise UserInputError(f"{p}: no time series '{name}' (data.behavior); the file has: {have}")
+    raise UserInputError(f"{p}: no time series '{name}' ({key}); the file has: {have}")
 
 
 def _series_at(series, times: np.ndarray, name: str, p: Path) -> np.ndarray:
     """The series' values at `times` (trials x bins), by linear interpolation: trials x bins x
     dims. A trial outside the series' time range is an error (its values would be invented)."""
-    data = np.asarray(series.data[:], dtype=np.float64)
-    data = data.reshape(len(data), -1)
-    t = (np.asarray(series.timestamps[:]) if series.timestamps is not None
-         else series.starting_time + np.arange(len(data)) / series.rate)
-    outside = np.flatnonzero((times.min(axis=1) < t[0]) | (times.max(axis=1) > t[-1]))
-    if outside.size:
-        raise UserInputError(f"{p}: data.behavior={name} covers {t[0]:.3f} to {t[-1]:.3f} s; "
-                             f"{outside.size} trial window(s) reach outside it (trials "
-                             f"{listed(outside)} in the order read, 0-based)")
+    data, t = _series_values(series)
+    _check_covers(t, times, name, p, "data.behavior")
     flat = times.ravel()
     out = np.stack([np.interp(flat, t, data[:, d]) for d in range(data.shape[1])], axis=-1)
     return out.reshape(*times.shape, data.shape[1])
+
+
+def _series_binned(series, edges: np.ndarray, name: str, p: Path) -> np.ndarray:
+    """A time series as data: the mean of its samples in each bin [edge, next edge) (trials x
+    bins x channels); a bin without a sample (a series slower than the bins) takes the value
+    interpolated at its centre."""
+    data, t = _series_values(series)
+    _check_covers(t, edges, name, p, "data.signal")
+    csum = np.concatenate([np.zeros((1, data.shape[1])), np.cumsum(data, axis=0)])
+    at = np.searchsorted(t, edges)  # trials x (bins + 1)
+    n = np.diff(at, axis=1)[..., None]
+    sums = csum[at[:, 1:]] - csum[at[:, :-1]]
+    centres = 0.5 * (edges[:, :-1] + edges[:, 1:])
+    interp = np.stack([np.interp(centres, t, data[:, d]) for d in range(data.shape[1])], -1)
+    return np.where(n > 0, sums / np.maximum(n, 1), interp).astype(np.float32)
+
+
+def _series_values(series) -> tuple[np.ndarray, np.ndarray]:
+    """(samples x channels, sample times) of a time series."""
+    data = np.asarray(series.data[:], dtype=np.float64)
+    data = data.reshape(len(data), -1)
+    t = (np.asarray(series.timestamps[:], dtype=np.float64) if series.timestamps is not None
+         else series.starting_time + np.arange(len(data)) / series.rate)
+    return data, t
+
+
+def _check_covers(t: np.ndarray, edges: np.ndarray, name: str, p: Path, key: str) -> None:
+    outside = np.flatnonzero((edges[:, 0] < t[0]) | (edges[:, -1] > t[-1]))
+    if outside.size:
+        raise UserInputError(f"{p}: {key}={name} covers {t[0]:.3f} to {t[-1]:.3f} s; "
+                             f"{outside.size} trial window(s) reach outside it (trials "
+                             f"{listed(outside)} in the order read, 0-based)")
 
 
 def _count(spikes: list[np.ndarray], edges: np.ndarray) -> np.ndarray:
@@ -199,17 +225,24 @@ def _window_warnings(edges: np.ndarray, p: Path) -> list[str]:
 
 def _no_units(nwb, p: Path) -> UserInputError:
     series = ", ".join(list(_series_paths(nwb))[:6])
-    found = f" (the file has time series: {series}; export them as trials x time x channels " \
-            "to .mat or .npz to train on them)" if series else ""
+    first = series.split(", ")[0]
+    found = (f" (the file has time series: {series}; to bin one as the data: --set "
+             f"data.signal={first})") if series else ""
     return UserInputError(f"{p}: no units table (spike times); autolfads reads spiking data "
                           f"from NWB's units table{found}")
 
 
-def _no_trials(nwb, p: Path) -> UserInputError:
-    tables = [n for n in (nwb.intervals or {}) if n != "trials"]
-    found = f" (the file has other intervals: {', '.join(tables)})" if tables else ""
-    return UserInputError(f"{p}: no trials table{found}; trials are cut from the session with "
-                          "the trials table's start_time (or data.align) column")
+def _trials_table(nwb, name: str, p: Path):
+    """The intervals table whose rows are the trials (data.intervals)."""
+    tables = dict(nwb.intervals or {})
+    table = tables.get(name)
+    if table is not None and len(table) > 0:
+        return table
+    others = [n for n, t in tables.items() if n != name and len(t) > 0]
+    found = (f" (the file has other intervals: {', '.join(others)}; choose one with --set "
+             f"data.intervals={others[0]})") if others else ""
+    raise UserInputError(f"{p}: no {name} table{found}; trials are cut from the session with "
+                         "its start_time (or data.align) column")
 
 
 def _nlb_split(trials, p: Path) -> tuple[np.ndarray, dict, list[str]]:
@@ -247,16 +280,17 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
         except Exception as e:  # noqa: BLE001  (hdmf raises many kinds for a file not NWB)
             first = (str(e).splitlines() or [type(e).__name__])[0]
             raise UserInputError(f"{p}: could not be read as NWB ({first})") from None
-        if nwb.units is None or len(nwb.units) == 0:
+        has_units = nwb.units is not None and len(nwb.units) > 0
+        if not has_units and not cfg.signal:
             raise _no_units(nwb, p)
-        if nwb.trials is None or len(nwb.trials) == 0:
-            raise _no_trials(nwb, p)
-        units, notes = _units_kept(nwb.units, cfg.units, p)
+        trials = _trials_table(nwb, cfg.intervals, p)
+        units, notes = (_units_kept(nwb.units, cfg.units, p) if has_units and not cfg.signal
+                        else (np.zeros(0, dtype=bool), []))
         spikes = [np.sort(np.asarray(nwb.units["spike_times"][int(i)], dtype=np.float64))
                   for i in np.flatnonzero(units)]
-        keep, inds, warnings = _nlb_split(nwb.trials, p)
+        keep, inds, warnings = _nlb_split(trials, p)
         warnings = notes + warnings
-        align, start, stop = _window(nwb.trials, keep, cfg, p)
+        align, start, stop = _window(trials, keep, cfg, p)
         bin_s = (cfg.bin_size_ms or DEFAULT_BIN_MS) / 1000.0
         n_bins = int(round((stop - start) / bin_s))
         if n_bins < 1:
@@ -264,10 +298,12 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
                                  f"shorter than one {bin_s * 1000:g} ms bin")
         edges = align[:, None] + start + bin_s * np.arange(n_bins + 1)  # trials x (bins + 1)
         # The session: from its first event (a spike, a trial) to its last, not from clock 0.
-        starts, stops = (np.asarray(nwb.trials[c][:], dtype=np.float64) for c in
+        starts, stops = (np.asarray(trials[c][:], dtype=np.float64) for c in
                          ("start_time", "stop_time"))
         first = min([float(s[0]) for s in spikes if s.size] + [float(starts.min())])
         last = max([float(s[-1]) for s in spikes if s.size] + [float(stops.max())])
+        if cfg.signal:  # the signal's own span is checked when it is binned
+            first, last = -np.inf, np.inf
         outside = np.flatnonzero((edges[:, 0] < first) | (edges[:, -1] > last))
         if outside.size:
             k = int(outside[0])
@@ -275,14 +311,25 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
                 f"{p}: trial {k}'s window ({edges[k, 0]:.3f} to {edges[k, -1]:.3f} s) lies "
                 f"outside the session ({first:.3f} to {last:.3f} s) for {outside.size} trial(s);"
                 " choose data.window_ms / data.align so every window is inside the recording")
-        counts = _count(spikes, edges)
-        warnings += _unit_warnings(nwb.units, units, edges, p) + _window_warnings(edges, p)
+        if cfg.signal:  # a recorded signal (calcium, EMG) instead of spike counts
+            series = _find_series(nwb, cfg.signal, p, "data.signal")
+            counts = _series_binned(series, edges, cfg.signal, p)
+            step = float(np.median(np.diff(_series_values(series)[1])))
+            if step > 1.5 * bin_s:
+                warnings.append(f"{p}: data.signal={cfg.signal} has a sample every "
+                                f"{step * 1000:.0f} ms, fewer than one per {bin_s * 1000:g} ms "
+                                f"bin: most bins are interpolated; set data.bin_size_ms="
+                                f"{step * 1000:.0f} or more")
+        else:
+            counts = _count(spikes, edges)
+            warnings += _unit_warnings(nwb.units, units, edges, p)
+        warnings += _window_warnings(edges, p)
         conditions = None
         if cfg.condition:
-            if cfg.condition not in nwb.trials.colnames:
+            if cfg.condition not in trials.colnames:
                 raise UserInputError(f"{p}: the trials table has no column '{cfg.condition}' "
                                      "(data.condition)")
-            conditions = np.asarray(nwb.trials[cfg.condition][:])[keep]
+            conditions = np.asarray(trials[cfg.condition][:])[keep]
         behavior = None
         if cfg.behavior:
             centres = 0.5 * (edges[:, :-1] + edges[:, 1:])
@@ -292,7 +339,7 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
                 behavior = behavior[:, : n_bins - cfg.forward_bins]
         # NLB's files as they are: a `heldout` units column marks the held-out neurons, and a
         # `split` trials column (train / val / test) the split; explicit settings win.
-        if ("heldout" in nwb.units.colnames and cfg.heldout_neurons is None
+        if (units.size and "heldout" in nwb.units.colnames and cfg.heldout_neurons is None
                 and cfg.heldout_fraction == 0):
             held = np.flatnonzero(np.asarray(nwb.units["heldout"][:], dtype=bool)[units])
             cfg = cfg.model_copy(update={"heldout_neurons": [int(i) for i in held]})
