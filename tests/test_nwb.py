@@ -185,7 +185,7 @@ def test_curated_units_can_be_chosen_and_noise_units_are_pointed_out(tmp_path):
     assert ds.n_neurons == N_UNITS and any(
         "quality column marks 2 of 6 unit(s) as noise; all units are read (keep some with "
         "--set data.units=quality=good)" in w for w in ds.meta["warnings"])
-    good = load_dataset(path, DataConfig(units="quality=good,mua"))
+    good = load_dataset(path, DataConfig(units="quality=Good,MUA"))  # as people type it
     assert good.n_neurons == 4 and any("4 of 6 units read" in w for w in good.meta["warnings"])
     np.testing.assert_array_equal(good.all_data()[..., 1], ds.all_data()[..., 2])  # unit 2
     for rule, words in (("KSLabel=good", "no column 'KSLabel'"),
@@ -218,6 +218,7 @@ def test_a_recorded_signal_and_another_intervals_table_can_be_the_data(tmp_path)
     ophys.add(seg)
     t = np.arange(0, 2.0 * N_TRIALS + 2.0, 1 / 30.0)
     dff = np.abs(np.sin(np.outer(t, np.arange(1, 6)))).astype(np.float32)
+    dff[40, 0] = np.nan  # a dropped frame (t = 1.33 s, in trial 0's fourth 100 ms bin)
     region = rois.create_roi_table_region("all", list(range(5)))
     ophys.add(DfOverF(RoiResponseSeries(name="dff", data=dff, rois=region, unit="",
                                         rate=30.0, starting_time=0.0)))
@@ -238,6 +239,9 @@ def test_a_recorded_signal_and_another_intervals_table_can_be_the_data(tmp_path)
     # Each bin is the mean of its frames: trial 0, bin 0 = frames in [1.0, 1.1) s.
     frames = (t >= 1.0 - 1e-9) & (t < 1.1 - 1e-9)
     np.testing.assert_allclose(ds.all_data()[0, 0], dff[frames].mean(0), rtol=1e-5)
+    frames = (t >= 1.3 - 1e-9) & (t < 1.4 - 1e-9)  # the dropped frame is left out of its bin
+    np.testing.assert_allclose(ds.all_data()[0, 3], np.nanmean(dff[frames], 0), rtol=1e-5)
+    assert np.isfinite(ds.all_data()).all()
     fine = load_dataset(path, DataConfig(signal="dff", intervals="epochs"))  # 10 ms bins
     assert any("a sample every 33 ms, fewer than one per 10 ms bin" in w
                for w in fine.meta["warnings"])

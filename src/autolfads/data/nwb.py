@@ -17,7 +17,9 @@ overlapping windows) is a warning.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -49,7 +51,11 @@ def _window(trials, keep: np.ndarray, cfg: DataConfig, p: Path
     if cfg.align not in (*columns, "start_time", "stop_time"):
         raise UserInputError(f"{p}: the trials table has no column '{cfg.align}' (data.align); "
                              f"columns: {', '.join(columns)}")
-    align = np.asarray(trials[cfg.align][:], dtype=np.float64)[keep]
+    try:
+        align = np.asarray(trials[cfg.align][:], dtype=np.float64)[keep]
+    except (TypeError, ValueError):
+        raise UserInputError(f"{p}: the trials column '{cfg.align}' (data.align) holds no times"
+                             ) from None
     missing = np.flatnonzero(~np.isfinite(align))
     if missing.size:
         raise UserInputError(f"{p}: {missing.size} trial(s) have no {cfg.align} (NaN): trials "
@@ -62,6 +68,11 @@ def _window(trials, keep: np.ndarray, cfg: DataConfig, p: Path
         return align, cfg.window_ms[0] / 1000.0, cfg.window_ms[1] / 1000.0
     # From the alignment to the end of the shortest trial (counted from its alignment).
     ends = np.asarray(trials["stop_time"][:], dtype=np.float64)[keep] - align
+    missing = np.flatnonzero(~np.isfinite(ends))
+    if missing.size:
+        raise UserInputError(f"{p}: {missing.size} trial(s) have no stop_time (NaN): trials "
+                             f"{listed(np.flatnonzero(keep)[missing])} (0-based); set "
+                             "data.window_ms")
     k = int(np.argmin(ends))
     bin_s = (cfg.bin_size_ms or DEFAULT_BIN_MS) / 1000.0
     if ends[k] < MIN_BINS * bin_s:
@@ -73,25 +84,25 @@ def _window(trials, keep: np.ndarray, cfg: DataConfig, p: Path
 
 
 def _series_paths(nwb) -> dict[str, object]:
-    """Every time series in the file by path: acquisition/NAME, MODULE/NAME and, inside
-    containers such as Position or BehavioralTimeSeries, MODULE/CONTAINER/NAME."""
+    """Every time series in the file but images, by path: MODULE/NAME or MODULE/CONTAINER/NAME
+    (inside Position, BehavioralTimeSeries, DfOverF, LFP, ...) first, then acquisition/NAME and
+    stimulus/NAME (raw recordings)."""
+    from pynwb import TimeSeries
+    from pynwb.image import ImageSeries
+
     found: dict[str, object] = {}
-
-    def add(prefix: str, obj) -> None:
-        if hasattr(obj, "data") and hasattr(obj, "rate"):
-            found[prefix] = obj
-        for attr in ("time_series", "spatial_series", "roi_response_series"):
-            inner = getattr(obj, attr, None)
-            if isinstance(inner, dict):
-                for name, series in inner.items():
-                    found[f"{prefix}/{name}"] = series
-
-    for name, obj in nwb.acquisition.items():
-        add(f"acquisition/{name}", obj)
-    for module in nwb.processing.values():
-        for name, obj in module.data_interfaces.items():
-            add(f"{module.name}/{name}", obj)
-    return found
+    for obj in nwb.objects.values():
+        if not isinstance(obj, TimeSeries) or isinstance(obj, ImageSeries):
+            continue
+        names, node = [], obj
+        while node is not None and node is not nwb:
+            names.append(node.name)
+            node = node.parent
+        if len(names) == 1:  # directly in the file
+            names.append("stimulus" if obj.name in nwb.stimulus else "acquisition")
+        found["/".join(reversed(names))] = obj
+    raw = ("acquisition/", "stimulus/")
+    return dict(sorted(found.items(), key=lambda kv: (kv[0].startswith(raw), kv[0])))
 
 
 def _find_series(nwb, name: str, p: Path, key: str = "data.behavior"):
@@ -112,46 +123,89 @@ def _find_series(nwb, name: str, p: Path, key: str = "data.behavior"):
     raise UserInputError(f"{p}: no time series '{name}' ({key}); the file has: {have}")
 
 
-def _series_at(series, times: np.ndarray, name: str, p: Path) -> np.ndarray:
+class _Clock(NamedTuple):
+    """When a series' samples were taken, without reading its data."""
+
+    n: int
+    first: float
+    last: float
+    step: float  # typical time between samples
+    index: Callable[[np.ndarray], np.ndarray]  # times -> the first sample at or after each
+    time: Callable[[np.ndarray], np.ndarray]  # sample indices -> times
+
+
+def _clock(series, name: str, key: str, p: Path) -> _Clock:
+    n = int(series.data.shape[0]) if hasattr(series.data, "shape") else len(series.data)
+    if n == 0 or not np.issubdtype(np.asarray(series.data[:1]).dtype, np.number):
+        raise UserInputError(f"{p}: {key}={name} holds no numeric samples")
+    if series.timestamps is not None:
+        ts = np.asarray(series.timestamps[:], dtype=np.float64)
+        if (np.diff(ts) < 0).any():
+            raise UserInputError(f"{p}: {key}={name}: its timestamps are not in increasing order")
+        step = float(np.median(np.diff(ts[:10_001]))) if n > 1 else 0.0
+        return _Clock(n, ts[0], ts[-1], step,
+                      lambda x: np.searchsorted(ts, x - 1e-6 * step), lambda i: ts[i])
+    t0, step = float(series.starting_time or 0.0), 1.0 / float(series.rate)
+    return _Clock(n, t0, t0 + (n - 1) * step, step,
+                  lambda x: np.clip(np.ceil((x - t0) / step - 1e-6), 0, n).astype(np.int64),
+                  lambda i: t0 + np.asarray(i) * step)
+
+
+def _values(series, a: int, b: int) -> np.ndarray:
+    """Samples a..b-1 as samples x channels, in the series' units (conversion, offset)."""
+    chunk = np.asarray(series.data[a:b], dtype=np.float64).reshape(b - a, -1)
+    return chunk * float(getattr(series, "conversion", 1.0) or 1.0) + float(
+        getattr(series, "offset", 0.0) or 0.0)
+
+
+def _check_covers(clock: _Clock, edges: np.ndarray, keep: np.ndarray, name: str, p: Path,
+                  key: str) -> None:
+    outside = np.flatnonzero((edges[:, 0] < clock.first) | (edges[:, -1] > clock.last))
+    if outside.size:
+        raise UserInputError(f"{p}: {key}={name} covers {clock.first:.3f} to {clock.last:.3f} s;"
+                             f" {outside.size} trial window(s) reach outside it (trials "
+                             f"{listed(np.flatnonzero(keep)[outside])}, 0-based)")
+
+
+def _series_at(series, times: np.ndarray, keep: np.ndarray, name: str, p: Path) -> np.ndarray:
     """The series' values at `times` (trials x bins), by linear interpolation: trials x bins x
     dims. A trial outside the series' time range is an error (its values would be invented)."""
-    data, t = _series_values(series)
-    _check_covers(t, times, name, p, "data.behavior")
+    clock = _clock(series, name, "data.behavior", p)
+    _check_covers(clock, times, keep, name, p, "data.behavior")
+    data, t = _values(series, 0, clock.n), clock.time(np.arange(clock.n))
     flat = times.ravel()
     out = np.stack([np.interp(flat, t, data[:, d]) for d in range(data.shape[1])], axis=-1)
     return out.reshape(*times.shape, data.shape[1])
 
 
-def _series_binned(series, edges: np.ndarray, name: str, p: Path) -> np.ndarray:
-    """A time series as data: the mean of its samples in each bin [edge, next edge) (trials x
-    bins x channels); a bin without a sample (a series slower than the bins) takes the value
-    interpolated at its centre."""
-    data, t = _series_values(series)
-    _check_covers(t, edges, name, p, "data.signal")
-    csum = np.concatenate([np.zeros((1, data.shape[1])), np.cumsum(data, axis=0)])
-    at = np.searchsorted(t, edges)  # trials x (bins + 1)
-    n = np.diff(at, axis=1)[..., None]
-    sums = csum[at[:, 1:]] - csum[at[:, :-1]]
-    centres = 0.5 * (edges[:, :-1] + edges[:, 1:])
-    interp = np.stack([np.interp(centres, t, data[:, d]) for d in range(data.shape[1])], -1)
-    return np.where(n > 0, sums / np.maximum(n, 1), interp).astype(np.float32)
-
-
-def _series_values(series) -> tuple[np.ndarray, np.ndarray]:
-    """(samples x channels, sample times) of a time series."""
-    data = np.asarray(series.data[:], dtype=np.float64)
-    data = data.reshape(len(data), -1)
-    t = (np.asarray(series.timestamps[:], dtype=np.float64) if series.timestamps is not None
-         else series.starting_time + np.arange(len(data)) / series.rate)
-    return data, t
-
-
-def _check_covers(t: np.ndarray, edges: np.ndarray, name: str, p: Path, key: str) -> None:
-    outside = np.flatnonzero((edges[:, 0] < t[0]) | (edges[:, -1] > t[-1]))
-    if outside.size:
-        raise UserInputError(f"{p}: {key}={name} covers {t[0]:.3f} to {t[-1]:.3f} s; "
-                             f"{outside.size} trial window(s) reach outside it (trials "
-                             f"{listed(outside)} in the order read, 0-based)")
+def _series_binned(series, edges: np.ndarray, keep: np.ndarray, name: str, p: Path
+                   ) -> tuple[np.ndarray, float]:
+    """A time series as data: the mean of its finite samples in each bin [edge, next edge)
+    (trials x bins x channels), read one trial at a time (a raw recording need not fit in
+    memory); a bin without one (a series slower than the bins) takes the value interpolated
+    at its centre. Also the time between samples."""
+    clock = _clock(series, name, "data.signal", p)
+    _check_covers(clock, edges, keep, name, p, "data.signal")
+    at = clock.index(edges)  # trials x (bins + 1)
+    out = []
+    for k in range(edges.shape[0]):
+        a, b = max(int(at[k, 0]) - 1, 0), min(int(at[k, -1]) + 1, clock.n)  # and a neighbour
+        chunk = _values(series, a, b)
+        ok = np.isfinite(chunk)
+        zero = np.zeros((1, chunk.shape[1]))
+        sums = np.concatenate([zero, np.cumsum(np.where(ok, chunk, 0.0), axis=0)])
+        counts = np.concatenate([zero, np.cumsum(ok, axis=0)])
+        loc = at[k] - a
+        n = counts[loc[1:]] - counts[loc[:-1]]
+        mean = (sums[loc[1:]] - sums[loc[:-1]]) / np.maximum(n, 1)
+        centres = 0.5 * (edges[k, :-1] + edges[k, 1:])
+        t = clock.time(np.arange(a, b))
+        for d in np.flatnonzero((n == 0).any(axis=0)):
+            good, empty = ok[:, d], n[:, d] == 0
+            mean[empty, d] = np.interp(centres[empty], t[good], chunk[good, d]) if good.any() \
+                else np.nan  # no sample at all: the data check names it
+        out.append(mean)
+    return np.stack(out).astype(np.float32), clock.step
 
 
 def _count(spikes: list[np.ndarray], edges: np.ndarray) -> np.ndarray:
@@ -186,8 +240,15 @@ def _units_kept(units, rule: str | None, p: Path) -> tuple[np.ndarray, list[str]
     if col not in units.colnames:
         raise UserInputError(f"{p}: the units table has no column '{col}' (data.units); "
                              f"columns: {', '.join(units.colnames)}")
+    def same(v: str, want: str) -> bool:  # "Good" is good, and 10 is 10.0
+        v, want = str(v).strip().lower(), want.strip().lower()
+        try:
+            return v == want or float(v) == float(want)
+        except ValueError:
+            return False
+
     vals = np.array([str(v) for v in units[col][:]])
-    keep = np.isin(vals, values.split(","))
+    keep = np.array([any(same(v, w) for w in values.split(",")) for v in vals])
     if not keep.any():
         raise UserInputError(f"{p}: no unit has {col} = {values} (data.units); its values: "
                              f"{', '.join(sorted(set(vals))[:8])}")
@@ -308,13 +369,16 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
         if outside.size:
             k = int(outside[0])
             raise UserInputError(
-                f"{p}: trial {k}'s window ({edges[k, 0]:.3f} to {edges[k, -1]:.3f} s) lies "
+                f"{p}: trial {int(np.flatnonzero(keep)[k])}'s window ({edges[k, 0]:.3f} to "
+                f"{edges[k, -1]:.3f} s) lies "
                 f"outside the session ({first:.3f} to {last:.3f} s) for {outside.size} trial(s);"
                 " choose data.window_ms / data.align so every window is inside the recording")
         if cfg.signal:  # a recorded signal (calcium, EMG) instead of spike counts
             series = _find_series(nwb, cfg.signal, p, "data.signal")
-            counts = _series_binned(series, edges, cfg.signal, p)
-            step = float(np.median(np.diff(_series_values(series)[1])))
+            counts, step = _series_binned(series, edges, keep, cfg.signal, p)
+            if cfg.units:
+                warnings.append(f"{p}: data.units is for spikes; data.signal={cfg.signal} is "
+                                "read whole")
             if step > 1.5 * bin_s:
                 warnings.append(f"{p}: data.signal={cfg.signal} has a sample every "
                                 f"{step * 1000:.0f} ms, fewer than one per {bin_s * 1000:g} ms "
@@ -334,7 +398,7 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
         if cfg.behavior:
             centres = 0.5 * (edges[:, :-1] + edges[:, 1:])
             series = _find_series(nwb, cfg.behavior, p)
-            behavior = _series_at(series, centres, cfg.behavior, p)
+            behavior = _series_at(series, centres, keep, cfg.behavior, p)
             if 0 < cfg.forward_bins < n_bins:  # nothing to decode in the forward bins
                 behavior = behavior[:, : n_bins - cfg.forward_bins]
         # NLB's files as they are: a `heldout` units column marks the held-out neurons, and a
@@ -345,5 +409,5 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
             cfg = cfg.model_copy(update={"heldout_neurons": [int(i) for i in held]})
     ds = from_array(counts, layout="trials_time_neurons", conditions=conditions, cfg=cfg,
                     source=str(p), bin_size_s=bin_s, behavior=behavior, **inds)
-    ds.meta.setdefault("warnings", []).extend(warnings)
+    ds.meta["warnings"] = warnings + ds.meta.get("warnings", [])  # the file's own first
     return ds
