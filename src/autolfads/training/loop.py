@@ -292,7 +292,7 @@ class Trainer:
         """Train up to `epochs` more epochs (default: until cfg.train.epochs are done), calling
         `on_epoch` after each."""
         target = self.cfg.train.epochs if epochs is None else self.state.epoch + epochs
-        t0, first = time.perf_counter(), True
+        t0, begin = time.perf_counter(), self.state.epoch
         if early_stop and self.state.epoch > 0 and self.should_stop():
             return self.state  # a resumed training that had already stopped
         while self.state.epoch < target:
@@ -303,11 +303,10 @@ class Trainer:
                 elapsed = time.perf_counter() - t0
                 log(format_epoch(st, target, elapsed))
                 left = elapsed * (target - self.state.epoch)
-                if first and left > LONG_RUN_S:
+                if self.state.epoch == begin + 1 and left > LONG_RUN_S:  # after the first
                     log(f"at {elapsed:.1f} s per epoch the other {target - self.state.epoch} "
                         f"epochs take up to {left / 60:.0f} min (early stopping often ends "
                         "sooner)")
-            first = False
             if early_stop and self.should_stop():
                 if log is not None:
                     why = (f"smoothed validation cost has not improved for "

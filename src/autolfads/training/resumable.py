@@ -84,7 +84,7 @@ class Keeper:
     broken: bool = False  # a write failed: training goes on, not resumable
 
     def fit(self) -> TrainState:
-        if self.out_dir is not None and (self.out_dir / layout.TRAIN_STATE).is_file():
+        if self.trainer.state.epoch > 0:  # resumed: its state is the one on disk
             self.kept_epoch, self.kept_at = self.trainer.state.epoch, time.monotonic()
         state = self.trainer.fit(log=self.say, on_epoch=lambda _st: self.keep())
         if self.kept_epoch != state.epoch:  # an interruption from here on resumes at the end
