@@ -335,7 +335,7 @@ BAD_CASES = [
     bad("missing_variable", _mat("m.mat", spikes=GOOD, t=np.arange(3)),
         "'data'", "spikes", "data.variable"),
     bad("wrong_ndim", _mat("w.mat", data=GOOD[:, :, 0]),
-        "'data'", "3-D", "neurons x time x trials", "(6, 8)"),
+        "'data'", "one continuous recording of 8 bins", "3-D array, neurons x time x trials"),
     bad("empty_axis", _npz("e.npz", data=np.zeros((6, 0, 20))), "'data'", "empty", "(6, 0, 20)"),
     bad("nan", _mat("n.mat", data=_with_nan_count(3)), "'data'", "3 NaN/Inf", "(0, 0, 5)"),
     bad("inf", _mat("i.mat", data=_with_value(np.inf)), "'data'", "1 NaN/Inf", "(1, 2, 3)"),

@@ -17,7 +17,8 @@ pynwb = pytest.importorskip("pynwb")
 N_UNITS, N_TRIALS = 6, 20
 
 
-def write_nwb(path, units=True, trials=True, behavior=True, seed=0, nlb=False):
+def write_nwb(path, units=True, trials=True, behavior=True, seed=0, nlb=False,
+              behavior_from=0.0):
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 
     rng = np.random.default_rng(seed)
@@ -41,10 +42,10 @@ def write_nwb(path, units=True, trials=True, behavior=True, seed=0, nlb=False):
         for n, s in enumerate(spikes):
             nwb.add_unit(spike_times=s, **({"heldout": n in (1, 4)} if nlb else {}))
     if behavior:
-        t = np.arange(0, starts[-1] + 1.2, 0.001)
+        t = np.arange(behavior_from, starts[-1] + 1.2, 0.001)
         vel = np.stack([np.sin(t), np.cos(3 * t)], axis=1)
         nwb.add_acquisition(TimeSeries(name="hand_vel", data=vel, unit="m/s", rate=1000.0,
-                                       starting_time=0.0))
+                                       starting_time=behavior_from))
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
     return spikes, starts
@@ -85,13 +86,12 @@ def test_nlb_nwb_files_work_as_they_are(tmp_path):
 
 @pytest.mark.parametrize("kind,words", [
     ("no_units", ["no units table"]),
-    ("no_trials", ["no trials table"]),
     ("outside", ["outside the session", "data.window_ms"]),
     ("bad_align", ["no column 'go_cue'", "data.align"]),
 ])
 def test_bad_nwb_is_one_error_line(kind, words, tmp_path, monkeypatch, capsys):
     path = tmp_path / "bad.nwb"
-    write_nwb(path, units=kind != "no_units", trials=kind != "no_trials")
+    write_nwb(path, units=kind != "no_units")
     extra = {"outside": ["--set", "data.window_ms=[-2000,500]"],
              "bad_align": ["--set", "data.align=go_cue"]}.get(kind, [])
     code, _, err = run_cli(monkeypatch, capsys, "train", path, "--out", tmp_path / "run",
@@ -230,10 +230,11 @@ def test_a_recorded_signal_and_another_intervals_table_can_be_the_data(tmp_path)
              "--set data.signal=ophys/DfOverF/dff")
     with pytest.raises(UserInputError, match=re.escape(words)):
         load_dataset(path)
-    with pytest.raises(UserInputError, match=re.escape("no trials table (the file has other "
-                                                       "intervals: epochs; choose one with --set "
-                                                       "data.intervals=epochs)")):
-        load_dataset(path, DataConfig(signal="dff"))
+    whole = load_dataset(path, DataConfig(signal="dff", bin_size_ms=100, segment_bins=20))
+    assert whole.segments.n_bins == int((t[-1] - t[0]) / 0.1)  # the session, in whole bins
+    assert any("no trials table: the session is read as one continuous recording (the file has "
+               "other intervals: epochs; choose one with --set data.intervals=epochs)" in w
+               for w in whole.meta["warnings"])
     ds = load_dataset(path, DataConfig(signal="dff", intervals="epochs", bin_size_ms=100))
     assert (ds.n_trials, ds.n_time, ds.n_neurons) == (N_TRIALS, 10, 5)
     # Each bin is the mean of its frames: trial 0, bin 0 = frames in [1.0, 1.1) s.
@@ -245,3 +246,43 @@ def test_a_recorded_signal_and_another_intervals_table_can_be_the_data(tmp_path)
     fine = load_dataset(path, DataConfig(signal="dff", intervals="epochs"))  # 10 ms bins
     assert any("a sample every 33 ms, fewer than one per 10 ms bin" in w
                for w in fine.meta["warnings"])
+
+
+def test_a_session_without_trials_is_one_recording_in_segments(tmp_path):
+    """No trials table: the units' spikes are binned from the first spike to the last, as one
+    recording cut into segments; behaviour is resampled over the same bins; settings that need
+    trials say so."""
+    path = tmp_path / "spont.nwb"
+    spikes, _ = write_nwb(path, trials=False, behavior_from=2.0)
+    cfg = DataConfig(bin_size_ms=20, behavior="hand_vel", segment_bins=40, segment_overlap=8)
+    ds = load_dataset(path, cfg)
+    # behaviour starts at 2 s, after the first spike: the recording is read where both are
+    first = 2.0
+    n_bins = int((max(s[-1] for s in spikes) - first) / 0.02)
+    assert any("data.behavior=hand_vel covers 2.000 to" in w for w in ds.meta["warnings"])
+    edges = first + 0.02 * np.arange(n_bins + 1)
+    by_hand = np.stack([np.histogram(s, edges)[0] for s in spikes], axis=1)
+    assert ds.segments.n_bins == n_bins and ds.n_time == 40
+    np.testing.assert_array_equal(ds.segments.merge(ds.all_data()), by_hand)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    np.testing.assert_allclose(ds.segments.merge(ds.behavior)[:, 0], np.sin(centres), atol=1e-4)
+    with pytest.raises(UserInputError, match="data.condition=reach names a trials column"):
+        load_dataset(path, DataConfig(condition="reach"))
+    said = load_dataset(path, DataConfig(window_ms=[-200, 500], align="go"))
+    for key in ("window_ms", "align"):
+        assert any(f"data.{key} is for trials; the session has none, so it is ignored" in w
+                   for w in said.meta["warnings"])
+    with pytest.raises(UserInputError, match=re.escape("no epochs table")):
+        load_dataset(path, DataConfig(intervals="epochs"))
+
+
+
+def test_a_window_that_is_not_whole_bins_is_said(tmp_path):
+    path = tmp_path / "s.nwb"
+    write_nwb(path)
+    ds = load_dataset(path, DataConfig(window_ms=[0, 705], bin_size_ms=20))
+    assert ds.n_time == 35
+    assert any("the window (0 to 705 ms) is not a whole number of 20 ms bins; read as 0 to 700 "
+               "ms (35 bins)" in w for w in ds.meta["warnings"])
+    whole = load_dataset(path, DataConfig(window_ms=[-200, 500], bin_size_ms=20))
+    assert not any("whole number" in w for w in whole.meta["warnings"])

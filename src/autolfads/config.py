@@ -60,6 +60,11 @@ class DataConfig(_Section):
     signal: str | None = None
     # NWB: the intervals table whose rows are the trials (trials, epochs, or another one).
     intervals: str = "trials"
+    # A continuous recording (a 2-D array, or an NWB file without a trials table): cut into
+    # segments of segment_bins bins (None: 100) that overlap by segment_overlap bins (None: a
+    # fifth), trained as trials; the outputs are also merged back into one recording.
+    segment_bins: int | None = Field(None, ge=1)
+    segment_overlap: int | None = Field(None, ge=0)
     deconvolve: bool = False
     tau_decay_s: float | None = Field(None, gt=0)
     event_threshold_sd: float = Field(1.0, ge=0)  # events below this many noise SDs become 0

@@ -121,7 +121,7 @@ def resolve_data(data: DataLike, cfg: DataConfig, say: Callable[[str], None] | N
         ds = data
     elif isinstance(data, np.ndarray):
         layout = "trials_time_neurons" if cfg.layout == "auto" else cfg.layout
-        ds = from_array(data, layout=layout, cfg=cfg)
+        ds = from_array(data, layout=layout, cfg=cfg, layout_guessed=cfg.layout == "auto")
     else:
         ds = _read(data, cfg)
     return deconvolve_if_asked(ds, cfg, say)

@@ -195,8 +195,7 @@ def _trials(v: RunView, page: _Page) -> str:
         return _traces(v, page, rates, spikes, truth, trials)
     fig = plots.example_trials(rates, trials, spikes, truth, v.bin_ms)
     unit = plots.rate_units(v.bin_ms)[1]
-    caption = (f"Validation trials {', '.join(str(k + 1) for k in trials)} (1-based, original "
-               f"order). Top: inferred rates ({unit}) per neuron over time"
+    caption = (_which(v, trials) + f". Top: inferred rates ({unit}) per neuron over time"
                + ("; circles are spikes (larger = more spikes in the bin)" if spikes is not None
                   else "") + ". Bottom: the three busiest neurons, inferred rate (solid)"
                + (" and true rate (dashed)" if truth is not None else "") + ".")
@@ -208,13 +207,24 @@ def _trials(v: RunView, page: _Page) -> str:
     return out + page.figure("trials", fig, caption, "example trials")
 
 
+def _which(v: RunView, trials: list[int]) -> str:
+    """Which trials a figure shows; for a continuous recording, which of its segments."""
+    shown = ", ".join(str(k + 1) for k in trials)
+    starts = v.outputs.get("segment_starts") if v.outputs is not None else None
+    if starts is None:
+        return f"Validation trials {shown} (1-based, original order)"
+    first = ", ".join(str(int(starts[k]) + 1) for k in trials)
+    return (f"Validation segments {shown} of the recording (1-based; they begin at its bins "
+            f"{first}; the outputs hold the whole recording merged as rates_continuous, ...)")
+
+
 def _traces(v: RunView, page: _Page, means: np.ndarray, data: np.ndarray | None,
             truth: np.ndarray | None, trials: list[int]) -> str:
     """Continuous data (EMG, calcium events, ...): observed traces with the inferred mean."""
     fig = plots.example_traces(means, trials, data, truth, v.bin_ms)
-    caption = (f"Validation trials {', '.join(str(k + 1) for k in trials)} (1-based, original "
-               f"order): the {plots.N_TRACE_CHANNELS} most active channels, observed signal "
-               "(grey), inferred mean of the " + v.observation.replace("_", "-") + " model (solid)"
+    caption = (_which(v, trials) + f": the {plots.N_TRACE_CHANNELS} most active channels, "
+               "observed signal (grey), inferred mean of the "
+               + v.observation.replace("_", "-") + " model (solid)"
                + (" and true mean (dashed)" if truth is not None else "")
                + ", in the data's units, one panel per channel.")
     out = _note(v.notes.get("data", "the input data was not found")) if data is None else ""

@@ -8,10 +8,14 @@ trial order are recorded so that outputs can be written back the way the data ca
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from autolfads.rundir.layout import MATLAB_LAYOUT
+
+if TYPE_CHECKING:
+    from autolfads.data.segments import Segments
 
 # Axis names a user can give in `data.layout`, e.g. "neurons_time_trials" (the tutorial's .mat).
 AXES = ("trials", "time", "neurons")
@@ -46,6 +50,8 @@ class Dataset:
     # see; the model still reconstructs them (co-bps, fp-bps).
     heldout_neurons: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     forward_bins: int = 0
+    # A continuous recording cut into overlapping segments (its trials); None for trial data.
+    segments: Segments | None = None
 
     @property
     def heldin_neurons(self) -> np.ndarray:
@@ -125,9 +131,13 @@ class Dataset:
         # Counts come from neurons; continuous signals (EMG, calcium) from channels.
         x = self.train_data
         noun = "neurons" if bool((x == np.round(x)).all()) else "channels"
+        size = f"{self.n_trials} trials x {self.n_time} bins x {self.n_neurons} {noun}"
+        if self.segments is not None:  # its segments are the trials
+            size = self.segments.describe(f"{self.n_neurons} {noun}")
+            test = test.replace("trials", "segments")
+            held.append("segments set by data.segment_bins, data.segment_overlap")
         return (
-            f"{self.n_trials} trials x {self.n_time} bins x {self.n_neurons} {noun} "
-            f"({len(self.train_inds)} train / {len(self.valid_inds)} valid{test})"
+            f"{size} ({len(self.train_inds)} train / {len(self.valid_inds)} valid{test})"
             + (f"; {', '.join(held)}" if held else "")
         )
 

@@ -116,8 +116,13 @@ def deconvolve_dataset(ds: Dataset, options: DeconvolveOptions = DeconvolveOptio
                        progress: Callable[[int, int], None] | None = None) -> Dataset:
     """The dataset with its traces replaced by deconvolved events (split, order, truth kept)."""
     frame_rate = None if ds.bin_size_s is None else 1.0 / ds.bin_size_s
-    events = deconvolve_traces(ds.all_data(), options, frame_rate, progress,
+    traces, seg = ds.all_data(), ds.segments
+    if seg is not None:  # a continuous recording: deconvolved whole, then cut again the same way
+        traces = seg.join(traces)[None]
+    events = deconvolve_traces(traces, options, frame_rate, progress,
                                what=f"deconvolve {ds.source}")
+    if seg is not None:
+        events = seg.cut(events[0])
     # A truth that came with the traces (synthetic data: spike rates) is in other units than
     # the events: only scale-free comparisons with it mean anything.
     meta = {**ds.meta, "truth_scale_free": ds.has_truth}

@@ -1,9 +1,9 @@
 """Read spike data (.mat v5/v7.3, LFADS .h5, .npz, numpy arrays) into a `Dataset`.
 
-Every reader funnels into `_build`, so files and in-memory arrays get the same checks (see
-`validate.py`) and the same train/valid split. The writers live in `writers.py` (datasets) and
-`rundir/outputs.py` (a run's outputs) and are re-exported here, so `autolfads.data.io` is the one
-import for data in and out.
+Every reader funnels into `build_dataset` (build.py), so files and in-memory arrays get the same
+checks (see `validate.py`) and the same train/valid split. The writers live in `writers.py`
+(datasets) and `rundir/outputs.py` (a run's outputs) and are re-exported here, so
+`autolfads.data.io` is the one import for data in and out.
 """
 
 from __future__ import annotations
@@ -15,26 +15,18 @@ import h5py
 import numpy as np
 
 from autolfads.config import DataConfig
-from autolfads.data.dataset import Dataset, permutation
+from autolfads.data.build import build_dataset
+from autolfads.data.dataset import Dataset
 from autolfads.data.nlb_tensors import is_nlb, read_nlb
 from autolfads.data.split import split_trials
 from autolfads.data.validate import (
     as_numeric,
     check_3d,
-    check_behavior,
-    check_bins,
-    check_conditions,
-    check_ext_input,
-    check_heldout,
-    check_input_times,
     check_rates,
     check_scalar,
-    check_trials,
     check_values,
-    content_warnings,
     parse_layout,
     resolve_inds,
-    resolve_test_inds,
 )
 from autolfads.data.variables import layout_text, read_mat, read_npz, unreadable
 from autolfads.data.writers import write_lfads_h5, write_tutorial_mat
@@ -115,6 +107,7 @@ def from_array(
     true_input_times: np.ndarray | None = None,
     behavior: np.ndarray | None = None,
     test_inds: np.ndarray | None = None,
+    layout_guessed: bool = False,
 ) -> Dataset:
     """A `Dataset` from in-memory arrays, with the same checks and split as `load_dataset`.
 
@@ -123,108 +116,11 @@ def from_array(
     `true_input_times` (synthetic data) is one 0-based bin per trial, in the data's trial order.
     `behavior`: decode targets, trials x time x variables (possibly fewer, final, bins).
     """
-    return _build(
+    return build_dataset(
         data, layout, label=source, noun="argument", cfg=cfg, truth=truth,
         conditions=conditions, train_inds=train_inds, valid_inds=valid_inds,
         test_inds=test_inds, ext_input=ext_input, bin_size_s=bin_size_s,
-        true_input_times=true_input_times, behavior=behavior,
-    )  # fmt: skip
-
-
-def _build(
-    data: object,
-    layout: str,
-    *,
-    label: str,
-    noun: str,
-    cfg: DataConfig | None,
-    truth: object = None,
-    conditions: object = None,
-    train_inds: object = None,
-    valid_inds: object = None,
-    test_inds: object = None,
-    ext_input: object = None,
-    bin_size_s: float | None = None,
-    data_name: str = "data",
-    can_relayout: bool = True,
-    true_input_times: object = None,
-    behavior: object = None,
-    behavior_name: str = "behavior",
-    one_based: bool = False,
-) -> Dataset:
-    """The one place data becomes a Dataset. `one_based`: the source's convention for a
-    test_inds list given alone (MATLAB's files: 1-based), used only where the list cannot tell."""
-    cfg = cfg or DataConfig()
-
-    def describe(name: str) -> str:
-        return f"{label}: {noun} '{name}'"
-
-    what = describe(data_name)
-    layout = parse_layout(layout, what)
-    a = as_numeric(data, what)
-    check_3d(a, what, layout)
-    check_trials(a.shape, layout, what, can_relayout)
-    check_bins(a.shape, layout, what)
-    check_values(a, what)
-    perm = permutation(layout, INTERNAL_LAYOUT)
-    x = np.ascontiguousarray(a.transpose(perm), dtype=np.float32)
-    n = x.shape[0]
-
-    true_rates = None
-    if truth is not None:
-        t = as_numeric(truth, describe("truth"))
-        if t.shape != a.shape:
-            raise UserInputError(
-                f"{describe('truth')}: shape {t.shape} does not match the data's {a.shape}; truth "
-                "must hold the true rates in the same layout as the data"
-            )
-        check_rates(t, describe("truth"))
-        true_rates = np.ascontiguousarray(t.transpose(perm), dtype=np.float32)
-    cond = check_conditions(conditions, n, describe("conditions"))
-    ext = check_ext_input(ext_input, x.shape, describe("ext_input"))
-    input_times = check_input_times(true_input_times, x.shape, describe("true_input_times"))
-    heldout, forward = check_heldout(cfg, x.shape[2], x.shape[1], label)
-    warnings: list[str] = []
-    # Decode targets end with the last observed bin: forward bins have no behaviour to decode.
-    full = behavior is not None and np.shape(behavior)[:2] == (n, x.shape[1])
-    if forward and full:  # recorded over the whole trial: its forward bins are dropped
-        behavior = np.asarray(behavior)[:, : x.shape[1] - forward]
-        warnings.append(f"{describe(behavior_name)}: covers all {x.shape[1]} bins; its last "
-                        f"{forward} (the forward bins) are left out of decoding")
-    beh = check_behavior(behavior, (n, x.shape[1] - forward), describe(behavior_name))
-
-    if train_inds is None and valid_inds is None and test_inds is not None:
-        te, note = resolve_test_inds(test_inds, n, label, one_based)
-        warnings += [note] if note else []
-        rest = np.setdiff1d(np.arange(n), te)
-        no_test = cfg.model_copy(update={"test_every": 0, "test_fraction": 0.0})
-        a, b, _ = split_trials(len(rest), no_test)
-        tr, va = rest[a], rest[b]
-        split = f"test_inds from the data; {cfg.split} over the other trials"
-    elif train_inds is None and valid_inds is None:
-        tr, va, te = split_trials(n, cfg)
-        split = cfg.split
-    else:
-        tr, va, te = resolve_inds(train_inds, valid_inds, n, label, test_inds)
-        split = "from the data (train_inds/valid_inds" + ("/test_inds)" if len(te) else ")")
-    warnings += content_warnings(x, true_rates, beh, {"valid": va, "test": te}, label)
-    if cfg.bin_size_ms is not None:  # an explicit setting beats what the file says
-        bin_size_s = cfg.bin_size_ms / 1000.0
-
-    def pick(arr: np.ndarray | None, inds: np.ndarray) -> np.ndarray | None:
-        return None if arr is None else np.ascontiguousarray(arr[inds])
-
-    def test(arr: np.ndarray | None) -> np.ndarray | None:
-        return pick(arr, te) if len(te) else None
-
-    return Dataset(
-        train_data=pick(x, tr), valid_data=pick(x, va), train_inds=tr, valid_inds=va,
-        train_truth=pick(true_rates, tr), valid_truth=pick(true_rates, va),
-        train_ext_input=pick(ext, tr), valid_ext_input=pick(ext, va),
-        conditions=cond, true_input_times=input_times, behavior=beh, bin_size_s=bin_size_s,
-        source=label, layout=layout, meta={"split": split, "warnings": warnings},
-        test_inds=te, test_data=test(x), test_truth=test(true_rates), test_ext_input=test(ext),
-        heldout_neurons=heldout, forward_bins=forward,
+        true_input_times=true_input_times, behavior=behavior, layout_guessed=layout_guessed,
     )  # fmt: skip
 
 
@@ -268,16 +164,18 @@ def _from_table(
     times = values.get("true_input_times")
     if conditions_one_based and times is not None:  # MATLAB bin numbers are 1-based
         times = as_numeric(times, f"{p}: variable 'true_input_times'") - 1
-    ds = _build(
+    ds = build_dataset(
         values[var], layout, label=str(p), noun="variable", cfg=cfg, truth=values.get("truth"),
         conditions=cond, train_inds=values.get("train_inds"), valid_inds=values.get("valid_inds"),
         test_inds=values.get("test_inds"),
         bin_size_s=_bin_size_s(values, str(p), "variable"), data_name=var,
         true_input_times=times, behavior=values.get("behavior"), one_based=conditions_one_based,
         can_relayout=said is None or cfg.layout != "auto",  # the file's own word stands
+        layout_guessed=said is None and cfg.layout == "auto",
     )  # fmt: skip
     ds.meta.setdefault("warnings", []).extend(warnings)
-    if assumed and ds.n_trials < ds.n_neurons:  # trials-first arrays (Python's habit) land here
+    # Trials-first arrays (Python's habit) land here; a recording's segments are not trials.
+    if assumed and ds.segments is None and ds.n_trials < ds.n_neurons:
         ds.meta.setdefault("warnings", []).extend([
             f"{p}: read as {' x '.join(layout.split('_'))} (the tutorial's order): "
             f"{ds.n_trials} trials of {ds.n_neurons} neurons; if the first axis holds the "
@@ -383,7 +281,7 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
     full = np.empty((n, *x["train"].shape[1:]), dtype=np.float32)
     for sp in splits:
         full[inds[sp]] = x[sp]
-    return _build(
+    return build_dataset(
         full, INTERNAL_LAYOUT, label=label, noun="dataset", cfg=cfg,
         truth=merge("truth", check_rates), conditions=vals.get("conditions"),
         train_inds=inds["train"], valid_inds=inds["valid"], test_inds=inds.get("test"),
@@ -404,7 +302,7 @@ def _from_nlb(label: str, vals: dict[str, np.ndarray], cfg: DataConfig) -> Datas
         tr, va, _ = split_trials(t.n_train, no_test)
         inds = {"train_inds": tr, "valid_inds": va,
                 "test_inds": np.arange(t.n_train, t.n_train + t.n_eval)}
-    ds = _build(t.data, INTERNAL_LAYOUT, label=label, noun="dataset", cfg=t.cfg,
+    ds = build_dataset(t.data, INTERNAL_LAYOUT, label=label, noun="dataset", cfg=t.cfg,
                 bin_size_s=_bin_size_s(vals, label, "dataset"), data_name="train_spikes_heldin",
                 can_relayout=False, behavior=t.behavior,
                 behavior_name="train_behavior/eval_behavior", **inds)

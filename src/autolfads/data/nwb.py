@@ -17,14 +17,13 @@ overlapping windows) is a warning.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from autolfads.config import DataConfig
 from autolfads.data.dataset import Dataset
+from autolfads.data.nwb_series import clock_of, find_series, series_at, series_binned, series_paths
 from autolfads.data.validate import MIN_BINS, listed
 from autolfads.errors import UserInputError
 
@@ -81,131 +80,6 @@ def _window(trials, keep: np.ndarray, cfg: DataConfig, p: Path
             f"after its {cfg.align}, and the shortest trial sets the default window: fewer than "
             f"{MIN_BINS} bins of {bin_s * 1000:g} ms; set data.window_ms (e.g. [0, 700])")
     return align, 0.0, float(ends[k])
-
-
-def _series_paths(nwb) -> dict[str, object]:
-    """Every time series in the file but images, by path: MODULE/NAME or MODULE/CONTAINER/NAME
-    (inside Position, BehavioralTimeSeries, DfOverF, LFP, ...) first, then acquisition/NAME and
-    stimulus/NAME (raw recordings)."""
-    from pynwb import TimeSeries
-    from pynwb.image import ImageSeries
-
-    found: dict[str, object] = {}
-    for obj in nwb.objects.values():
-        if not isinstance(obj, TimeSeries) or isinstance(obj, ImageSeries):
-            continue
-        names, node = [], obj
-        while node is not None and node is not nwb:
-            names.append(node.name)
-            node = node.parent
-        if len(names) == 1:  # directly in the file
-            names.append("stimulus" if obj.name in nwb.stimulus else "acquisition")
-        found["/".join(reversed(names))] = obj
-    raw = ("acquisition/", "stimulus/")
-    return dict(sorted(found.items(), key=lambda kv: (kv[0].startswith(raw), kv[0])))
-
-
-def _find_series(nwb, name: str, p: Path, key: str = "data.behavior"):
-    """data.behavior (or data.signal) as one time series: a name or the end of a path
-    (behavior/hand_vel); a container holding one series stands for it."""
-    paths = _series_paths(nwb)
-    want = name.strip("/")
-    hits = [k for k in paths if k == want or k.endswith("/" + want)]
-    if not hits:  # a container's name: the series inside it, where it holds one
-        hits = [k for k in paths if k.rsplit("/", 1)[0] == want
-                or k.rsplit("/", 1)[0].endswith("/" + want)]
-    if len(hits) == 1:
-        return paths[hits[0]]
-    if hits:
-        raise UserInputError(f"{p}: {key}={name} matches {len(hits)} time series: "
-                             f"{', '.join(hits)}; give one of these paths")
-    have = ", ".join(list(paths)[:8]) or "none"
-    raise UserInputError(f"{p}: no time series '{name}' ({key}); the file has: {have}")
-
-
-class _Clock(NamedTuple):
-    """When a series' samples were taken, without reading its data."""
-
-    n: int
-    first: float
-    last: float
-    step: float  # typical time between samples
-    index: Callable[[np.ndarray], np.ndarray]  # times -> the first sample at or after each
-    time: Callable[[np.ndarray], np.ndarray]  # sample indices -> times
-
-
-def _clock(series, name: str, key: str, p: Path) -> _Clock:
-    n = int(series.data.shape[0]) if hasattr(series.data, "shape") else len(series.data)
-    if n == 0 or not np.issubdtype(np.asarray(series.data[:1]).dtype, np.number):
-        raise UserInputError(f"{p}: {key}={name} holds no numeric samples")
-    if series.timestamps is not None:
-        ts = np.asarray(series.timestamps[:], dtype=np.float64)
-        if (np.diff(ts) < 0).any():
-            raise UserInputError(f"{p}: {key}={name}: its timestamps are not in increasing order")
-        step = float(np.median(np.diff(ts[:10_001]))) if n > 1 else 0.0
-        return _Clock(n, ts[0], ts[-1], step,
-                      lambda x: np.searchsorted(ts, x - 1e-6 * step), lambda i: ts[i])
-    t0, step = float(series.starting_time or 0.0), 1.0 / float(series.rate)
-    return _Clock(n, t0, t0 + (n - 1) * step, step,
-                  lambda x: np.clip(np.ceil((x - t0) / step - 1e-6), 0, n).astype(np.int64),
-                  lambda i: t0 + np.asarray(i) * step)
-
-
-def _values(series, a: int, b: int) -> np.ndarray:
-    """Samples a..b-1 as samples x channels, in the series' units (conversion, offset)."""
-    chunk = np.asarray(series.data[a:b], dtype=np.float64).reshape(b - a, -1)
-    return chunk * float(getattr(series, "conversion", 1.0) or 1.0) + float(
-        getattr(series, "offset", 0.0) or 0.0)
-
-
-def _check_covers(clock: _Clock, edges: np.ndarray, keep: np.ndarray, name: str, p: Path,
-                  key: str) -> None:
-    outside = np.flatnonzero((edges[:, 0] < clock.first) | (edges[:, -1] > clock.last))
-    if outside.size:
-        raise UserInputError(f"{p}: {key}={name} covers {clock.first:.3f} to {clock.last:.3f} s;"
-                             f" {outside.size} trial window(s) reach outside it (trials "
-                             f"{listed(np.flatnonzero(keep)[outside])}, 0-based)")
-
-
-def _series_at(series, times: np.ndarray, keep: np.ndarray, name: str, p: Path) -> np.ndarray:
-    """The series' values at `times` (trials x bins), by linear interpolation: trials x bins x
-    dims. A trial outside the series' time range is an error (its values would be invented)."""
-    clock = _clock(series, name, "data.behavior", p)
-    _check_covers(clock, times, keep, name, p, "data.behavior")
-    data, t = _values(series, 0, clock.n), clock.time(np.arange(clock.n))
-    flat = times.ravel()
-    out = np.stack([np.interp(flat, t, data[:, d]) for d in range(data.shape[1])], axis=-1)
-    return out.reshape(*times.shape, data.shape[1])
-
-
-def _series_binned(series, edges: np.ndarray, keep: np.ndarray, name: str, p: Path
-                   ) -> tuple[np.ndarray, float]:
-    """A time series as data: the mean of its finite samples in each bin [edge, next edge)
-    (trials x bins x channels), read one trial at a time (a raw recording need not fit in
-    memory); a bin without one (a series slower than the bins) takes the value interpolated
-    at its centre. Also the time between samples."""
-    clock = _clock(series, name, "data.signal", p)
-    _check_covers(clock, edges, keep, name, p, "data.signal")
-    at = clock.index(edges)  # trials x (bins + 1)
-    out = []
-    for k in range(edges.shape[0]):
-        a, b = max(int(at[k, 0]) - 1, 0), min(int(at[k, -1]) + 1, clock.n)  # and a neighbour
-        chunk = _values(series, a, b)
-        ok = np.isfinite(chunk)
-        zero = np.zeros((1, chunk.shape[1]))
-        sums = np.concatenate([zero, np.cumsum(np.where(ok, chunk, 0.0), axis=0)])
-        counts = np.concatenate([zero, np.cumsum(ok, axis=0)])
-        loc = at[k] - a
-        n = counts[loc[1:]] - counts[loc[:-1]]
-        mean = (sums[loc[1:]] - sums[loc[:-1]]) / np.maximum(n, 1)
-        centres = 0.5 * (edges[k, :-1] + edges[k, 1:])
-        t = clock.time(np.arange(a, b))
-        for d in np.flatnonzero((n == 0).any(axis=0)):
-            good, empty = ok[:, d], n[:, d] == 0
-            mean[empty, d] = np.interp(centres[empty], t[good], chunk[good, d]) if good.any() \
-                else np.nan  # no sample at all: the data check names it
-        out.append(mean)
-    return np.stack(out).astype(np.float32), clock.step
 
 
 def _count(spikes: list[np.ndarray], edges: np.ndarray) -> np.ndarray:
@@ -285,7 +159,7 @@ def _window_warnings(edges: np.ndarray, p: Path) -> list[str]:
 
 
 def _no_units(nwb, p: Path) -> UserInputError:
-    series = ", ".join(list(_series_paths(nwb))[:6])
+    series = ", ".join(list(series_paths(nwb))[:6])
     first = series.split(", ")[0]
     found = (f" (the file has time series: {series}; to bin one as the data: --set "
              f"data.signal={first})") if series else ""
@@ -293,17 +167,84 @@ def _no_units(nwb, p: Path) -> UserInputError:
                           f"from NWB's units table{found}")
 
 
-def _trials_table(nwb, name: str, p: Path):
-    """The intervals table whose rows are the trials (data.intervals)."""
+def _trials_table(nwb, name: str, p: Path) -> tuple[object | None, str]:
+    """The intervals table whose rows are the trials (data.intervals), and a note; None when
+    the file has no trials (a continuous session) and data.intervals was not set."""
     tables = dict(nwb.intervals or {})
     table = tables.get(name)
     if table is not None and len(table) > 0:
-        return table
+        return table, ""
     others = [n for n, t in tables.items() if n != name and len(t) > 0]
     found = (f" (the file has other intervals: {', '.join(others)}; choose one with --set "
              f"data.intervals={others[0]})") if others else ""
+    if name == DataConfig().intervals:  # no trials at all: the session is one recording
+        return None, (f"{p}: no {name} table: the session is read as one continuous recording"
+                      f"{found}")
     raise UserInputError(f"{p}: no {name} table{found}; trials are cut from the session with "
                          "its start_time (or data.align) column")
+
+
+def _trial_edges(trials, keep: np.ndarray, spikes: list[np.ndarray], cfg: DataConfig,
+                 bin_s: float, p: Path, warnings: list[str]) -> np.ndarray:
+    """Bin edges of each kept trial's window, trials x (bins + 1), inside the session; what
+    is worth knowing is appended to `warnings`."""
+    align, start, stop = _window(trials, keep, cfg, p)
+    n_bins = int(round((stop - start) / bin_s))
+    if n_bins < 1:
+        raise UserInputError(f"{p}: the window ({start * 1000:g} to {stop * 1000:g} ms) is "
+                             f"shorter than one {bin_s * 1000:g} ms bin")
+    edges = align[:, None] + start + bin_s * np.arange(n_bins + 1)
+    if abs(n_bins * bin_s - (stop - start)) > 1e-3 * bin_s:  # said, not silently rounded
+        warnings.append(f"{p}: the window ({start * 1000:g} to {stop * 1000:g} ms) is not a whole "
+                        f"number of {bin_s * 1000:g} ms bins; read as {start * 1000:g} to "
+                        f"{(start + n_bins * bin_s) * 1000:g} ms ({n_bins} bins)")
+    if cfg.signal:  # the signal's own span is checked when it is binned
+        return edges
+    # The session: from its first event (a spike, a trial) to its last, not from clock 0.
+    starts, stops = (np.asarray(trials[c][:], dtype=np.float64) for c in
+                     ("start_time", "stop_time"))
+    first = min([float(s[0]) for s in spikes if s.size] + [float(starts.min())])
+    last = max([float(s[-1]) for s in spikes if s.size] + [float(stops.max())])
+    outside = np.flatnonzero((edges[:, 0] < first) | (edges[:, -1] > last))
+    if outside.size:
+        k = int(outside[0])
+        raise UserInputError(
+            f"{p}: trial {int(np.flatnonzero(keep)[k])}'s window ({edges[k, 0]:.3f} to "
+            f"{edges[k, -1]:.3f} s) lies outside the session ({first:.3f} to {last:.3f} s) for "
+            f"{outside.size} trial(s); choose data.window_ms / data.align so every window is "
+            "inside the recording")
+    return edges
+
+
+def _session(nwb, spikes: list[np.ndarray], cfg: DataConfig, bin_s: float, p: Path
+             ) -> tuple[np.ndarray, dict, np.ndarray, list[str]]:
+    """A session without trials as one window: from its first spike to its last (or over the
+    data.signal series; within data.behavior's span), in whole bins. Returns (kept, no split,
+    edges 1 x (bins + 1), notes)."""
+    notes = [f"{p}: data.{k} is for trials; the session has none, so it is ignored"
+             for k in ("window_ms", "align")
+             if getattr(cfg, k) is not None and getattr(cfg, k) != DataConfig().align]
+    if cfg.signal:
+        clock = clock_of(find_series(nwb, cfg.signal, p, "data.signal"), cfg.signal,
+                         "data.signal", p)
+        first, last = clock.first, clock.last
+    else:
+        heard = [s for s in spikes if s.size]
+        if not heard:
+            raise UserInputError(f"{p}: the units hold no spikes")
+        first, last = min(s[0] for s in heard), max(s[-1] for s in heard)
+    if cfg.behavior:  # decode targets must be recorded over every bin: read where they are
+        b = clock_of(find_series(nwb, cfg.behavior, p), cfg.behavior, "data.behavior", p)
+        if b.first > first or b.last < last:
+            first, last = max(first, b.first), min(last, b.last)
+            notes.append(f"{p}: data.behavior={cfg.behavior} covers {b.first:.3f} to "
+                         f"{b.last:.3f} s; the recording is read over that span only "
+                         f"({max(last - first, 0):.3f} s)")
+    n_bins = int((last - first) / bin_s)  # whole bins; a last partial bin is left out
+    if n_bins < MIN_BINS:
+        raise UserInputError(f"{p}: the session lasts {max(last - first, 0):.3f} s, fewer than "
+                             f"{MIN_BINS} bins of {bin_s * 1000:g} ms")
+    return (np.ones(1, dtype=bool), {}, (first + bin_s * np.arange(n_bins + 1))[None], notes)
 
 
 def _nlb_split(trials, p: Path) -> tuple[np.ndarray, dict, list[str]]:
@@ -344,38 +285,23 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
         has_units = nwb.units is not None and len(nwb.units) > 0
         if not has_units and not cfg.signal:
             raise _no_units(nwb, p)
-        trials = _trials_table(nwb, cfg.intervals, p)
+        trials, note = _trials_table(nwb, cfg.intervals, p)
         units, notes = (_units_kept(nwb.units, cfg.units, p) if has_units and not cfg.signal
                         else (np.zeros(0, dtype=bool), []))
         spikes = [np.sort(np.asarray(nwb.units["spike_times"][int(i)], dtype=np.float64))
                   for i in np.flatnonzero(units)]
-        keep, inds, warnings = _nlb_split(trials, p)
-        warnings = notes + warnings
-        align, start, stop = _window(trials, keep, cfg, p)
         bin_s = (cfg.bin_size_ms or DEFAULT_BIN_MS) / 1000.0
-        n_bins = int(round((stop - start) / bin_s))
-        if n_bins < 1:
-            raise UserInputError(f"{p}: the window ({start * 1000:g} to {stop * 1000:g} ms) is "
-                                 f"shorter than one {bin_s * 1000:g} ms bin")
-        edges = align[:, None] + start + bin_s * np.arange(n_bins + 1)  # trials x (bins + 1)
-        # The session: from its first event (a spike, a trial) to its last, not from clock 0.
-        starts, stops = (np.asarray(trials[c][:], dtype=np.float64) for c in
-                         ("start_time", "stop_time"))
-        first = min([float(s[0]) for s in spikes if s.size] + [float(starts.min())])
-        last = max([float(s[-1]) for s in spikes if s.size] + [float(stops.max())])
-        if cfg.signal:  # the signal's own span is checked when it is binned
-            first, last = -np.inf, np.inf
-        outside = np.flatnonzero((edges[:, 0] < first) | (edges[:, -1] > last))
-        if outside.size:
-            k = int(outside[0])
-            raise UserInputError(
-                f"{p}: trial {int(np.flatnonzero(keep)[k])}'s window ({edges[k, 0]:.3f} to "
-                f"{edges[k, -1]:.3f} s) lies "
-                f"outside the session ({first:.3f} to {last:.3f} s) for {outside.size} trial(s);"
-                " choose data.window_ms / data.align so every window is inside the recording")
+        if trials is None:  # one continuous recording, cut into segments by from_array
+            keep, inds, edges, said = _session(nwb, spikes, cfg, bin_s, p)
+            warnings = [note, *notes, *said]
+        else:
+            keep, inds, warnings = _nlb_split(trials, p)
+            warnings = notes + warnings
+            edges = _trial_edges(trials, keep, spikes, cfg, bin_s, p, warnings)
+        n_bins = edges.shape[1] - 1
         if cfg.signal:  # a recorded signal (calcium, EMG) instead of spike counts
-            series = _find_series(nwb, cfg.signal, p, "data.signal")
-            counts, step = _series_binned(series, edges, keep, cfg.signal, p)
+            series = find_series(nwb, cfg.signal, p, "data.signal")
+            counts, step = series_binned(series, edges, keep, cfg.signal, p)
             if cfg.units:
                 warnings.append(f"{p}: data.units is for spikes; data.signal={cfg.signal} is "
                                 "read whole")
@@ -390,6 +316,9 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
         warnings += _window_warnings(edges, p)
         conditions = None
         if cfg.condition:
+            if trials is None:
+                raise UserInputError(f"{p}: data.condition={cfg.condition} names a trials "
+                                     "column, but the file has no trials table")
             if cfg.condition not in trials.colnames:
                 raise UserInputError(f"{p}: the trials table has no column '{cfg.condition}' "
                                      "(data.condition)")
@@ -397,9 +326,9 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
         behavior = None
         if cfg.behavior:
             centres = 0.5 * (edges[:, :-1] + edges[:, 1:])
-            series = _find_series(nwb, cfg.behavior, p)
-            behavior = _series_at(series, centres, keep, cfg.behavior, p)
-            if 0 < cfg.forward_bins < n_bins:  # nothing to decode in the forward bins
+            series = find_series(nwb, cfg.behavior, p)
+            behavior = series_at(series, centres, keep, cfg.behavior, p)
+            if trials is not None and 0 < cfg.forward_bins < n_bins:  # nothing to decode there
                 behavior = behavior[:, : n_bins - cfg.forward_bins]
         # NLB's files as they are: a `heldout` units column marks the held-out neurons, and a
         # `split` trials column (train / val / test) the split; explicit settings win.
@@ -407,6 +336,8 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
                 and cfg.heldout_fraction == 0):
             held = np.flatnonzero(np.asarray(nwb.units["heldout"][:], dtype=bool)[units])
             cfg = cfg.model_copy(update={"heldout_neurons": [int(i) for i in held]})
+    if trials is None:  # the session's one "trial" is the recording
+        counts, behavior = counts[0], None if behavior is None else behavior[0]
     ds = from_array(counts, layout="trials_time_neurons", conditions=conditions, cfg=cfg,
                     source=str(p), bin_size_s=bin_s, behavior=behavior, **inds)
     ds.meta["warnings"] = warnings + ds.meta.get("warnings", [])  # the file's own first

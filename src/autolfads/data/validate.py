@@ -21,10 +21,12 @@ LAYOUT_HINT = "(CLI --layout, config data.layout)"
 
 def parse_layout(layout: str, what: str) -> str:
     parts = str(layout).strip().lower().split("_")
-    if sorted(parts) != sorted(AXES):
+    # Two axes name a continuous recording's order (data/segments.py), e.g. neurons_time.
+    if sorted(parts) not in (sorted(AXES), ["neurons", "time"]):
         raise UserInputError(
             f"{what}: invalid layout '{layout}'; use the three axis names trials, time, neurons "
-            f"joined by '_' in the array's axis order, e.g. neurons_time_trials {LAYOUT_HINT}"
+            f"joined by '_' in the array's axis order, e.g. neurons_time_trials (neurons_time or "
+            f"time_neurons for one continuous recording) {LAYOUT_HINT}"
         )
     return "_".join(parts)
 
@@ -65,9 +67,13 @@ def check_3d(a: np.ndarray, what: str, layout: str) -> None:
             f"{what}: is empty (shape {tuple(a.shape)}); expected a 3-D array {expected} with "
             "at least one element on every axis"
         )
+    if a.ndim == 3 and "trials" not in layout:
+        raise UserInputError(f"{what}: layout {layout} names one continuous recording (2-D), but "
+                             f"the array has 3 axes {tuple(a.shape)}; give all three axes, e.g. "
+                             f"neurons_time_trials {LAYOUT_HINT}")
     if a.ndim != 3:
-        hint = ("; a 2-D array is one recording (or one trial): cut it into trials of equal "
-                "length and stack them along a third axis") if a.ndim == 2 else ""
+        hint = ("; a 1-D array is one channel: give channels x time (one recording) or "
+                "neurons x time x trials") if a.ndim == 1 else ""
         raise UserInputError(
             f"{what}: expected a 3-D array {expected}, found shape {tuple(a.shape)}{hint}"
         )

@@ -18,9 +18,14 @@ from autolfads.rundir.layout import MATLAB_LAYOUT
 from autolfads.rundir.location import atomic_write
 from autolfads.rundir.outputs import h5_put, matlab_axes, one_based_row, save_mat
 
+RECORDING_LAYOUT = "neurons_time"  # a continuous recording as written: MATLAB's habit
+
 
 def write_lfads_h5(path: str | Path, dataset: Dataset) -> Path:
-    """The dataset as an LFADS .h5 (trials x time x neurons, 0-based inds); reads back the same."""
+    """The dataset as an LFADS .h5 (trials x time x neurons, 0-based inds); reads back the same.
+    A continuous recording is written whole instead (`data`, neurons x time)."""
+    if dataset.segments is not None:
+        return _write_recording(path, dataset, "h5")
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
@@ -52,6 +57,9 @@ def write_lfads_h5(path: str | Path, dataset: Dataset) -> Path:
 def write_tutorial_mat(path: str | Path, dataset: Dataset) -> Path:
     """The dataset as the tutorial's .mat: `data` neurons x time x trials, 1-based indices."""
 
+    if dataset.segments is not None:
+        return _write_recording(path, dataset, "mat")
+
     def write(tmp: Path) -> None:
         mdict: dict[str, object] = {
             "data": matlab_axes(dataset.all_data()).astype(np.float64),
@@ -75,6 +83,37 @@ def write_tutorial_mat(path: str | Path, dataset: Dataset) -> Path:
         if dataset.bin_size_s is not None:
             mdict["bin_size_ms"] = dataset.bin_size_s * 1000.0
         save_mat(tmp, mdict)
+
+    return atomic_write(path, write, protect=dataset.source)
+
+
+def _write_recording(path: str | Path, dataset: Dataset, fmt: str) -> Path:
+    """A continuous recording as it came, one array: `data` neurons x time (its segments joined
+    back, exactly), with `layout` said (a .mat variable, an HDF5 attribute); truth the same way,
+    behavior time x variables. No trial indices: a recording has none (it is cut again when
+    read, with the reader's data.segment_bins)."""
+    seg = dataset.segments
+    assert seg is not None
+    arrays = {"data": seg.join(dataset.all_data()).T}
+    truth = dataset.all_truth()
+    if truth is not None:
+        arrays["truth"] = seg.join(truth).T
+    if dataset.behavior is not None and dataset.behavior.shape[1] == seg.length:
+        arrays["behavior"] = seg.join(dataset.behavior)
+    bin_ms = None if dataset.bin_size_s is None else dataset.bin_size_s * 1000.0
+
+    def write(tmp: Path) -> None:
+        if fmt == "mat":
+            save_mat(tmp, {**{k: a.astype(np.float64) for k, a in arrays.items()},
+                           "layout": RECORDING_LAYOUT,
+                           **({"bin_size_ms": bin_ms} if bin_ms is not None else {})})
+            return
+        with h5py.File(tmp, "w") as f:
+            for key, arr in arrays.items():
+                h5_put(f, key, arr.astype(np.float32))
+            f.attrs["layout"] = RECORDING_LAYOUT
+            if bin_ms is not None:
+                f.attrs["bin_size_ms"] = bin_ms
 
     return atomic_write(path, write, protect=dataset.source)
 

@@ -9,6 +9,8 @@ the dataset writers in data/writers.py).
                            input_layout, source, bin_size_ms
   output/lfads_output.mat  MATLAB: dim x time x trials (ic_mean dim x trials), original order,
                            1-based index rows; `layout` records the input's axis order
+A continuous recording (data/segments.py) adds rates_/factors_/inferred_inputs_continuous
+(time x dim in .h5, dim x time in .mat: the segments merged) and segment_starts (first bins).
 
 Every write is atomic (location.atomic_write); the run's outputs never replace the input data.
 """
@@ -33,6 +35,11 @@ if TYPE_CHECKING:
 
 POST_KINDS = ("rates", "factors", "inferred_inputs", "ic_mean")  # the posterior's outputs
 TIME_ARRAYS = ("rates", "factors", "inferred_inputs", "truth")  # trials x time x dim
+# A continuous recording's outputs merged over its segments: KIND_continuous, time x dim (and
+# truth_continuous, the true rates joined back, when the data has them).
+CONTINUOUS_KINDS = ("rates", "factors", "inferred_inputs")
+WHOLE_RECORDING = tuple(f"{k}_continuous" for k in (*CONTINUOUS_KINDS, "truth"))
+SEGMENT_ATTRS = ("segment_bins", "segment_overlap", "recording_bins")
 
 
 # ---------------------------------------------------------------------- the MATLAB layout
@@ -118,6 +125,15 @@ def outputs_of(dataset: Dataset, post: dict[str, np.ndarray]) -> Outputs:
         arrays["true_input_times"] = dataset.true_input_times.astype(np.int64)
     attrs: dict[str, Any] = {"layout": layout.INTERNAL_LAYOUT, "input_layout": dataset.layout,
                              "source": dataset.source}
+    seg = dataset.segments
+    if seg is not None:  # a continuous recording: its segments merged back into one
+        for kind in CONTINUOUS_KINDS:
+            arrays[f"{kind}_continuous"] = seg.merge(arrays[kind])
+        if "truth" in arrays:  # the same in every segment that covers a bin
+            arrays["truth_continuous"] = seg.join(arrays["truth"])
+        arrays["segment_starts"] = seg.starts.astype(np.int64)
+        attrs.update(segment_bins=seg.length, segment_overlap=seg.overlap,
+                     recording_bins=seg.n_bins)
     if dataset.bin_size_s is not None:
         attrs["bin_size_ms"] = dataset.bin_size_s * 1000.0
     return Outputs(arrays, attrs, "")
@@ -133,7 +149,10 @@ def matlab_dict(outputs: Outputs, conditions: bool = True) -> dict[str, object]:
             mdict[key] = matlab_axes(a[key])
     if "ic_mean" in a and np.asarray(a["ic_mean"]).ndim == 2:
         mdict["ic_mean"] = matlab_axes(a["ic_mean"])
-    for key in ("train_inds", "valid_inds", "test_inds"):
+    for key in WHOLE_RECORDING:  # dim x time, as MATLAB's other arrays are dim first
+        if key in a:
+            mdict[key] = np.asarray(a[key]).T
+    for key in ("train_inds", "valid_inds", "test_inds", "segment_starts"):
         if key in a:
             mdict[key] = one_based_row(a[key])
     cond = a.get("conditions")
@@ -145,8 +164,11 @@ def matlab_dict(outputs: Outputs, conditions: bool = True) -> dict[str, object]:
         mdict["true_input_times"] = one_based_row(a["true_input_times"])
     if outputs.bin_size_ms:
         mdict["bin_size_ms"] = outputs.bin_size_ms
+    mdict.update({k: float(outputs.attrs[k]) for k in SEGMENT_ATTRS if k in outputs.attrs})
     input_layout = outputs.attrs.get("input_layout")
-    if isinstance(input_layout, str) and input_layout != layout.MATLAB_LAYOUT:
+    # (A recording's 2-axis order is not recorded: every array here is dim first whatever it was.)
+    if isinstance(input_layout, str) and input_layout.count("_") == 2 \
+            and input_layout != layout.MATLAB_LAYOUT:
         # Arrays here are always neurons x time x trials; this records the input's layout.
         mdict["layout"] = input_layout
     return mdict
@@ -173,6 +195,7 @@ def write_npz(tmp: Path, outputs: Outputs) -> None:
     extra: dict[str, np.ndarray] = {"layout": np.array(layout.INTERNAL_LAYOUT)}
     if outputs.bin_size_ms:
         extra["bin_size_ms"] = np.array(outputs.bin_size_ms)
+    extra.update({k: np.array(outputs.attrs[k]) for k in SEGMENT_ATTRS if k in outputs.attrs})
     with tmp.open("wb") as f:  # a file object: np.savez would append .npz to a bare name
         np.savez_compressed(f, **{**outputs.arrays, **extra})
 
@@ -237,7 +260,10 @@ def _outputs_from_mat(loc: Location) -> Outputs:
     for key in (*TIME_ARRAYS, "ic_mean"):
         if key in mat:
             arrays[key] = np.ascontiguousarray(matlab_axes(mat[key]))
-    for key in ("train_inds", "valid_inds", "test_inds", "true_input_times"):
+    for key in WHOLE_RECORDING:
+        if key in mat:
+            arrays[key] = np.ascontiguousarray(mat[key].T)
+    for key in ("train_inds", "valid_inds", "test_inds", "true_input_times", "segment_starts"):
         if key in mat:  # MATLAB indices are 1-based
             arrays[key] = np.asarray(mat[key]).ravel().astype(np.int64) - 1
     if "train_inds" in arrays and "valid_inds" in arrays:
@@ -251,6 +277,7 @@ def _outputs_from_mat(loc: Location) -> Outputs:
         attrs["bin_size_ms"] = float(np.asarray(mat["bin_size_ms"]).ravel()[0])
     if "layout" in mat:
         attrs["input_layout"] = str(np.asarray(mat["layout"]).ravel()[0])
+    attrs.update({k: int(np.asarray(mat[k]).ravel()[0]) for k in SEGMENT_ATTRS if k in mat})
     return Outputs(arrays, attrs, origin)
 
 

@@ -1,0 +1,179 @@
+"""A continuous recording (no trials: spontaneous activity, a behaving session, an imaging
+session) as LFADS trials: cut into segments of equal length that overlap their neighbours, and
+the segments' outputs merged back into one recording.
+
+Why overlap: LFADS infers each segment's initial condition from that segment alone, so its first
+bins (and, less so, its last) are the least constrained. Where two segments overlap, the merge
+cross-fades from one to the other: segment A's weight falls linearly over the overlap while B's
+rises, the two summing to 1, so every bin of the merged output is a weighted mean of the segments
+that cover it, each trusted least at its own edges (the recording's first and last bins, covered
+by one segment only, keep weight 1).
+
+The last segment ends at the recording's last bin: it may overlap its neighbour by more than the
+others do, so that no bin is left out and every segment has the same length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from autolfads.errors import UserInputError
+
+DEFAULT_BINS = 100  # a segment, when data.segment_bins is not given
+DEFAULT_OVERLAP_FRACTION = 0.2  # of a segment, when data.segment_overlap is not given
+
+
+@dataclass(frozen=True)
+class Segments:
+    starts: np.ndarray  # (n_segments,) int64, 0-based first bin of each segment
+    length: int  # bins per segment
+    overlap: int  # bins shared by neighbours (the last pair may share more)
+    n_bins: int  # the recording's length
+
+    def describe(self, channels: str) -> str:
+        return (f"one recording of {self.n_bins} bins x {channels}, cut into {len(self.starts)} "
+                f"segments of {self.length} bins overlapping by {self.overlap}")
+
+    def cut(self, x: np.ndarray) -> np.ndarray:
+        """time x ... -> segments x length x ... (copies)."""
+        idx = self.starts[:, None] + np.arange(self.length)[None, :]
+        return np.ascontiguousarray(np.asarray(x)[idx])
+
+    def weights(self) -> np.ndarray:
+        """(n_segments, length) cross-fade weights; at each bin of the recording covered by two
+        segments they sum to 1."""
+        n, length = len(self.starts), self.length
+        w = np.ones((n, length))
+        ends = self.starts + length
+        for i in range(n - 1):  # each overlap with the next segment, whatever its width
+            shared = int(ends[i] - self.starts[i + 1])
+            if shared > 0:
+                ramp = np.arange(1, shared + 1) / (shared + 1)  # rises over the shared bins
+                w[i + 1, :shared] *= ramp
+                w[i, length - shared:] *= ramp[::-1]
+        return w
+
+    def merge(self, y: np.ndarray) -> np.ndarray:
+        """segments x length x ... -> time x ... (float32): over each bin, the cross-faded mean
+        of the segments that cover it (the model's outputs, which differ between segments)."""
+        y = self._checked(y)
+        w = self.weights().reshape(y.shape[:2] + (1,) * (y.ndim - 2))
+        out = np.zeros((self.n_bins, *y.shape[2:]))  # one segment at a time: no float64 copy
+        total = np.zeros((self.n_bins,) + (1,) * (y.ndim - 2))
+        for i, s in enumerate(self.starts):
+            out[s : s + self.length] += w[i] * y[i]
+            total[s : s + self.length] += w[i]
+        return (out / total).astype(np.float32)
+
+    def join(self, y: np.ndarray) -> np.ndarray:
+        """segments x length x ... -> time x ..., each bin from the last segment that covers it:
+        the recording back exactly, for arrays whose overlapping bins agree (the data)."""
+        y = self._checked(y)
+        out = np.empty((self.n_bins, *y.shape[2:]), dtype=y.dtype)
+        for i, s in enumerate(self.starts):
+            out[s : s + self.length] = y[i]
+        return out
+
+    def _checked(self, y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y)
+        if y.shape[:2] != (len(self.starts), self.length):
+            raise ValueError(f"{y.shape[:2]} segments x bins, expected "
+                             f"{(len(self.starts), self.length)}")
+        return y
+
+
+def plan(n_bins: int, length: int | None, overlap: int | None, what: str,
+         min_bins: int) -> Segments:
+    """Where the segments of a recording of `n_bins` bins start (settings None: the defaults)."""
+    if length is None:
+        length = min(DEFAULT_BINS, n_bins)
+    if overlap is None:
+        overlap = int(round(DEFAULT_OVERLAP_FRACTION * length))
+    if length < min_bins:
+        raise UserInputError(f"{what}: data.segment_bins={length}: a segment needs at least "
+                             f"{min_bins} bins for LFADS to infer dynamics")
+    if length > n_bins:
+        raise UserInputError(f"{what}: data.segment_bins={length} is longer than the recording "
+                             f"({n_bins} bins); use at most {n_bins}")
+    if not 0 <= overlap < length:
+        raise UserInputError(f"{what}: data.segment_overlap={overlap} must be at least 0 and less "
+                             f"than a segment ({length} bins)")
+    starts = list(range(0, n_bins - length + 1, length - overlap))
+    if starts[-1] + length < n_bins:  # the last segment ends with the recording
+        starts.append(n_bins - length)
+    return Segments(np.asarray(starts, dtype=np.int64), int(length), int(overlap), int(n_bins))
+
+
+# ----------------------------------------------------------------------------- as trials
+
+
+def time_first(arr: object, n_bins: int, what: str) -> np.ndarray:
+    """A companion of a recording (decode targets, external inputs): time x dim, or dim x time
+    (MATLAB's habit), or one series of n_bins values; UserInputError otherwise."""
+    a = np.asarray(arr)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim == 2 and a.shape[0] != n_bins and a.shape[1] == n_bins:
+        a = a.T
+    if a.ndim != 2 or a.shape[0] != n_bins:
+        raise UserInputError(f"{what}: shape {a.shape}; with a continuous recording it must be "
+                             f"time x variables over the recording's {n_bins} bins")
+    return a
+
+
+def segment_recording(a: np.ndarray, layout: str, *, length: int | None, overlap: int | None,
+                      describe: Callable[[str], str], guessed: bool, min_bins: int,
+                      min_segments: int, truth: np.ndarray | None,
+                      companions: dict[str, object]
+                      ) -> tuple[np.ndarray, str, Segments, list[str], dict[str, np.ndarray]]:
+    """A 2-D recording `a` (axis order: `layout` without trials) as segments x bins x channels,
+    with its `truth` (same layout) and companions (behavior, ext_input: name -> array or None)
+    cut the same way. Returns (segments, the recording's axis order, the plan, notes, the cut
+    companions and truth by name); describe(name) begins a message about `name` ('data': `a`).
+    `guessed`: the axis order was assumed, not said, so a reading that looks transposed is said.
+    """
+    order = "_".join(ax for ax in layout.split("_") if ax != "trials")
+    other = "time_neurons" if order == "neurons_time" else "neurons_time"
+    x = a if order == "time_neurons" else a.T
+    n_bins, n_channels = x.shape
+    seg = plan(n_bins, length, overlap, describe("data"), min_bins)
+    if len(seg.starts) < min_segments:
+        swap = (f"if its other axis ({n_channels} long) is time, give --layout {other} "
+                f"(data.layout); otherwise " if _count(n_channels, length, overlap, min_bins)
+                >= min_segments else "")
+        raise UserInputError(f"{describe('data')}: {_too_short(seg, min_segments, min_bins, swap)}")
+    notes = []
+    if guessed and n_channels > n_bins:
+        notes.append(f"{describe('data')}: read as {' x '.join(order.split('_'))} (its layout "
+                     f"was not said): {n_bins} bins of {n_channels} channels, more channels than "
+                     f"bins; if the first axis is time, give --layout {other} (data.layout)")
+    cut = {name: seg.cut(time_first(c, n_bins, describe(name)))
+           for name, c in companions.items() if c is not None}
+    if truth is not None:
+        cut["truth"] = seg.cut(truth if order == "time_neurons" else truth.T)
+    return seg.cut(x), order, seg, notes, cut
+
+
+def _count(n_bins: int, length: int | None, overlap: int | None, min_bins: int) -> int:
+    """How many segments these settings make of `n_bins` bins (0: they do not fit)."""
+    try:
+        return len(plan(n_bins, length, overlap, "", min_bins).starts)
+    except UserInputError:
+        return 0
+
+
+def _too_short(seg: Segments, needed: int, min_bins: int, swap: str) -> str:
+    """Why a recording gives too few segments, and what would do: `swap` (another axis order),
+    then the longest segments that would."""
+    share = seg.overlap / seg.length  # the same fraction of each shorter segment
+    fits = [n for n in range(seg.length - 1, min_bins - 1, -1)
+            if _count(seg.n_bins, n, int(round(share * n)), min_bins) >= needed]
+    fix = (f"give shorter segments (--set data.segment_bins={fits[0]}) or a longer recording"
+           if fits else "record longer")
+    return (f"2-D, read as one continuous recording of {seg.n_bins} bins, which makes "
+            f"{len(seg.starts)} segment{'s' if len(seg.starts) > 1 else ''} of {seg.length} "
+            f"bins; LFADS needs at least {needed} to train and validate: {swap}{fix} (trials: "
+            "a 3-D array, neurons x time x trials)")

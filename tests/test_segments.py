@@ -1,0 +1,180 @@
+"""Continuous recordings (no trials): cut into overlapping segments, trained as trials, and the
+outputs merged back into one recording in the user's layout."""
+
+import re
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+from conftest import tiny_config
+
+from autolfads import api
+from autolfads.analysis.export import export
+from autolfads.config import DataConfig
+from autolfads.data.io import from_array, load_dataset
+from autolfads.data.segments import plan
+from autolfads.errors import UserInputError
+
+
+@pytest.mark.parametrize("n_bins,length,overlap", [(1000, 100, 20), (1013, 100, 20),
+                                                   (300, 50, 0), (250, 100, 60), (100, 100, 10)])
+def test_segments_cover_the_recording_and_merge_back_exactly(n_bins, length, overlap):
+    seg = plan(n_bins, length, overlap, "x", min_bins=5)
+    assert seg.starts[0] == 0 and seg.starts[-1] + length == n_bins
+    assert (np.diff(seg.starts) <= length - overlap).all()  # no gap, regular steps
+    x = np.random.default_rng(0).normal(size=(n_bins, 3))
+    pieces = seg.cut(x)
+    assert pieces.shape == (len(seg.starts), length, 3)
+    np.testing.assert_array_equal(pieces[-1], x[seg.starts[-1]:])
+    np.testing.assert_allclose(seg.merge(pieces), x, rtol=1e-6, atol=1e-6)
+
+
+def test_the_merge_cross_fades_over_each_overlap():
+    """Segment A says 0 everywhere, B says 1: over their 4 shared bins the merge rises 1/5,
+    2/5, 3/5, 4/5 (each segment trusted least at its own edge), and is 0 / 1 elsewhere."""
+    seg = plan(16, 10, 4, "x", min_bins=5)
+    assert list(seg.starts) == [0, 6]
+    merged = seg.merge(np.array([np.zeros(10), np.ones(10)])[:, :, None])[:, 0]
+    np.testing.assert_allclose(merged, [0] * 6 + [0.2, 0.4, 0.6, 0.8] + [1] * 6, atol=1e-6)
+
+
+def test_a_2d_array_is_one_recording_read_in_its_layout():
+    rng = np.random.default_rng(1)
+    x = rng.poisson(2.0, size=(2000, 12)).astype(float)  # time x neurons
+    beh = rng.normal(size=(2000, 2))
+    ds = from_array(x, truth=x + 0.5, behavior=beh)
+    assert ds.segments is not None and ds.layout == "time_neurons"
+    assert (ds.n_time, ds.n_neurons, ds.n_trials) == (100, 12, 25)
+    assert ds.summary() == ("one recording of 2000 bins x 12 neurons, cut into 25 segments of "
+                            "100 bins overlapping by 20 (20 train / 5 valid, no test segments); "
+                            "segments set by data.segment_bins, data.segment_overlap")
+    np.testing.assert_array_equal(ds.segments.join(ds.all_data()), x)
+    np.testing.assert_array_equal(ds.segments.join(ds.all_truth()), x + 0.5)
+    np.testing.assert_allclose(ds.segments.merge(ds.behavior), beh, rtol=1e-5, atol=1e-6)
+    # neurons x time, as the tutorial's layout without trials
+    mat = from_array(x.T, layout="neurons_time_trials", layout_guessed=True)
+    np.testing.assert_array_equal(mat.segments.join(mat.all_data()), x)
+    assert mat.layout == "neurons_time" and not mat.meta["warnings"]
+    # read the wrong way round: never swapped behind the user's back, but said, with the fix
+    words = ("if its other axis (2000 long) is time, give --layout time_neurons (data.layout); "
+             "otherwise record longer")
+    with pytest.raises(UserInputError, match=re.escape(words)):
+        from_array(x, layout="neurons_time_trials", layout_guessed=True)
+    wide = rng.poisson(1.0, size=(1500, 1200)).astype(np.float32)  # many channels (calcium ROIs)
+    kept = from_array(wide, layout="neurons_time_trials", layout_guessed=True)
+    assert (kept.n_neurons, kept.segments.n_bins) == (1500, 1200)
+    assert any("1200 bins of 1500 channels, more channels than bins; if the first axis is "
+               "time, give --layout time_neurons" in w for w in kept.meta["warnings"])
+    said = DataConfig(segment_bins=40, segment_overlap=0)
+    ds = from_array(x, cfg=said)
+    assert (ds.n_time, ds.n_trials) == (40, 50)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"cfg": DataConfig(segment_bins=3000)}, "data.segment_bins=3000 is longer than the "
+                                             "recording (2000 bins)"),
+    ({"cfg": DataConfig(segment_bins=100, segment_overlap=100)}, "data.segment_overlap=100 must "
+                                                                 "be at least 0 and less than"),
+    ({"cfg": DataConfig(segment_bins=3)}, "a segment needs at least 5 bins"),
+    ({"conditions": np.zeros(20)}, "'conditions': names trials, but 'data' is one continuous"),
+    ({"behavior": np.zeros((1999, 2))}, "with a continuous recording it must be time x "
+                                        "variables over the recording's 2000 bins"),
+])
+def test_a_recording_that_cannot_be_cut_is_one_clear_error(kwargs, words):
+    x = np.random.default_rng(2).poisson(1.0, size=(2000, 6)).astype(float)
+    with pytest.raises(UserInputError, match=re.escape(words)):
+        from_array(x, **kwargs)
+
+
+def test_a_short_recording_says_it_gives_too_few_segments_and_what_would_do():
+    x = np.random.default_rng(2).poisson(1.0, size=(500, 6)).astype(float)
+    words = ("'data': 2-D, read as one continuous recording of 500 bins, which makes 6 segments "
+             "of 100 bins; LFADS needs at least 10 to train and validate: give shorter segments "
+             "(--set data.segment_bins=67) or a longer recording (trials: a 3-D array")
+    with pytest.raises(UserInputError, match=re.escape(words)):
+        from_array(x)
+    assert from_array(x, cfg=DataConfig(segment_bins=67)).n_trials == 10
+    with pytest.raises(UserInputError, match="1 segment of 30 bins; .*: record longer"):
+        from_array(x[:30])
+
+
+def test_a_layout_of_two_axes_is_for_a_recording_only():
+    with pytest.raises(UserInputError, match="names one continuous recording"):
+        from_array(np.ones((20, 10, 4)), layout="neurons_time")
+
+
+def test_a_recording_trains_and_its_outputs_are_merged_back(tmp_path, monkeypatch):
+    """A .mat recording (neurons x time, the tutorial's habit): the run's .h5 and .mat hold the
+    segments as trials and the merged recording, time x dim / dim x time, whose every bin is the
+    cross-faded mean of the segments that cover it."""
+    monkeypatch.setattr(api, "_refresh_report", lambda *a, **k: None)
+    rng = np.random.default_rng(3)
+    t = np.arange(600)
+    rates = np.exp(np.sin(t[:, None] / 15.0 + np.arange(8)[None, :]))
+    path = tmp_path / "rec.mat"
+    scipy.io.savemat(path, {"data": rng.poisson(rates).T.astype(float), "truth": rates.T,
+                            "bin_size_ms": 10.0})
+    cfg = tiny_config(epochs=2)
+    cfg.data.segment_bins, cfg.data.segment_overlap = 30, 6
+    api.train(path, tmp_path / "run", config=cfg, quiet=True)
+    with h5py.File(tmp_path / "run/output/lfads_output.h5") as f:
+        rates_seg, merged = f["rates"][()], f["rates_continuous"][()]
+        starts = f["segment_starts"][()]
+        assert f["factors_continuous"].shape == (600, 6)
+        assert f.attrs["input_layout"] == "neurons_time" and f.attrs["segment_overlap"] == 6
+    assert rates_seg.shape == (len(starts), 30, 8) and merged.shape == (600, 8)
+    assert starts[1] == 24
+    np.testing.assert_allclose(merged[:24], rates_seg[0, :24], rtol=1e-6)  # one segment only
+    w = np.arange(1, 7) / 7  # bins 24..29: segment 1 rises, segment 0 falls
+    expected = (w[::-1, None] * rates_seg[0, 24:] + w[:, None] * rates_seg[1, :6])
+    np.testing.assert_allclose(merged[24:30], expected, rtol=1e-5)
+    mat = scipy.io.loadmat(tmp_path / "run/output/lfads_output.mat")
+    np.testing.assert_allclose(mat["rates_continuous"], merged.T, rtol=1e-6)
+    np.testing.assert_array_equal(mat["segment_starts"].ravel(), starts + 1)
+    np.testing.assert_allclose(mat["truth_continuous"], rates.T, rtol=1e-6)
+    # every array is dim first here, so the input's own order would only mislead
+    assert "layout" not in mat and mat["segment_bins"].item() == 30
+    npz = np.load(export(tmp_path / "run", "npz", tmp_path / "o.npz"))
+    np.testing.assert_allclose(npz["rates_continuous"], merged)
+    assert (npz["segment_bins"], npz["segment_overlap"], npz["recording_bins"]) == (30, 6, 600)
+
+
+def test_a_recording_is_deconvolved_whole_and_written_as_one(tmp_path):
+    pytest.importorskip("oasis")
+    from autolfads.data.deconvolve import deconvolve_traces
+
+    rng = np.random.default_rng(4)
+    spikes = rng.poisson(0.1, size=(900, 5))
+    kernel = np.exp(-np.arange(60) / 12.0)
+    dff = np.stack([np.convolve(s, kernel)[:900] for s in spikes.T], 1)
+    dff += rng.normal(0, 0.05, dff.shape)
+    scipy.io.savemat(tmp_path / "ca.mat", {"dff": dff.T, "bin_size_ms": 33.3})
+    ds = api.deconvolve(tmp_path / "ca.mat", tmp_path / "ev.mat", variable="dff",
+                        log=lambda s: None)
+    whole = deconvolve_traces(dff[None])[0]  # the recording in one piece
+    np.testing.assert_allclose(ds.segments.merge(ds.all_data()), whole, rtol=1e-5, atol=1e-6)
+    written = scipy.io.loadmat(tmp_path / "ev.mat")
+    assert written["data"].shape == (5, 900) and "train_inds" not in written
+    again = load_dataset(tmp_path / "ev.mat")
+    np.testing.assert_allclose(again.all_data(), ds.all_data(), rtol=1e-6)
+    api.deconvolve(tmp_path / "ca.mat", tmp_path / "ev.h5", variable="dff", log=lambda s: None)
+    from_h5 = load_dataset(tmp_path / "ev.h5")  # one recording too, not its segments as trials
+    assert from_h5.segments is not None and from_h5.segments.n_bins == 900
+    np.testing.assert_allclose(from_h5.all_data(), ds.all_data(), rtol=1e-6)
+
+
+def test_bad_values_are_placed_in_the_recording_not_in_a_segment():
+    x = np.random.default_rng(5).poisson(1.0, size=(20, 1200)).astype(float)  # neurons x time
+    x[3, 500] = np.nan
+    with pytest.raises(UserInputError, match=re.escape("first nan at index (3, 500)")):
+        from_array(x, layout="neurons_time")
+    with pytest.raises(UserInputError, match=re.escape("shape (21, 1200) does not match the "
+                                                       "data's (20, 1200)")):
+        from_array(np.nan_to_num(x), layout="neurons_time", truth=np.ones((21, 1200)))
+
+
+def test_segment_settings_on_trial_data_are_said_to_be_unused():
+    ds = from_array(np.ones((20, 10, 4)), cfg=DataConfig(segment_bins=5))
+    assert ds.segments is None and ds.n_trials == 20
+    assert any("these data have trials, used as they are" in w for w in ds.meta["warnings"])
