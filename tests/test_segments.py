@@ -45,9 +45,9 @@ def test_a_2d_array_is_one_recording_read_in_its_layout():
     beh = rng.normal(size=(2000, 2))
     ds = from_array(x, truth=x + 0.5, behavior=beh)
     assert ds.segments is not None and ds.layout == "time_neurons"
-    assert (ds.n_time, ds.n_neurons, ds.n_trials) == (100, 12, 25)
-    assert ds.summary() == ("one recording of 2000 bins x 12 neurons, cut into 25 segments of "
-                            "100 bins overlapping by 20 (20 train / 5 valid, no test segments); "
+    assert (ds.n_time, ds.n_neurons, ds.n_trials) == (100, 12, 24)
+    assert ds.summary() == ("one recording of 2000 bins x 12 neurons, cut into 24 segments of "
+                            "100 bins overlapping by 20 (20 train / 4 valid, no test segments); "
                             "segments set by data.segment_bins, data.segment_overlap")
     np.testing.assert_array_equal(ds.segments.join(ds.all_data()), x)
     np.testing.assert_array_equal(ds.segments.join(ds.all_truth()), x + 0.5)
@@ -71,6 +71,26 @@ def test_a_2d_array_is_one_recording_read_in_its_layout():
     assert (ds.n_time, ds.n_trials) == (40, 50)
 
 
+@pytest.mark.parametrize("split", [DataConfig(), DataConfig(split="random", split_seed=3),
+                                   DataConfig(valid_every=3, test_every=4, segment_overlap=50)])
+def test_held_out_segments_share_no_bin_with_training_segments(split):
+    """Validation and test scores come from bins no training segment saw; the recording is
+    still covered end to end, and the data joins back exactly."""
+    x = np.random.default_rng(6).poisson(1.0, size=(12_345, 3)).astype(float)
+    ds = from_array(x, cfg=split)
+    seg = ds.segments
+    ends = seg.starts + seg.length
+    assert len(ds.valid_inds) and len(ds.train_inds) > len(ds.valid_inds)
+    for h in np.concatenate([ds.valid_inds, ds.test_inds]):
+        apart = (ends[ds.train_inds] <= seg.starts[h]) | (seg.starts[ds.train_inds] >= ends[h])
+        assert apart.all(), h
+    assert ends[-1] == 12_345 and ds.train_inds[-1] == len(seg.starts) - 1
+    assert (seg.starts[1:] <= ends[:-1]).all()  # no gap
+    np.testing.assert_array_equal(seg.join(ds.all_data()), x)
+    np.testing.assert_allclose(seg.merge(ds.all_data()), x, atol=1e-5)
+    assert "shares no bin with a training segment" in ds.meta["split"]
+
+
 @pytest.mark.parametrize("kwargs,words", [
     ({"cfg": DataConfig(segment_bins=3000)}, "data.segment_bins=3000 is longer than the "
                                              "recording (2000 bins)"),
@@ -91,10 +111,10 @@ def test_a_short_recording_says_it_gives_too_few_segments_and_what_would_do():
     x = np.random.default_rng(2).poisson(1.0, size=(500, 6)).astype(float)
     words = ("'data': 2-D, read as one continuous recording of 500 bins, which makes 6 segments "
              "of 100 bins; LFADS needs at least 10 to train and validate: give shorter segments "
-             "(--set data.segment_bins=67) or a longer recording (trials: a 3-D array")
+             "(--set data.segment_bins=65) or a longer recording (trials: a 3-D array")
     with pytest.raises(UserInputError, match=re.escape(words)):
         from_array(x)
-    assert from_array(x, cfg=DataConfig(segment_bins=67)).n_trials == 10
+    assert from_array(x, cfg=DataConfig(segment_bins=65)).n_trials == 10
     with pytest.raises(UserInputError, match="1 segment of 30 bins; .*: record longer"):
         from_array(x[:30])
 

@@ -58,7 +58,7 @@ def build_dataset(
     """The one place data becomes a Dataset. `one_based`: the source's convention for a
     test_inds list given alone (MATLAB's files: 1-based), used only where the list cannot tell.
     A 2-D `data` is one continuous recording (data/segments.py); `layout_guessed`: its axis
-    order was assumed, not said, so the longer axis may be taken as time."""
+    order was assumed, not said (a reading that looks transposed is then said)."""
     cfg = cfg or DataConfig()
 
     def describe(name: str) -> str:
@@ -67,7 +67,7 @@ def build_dataset(
     what = describe(data_name)
     layout = parse_layout(layout, what)
     a = as_numeric(data, what)
-    seg, recorded_layout, notes = None, layout, []
+    seg, seg_inds, recorded_layout, notes = None, (), layout, []
     if a.ndim == 2 and a.size:  # one continuous recording: its segments are the trials
         per_trial = {"conditions": conditions, "train_inds": train_inds, "valid_inds": valid_inds,
                      "test_inds": test_inds, "true_input_times": true_input_times}
@@ -76,14 +76,9 @@ def build_dataset(
                 raise UserInputError(f"{describe(name)}: names trials, but '{data_name}' is one "
                                      "continuous recording (2-D) without any; remove it")
         check_values(a, what)  # where a bad value is, in the recording's own terms
-        if truth is not None:
-            truth = as_numeric(truth, describe("truth"))
-            if truth.shape != a.shape:
-                raise UserInputError(f"{describe('truth')}: shape {truth.shape} does not match "
-                                     f"the data's {a.shape}; truth must hold the true rates in "
-                                     "the same layout as the data")
-        a, recorded_layout, seg, notes, cut = segment_recording(
-            a, layout, length=cfg.segment_bins, overlap=cfg.segment_overlap,
+        truth = None if truth is None else _truth(truth, a.shape, describe("truth"))
+        a, recorded_layout, seg, seg_inds, notes, cut = segment_recording(
+            a, layout, split=cfg,
             describe=lambda name: describe(data_name if name == "data" else name),
             guessed=layout_guessed, min_bins=MIN_BINS, min_segments=MIN_TRIALS, truth=truth,
             companions={behavior_name: behavior, "ext_input": ext_input})
@@ -92,19 +87,15 @@ def build_dataset(
     check_3d(a, what, layout)
     check_trials(a.shape, layout, what, can_relayout)
     check_bins(a.shape, layout, what)
-    check_values(a, what)
+    if seg is None:  # (a recording's values were checked before it was cut)
+        check_values(a, what)
     perm = permutation(layout, INTERNAL_LAYOUT)
     x = np.ascontiguousarray(a.transpose(perm), dtype=np.float32)
     n = x.shape[0]
 
     true_rates = None
     if truth is not None:
-        t = as_numeric(truth, describe("truth"))
-        if t.shape != a.shape:
-            raise UserInputError(
-                f"{describe('truth')}: shape {t.shape} does not match the data's {a.shape}; truth "
-                "must hold the true rates in the same layout as the data"
-            )
+        t = _truth(truth, a.shape, describe("truth"))
         check_rates(t, describe("truth"))
         true_rates = np.ascontiguousarray(t.transpose(perm), dtype=np.float32)
     cond = check_conditions(conditions, n, describe("conditions"))
@@ -123,7 +114,11 @@ def build_dataset(
                         f"{forward} (the forward bins) are left out of decoding")
     beh = check_behavior(behavior, (n, x.shape[1] - forward), describe(behavior_name))
 
-    if train_inds is None and valid_inds is None and test_inds is not None:
+    if seg is not None:
+        tr, va, te = seg_inds
+        split = (f"{cfg.split} over blocks of {seg.length} bins, each held-out block one segment "
+                 "that shares no bin with a training segment")
+    elif train_inds is None and valid_inds is None and test_inds is not None:
         te, note = resolve_test_inds(test_inds, n, label, one_based)
         warnings += [note] if note else []
         rest = np.setdiff1d(np.arange(n), te)
@@ -157,3 +152,11 @@ def build_dataset(
         test_inds=te, test_data=test(x), test_truth=test(true_rates), test_ext_input=test(ext),
         heldout_neurons=heldout, forward_bins=forward,
     )  # fmt: skip
+
+
+def _truth(truth: object, shape: tuple[int, ...], what: str) -> np.ndarray:
+    t = as_numeric(truth, what)
+    if t.shape != shape:
+        raise UserInputError(f"{what}: shape {t.shape} does not match the data's {shape}; truth "
+                             "must hold the true rates in the same layout as the data")
+    return t

@@ -11,6 +11,12 @@ by one segment only, keep weight 1).
 
 The last segment ends at the recording's last bin: it may overlap its neighbour by more than the
 others do, so that no bin is left out and every segment has the same length.
+
+Why held-out segments overlap nothing (split_plan): a validation segment that shared bins with a
+training segment would be scored partly on data the model trained on, flattering the scores
+that early stopping, PBT selection and the test metrics rest on. So held-out segments abut their
+neighbours; their edges are seams in the merged output (a few bins each, where a segment's
+first bins are the least constrained), the price of honest scores.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autolfads.config import DataConfig
+from autolfads.data.split import split_trials
 from autolfads.errors import UserInputError
 
 DEFAULT_BINS = 100  # a segment, when data.segment_bins is not given
@@ -107,6 +115,41 @@ def plan(n_bins: int, length: int | None, overlap: int | None, what: str,
     return Segments(np.asarray(starts, dtype=np.int64), int(length), int(overlap), int(n_bins))
 
 
+def split_plan(base: Segments, cfg: DataConfig
+               ) -> tuple[Segments, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Segments whose validation and test segments share no bin with a training segment, so
+    that their scores are honest, and (train, valid, test) segment indices.
+
+    The recording is tiled into blocks of one segment's length, and data.split chooses the
+    held-out blocks as it chooses trials (every_nth: every valid_every-th block ...). Each
+    held-out block is one segment of its own; each run of training blocks (the last one with the
+    recording's remainder, so the last block always trains) is cut with `base`'s overlap.
+    Overlaps, and with them the merge's cross-fades, are then only between training segments."""
+    length, n_blocks = base.length, base.n_bins // base.length
+    _, va, te = split_trials(n_blocks, cfg)
+    role = np.zeros(n_blocks, dtype=np.int64)  # 0 train, 1 valid, 2 test
+    role[va], role[te] = 1, 2
+    if role[-1]:  # the last block trains, so that the remainder never joins a held-out one
+        last_train = int(np.flatnonzero(role == 0)[-1])
+        role[last_train], role[-1] = role[-1], 0
+    starts, roles, b = [], [], 0
+    while b < n_blocks:
+        if role[b]:
+            starts.append(b * length)
+            roles.append(int(role[b]))
+            b += 1
+            continue
+        e = b + int(np.argmax(np.append(role[b:], 1) != 0))  # the end of this training run
+        stop = base.n_bins if e == n_blocks else e * length
+        run = plan(stop - b * length, length, base.overlap, "", length)
+        starts += [b * length + int(s) for s in run.starts]
+        roles += [0] * len(run.starts)
+        b = e
+    seg = Segments(np.asarray(starts, dtype=np.int64), length, base.overlap, base.n_bins)
+    roles_arr = np.asarray(roles)
+    return seg, tuple(np.flatnonzero(roles_arr == k) for k in range(3))  # type: ignore[return-value]
+
+
 # ----------------------------------------------------------------------------- as trials
 
 
@@ -124,27 +167,39 @@ def time_first(arr: object, n_bins: int, what: str) -> np.ndarray:
     return a
 
 
-def segment_recording(a: np.ndarray, layout: str, *, length: int | None, overlap: int | None,
+def segment_recording(a: np.ndarray, layout: str, *, split: DataConfig,
                       describe: Callable[[str], str], guessed: bool, min_bins: int,
                       min_segments: int, truth: np.ndarray | None,
                       companions: dict[str, object]
-                      ) -> tuple[np.ndarray, str, Segments, list[str], dict[str, np.ndarray]]:
-    """A 2-D recording `a` (axis order: `layout` without trials) as segments x bins x channels,
-    with its `truth` (same layout) and companions (behavior, ext_input: name -> array or None)
-    cut the same way. Returns (segments, the recording's axis order, the plan, notes, the cut
-    companions and truth by name); describe(name) begins a message about `name` ('data': `a`).
+                      ) -> tuple[np.ndarray, str, Segments, tuple[np.ndarray, ...], list[str],
+                                 dict[str, np.ndarray]]:
+    """A 2-D recording `a` (axis order: `layout` without trials) as segments x bins x channels
+    (split.segment_bins, split.segment_overlap; held out by split_plan), with its `truth` (same
+    layout) and companions (behavior, ext_input: name -> array or None) cut the same way.
+    Returns (segments, the recording's axis order, the plan, (train, valid, test) segment
+    indices, notes, the cut companions and truth by name); describe(name) begins a message
+    about `name` ('data': `a`).
     `guessed`: the axis order was assumed, not said, so a reading that looks transposed is said.
     """
     order = "_".join(ax for ax in layout.split("_") if ax != "trials")
     other = "time_neurons" if order == "neurons_time" else "neurons_time"
     x = a if order == "time_neurons" else a.T
     n_bins, n_channels = x.shape
+    length, overlap = split.segment_bins, split.segment_overlap
     seg = plan(n_bins, length, overlap, describe("data"), min_bins)
+    if len(seg.starts) >= min_segments:
+        try:
+            seg, inds = split_plan(seg, split)
+        except UserInputError as e:  # worded for trials: here they are blocks of a segment
+            raise UserInputError(f"{describe('data')}: a continuous recording is split in blocks "
+                                 f"of one segment ({seg.length} bins), {n_bins // seg.length} "
+                                 f"here: {e}") from None
     if len(seg.starts) < min_segments:
         swap = (f"if its other axis ({n_channels} long) is time, give --layout {other} "
-                f"(data.layout); otherwise " if _count(n_channels, length, overlap, min_bins)
-                >= min_segments else "")
-        raise UserInputError(f"{describe('data')}: {_too_short(seg, min_segments, min_bins, swap)}")
+                f"(data.layout); otherwise " if _count(n_channels, length, overlap, split,
+                                                       min_bins) >= min_segments else "")
+        raise UserInputError(f"{describe('data')}: "
+                             f"{_too_short(seg, split, min_segments, min_bins, swap)}")
     notes = []
     if guessed and n_channels > n_bins:
         notes.append(f"{describe('data')}: read as {' x '.join(order.split('_'))} (its layout "
@@ -154,23 +209,24 @@ def segment_recording(a: np.ndarray, layout: str, *, length: int | None, overlap
            for name, c in companions.items() if c is not None}
     if truth is not None:
         cut["truth"] = seg.cut(truth if order == "time_neurons" else truth.T)
-    return seg.cut(x), order, seg, notes, cut
+    return seg.cut(x), order, seg, inds, notes, cut
 
 
-def _count(n_bins: int, length: int | None, overlap: int | None, min_bins: int) -> int:
+def _count(n_bins: int, length: int | None, overlap: int | None, split: DataConfig,
+           min_bins: int) -> int:
     """How many segments these settings make of `n_bins` bins (0: they do not fit)."""
     try:
-        return len(plan(n_bins, length, overlap, "", min_bins).starts)
+        return len(split_plan(plan(n_bins, length, overlap, "", min_bins), split)[0].starts)
     except UserInputError:
         return 0
 
 
-def _too_short(seg: Segments, needed: int, min_bins: int, swap: str) -> str:
+def _too_short(seg: Segments, split: DataConfig, needed: int, min_bins: int, swap: str) -> str:
     """Why a recording gives too few segments, and what would do: `swap` (another axis order),
     then the longest segments that would."""
     share = seg.overlap / seg.length  # the same fraction of each shorter segment
     fits = [n for n in range(seg.length - 1, min_bins - 1, -1)
-            if _count(seg.n_bins, n, int(round(share * n)), min_bins) >= needed]
+            if _count(seg.n_bins, n, int(round(share * n)), split, min_bins) >= needed]
     fix = (f"give shorter segments (--set data.segment_bins={fits[0]}) or a longer recording"
            if fits else "record longer")
     return (f"2-D, read as one continuous recording of {seg.n_bins} bins, which makes "
