@@ -196,7 +196,7 @@ def test_curated_units_can_be_chosen_and_noise_units_are_pointed_out(tmp_path):
             load_dataset(path, DataConfig(units=rule))
 
 
-def test_a_recorded_signal_and_another_intervals_table_can_be_the_data(tmp_path):
+def test_a_recorded_signal_and_another_intervals_table_can_be_the_data(tmp_path, monkeypatch):
     """Calcium dF/F (an RoiResponseSeries) binned as the data, trials from an `epochs` table."""
     from pynwb import NWBHDF5IO, NWBFile
     from pynwb.ophys import DfOverF, ImageSegmentation, OpticalChannel, RoiResponseSeries
@@ -232,6 +232,11 @@ def test_a_recorded_signal_and_another_intervals_table_can_be_the_data(tmp_path)
         load_dataset(path)
     whole = load_dataset(path, DataConfig(signal="dff", bin_size_ms=100, segment_bins=20))
     assert whole.segments.n_bins == int((t[-1] - t[0]) / 0.1)  # the session, in whole bins
+    from autolfads.data import nwb_series
+
+    monkeypatch.setattr(nwb_series, "READ_VALUES", 100)  # read a few bins at a time: the same
+    np.testing.assert_array_equal(load_dataset(path, DataConfig(
+        signal="dff", bin_size_ms=100, segment_bins=20)).all_data(), whole.all_data())
     assert any("no trials table: the session is read as one continuous recording (the file has "
                "other intervals: epochs; choose one with --set data.intervals=epochs)" in w
                for w in whole.meta["warnings"])

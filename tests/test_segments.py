@@ -47,7 +47,8 @@ def test_a_2d_array_is_one_recording_read_in_its_layout():
     assert ds.segments is not None and ds.layout == "time_neurons"
     assert (ds.n_time, ds.n_neurons, ds.n_trials) == (100, 12, 24)
     assert ds.summary() == ("one recording of 2000 bins x 12 neurons, cut into 24 segments of "
-                            "100 bins overlapping by 20 (20 train / 4 valid, no test segments); "
+                            "100 bins (training segments overlapping by 20) (20 train / 4 valid, "
+                            "no test segments); "
                             "segments set by data.segment_bins, data.segment_overlap")
     np.testing.assert_array_equal(ds.segments.join(ds.all_data()), x)
     np.testing.assert_array_equal(ds.segments.join(ds.all_truth()), x + 0.5)
@@ -198,3 +199,20 @@ def test_segment_settings_on_trial_data_are_said_to_be_unused():
     ds = from_array(np.ones((20, 10, 4)), cfg=DataConfig(segment_bins=5))
     assert ds.segments is None and ds.n_trials == 20
     assert any("these data have trials, used as they are" in w for w in ds.meta["warnings"])
+
+
+def test_the_segment_count_decides_not_the_block_count():
+    """10 blocks, 2 of them test: the 8 left make 11 segments with overlap, enough to train."""
+    x = np.random.default_rng(7).poisson(1.0, size=(1000, 4)).astype(float)
+    ds = from_array(x, cfg=DataConfig(segment_bins=100, segment_overlap=50, test_every=5))
+    assert len(ds.test_inds) == 2 and len(ds.train_inds) + len(ds.valid_inds) >= 10
+
+
+def test_a_suggested_segment_length_works_with_the_overlap_given():
+    x = np.random.default_rng(7).poisson(1.0, size=(400, 4)).astype(float)
+    cfg = DataConfig(segment_bins=100, segment_overlap=60)
+    with pytest.raises(UserInputError, match=r"--set data.segment_bins=(\d+)\)") as info:
+        from_array(x, cfg=cfg)
+    suggested = int(re.search(r"segment_bins=(\d+)\)", str(info.value)).group(1))
+    assert suggested > 60
+    assert from_array(x, cfg=cfg.model_copy(update={"segment_bins": suggested})).n_trials >= 10

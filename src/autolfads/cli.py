@@ -125,8 +125,9 @@ def deconvolve(
     threshold_sd: float = typer.Option(1.0, help="Events below this many noise SDs become 0."),
     bin_size_ms: float = typer.Option(None, help="Frame interval, if the file does not say."),
 ) -> None:
-    """Deconvolve calcium traces into event amplitudes (OASIS), keeping trials and their order;
-    train on the events (observation model: zero_inflated_gamma, which auto picks)."""
+    """Deconvolve calcium traces into event amplitudes (OASIS), keeping trials and their order
+    (a 2-D recording is deconvolved whole and stays one); train on the events (observation
+    model: zero_inflated_gamma, which auto picks)."""
     from autolfads.api import deconvolve as deconvolve_api
     from autolfads.data.deconvolve import DeconvolveOptions
 
@@ -136,7 +137,10 @@ def deconvolve(
                         **options)
     zeros = float((ds.all_data() == 0).mean())
     typer.echo(f"wrote {out}: {ds.summary()}, events in {100 * (1 - zeros):.0f}% of bins")
-    if layout and out.suffix.lower() == ".mat":  # the tutorial's order, whatever came in
+    if ds.segments is not None:
+        typer.echo(f"{out} holds the events as one recording, neurons x time (its `layout` "
+                   "says so): train on it without --layout")
+    elif layout and out.suffix.lower() == ".mat":  # the tutorial's order, whatever came in
         typer.echo(f"{out} holds the events as neurons x time x trials (its `layout` variable "
                    "says so): train on it without --layout")
 

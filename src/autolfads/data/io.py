@@ -61,6 +61,8 @@ def load_dataset(path: str | Path, cfg: DataConfig | None = None) -> Dataset:
     true_input_times (one bin per trial; 1-based in .mat, 0-based elsewhere).
     LFADS .h5: train_data/valid_data (trials x time x neurons) and the usual LFADS extras.
     A split stored in the file wins over `cfg.split`; `cfg.bin_size_ms` wins over the file's.
+    A 2-D variable (or an NWB file without trials) is one continuous recording, neurons x time
+    unless its layout says otherwise, cut into segments as from_array says.
     """
     cfg = cfg or DataConfig()
     p = Path(path)
@@ -115,6 +117,9 @@ def from_array(
     `ext_input` is trials x time x inputs. Indices may be 0- or 1-based (detected).
     `true_input_times` (synthetic data) is one 0-based bin per trial, in the data's trial order.
     `behavior`: decode targets, trials x time x variables (possibly fewer, final, bins).
+    A 2-D `data` is one continuous recording (layout without trials; time_neurons by default):
+    it is cut into segments (data/segments.py), with `truth` in its layout and `behavior` /
+    `ext_input` as time x variables over its bins; `layout_guessed`: the order was assumed.
     """
     return build_dataset(
         data, layout, label=source, noun="argument", cfg=cfg, truth=truth,

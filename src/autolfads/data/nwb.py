@@ -223,7 +223,7 @@ def _session(nwb, spikes: list[np.ndarray], cfg: DataConfig, bin_s: float, p: Pa
     edges 1 x (bins + 1), notes)."""
     notes = [f"{p}: data.{k} is for trials; the session has none, so it is ignored"
              for k in ("window_ms", "align")
-             if getattr(cfg, k) is not None and getattr(cfg, k) != DataConfig().align]
+             if getattr(cfg, k) != getattr(DataConfig(), k)]
     if cfg.signal:
         clock = clock_of(find_series(nwb, cfg.signal, p, "data.signal"), cfg.signal,
                          "data.signal", p)

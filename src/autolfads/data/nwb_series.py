@@ -13,6 +13,8 @@ import numpy as np
 from autolfads.data.validate import listed
 from autolfads.errors import UserInputError
 
+READ_VALUES = 20_000_000  # samples x channels read at once (160 MB as float64)
+
 
 def series_paths(nwb) -> dict[str, object]:
     """Every time series in the file but images, by path: MODULE/NAME or MODULE/CONTAINER/NAME
@@ -110,30 +112,40 @@ def series_at(series, times: np.ndarray, keep: np.ndarray, name: str, p: Path) -
 
 
 def series_binned(series, edges: np.ndarray, keep: np.ndarray, name: str, p: Path
-                   ) -> tuple[np.ndarray, float]:
+                  ) -> tuple[np.ndarray, float]:
     """A time series as data: the mean of its finite samples in each bin [edge, next edge)
-    (trials x bins x channels), read one trial at a time (a raw recording need not fit in
-    memory); a bin without one (a series slower than the bins) takes the value interpolated
-    at its centre. Also the time between samples."""
+    (trials x bins x channels), read a stretch of bins at a time (a raw recording, or a whole
+    session read as one recording, need not fit in memory); a bin without one (a series slower
+    than the bins) takes the value interpolated at its centre. Also the time between samples."""
     clock = clock_of(series, name, "data.signal", p)
     _check_covers(clock, edges, keep, name, p, "data.signal")
-    at = clock.index(edges)  # trials x (bins + 1)
-    out = []
-    for k in range(edges.shape[0]):
-        a, b = max(int(at[k, 0]) - 1, 0), min(int(at[k, -1]) + 1, clock.n)  # and a neighbour
-        chunk = _values(series, a, b)
-        ok = np.isfinite(chunk)
-        zero = np.zeros((1, chunk.shape[1]))
-        sums = np.concatenate([zero, np.cumsum(np.where(ok, chunk, 0.0), axis=0)])
-        counts = np.concatenate([zero, np.cumsum(ok, axis=0)])
-        loc = at[k] - a
-        n = counts[loc[1:]] - counts[loc[:-1]]
-        mean = (sums[loc[1:]] - sums[loc[:-1]]) / np.maximum(n, 1)
-        centres = 0.5 * (edges[k, :-1] + edges[k, 1:])
-        t = clock.time(np.arange(a, b))
-        for d in np.flatnonzero((n == 0).any(axis=0)):
-            good, empty = ok[:, d], n[:, d] == 0
-            mean[empty, d] = np.interp(centres[empty], t[good], chunk[good, d]) if good.any() \
-                else np.nan  # no sample at all: the data check names it
-        out.append(mean)
+    shape = getattr(series.data, "shape", (clock.n,))
+    channels = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    per_bin = float(np.median(np.diff(edges[0]))) / max(clock.step, 1e-12)  # samples per bin
+    stretch = max(1, int(READ_VALUES / max(per_bin * channels, 1.0)))  # bins per read
+    out = [np.concatenate([_bin_means(series, clock, edges[k, i : i + stretch + 1])
+                           for i in range(0, edges.shape[1] - 1, stretch)])
+           for k in range(edges.shape[0])]
     return np.stack(out).astype(np.float32), clock.step
+
+
+def _bin_means(series, clock: Clock, e: np.ndarray) -> np.ndarray:
+    """Bins [e[i], e[i + 1]) of the series: the mean of their finite samples (bins x channels),
+    interpolated at a bin's centre where it has none."""
+    at = clock.index(e)
+    a, b = max(int(at[0]) - 1, 0), min(int(at[-1]) + 1, clock.n)  # and a neighbour each side
+    chunk = _values(series, a, b)
+    ok = np.isfinite(chunk)
+    zero = np.zeros((1, chunk.shape[1]))
+    sums = np.concatenate([zero, np.cumsum(np.where(ok, chunk, 0.0), axis=0)])
+    counts = np.concatenate([zero, np.cumsum(ok, axis=0)])
+    loc = at - a
+    n = counts[loc[1:]] - counts[loc[:-1]]
+    mean = (sums[loc[1:]] - sums[loc[:-1]]) / np.maximum(n, 1)
+    centres = 0.5 * (e[:-1] + e[1:])
+    t = clock.time(np.arange(a, b))
+    for d in np.flatnonzero((n == 0).any(axis=0)):
+        good, empty = ok[:, d], n[:, d] == 0
+        mean[empty, d] = np.interp(centres[empty], t[good], chunk[good, d]) if good.any() \
+            else np.nan  # no sample at all: the data check names it
+    return mean

@@ -6,8 +6,8 @@ Why overlap: LFADS infers each segment's initial condition from that segment alo
 bins (and, less so, its last) are the least constrained. Where two segments overlap, the merge
 cross-fades from one to the other: segment A's weight falls linearly over the overlap while B's
 rises, the two summing to 1, so every bin of the merged output is a weighted mean of the segments
-that cover it, each trusted least at its own edges (the recording's first and last bins, covered
-by one segment only, keep weight 1).
+that cover it, each trusted least at its own edges (bins covered by one segment only keep its
+value).
 
 The last segment ends at the recording's last bin: it may overlap its neighbour by more than the
 others do, so that no bin is left out and every segment has the same length.
@@ -34,16 +34,18 @@ DEFAULT_BINS = 100  # a segment, when data.segment_bins is not given
 DEFAULT_OVERLAP_FRACTION = 0.2  # of a segment, when data.segment_overlap is not given
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # (an array field: no value equality)
 class Segments:
     starts: np.ndarray  # (n_segments,) int64, 0-based first bin of each segment
     length: int  # bins per segment
-    overlap: int  # bins shared by neighbours (the last pair may share more)
+    overlap: int  # bins shared by neighbouring training segments (a run's last pair may share
+    # more; held-out segments share none)
     n_bins: int  # the recording's length
 
     def describe(self, channels: str) -> str:
         return (f"one recording of {self.n_bins} bins x {channels}, cut into {len(self.starts)} "
-                f"segments of {self.length} bins overlapping by {self.overlap}")
+                f"segments of {self.length} bins (training segments overlapping by "
+                f"{self.overlap})")
 
     def cut(self, x: np.ndarray) -> np.ndarray:
         """time x ... -> segments x length x ... (copies)."""
@@ -51,8 +53,8 @@ class Segments:
         return np.ascontiguousarray(np.asarray(x)[idx])
 
     def weights(self) -> np.ndarray:
-        """(n_segments, length) cross-fade weights; at each bin of the recording covered by two
-        segments they sum to 1."""
+        """(n_segments, length) cross-fade weights: over each overlap with the next segment,
+        linear ramps that sum to 1 (where three segments meet, merge divides by their sum)."""
         n, length = len(self.starts), self.length
         w = np.ones((n, length))
         ends = self.starts + length
@@ -69,7 +71,7 @@ class Segments:
         of the segments that cover it (the model's outputs, which differ between segments)."""
         y = self._checked(y)
         w = self.weights().reshape(y.shape[:2] + (1,) * (y.ndim - 2))
-        out = np.zeros((self.n_bins, *y.shape[2:]))  # one segment at a time: no float64 copy
+        out = np.zeros((self.n_bins, *y.shape[2:]))  # float64 sums, a segment at a time
         total = np.zeros((self.n_bins,) + (1,) * (y.ndim - 2))
         for i, s in enumerate(self.starts):
             out[s : s + self.length] += w[i] * y[i]
@@ -126,10 +128,10 @@ def split_plan(base: Segments, cfg: DataConfig
     recording's remainder, so the last block always trains) is cut with `base`'s overlap.
     Overlaps, and with them the merge's cross-fades, are then only between training segments."""
     length, n_blocks = base.length, base.n_bins // base.length
-    _, va, te = split_trials(n_blocks, cfg)
+    _, va, te = split_trials(n_blocks, cfg, min_kept=0)  # the caller counts the segments
     role = np.zeros(n_blocks, dtype=np.int64)  # 0 train, 1 valid, 2 test
     role[va], role[te] = 1, 2
-    if role[-1]:  # the last block trains, so that the remainder never joins a held-out one
+    if role[-1] and base.n_bins % length:  # a remainder joins the last block: it must train
         last_train = int(np.flatnonzero(role == 0)[-1])
         role[last_train], role[-1] = role[-1], 0
     starts, roles, b = [], [], 0
@@ -146,8 +148,8 @@ def split_plan(base: Segments, cfg: DataConfig
         roles += [0] * len(run.starts)
         b = e
     seg = Segments(np.asarray(starts, dtype=np.int64), length, base.overlap, base.n_bins)
-    roles_arr = np.asarray(roles)
-    return seg, tuple(np.flatnonzero(roles_arr == k) for k in range(3))  # type: ignore[return-value]
+    kind = np.asarray(roles)
+    return seg, (np.flatnonzero(kind == 0), np.flatnonzero(kind == 1), np.flatnonzero(kind == 2))
 
 
 # ----------------------------------------------------------------------------- as trials
@@ -186,20 +188,15 @@ def segment_recording(a: np.ndarray, layout: str, *, split: DataConfig,
     x = a if order == "time_neurons" else a.T
     n_bins, n_channels = x.shape
     length, overlap = split.segment_bins, split.segment_overlap
-    seg = plan(n_bins, length, overlap, describe("data"), min_bins)
-    if len(seg.starts) >= min_segments:
-        try:
-            seg, inds = split_plan(seg, split)
-        except UserInputError as e:  # worded for trials: here they are blocks of a segment
-            raise UserInputError(f"{describe('data')}: a continuous recording is split in blocks "
-                                 f"of one segment ({seg.length} bins), {n_bins // seg.length} "
-                                 f"here: {e}") from None
-    if len(seg.starts) < min_segments:
+    seg = plan(n_bins, length, overlap, describe("data"), min_bins)  # errors name the settings
+    made = _split(seg, split, min_segments)
+    if made is None:
         swap = (f"if its other axis ({n_channels} long) is time, give --layout {other} "
                 f"(data.layout); otherwise " if _count(n_channels, length, overlap, split,
-                                                       min_bins) >= min_segments else "")
+                                                       min_segments, min_bins) else "")
         raise UserInputError(f"{describe('data')}: "
                              f"{_too_short(seg, split, min_segments, min_bins, swap)}")
+    seg, inds = made
     notes = []
     if guessed and n_channels > n_bins:
         notes.append(f"{describe('data')}: read as {' x '.join(order.split('_'))} (its layout "
@@ -212,24 +209,41 @@ def segment_recording(a: np.ndarray, layout: str, *, split: DataConfig,
     return seg.cut(x), order, seg, inds, notes, cut
 
 
-def _count(n_bins: int, length: int | None, overlap: int | None, split: DataConfig,
-           min_bins: int) -> int:
-    """How many segments these settings make of `n_bins` bins (0: they do not fit)."""
+def _split(base: Segments, split: DataConfig, needed: int
+           ) -> tuple[Segments, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """split_plan, when it leaves at least `needed` segments to train and validate on and at
+    least one to validate; None otherwise (the recording is too short for these settings)."""
     try:
-        return len(split_plan(plan(n_bins, length, overlap, "", min_bins), split)[0].starts)
-    except UserInputError:
-        return 0
+        seg, (tr, va, te) = split_plan(base, split)
+    except UserInputError:  # e.g. valid_every larger than the blocks
+        return None
+    return (seg, (tr, va, te)) if len(va) and len(tr) + len(va) >= needed else None
+
+
+def _count(n_bins: int, length: int | None, overlap: int | None, split: DataConfig,
+           needed: int, min_bins: int) -> bool:
+    """Whether these settings make enough segments of `n_bins` bins."""
+    try:
+        return _split(plan(n_bins, length, overlap, "", min_bins), split, needed) is not None
+    except UserInputError:  # they do not fit at all
+        return False
 
 
 def _too_short(seg: Segments, split: DataConfig, needed: int, min_bins: int, swap: str) -> str:
     """Why a recording gives too few segments, and what would do: `swap` (another axis order),
-    then the longest segments that would."""
-    share = seg.overlap / seg.length  # the same fraction of each shorter segment
-    fits = [n for n in range(seg.length - 1, min_bins - 1, -1)
-            if _count(seg.n_bins, n, int(round(share * n)), split, min_bins) >= needed]
+    then the longest segments that would (with the overlap given, or the same fraction)."""
+    given = split.segment_overlap
+
+    def overlap_for(n: int) -> int:
+        return given if given is not None else int(round(seg.overlap / seg.length * n))
+
+    fits = [n for n in range(seg.length - 1, max(min_bins, (given or 0) + 1) - 1, -1)
+            if _count(seg.n_bins, n, overlap_for(n), split, needed, min_bins)]
     fix = (f"give shorter segments (--set data.segment_bins={fits[0]}) or a longer recording"
            if fits else "record longer")
+    made = _split(seg, split, 0)
+    n = len(made[0].starts) if made else len(seg.starts)
     return (f"2-D, read as one continuous recording of {seg.n_bins} bins, which makes "
-            f"{len(seg.starts)} segment{'s' if len(seg.starts) > 1 else ''} of {seg.length} "
-            f"bins; LFADS needs at least {needed} to train and validate: {swap}{fix} (trials: "
-            "a 3-D array, neurons x time x trials)")
+            f"{n} segment{'s' if n > 1 else ''} of {seg.length} bins; LFADS needs at least "
+            f"{needed} to train and validate: {swap}{fix} (trials: a 3-D array, neurons x time "
+            "x trials)")

@@ -9,7 +9,7 @@ from autolfads.data.validate import MIN_TRIALS
 from autolfads.errors import UserInputError
 
 
-def split_trials(n_trials: int, cfg: DataConfig | None = None
+def split_trials(n_trials: int, cfg: DataConfig | None = None, min_kept: int = MIN_TRIALS
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """0-based (train_inds, valid_inds, test_inds), each sorted (test may be empty).
 
@@ -18,7 +18,8 @@ def split_trials(n_trials: int, cfg: DataConfig | None = None
     random: a permutation seeded by split_seed; round(valid_fraction * n) trials, at least 1, are
     valid, the next round(test_fraction * n) test.
     Test set by default (test_every / test_fraction None): every 10th trial (10%) when there are
-    at least AUTO_TEST_MIN_TRIALS trials, none otherwise.
+    at least AUTO_TEST_MIN_TRIALS trials, none otherwise. A test set must leave `min_kept` trials
+    to train and validate on (0: the caller counts what it makes of them, as segments.py does).
     """
     cfg = cfg or DataConfig()
     all_inds = np.arange(n_trials)
@@ -43,7 +44,7 @@ def split_trials(n_trials: int, cfg: DataConfig | None = None
     if len(train) == 0:
         raise UserInputError(f"data split: no training trials left among {n_trials}; use a "
                              "smaller data.test_every/test_fraction or valid_every/fraction")
-    if len(test) and len(train) + len(valid) < MIN_TRIALS:  # as a file's test_inds would be
+    if len(test) and len(train) + len(valid) < min_kept:  # as a file's test_inds would be
         raise UserInputError(f"data split: {len(test)} test trials leave {len(train) + len(valid)}"
                              f" of {n_trials} for training and validation; LFADS needs at least "
                              f"{MIN_TRIALS}: use a larger data.test_every or a smaller "

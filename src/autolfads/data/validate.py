@@ -72,8 +72,8 @@ def check_3d(a: np.ndarray, what: str, layout: str) -> None:
                              f"the array has 3 axes {tuple(a.shape)}; give all three axes, e.g. "
                              f"neurons_time_trials {LAYOUT_HINT}")
     if a.ndim != 3:
-        hint = ("; a 1-D array is one channel: give channels x time (one recording) or "
-                "neurons x time x trials") if a.ndim == 1 else ""
+        hint = ("; a 1-D array is one channel: give it as a 2-D recording (one channel x "
+                "time) or neurons x time x trials") if a.ndim == 1 else ""
         raise UserInputError(
             f"{what}: expected a 3-D array {expected}, found shape {tuple(a.shape)}{hint}"
         )
@@ -105,8 +105,8 @@ def check_trials(shape: tuple[int, ...], layout: str, what: str, can_relayout: b
         raise UserInputError(
             f"{what}: shape {tuple(shape)} read as {' x '.join(axes)} gives only {n} trials "
             f"(LFADS needs at least {MIN_TRIALS}); if axis {big} holds the trials, pass "
-            f"--layout {'_'.join(fixed)} (config data.layout); one long recording must be cut "
-            "into trials first"
+            f"--layout {'_'.join(fixed)} (config data.layout); one long recording without "
+            "trials: give it as a 2-D array, channels x time"
         )
     raise UserInputError(
         f"{what}: only {n} trials (shape {tuple(shape)} read as {' x '.join(axes)}); "

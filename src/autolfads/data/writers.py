@@ -99,7 +99,7 @@ def _write_recording(path: str | Path, dataset: Dataset, fmt: str) -> Path:
     if truth is not None:
         arrays["truth"] = seg.join(truth).T
     if dataset.behavior is not None and dataset.behavior.shape[1] == seg.length:
-        arrays["behavior"] = seg.join(dataset.behavior)
+        arrays["behavior"] = seg.join(dataset.behavior)  # (without forward bins: not all there)
     bin_ms = None if dataset.bin_size_s is None else dataset.bin_size_s * 1000.0
 
     def write(tmp: Path) -> None:
