@@ -37,6 +37,18 @@ def tiny_config(**train) -> Config:
     return cfg
 
 
+@pytest.fixture(autouse=True)
+def no_live_report(request, monkeypatch):
+    """A run refreshes its HTML report when it ends (and after each generation): ~5 s of
+    figures per run, which most tests never look at. The report has its own tests
+    (test_report.py, fabricated runs); tests that read the page a run wrote are marked
+    live_report. Runs in a subprocess are not affected."""
+    if request.node.get_closest_marker("live_report") is None:
+        from autolfads import api
+
+        monkeypatch.setattr(api, "_refresh_report", lambda *a, **k: None)
+
+
 @pytest.fixture
 def tiny():
     torch.manual_seed(0)

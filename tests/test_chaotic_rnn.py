@@ -192,6 +192,7 @@ def test_run_outputs_carry_true_input_times(tmp_path) -> None:
     np.testing.assert_array_equal(back.arrays["true_input_times"], ds.true_input_times)
 
 
+@pytest.mark.live_report
 def test_synth_then_train_reports_input_timing(tmp_path, monkeypatch, capsys) -> None:
     """The file `synth chaotic_rnn` writes trains as it is; the run's metrics, summary line and
     report carry the inferred-input timing against the file's true input times."""

@@ -127,6 +127,7 @@ def test_bad_decode_targets_in_cli_are_one_error_line(tmp_path, monkeypatch, cap
     ("emg", "gamma", []),
     ("calcium", "zero_inflated_gamma", ["--set", "data.deconvolve=true"]),
 ])
+@pytest.mark.live_report
 def test_continuous_data_train_report_export(kind, observation, extra, tmp_path, monkeypatch,
                                              capsys):
     """synth -> train with no observation flag -> auto's choice, metrics per modality, traces in

@@ -129,7 +129,6 @@ def test_a_recording_trains_and_its_outputs_are_merged_back(tmp_path, monkeypatc
     """A .mat recording (neurons x time, the tutorial's habit): the run's .h5 and .mat hold the
     segments as trials and the merged recording, time x dim / dim x time, whose every bin is the
     cross-faded mean of the segments that cover it."""
-    monkeypatch.setattr(api, "_refresh_report", lambda *a, **k: None)
     rng = np.random.default_rng(3)
     t = np.arange(600)
     rates = np.exp(np.sin(t[:, None] / 15.0 + np.arange(8)[None, :]))

@@ -23,12 +23,6 @@ SMALL = ["model.gen_dim=12", "model.con_dim=8", "model.ic_enc_dim=8", "model.ci_
          "train.device=cpu"]
 
 
-@pytest.fixture(autouse=True)
-def no_report(monkeypatch):
-    """These tests are about the training; the report (a few seconds of figures) is not."""
-    monkeypatch.setattr(api, "_refresh_report", lambda *a, **k: None)
-
-
 def data(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).poisson(2.0, size=(30, 12, 6)).astype(np.float32)
 
