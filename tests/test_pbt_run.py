@@ -105,15 +105,17 @@ def test_autolfads_run_with_a_continuous_observation_model(tmp_path, capsys):
 
 
 def _interrupt_after_a_generation(tmp_path, stop, population: int, generations: int,
-                                  epochs: int) -> tuple[list[str], Path, str, int]:
+                                  epochs: int, report: bool = True
+                                  ) -> tuple[list[str], Path, str, int]:
     """Start `autolfads run` in a process group, call stop(proc) once a generation is saved;
-    (the command, the run directory, stderr, exit status)."""
+    (the command, the run directory, stderr, exit status). `report`: train.report."""
     data = tmp_path / "tiny.h5"
     write_lfads_h5(data, tiny_dataset(n_trials=40))
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "autolfads.cli", "run", str(data), "--out", str(run),
            "--population", str(population), "--generations", str(generations),
-           "--epochs-per-generation", str(epochs), *[a for s in TINY for a in ("--set", s)]]
+           "--epochs-per-generation", str(epochs), *[a for s in TINY for a in ("--set", s)],
+           "--set", f"train.report={str(report).lower()}"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -136,7 +138,7 @@ def _interrupt_after_a_generation(tmp_path, stop, population: int, generations: 
 @pytest.mark.slow
 def test_interrupted_run_resumes_without_redoing_generations(tmp_path):
     cmd, run, err, code = _interrupt_after_a_generation(
-        tmp_path, lambda proc: os.killpg(proc.pid, signal.SIGINT), 3, 4, 2)  # Ctrl-C
+        tmp_path, lambda proc: os.killpg(proc.pid, signal.SIGINT), 3, 4, 2, report=False)
     pop = run / "pbt" / "population.json"
     assert code == 130, err
     assert "--resume" in err.splitlines()[-1]
@@ -150,6 +152,7 @@ def test_interrupted_run_resumes_without_redoing_generations(tmp_path):
     assert f"resuming from generation {done}" not in resumed.stdout  # --quiet
     check_logs(run, population=3, generations=4)
     assert (run / "output" / "lfads_output.h5").is_file()
+    assert not (run / "report").exists()  # train.report=false, kept by --resume from config.yaml
 
 
 @pytest.mark.slow

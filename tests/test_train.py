@@ -205,3 +205,15 @@ def test_sampling_with_fewer_samples_than_threads_splits_the_trials(tiny):
                                           encode_once=encode_once))
         for key in got[0]:
             np.testing.assert_allclose(got[1][key], got[0][key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.live_report
+def test_train_report_false_leaves_the_page_to_the_report_command(tmp_path):
+    from autolfads import api
+
+    cfg = tiny_config(epochs=1)
+    cfg.train.report = False
+    api.train(tiny_dataset(), tmp_path / "r", config=cfg, quiet=True)
+    assert (tmp_path / "r" / "output" / "lfads_output.h5").is_file()
+    assert not (tmp_path / "r" / "report").exists()
+    assert "report: false" in (tmp_path / "r" / "config.yaml").read_text()

@@ -187,7 +187,7 @@ def _finish(trainer: Trainer, dataset: Dataset, cfg: Config, out_dir: Path | Non
     if out_dir is not None:
         metrics = write_results(out_dir, dataset, post, extra, obs, say)
         try:
-            _refresh_report(out_dir, dataset)
+            _refresh_report(out_dir, dataset, cfg)
         except Exception as e:  # noqa: BLE001  (the outputs are written; the page is extra)
             say(f"report not written: {type(e).__name__}: {e}")
     else:
@@ -277,7 +277,7 @@ def run(
         f"{p.epochs_per_generation} epochs, {p.cpus_per_worker:g} CPU per worker")
     t0 = time.perf_counter()
     result = run_pbt(dataset, cfg, store, address=address, resume=point, log=say,
-                     after_generation=lambda d: _refresh_report(d, dataset))
+                     after_generation=lambda d: _refresh_report(d, dataset, cfg))
     say(f"best worker {result.best.worker} (score {result.best.score:.5f}) after "
         f"{result.generations} generations" +
         (f"; stopped: {result.stopped_reason}" if result.stopped_reason else ""))
@@ -325,7 +325,9 @@ def _keep_old_split(cfg: Config, config_path: Path) -> None:
         cfg.data.test_every, cfg.data.test_fraction = 0, 0.0
 
 
-def _refresh_report(out_dir: Path, dataset: Dataset) -> None:
+def _refresh_report(out_dir: Path, dataset: Dataset, cfg: Config) -> None:
+    if not cfg.train.report:  # (train.report=false: only `autolfads report` writes it)
+        return
     from autolfads.analysis.report import write_report
 
     write_report(out_dir, dataset=dataset)

@@ -126,6 +126,9 @@ class TrainConfig(_Section):
     # the machine's C++ compiler; ~10% faster steps; without a compiler, a warning and the
     # usual loops.
     native_cells: bool = False
+    # DIR/report/index.html written when the run ends and, for `run`, after every generation
+    # (seconds of figures each); false: only `autolfads report DIR` writes it.
+    report: bool = True
 
 
 # The hyperparameters PBT tunes, each with the config section it lives in: the search space
