@@ -22,7 +22,7 @@ from autolfads.data.writers import write_lfads_h5
 
 TINY = [f"model.{k}={v}" for k, v in TINY_MODEL.items()] + [
     "train.batch_size=16", "train.n_samples=3", "train.kl_increase_epochs=2",
-    "train.l2_increase_epochs=2", "train.report=false"]  # (seconds of figures per generation)
+    "train.l2_increase_epochs=2"]
 SETS = [a for s in TINY for a in ("--set", s)]
 
 

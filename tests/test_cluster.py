@@ -21,7 +21,7 @@ RAY = str(Path(sys.executable).with_name("ray"))
 HEAD_IP, WORKER_IP = "10.77.0.1", "10.77.0.2"
 TINY = [f"model.{k}={v}" for k, v in TINY_MODEL.items()] + [
     "train.batch_size=16", "train.n_samples=3", "train.kl_increase_epochs=2",
-    "train.l2_increase_epochs=2", "train.report=false"]  # (seconds of figures per generation)
+    "train.l2_increase_epochs=2"]
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
