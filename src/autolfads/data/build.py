@@ -95,7 +95,7 @@ def build_dataset(
 
     true_rates = None
     if truth is not None:
-        t = _truth(truth, a.shape, describe("truth"))
+        t = truth if seg is not None else _truth(truth, a.shape, describe("truth"))  # (checked)
         check_rates(t, describe("truth"))
         true_rates = np.ascontiguousarray(t.transpose(perm), dtype=np.float32)
     cond = check_conditions(conditions, n, describe("conditions"))

@@ -122,7 +122,6 @@ class Dataset:
         return self.to_original_order(self.train_truth, self.valid_truth, self.test_truth)
 
     def summary(self) -> str:
-        test = f" / {len(self.test_inds)} test" if self.has_test else ", no test trials"
         held = []
         if len(self.heldout_neurons):
             held.append(f"{len(self.heldout_neurons)} held-out neurons")
@@ -131,11 +130,13 @@ class Dataset:
         # Counts come from neurons; continuous signals (EMG, calcium) from channels.
         x = self.train_data
         noun = "neurons" if bool((x == np.round(x)).all()) else "channels"
-        size = f"{self.n_trials} trials x {self.n_time} bins x {self.n_neurons} {noun}"
-        if self.segments is not None:  # its segments are the trials
-            size = self.segments.describe(f"{self.n_neurons} {noun}")
-            test = test.replace("trials", "segments")
+        channels = f"{self.n_neurons} {noun}"
+        if self.segments is None:
+            size, unit = f"{self.n_trials} trials x {self.n_time} bins x {channels}", "trials"
+        else:  # its segments are the trials
+            size, unit = self.segments.describe(channels), "segments"
             held.append("segments set by data.segment_bins, data.segment_overlap")
+        test = f" / {len(self.test_inds)} test" if self.has_test else f", no test {unit}"
         return (
             f"{size} ({len(self.train_inds)} train / {len(self.valid_inds)} valid{test})"
             + (f"; {', '.join(held)}" if held else "")

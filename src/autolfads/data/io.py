@@ -154,9 +154,9 @@ def _from_table(
     layout = cfg.layout
     # A file may say its own layout (a `layout` entry); without one it is the tutorial's. .mat is
     # that layout by design, so only a Python-made file that does not say it is warned about.
-    python_made = p.suffix.lower() != ".mat"
-    assumed = layout == "auto" and python_made and "layout" not in values
     said = layout_text(values["layout"]) if "layout" in values else None
+    guessed = layout == "auto" and said is None  # neither the file nor the user says it
+    assumed = guessed and p.suffix.lower() != ".mat"  # (a Python-made file)
     warnings = []
     if layout == "auto":
         layout = said or MATLAB_LAYOUT
@@ -176,7 +176,7 @@ def _from_table(
         bin_size_s=_bin_size_s(values, str(p), "variable"), data_name=var,
         true_input_times=times, behavior=values.get("behavior"), one_based=conditions_one_based,
         can_relayout=said is None or cfg.layout != "auto",  # the file's own word stands
-        layout_guessed=said is None and cfg.layout == "auto",
+        layout_guessed=guessed,
     )  # fmt: skip
     ds.meta.setdefault("warnings", []).extend(warnings)
     # Trials-first arrays (Python's habit) land here; a recording's segments are not trials.

@@ -216,25 +216,24 @@ def _trial_edges(trials, keep: np.ndarray, spikes: list[np.ndarray], cfg: DataCo
     return edges
 
 
-def _session(nwb, spikes: list[np.ndarray], cfg: DataConfig, bin_s: float, p: Path
-             ) -> tuple[np.ndarray, dict, np.ndarray, list[str]]:
+def _session(spikes: list[np.ndarray], signal, behavior, cfg: DataConfig, bin_s: float,
+             p: Path) -> tuple[np.ndarray, list[str]]:
     """A session without trials as one window: from its first spike to its last (or over the
-    data.signal series; within data.behavior's span), in whole bins. Returns (kept, no split,
-    edges 1 x (bins + 1), notes)."""
+    data.signal series; within data.behavior's span), in whole bins. Returns (edges 1 x
+    (bins + 1), notes)."""
     notes = [f"{p}: data.{k} is for trials; the session has none, so it is ignored"
              for k in ("window_ms", "align")
              if getattr(cfg, k) != getattr(DataConfig(), k)]
-    if cfg.signal:
-        clock = clock_of(find_series(nwb, cfg.signal, p, "data.signal"), cfg.signal,
-                         "data.signal", p)
+    if signal is not None:
+        clock = clock_of(signal, cfg.signal, "data.signal", p)
         first, last = clock.first, clock.last
     else:
         heard = [s for s in spikes if s.size]
         if not heard:
             raise UserInputError(f"{p}: the units hold no spikes")
         first, last = min(s[0] for s in heard), max(s[-1] for s in heard)
-    if cfg.behavior:  # decode targets must be recorded over every bin: read where they are
-        b = clock_of(find_series(nwb, cfg.behavior, p), cfg.behavior, "data.behavior", p)
+    if behavior is not None:  # decode targets must be recorded over every bin: read there
+        b = clock_of(behavior, cfg.behavior, "data.behavior", p)
         if b.first > first or b.last < last:
             first, last = max(first, b.first), min(last, b.last)
             notes.append(f"{p}: data.behavior={cfg.behavior} covers {b.first:.3f} to "
@@ -244,7 +243,7 @@ def _session(nwb, spikes: list[np.ndarray], cfg: DataConfig, bin_s: float, p: Pa
     if n_bins < MIN_BINS:
         raise UserInputError(f"{p}: the session lasts {max(last - first, 0):.3f} s, fewer than "
                              f"{MIN_BINS} bins of {bin_s * 1000:g} ms")
-    return (np.ones(1, dtype=bool), {}, (first + bin_s * np.arange(n_bins + 1))[None], notes)
+    return (first + bin_s * np.arange(n_bins + 1))[None], notes
 
 
 def _nlb_split(trials, p: Path) -> tuple[np.ndarray, dict, list[str]]:
@@ -291,17 +290,19 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
         spikes = [np.sort(np.asarray(nwb.units["spike_times"][int(i)], dtype=np.float64))
                   for i in np.flatnonzero(units)]
         bin_s = (cfg.bin_size_ms or DEFAULT_BIN_MS) / 1000.0
+        signal = find_series(nwb, cfg.signal, p, "data.signal") if cfg.signal else None
+        beh_series = find_series(nwb, cfg.behavior, p) if cfg.behavior else None
         if trials is None:  # one continuous recording, cut into segments by from_array
-            keep, inds, edges, said = _session(nwb, spikes, cfg, bin_s, p)
+            keep, inds = np.ones(1, dtype=bool), {}
+            edges, said = _session(spikes, signal, beh_series, cfg, bin_s, p)
             warnings = [note, *notes, *said]
         else:
             keep, inds, warnings = _nlb_split(trials, p)
             warnings = notes + warnings
             edges = _trial_edges(trials, keep, spikes, cfg, bin_s, p, warnings)
         n_bins = edges.shape[1] - 1
-        if cfg.signal:  # a recorded signal (calcium, EMG) instead of spike counts
-            series = find_series(nwb, cfg.signal, p, "data.signal")
-            counts, step = series_binned(series, edges, keep, cfg.signal, p)
+        if signal is not None:  # a recorded signal (calcium, EMG) instead of spike counts
+            counts, step = series_binned(signal, edges, keep, cfg.signal, p)
             if cfg.units:
                 warnings.append(f"{p}: data.units is for spikes; data.signal={cfg.signal} is "
                                 "read whole")
@@ -324,10 +325,9 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
                                      "(data.condition)")
             conditions = np.asarray(trials[cfg.condition][:])[keep]
         behavior = None
-        if cfg.behavior:
+        if beh_series is not None:
             centres = 0.5 * (edges[:, :-1] + edges[:, 1:])
-            series = find_series(nwb, cfg.behavior, p)
-            behavior = series_at(series, centres, keep, cfg.behavior, p)
+            behavior = series_at(beh_series, centres, keep, cfg.behavior, p)
             if trials is not None and 0 < cfg.forward_bins < n_bins:  # nothing to decode there
                 behavior = behavior[:, : n_bins - cfg.forward_bins]
         # NLB's files as they are: a `heldout` units column marks the held-out neurons, and a

@@ -192,8 +192,8 @@ def segment_recording(a: np.ndarray, layout: str, *, split: DataConfig,
     made = _split(seg, split, min_segments)
     if made is None:
         swap = (f"if its other axis ({n_channels} long) is time, give --layout {other} "
-                f"(data.layout); otherwise " if _count(n_channels, length, overlap, split,
-                                                       min_segments, min_bins) else "")
+                f"(data.layout); otherwise " if _enough(n_channels, length, overlap, split,
+                                                        min_segments, min_bins) else "")
         raise UserInputError(f"{describe('data')}: "
                              f"{_too_short(seg, split, min_segments, min_bins, swap)}")
     seg, inds = made
@@ -204,9 +204,9 @@ def segment_recording(a: np.ndarray, layout: str, *, split: DataConfig,
                      f"bins; if the first axis is time, give --layout {other} (data.layout)")
     cut = {name: seg.cut(time_first(c, n_bins, describe(name)))
            for name, c in companions.items() if c is not None}
-    if truth is not None:
-        cut["truth"] = seg.cut(truth if order == "time_neurons" else truth.T)
-    return seg.cut(x), order, seg, inds, notes, cut
+    if truth is not None:  # float32, as the Dataset keeps them: no float64 copy of each segment
+        cut["truth"] = seg.cut((truth if order == "time_neurons" else truth.T).astype(np.float32))
+    return seg.cut(x.astype(np.float32)), order, seg, inds, notes, cut
 
 
 def _split(base: Segments, split: DataConfig, needed: int
@@ -220,8 +220,8 @@ def _split(base: Segments, split: DataConfig, needed: int
     return (seg, (tr, va, te)) if len(va) and len(tr) + len(va) >= needed else None
 
 
-def _count(n_bins: int, length: int | None, overlap: int | None, split: DataConfig,
-           needed: int, min_bins: int) -> bool:
+def _enough(n_bins: int, length: int | None, overlap: int | None, split: DataConfig,
+            needed: int, min_bins: int) -> bool:
     """Whether these settings make enough segments of `n_bins` bins."""
     try:
         return _split(plan(n_bins, length, overlap, "", min_bins), split, needed) is not None
@@ -237,10 +237,10 @@ def _too_short(seg: Segments, split: DataConfig, needed: int, min_bins: int, swa
     def overlap_for(n: int) -> int:
         return given if given is not None else int(round(seg.overlap / seg.length * n))
 
-    fits = [n for n in range(seg.length - 1, max(min_bins, (given or 0) + 1) - 1, -1)
-            if _count(seg.n_bins, n, overlap_for(n), split, needed, min_bins)]
-    fix = (f"give shorter segments (--set data.segment_bins={fits[0]}) or a longer recording"
-           if fits else "record longer")
+    fits = next((n for n in range(seg.length - 1, max(min_bins, (given or 0) + 1) - 1, -1)
+                 if _enough(seg.n_bins, n, overlap_for(n), split, needed, min_bins)), None)
+    fix = (f"give shorter segments (--set data.segment_bins={fits}) or a longer recording"
+           if fits is not None else "record longer")
     made = _split(seg, split, 0)
     n = len(made[0].starts) if made else len(seg.starts)
     return (f"2-D, read as one continuous recording of {seg.n_bins} bins, which makes "

@@ -56,7 +56,6 @@ def write_lfads_h5(path: str | Path, dataset: Dataset) -> Path:
 
 def write_tutorial_mat(path: str | Path, dataset: Dataset) -> Path:
     """The dataset as the tutorial's .mat: `data` neurons x time x trials, 1-based indices."""
-
     if dataset.segments is not None:
         return _write_recording(path, dataset, "mat")
 
