@@ -25,9 +25,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/autolfads run --out runs/demo --force --population 6 --generations 8 --epochs-per-generation 8
 
+# Two pytest workers: most of the suite waits (on Ray starting, on its multi-host tests), so the
+# second core fills that time; the multi-host tests share one worker (xdist_group).
 test: $(STAMP)
 	$(BIN)/python -m ruff check src tests bench
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

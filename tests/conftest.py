@@ -73,11 +73,27 @@ def run_cli(monkeypatch, capsys, *args, stdin: str = "") -> tuple[int, str, str]
     return code, out.out, out.err
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each worker gets its own temp directory (short, under /tmp: Ray's Unix
+    socket paths must stay under 107 bytes), so one worker's clean-up below never removes a
+    mirror or a Ray session that another worker is still using. Subprocesses inherit it."""
+    import os
+    import tempfile
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and not os.environ.get("AUTOLFADS_TEST_TMP"):
+        own = tempfile.mkdtemp(prefix=f"alf-{worker}-", dir="/tmp")
+        os.environ["AUTOLFADS_TEST_TMP"] = os.environ["TMPDIR"] = own
+        tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _no_bucket_mirrors_left():
     """Runs into a (test) bucket keep a local mirror in the temp directory, which a user is
-    told about; the suite's own mirrors are removed when it ends."""
+    told about; the suite's own mirrors are removed when it ends (with the worker's own temp
+    directory under pytest-xdist)."""
     import glob
+    import os
     import shutil
     import tempfile
 
@@ -86,3 +102,6 @@ def _no_bucket_mirrors_left():
     yield
     for path in set(glob.glob(pattern)) - before:
         shutil.rmtree(path, ignore_errors=True)
+    own = os.environ.get("AUTOLFADS_TEST_TMP")
+    if own and os.environ.get("PYTEST_XDIST_WORKER"):
+        shutil.rmtree(own, ignore_errors=True)

@@ -55,6 +55,7 @@ class Cloud:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("test_hosts")  # one multi-host test at a time
 def test_cluster_lifecycle_on_ssh_hosts(hosts, tmp_path):
     t_start = time.time()
     name = f"alf-{hosts.tag}"

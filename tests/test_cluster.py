@@ -100,6 +100,7 @@ def in_ns(ns: str, *args: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("test_hosts")  # one multi-host test at a time
 def test_run_survives_losing_a_worker_node(hosts, tmp_path):
     # Measured with Ray 2.60: once the lost node is declared dead, the head's GCS spins a full
     # core while the placement groups that were on it wait to be placed again (a known class of
