@@ -214,6 +214,22 @@ def test_test_split_every_nth_auto_and_configured() -> None:
         split_trials(20, DataConfig(valid_every=2, test_every=1))
 
 
+def test_a_random_split_says_when_it_gives_fewer_test_trials_than_asked() -> None:
+    x = _counts(5, (12, N_TIME, N_NEURONS))
+    ds = from_array(x, cfg=DataConfig(split="random", test_fraction=0.04))
+    assert not ds.has_test
+    assert any("test_fraction=0.04 of 12 trials is 0.48 trials, which rounds to none" in w
+               for w in ds.meta["warnings"])
+    cfg = DataConfig(split="random", valid_fraction=0.9, test_fraction=0.4)  # 11 + 5 of 12
+    ds = from_array(x, cfg=cfg)
+    assert len(ds.test_inds) == 0 and len(ds.valid_inds) == 11 and len(ds.train_inds) == 1
+    assert any("asks for 5 test trials of 12; 0 fit" in w for w in ds.meta["warnings"])
+    asked = from_array(_counts(6, (40, N_TIME, N_NEURONS)),
+                       cfg=DataConfig(split="random", test_fraction=0.2))
+    assert len(asked.test_inds) == 8 and not any("test_fraction" in w
+                                                 for w in asked.meta["warnings"])
+
+
 def test_test_trials_are_kept_apart_and_round_trip(tmp_path: Path) -> None:
     from autolfads.data.writers import write_lfads_h5, write_tutorial_mat
 

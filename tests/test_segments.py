@@ -1,6 +1,7 @@
 """Continuous recordings (no trials): cut into overlapping segments, trained as trials, and the
 outputs merged back into one recording in the user's layout."""
 
+import json
 import re
 
 import h5py
@@ -10,11 +11,16 @@ import scipy.io
 from conftest import tiny_config
 
 from autolfads import api
+from autolfads.analysis.decoding import decode_r2
 from autolfads.analysis.export import export
+from autolfads.analysis.metrics import bits_per_spike, r2_rates, smoothing_baseline
+from autolfads.analysis.report import write_report
+from autolfads.analysis.report_data import gather, metric_rows
 from autolfads.config import DataConfig
 from autolfads.data.io import from_array, load_dataset
 from autolfads.data.segments import plan
 from autolfads.errors import UserInputError
+from autolfads.rundir.location import Location
 
 
 @pytest.mark.parametrize("n_bins,length,overlap", [(1000, 100, 20), (1013, 100, 20),
@@ -133,7 +139,9 @@ def test_a_recording_trains_and_its_outputs_are_merged_back(tmp_path, monkeypatc
     t = np.arange(600)
     rates = np.exp(np.sin(t[:, None] / 15.0 + np.arange(8)[None, :]))
     path = tmp_path / "rec.mat"
-    scipy.io.savemat(path, {"data": rng.poisson(rates).T.astype(float), "truth": rates.T,
+    spikes = rng.poisson(rates).astype(float)
+    behavior = np.stack([rates[:, 0] - rates[:, 1], rates[:, 2]], axis=1)  # time x variables
+    scipy.io.savemat(path, {"data": spikes.T, "truth": rates.T, "behavior": behavior,
                             "bin_size_ms": 10.0})
     cfg = tiny_config(epochs=2)
     cfg.data.segment_bins, cfg.data.segment_overlap = 30, 6
@@ -158,6 +166,28 @@ def test_a_recording_trains_and_its_outputs_are_merged_back(tmp_path, monkeypatc
     npz = np.load(export(tmp_path / "run", "npz", tmp_path / "o.npz"))
     np.testing.assert_allclose(npz["rates_continuous"], merged)
     assert (npz["segment_bins"], npz["segment_overlap"], npz["recording_bins"]) == (30, 6, 600)
+
+    # Scores over all of it are over the recording (each bin once), not its overlapping
+    # segments; so are the report's "all" rows and the smoothing baseline (smoothed whole).
+    m = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert m["r2_rates"] == pytest.approx(r2_rates(merged[None], rates[None]), rel=1e-5)
+    per_segment = r2_rates(rates_seg, rates[starts[:, None] + np.arange(30)])
+    assert m["r2_rates"] != pytest.approx(per_segment, rel=1e-4)
+    smooth = smoothing_baseline(spikes[None], rates[None])
+    assert m["r2_smoothing"] == pytest.approx(smooth["r2_rates"], rel=1e-6)
+    assert m["decode_r2_0"] == pytest.approx(decode_r2(merged[None], behavior[None])[0], rel=1e-6)
+    rows, panels = metric_rows(gather(Location(tmp_path / "run")))
+    by = {(r["method"].split(" (")[0], r["trials"].split(" (")[0]): r for r in rows}
+    assert by["LFADS", "all"]["r2"] == pytest.approx(m["r2_rates"], rel=1e-5)
+    assert by["Gaussian smoothing", "all"]["r2"] == pytest.approx(m["r2_smoothing"], rel=1e-6)
+    assert by["LFADS", "all"]["bps"] == pytest.approx(bits_per_spike(merged[None], spikes[None]),
+                                                      rel=1e-5)
+    assert panels["__truth__"].shape == (1, 600, 8)
+    page = write_report(tmp_path / "run").read_text()
+    shown = re.search(r"Stretches of the recording \(bins (\d+)-(\d+), (\d+)-(\d+), 1-based", page)
+    assert shown and int(shown[2]) - int(shown[1]) + 1 == 90  # three segments of 30 bins
+    assert (tmp_path / "run/report/trials.png").stat().st_size > 10_000
+    assert "Inferred inputs (inferred_inputs_continuous) over the stretches" in page
 
 
 def test_a_recording_is_deconvolved_whole_and_written_as_one(tmp_path):

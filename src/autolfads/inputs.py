@@ -146,10 +146,14 @@ def choose_observation(cfg: Config, dataset: Dataset) -> list[str]:
     an explicit choice: checked against the data) and return the lines to say before training:
     which model and why, then any warning about what the data can show."""
     values = dataset.all_data()
+    auto = cfg.model.observation == "auto"
     name, why = resolve_observation(cfg.model.observation, values, dataset.source or "data")
     cfg.model.observation = name
     lines = [f"observation model: {name} ({why})", *observation_warnings(name, values),
              *check_training(name, dataset.train_data, values, dataset.source or "data")]
+    if auto and name == "gaussian" and values.min() < 0:  # the usual signed signal: dF/F
+        lines.append("note: if these are calcium dF/F traces, `--set data.deconvolve=true` "
+                     "turns them into events first (OASIS), which AutoLFADS models better")
     if name != "poisson" and dataset.holds_out:
         lines.append("warning: held-out neurons / forward bins are kept from the encoders, but "
                      f"their scores (co-bps, fp-bps) are defined for spike counts only; with "

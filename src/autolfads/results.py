@@ -93,9 +93,14 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
         m["bps"] = m[f"bps_{head}"]
     rates = dataset.to_original_order(*(post[f"{sp}_rates"] for sp in splits))
     data = dataset.all_data()
+    # Scores over all the data: a continuous recording's over the merged recording, not its
+    # overlapping segments (which count shared bins twice and cut the smoothing baseline's
+    # kernel at every segment edge).
+    whole = dataset.as_recorded
+    all_rates, all_data = whole(rates), whole(data, merge=False)
     if dataset.has_truth:
-        truth = dataset.all_truth()
-        m["r2_rates"] = r2_rates(rates, truth)
+        truth = whole(dataset.all_truth(), merge=False)
+        m["r2_rates"] = r2_rates(all_rates, truth)
         m["r2_tutorial"] = m["r2_rates"]  # the tutorial's compare_rates.m: squared correlation
         # Deconvolved events against the spike rates behind them: only correlations compare.
         same_units = not dataset.meta.get("truth_scale_free")
@@ -106,15 +111,17 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
                 m[f"r2_{sp}"] = r2_pooled(pred, true)
                 m[f"r2_per_neuron_{sp}"] = r2_per_neuron(pred, true)
         if same_units:
-            m["r2_per_neuron"] = r2_per_neuron(rates, truth)
-        base = smoothing_baseline(data, truth)
+            m["r2_per_neuron"] = r2_per_neuron(all_rates, truth)
+        base = smoothing_baseline(all_data, truth)
         m["r2_smoothing"] = float(base["r2_rates"])
         m["smoothing_sigma_bins"] = float(base["sigma_bins"])
     if observation == "poisson":
         m.update(nlb_metrics(dataset, post, head, data))
     if dataset.behavior is not None:  # cross-validated ridge, as the tutorial decodes EMG
-        t_obs = dataset.n_observed_bins  # the targets end with the last observed bin
-        m.update(decoding_metrics(rates[:, :t_obs], data[:, :t_obs], dataset.behavior))
+        # the targets end with the last observed bin
+        t_obs = all_rates.shape[1] - dataset.forward_bins
+        m.update(decoding_metrics(all_rates[:, :t_obs], all_data[:, :t_obs],
+                                  whole(dataset.behavior, merge=False)))
     times = dataset.true_input_times
     if times is not None and post["train_inferred_inputs"].shape[-1] > 0:
         inputs = dataset.to_original_order(*(post[f"{sp}_inferred_inputs"] for sp in splits))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +54,42 @@ def rate_units(bin_ms: float | None) -> tuple[float, str]:
     return (1000.0 / bin_ms, "Hz") if bin_ms else (1.0, "spikes/bin")
 
 
-def _time_axis(n_time: int, bin_ms: float | None) -> tuple[np.ndarray, str]:
+def _time_axis(n_time: int, bin_ms: float | None, first_bin: int = 0
+               ) -> tuple[np.ndarray, str]:
     if bin_ms:
-        return np.arange(n_time) * bin_ms, "time (ms)"
-    return np.arange(n_time, dtype=float), "time (bins)"
+        return (first_bin + np.arange(n_time)) * bin_ms, "time (ms)"
+    return first_bin + np.arange(n_time, dtype=float), "time (bins)"
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """A column of example_trials / example_traces that shows a stretch of one recording
+    rather than a trial: its bins (0-based, end exclusive) and the bins (in the stretch) of
+    the held-out segment it shows, which is shaded."""
+
+    first_bin: int
+    end_bin: int
+    held_out: tuple[int, int]
+
+    def of(self, recording: np.ndarray) -> np.ndarray:
+        return recording[self.first_bin : self.end_bin]
+
+
+def _title(ax, k: int, t: np.ndarray, stretch: Stretch | None) -> None:
+    """A trial's column: its number; a stretch's: its bins (1-based)."""
+    if stretch is None:
+        ax.set_title(f"trial {k + 1}", fontsize=10)
+    else:
+        first = stretch.first_bin + 1
+        ax.set_title(f"bins {first}-{first + len(t) - 1}", fontsize=10)
+
+
+def _shade(ax, t: np.ndarray, stretch: Stretch | None) -> None:
+    """Grey behind a stretch's held-out segment."""
+    if stretch is not None:
+        dt = float(t[1] - t[0]) if len(t) > 1 else 1.0
+        a, b = stretch.held_out
+        ax.axvspan(t[a] - dt / 2, t[b - 1] + dt / 2, color="0.88", zorder=0, lw=0)
 
 
 def population_evolution(log: HPLog, decisions: dict[tuple[int, int], Decision],
@@ -138,21 +171,26 @@ def training_curve(rows: list[dict[str, float]]) -> Figure:
 
 
 def example_trials(rates: np.ndarray, trials: Sequence[int], spikes: np.ndarray | None,
-                   truth: np.ndarray | None, bin_ms: float | None) -> Figure:
+                   truth: np.ndarray | None, bin_ms: float | None,
+                   stretches: Sequence[Stretch] | None = None) -> Figure:
     """Per trial: inferred rates as a neurons x time image with the spikes on top (a raster),
-    and below it the three busiest neurons' inferred (solid) vs true (dashed) rates."""
+    and below it the three busiest neurons' inferred (solid) vs true (dashed) rates.
+    stretches: the columns are stretches of one recording (one per entry of `trials`)."""
     scale, unit = rate_units(bin_ms)
-    t, t_label = _time_axis(rates.shape[1], bin_ms)
-    dt = float(t[1] - t[0]) if len(t) > 1 else 1.0
     n = len(trials)
-    fig = Figure(figsize=(3.4 * n + 0.8, 6.2), layout="constrained")
-    axes = fig.subplots(2, n, squeeze=False, sharex=True)
+    fig = Figure(figsize=((6.0 if stretches else 3.4) * n + 0.8, 6.2), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
     ref = truth if truth is not None else rates
     busiest = np.argsort(ref.mean(axis=(0, 1)))[::-1][:3]
     vmax = float(np.percentile(rates[list(trials)] * scale, 99)) or None
     image = None
     for c, k in enumerate(trials):
         top, bottom = axes[0, c], axes[1, c]
+        stretch = stretches[c] if stretches else None
+        t, t_label = _time_axis(rates.shape[1], bin_ms, stretch.first_bin if stretch else 0)
+        dt = float(t[1] - t[0]) if len(t) > 1 else 1.0
+        top.sharex(bottom)
+        top.tick_params(labelbottom=False)
         # Pixels centred on their bin, neurons numbered from 1 as in the legend below.
         extent = (t[0] - dt / 2, t[-1] + dt / 2, rates.shape[2] + 0.5, 0.5)
         image = top.imshow(rates[k].T * scale, aspect="auto", cmap="magma", vmin=0, vmax=vmax,
@@ -164,13 +202,14 @@ def example_trials(rates: np.ndarray, trials: Sequence[int], spikes: np.ndarray 
             size = min(1.0, 30 / rates.shape[2])
             top.scatter(t[ti], ni + 1, s=size * (6 + 6 * spikes[k][ti, ni]), facecolors="none",
                         edgecolors="cyan", linewidths=0.6 * size ** 0.5)
-        top.set_title(f"trial {k + 1}", fontsize=10)
+        _title(top, k, t, stretch)
         top.set_ylabel("neuron" if c == 0 else "")
         for i, nrn in enumerate(busiest):
             color = f"C{i}"
             bottom.plot(t, rates[k, :, nrn] * scale, color=color, label=f"neuron {nrn + 1}")
             if truth is not None:
                 bottom.plot(t, truth[k, :, nrn] * scale, "--", color=color)
+        _shade(bottom, t, stretch)
         bottom.set_xlabel(t_label)
         bottom.set_ylabel(f"rate ({unit})" if c == 0 else "")
         bottom.grid(alpha=0.3)
@@ -185,18 +224,22 @@ N_TRACE_CHANNELS = 4
 
 
 def example_traces(means: np.ndarray, trials: Sequence[int], data: np.ndarray | None,
-                   truth: np.ndarray | None, bin_ms: float | None) -> Figure:
+                   truth: np.ndarray | None, bin_ms: float | None,
+                   stretches: Sequence[Stretch] | None = None) -> Figure:
     """Continuous data: for each trial (columns) and each of the most active channels (rows),
-    the observed signal (grey), the inferred mean (solid) and the true mean (dashed)."""
-    t, t_label = _time_axis(means.shape[1], bin_ms)
+    the observed signal (grey), the inferred mean (solid) and the true mean (dashed).
+    stretches: the columns are stretches of one recording (one per entry of `trials`)."""
     ref = data if data is not None else means
     channels = np.argsort(np.abs(ref).mean(axis=(0, 1)))[::-1][:N_TRACE_CHANNELS]
-    fig = Figure(figsize=(3.4 * len(trials) + 0.8, 1.7 * len(channels) + 0.6),
-                 layout="constrained")
-    axes = fig.subplots(len(channels), len(trials), squeeze=False, sharex=True)
+    fig = Figure(figsize=((6.0 if stretches else 3.4) * len(trials) + 0.8,
+                          1.7 * len(channels) + 0.6), layout="constrained")
+    axes = fig.subplots(len(channels), len(trials), squeeze=False, sharex="col")
     for c, k in enumerate(trials):
+        stretch = stretches[c] if stretches else None
+        t, t_label = _time_axis(means.shape[1], bin_ms, stretch.first_bin if stretch else 0)
         for r, ch in enumerate(channels):
             ax = axes[r, c]
+            _shade(ax, t, stretch)
             if data is not None:
                 ax.plot(t, data[k, :, ch], color="0.6", lw=0.8)
             ax.plot(t, means[k, :, ch], color=f"C{r}", lw=1.4)
@@ -206,7 +249,7 @@ def example_traces(means: np.ndarray, trials: Sequence[int], data: np.ndarray | 
             if c == 0:
                 ax.set_ylabel(f"channel {ch + 1}", fontsize=8)
             if r == 0:
-                ax.set_title(f"trial {k + 1}", fontsize=10)
+                _title(ax, k, t, stretch)
         axes[-1, c].set_xlabel(t_label)
     return fig
 
@@ -286,6 +329,26 @@ def inferred_inputs(inputs: np.ndarray, trials: Sequence[int], bin_ms: float | N
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel(t_label)
     axes[0].legend(fontsize=7, ncol=min(len(trials) + 1, 5))
+    return fig
+
+
+def inputs_in_stretches(inputs: np.ndarray, stretches: Sequence[Stretch], bin_ms: float | None
+                        ) -> Figure:
+    """A recording's merged inferred inputs (stretches x bins x dims) over the stretches of
+    example_trials, one column per stretch: a recording has no trials to average over."""
+    dims = min(inputs.shape[2], 8)
+    fig = Figure(figsize=(6.0 * len(stretches) + 0.8, 1.8 * dims + 0.8), layout="constrained")
+    axes = fig.subplots(dims, len(stretches), squeeze=False, sharex="col")
+    for c, stretch in enumerate(stretches):
+        t, t_label = _time_axis(inputs.shape[1], bin_ms, stretch.first_bin)
+        for d in range(dims):
+            ax = axes[d, c]
+            _shade(ax, t, stretch)
+            ax.plot(t, inputs[c, :, d], color=f"C{d}", lw=1)
+            ax.set_ylabel(f"input {d + 1} (a.u.)" if c == 0 else "")
+            ax.grid(alpha=0.3)
+        _title(axes[0, c], c, t, stretch)
+        axes[-1, c].set_xlabel(t_label)
     return fig
 
 

@@ -37,6 +37,7 @@ from autolfads.analysis.report_text import num as _num
 from autolfads.analysis.report_text import split_line as _split_line
 from autolfads.analysis.report_text import status as _status
 from autolfads.data.dataset import Dataset
+from autolfads.data.segments import Segments
 from autolfads.errors import UserInputError
 from autolfads.rundir import layout
 from autolfads.rundir.layout import is_uri
@@ -190,6 +191,9 @@ def _trials(v: RunView, page: _Page) -> str:
         return _note(v.notes.get("outputs", "no outputs yet"))
     rates = v.outputs.arrays["rates"]
     spikes, truth = rdata.spikes_and_truth(v)
+    seg = rdata.recording_segments(v)
+    if seg is not None and v.outputs.get("rates_continuous") is not None:
+        return _recording(v, page, seg, spikes, truth)
     trials = rdata.example_trials(v)
     if not v.counts:
         return _traces(v, page, rates, spikes, truth, trials)
@@ -205,6 +209,41 @@ def _trials(v: RunView, page: _Page) -> str:
     if truth is None:
         out += _note("the data has no true rates, so inferred rates are shown without them")
     return out + page.figure("trials", fig, caption, "example trials")
+
+
+def _recording(v: RunView, page: _Page, seg: Segments, spikes: np.ndarray | None,
+               truth: np.ndarray | None) -> str:
+    """A continuous recording: stretches of the merged outputs (what rates_continuous holds),
+    each around a validation segment, shaded."""
+    stretches = rdata.recording_stretches(v, seg)
+    merged = v.outputs.arrays["rates_continuous"]
+
+    def cut(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else np.stack([s.of(a) for s in stretches])
+
+    spikes = None if spikes is None else seg.join(spikes)
+    truth = None if truth is None else seg.join(truth)
+    cols = range(len(stretches))
+    where = ", ".join(f"{s.first_bin + 1}-{s.end_bin}" for s in stretches)
+    caption = (f"Stretches of the recording (bins {where}, 1-based) from the merged outputs "
+               "(rates_continuous, ...); shaded: a validation segment, held out from training. ")
+    if not v.counts:
+        fig = plots.example_traces(cut(merged), cols, cut(spikes), cut(truth), v.bin_ms,
+                                   stretches)
+        caption += (f"The {plots.N_TRACE_CHANNELS} most active channels: observed signal (grey),"
+                    " inferred mean of the " + v.observation.replace("_", "-")
+                    + " model (solid)" + (" and true mean (dashed)" if truth is not None else "")
+                    + ", in the data's units.")
+    else:
+        fig = plots.example_trials(cut(merged), cols, cut(spikes), cut(truth), v.bin_ms,
+                                   stretches)
+        unit = plots.rate_units(v.bin_ms)[1]
+        caption += (f"Top: inferred rates ({unit}) per neuron"
+                    + ("; circles are spikes" if spikes is not None else "")
+                    + ". Bottom: the three busiest neurons, inferred rate (solid)"
+                    + (" and true rate (dashed)" if truth is not None else "") + ".")
+    out = _note(v.notes.get("data", "the input data was not found")) if spikes is None else ""
+    return out + page.figure("trials", fig, caption, "stretches of the recording")
 
 
 def _which(v: RunView, trials: list[int]) -> str:
@@ -241,6 +280,15 @@ def _latents(v: RunView, page: _Page) -> str:
     inputs = out.get("inferred_inputs")
     if inputs is None or inputs.ndim != 3 or inputs.shape[2] == 0:
         return html_out + _note("no inferred inputs: the controller is off (model.co_dim = 0)")
+    seg = rdata.recording_segments(v)
+    merged = out.get("inferred_inputs_continuous")
+    if seg is not None and merged is not None:
+        stretches = rdata.recording_stretches(v, seg)
+        fig = plots.inputs_in_stretches(np.stack([s.of(merged) for s in stretches]),
+                                        stretches, v.bin_ms)
+        return html_out + page.figure(
+            "inputs", fig, "Inferred inputs (inferred_inputs_continuous) over the stretches of "
+            "the recording shown above; shaded: a validation segment.", "inferred inputs")
     times = out.get("true_input_times")
     times = None if times is None or len(times) != len(inputs) else np.asarray(times)
     fig = plots.inferred_inputs(inputs, rdata.example_trials(v), v.bin_ms, times)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from autolfads.analysis.plots import Stretch
 from autolfads.data.dataset import Dataset
+from autolfads.data.segments import Segments
 from autolfads.errors import UserInputError
 from autolfads.rundir import layout
 from autolfads.rundir.layout import is_uri
@@ -175,6 +177,19 @@ def example_trials(view: RunView, n: int = 4) -> list[int]:
     return [int(pool[i]) for i in pick]
 
 
+def recording_stretches(view: RunView, seg: Segments, n: int = 2) -> list[Stretch]:
+    """Stretches of a recording to show, each about three segments long, around one of the
+    example (validation) segments, so that the merged output is seen across the seams where
+    held-out segments meet training ones."""
+    width = min(3 * seg.length, seg.n_bins)
+    out = []
+    for k in example_trials(view, n):
+        start = int(seg.starts[k])
+        first = int(np.clip(start - seg.length, 0, seg.n_bins - width))
+        out.append(Stretch(first, first + width, (start - first, start - first + seg.length)))
+    return out
+
+
 def spikes_and_truth(view: RunView) -> tuple[np.ndarray | None, np.ndarray | None]:
     truth = view.outputs.get("truth") if view.outputs is not None else None
     spikes = None
@@ -223,46 +238,81 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
         return ([r for r in rows if any(r[k] is not None for k in ("r2", "r2n", "bps"))], {})
     rates = out.arrays["rates"]
     spikes, truth = spikes_and_truth(view)
+    seg = recording_segments(view)
+
+    def whole(a: np.ndarray | None, merge: bool = False) -> np.ndarray | None:
+        """All trials as recorded: a recording's segments back into one (each bin once)."""
+        if a is None or seg is None:
+            return a
+        return (seg.merge(a) if merge else seg.join(a))[None]
+
+    spikes_all, truth_all = whole(spikes), whole(truth)
     splits = {"all": np.arange(len(rates))}
     for split in ("train", "valid", "test"):
         if out.get(f"{split}_inds") is not None and len(out.arrays[f"{split}_inds"]):
             splits[split] = np.asarray(out.arrays[f"{split}_inds"])
     names = {"all": "all", "train": "train", "valid": "validation",
              "test": "test (held out from training and selection)"}
+    if seg is not None:
+        names["all"] = "all (the recording, segments merged)"
 
     def row(method: str, r: np.ndarray, split: str, r_bps: np.ndarray | None = None) -> dict:
-        idx = splits[split]
+        """Scores of rates `r`: per trial, or for split "all" over all the data as recorded."""
         r_bps = r if r_bps is None else r_bps
+        s, t = spikes_all, truth_all
+        if split != "all":
+            idx = splits[split]
+            r, r_bps = r[idx], r_bps[idx]
+            s, t = (None if spikes is None else spikes[idx]), (None if truth is None
+                                                             else truth[idx])
         return {
             "method": method, "trials": names[split],
-            "r2": r2_rates(r[idx], truth[idx]) if truth is not None else None,
-            "r2n": (r2_per_neuron(r[idx], truth[idx])
-                    if truth is not None and not scale_free else None),
-            "bps": (bits_per_spike(r_bps[idx], spikes[idx])
-                    if spikes is not None and view.counts else None),
+            "r2": r2_rates(r, t) if t is not None else None,
+            "r2n": r2_per_neuron(r, t) if t is not None and not scale_free else None,
+            "bps": bits_per_spike(r_bps, s) if s is not None and view.counts else None,
         }
 
-    rows = [row("LFADS", rates, s) for s in ("all", "train", "valid", "test") if s in splits]
-    panels = {"LFADS": rates}
+    rates_all = whole(rates, merge=True)
+    rows = [row("LFADS", rates_all if s == "all" else rates, s)
+            for s in ("all", "train", "valid", "test") if s in splits]
+    panels = {"LFADS": rates_all}
     if spikes is not None:
-        base = smoothing_baseline(spikes, truth)
+        # Over the whole recording: smoothing each segment alone would cut its kernel at every
+        # segment edge. The held-out segments' rows take their stretch of it.
+        base = smoothing_baseline(spikes_all, truth_all)
+        base_all = base["rates"]
+        base_trials = base_all if seg is None else seg.cut(base_all[0])
         sigma = base["sigma_bins"]
         label = f"Gaussian smoothing (sigma {sigma:g} bins)"
         train = splits.get("train", splits["all"])
-        bps_rates = None
+        bps_rates = bps_all = None
         if view.counts:
             bps_rates, how = smoothing_for_bps(spikes, train)
+            bps_all = whole(bps_rates, merge=True)
             label += f"; for bits/spike: {how}"
-        rows += [row(label, base["rates"], s, bps_rates)
-                 for s in ("all", "valid", "test") if s in splits]
-        panels[f"smoothing (sigma {sigma:g} bins)"] = base["rates"]
+        rows += [row(label, base_all, "all", bps_all)]
+        rows += [row(label, base_trials, s, bps_rates) for s in ("valid", "test") if s in splits]
+        panels[f"smoothing (sigma {sigma:g} bins)"] = base_all
     elif "r2_smoothing" in m:
         rows.append({"method": f"Gaussian smoothing (sigma {m.get('smoothing_sigma_bins', '?')} "
                      "bins, from metrics.json)", "trials": "all", "r2": m["r2_smoothing"],
                      "r2n": None, "bps": None})
     if truth is None:
         return rows, {}
-    return rows, {**panels, "__truth__": truth}
+    return rows, {**panels, "__truth__": truth_all}
+
+
+def recording_segments(view: RunView) -> Segments | None:
+    """A continuous recording's segments, read from its outputs (the data file may be gone);
+    None for trial data, and with forward bins (unobserved at every segment's end), where the
+    segments are scored as segments (Dataset.as_recorded)."""
+    out = view.outputs
+    starts = out.get("segment_starts") if out is not None else None
+    if starts is None or view.section("data").get("forward_bins"):
+        return None
+    a = out.attrs
+    return Segments(np.asarray(starts, dtype=np.int64), int(a["segment_bins"]),
+                    int(a["segment_overlap"]), int(a["recording_bins"]))
 
 
 def smooth_without_own_bin(spikes: np.ndarray, sigma_bins: float) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 from autolfads.config import DataConfig
 from autolfads.data.dataset import Dataset, permutation
 from autolfads.data.segments import segment_recording
-from autolfads.data.split import split_trials
+from autolfads.data.split import short_test_set, split_trials
 from autolfads.data.validate import (
     MIN_BINS,
     MIN_TRIALS,
@@ -129,6 +129,8 @@ def build_dataset(
     elif train_inds is None and valid_inds is None:
         tr, va, te = split_trials(n, cfg)
         split = cfg.split
+        short = short_test_set(n, cfg, len(te))
+        warnings += [f"{what}: {short}"] if short else []
     else:
         tr, va, te = resolve_inds(train_inds, valid_inds, n, label, test_inds)
         split = "from the data (train_inds/valid_inds" + ("/test_inds)" if len(te) else ")")

@@ -121,6 +121,16 @@ class Dataset:
             return None
         return self.to_original_order(self.train_truth, self.valid_truth, self.test_truth)
 
+    def as_recorded(self, y: np.ndarray, merge: bool = True) -> np.ndarray:
+        """An array over all trials (original order) as the data was recorded, for scores over
+        all of it: trial data unchanged; a continuous recording's segments back into one
+        recording, 1 x time x dim, so that each bin counts once (merge: the cross-faded mean of
+        model outputs; else joined exactly, for the data and its companions). With forward bins
+        (unobserved at the end of every segment) the segments stay segments."""
+        if self.segments is None or self.forward_bins:
+            return y
+        return (self.segments.merge(y) if merge else self.segments.join(y))[None]
+
     def summary(self) -> str:
         held = []
         if len(self.heldout_neurons):
