@@ -73,35 +73,29 @@ def run_cli(monkeypatch, capsys, *args, stdin: str = "") -> tuple[int, str, str]
     return code, out.out, out.err
 
 
-def pytest_configure(config):
-    """Under pytest-xdist each worker gets its own temp directory (short, under /tmp: Ray's Unix
-    socket paths must stay under 107 bytes), so one worker's clean-up below never removes a
-    mirror or a Ray session that another worker is still using. Subprocesses inherit it."""
-    import os
-    import tempfile
-
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker and not os.environ.get("AUTOLFADS_TEST_TMP"):
-        own = tempfile.mkdtemp(prefix=f"alf-{worker}-", dir="/tmp")
-        os.environ["AUTOLFADS_TEST_TMP"] = os.environ["TMPDIR"] = own
-        tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+_MIRRORS = "autolfads-run-*"
+_before = pytest.StashKey[set]()  # the mirrors there were when the suite started
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _no_bucket_mirrors_left():
-    """Runs into a (test) bucket keep a local mirror in the temp directory, which a user is
-    told about; the suite's own mirrors are removed when it ends (with the worker's own temp
-    directory under pytest-xdist)."""
+def _mirrors() -> set[str]:
     import glob
-    import os
-    import shutil
     import tempfile
 
-    pattern = f"{tempfile.gettempdir()}/autolfads-run-*"
-    before = set(glob.glob(pattern))
-    yield
-    for path in set(glob.glob(pattern)) - before:
-        shutil.rmtree(path, ignore_errors=True)
-    own = os.environ.get("AUTOLFADS_TEST_TMP")
-    if own and os.environ.get("PYTEST_XDIST_WORKER"):
-        shutil.rmtree(own, ignore_errors=True)
+    return set(glob.glob(f"{tempfile.gettempdir()}/{_MIRRORS}"))
+
+
+def pytest_sessionstart(session):
+    """Runs into a (test) bucket keep a local mirror in the temp directory, which a user is
+    told about; the suite removes its own when it ends. Under pytest-xdist only the controller
+    does, after every worker has finished (a worker could remove one another is using)."""
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[_before] = _mirrors()
+
+
+def pytest_sessionfinish(session):
+    import shutil
+
+    before = session.config.stash.get(_before, None)
+    if before is not None:
+        for path in _mirrors() - before:
+            shutil.rmtree(path, ignore_errors=True)

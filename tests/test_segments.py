@@ -14,8 +14,9 @@ from autolfads import api
 from autolfads.analysis.decoding import decode_r2
 from autolfads.analysis.export import export
 from autolfads.analysis.metrics import bits_per_spike, r2_rates, smoothing_baseline
+from autolfads.analysis.plots import example_traces
 from autolfads.analysis.report import write_report
-from autolfads.analysis.report_data import gather, metric_rows
+from autolfads.analysis.report_data import gather, metric_rows, recording_segments
 from autolfads.config import DataConfig
 from autolfads.data.io import from_array, load_dataset
 from autolfads.data.segments import plan
@@ -183,11 +184,73 @@ def test_a_recording_trains_and_its_outputs_are_merged_back(tmp_path, monkeypatc
     assert by["LFADS", "all"]["bps"] == pytest.approx(bits_per_spike(merged[None], spikes[None]),
                                                       rel=1e-5)
     assert panels["__truth__"].shape == (1, 600, 8)
+    # a validation segment's baseline is its stretch of the recording smoothed whole
+    valid = np.asarray(gather(Location(tmp_path / "run")).outputs.arrays["valid_inds"])
+    smoothed_valid = smooth["rates"][0][starts[valid][:, None] + np.arange(30)]
+    true_valid = rates[starts[valid][:, None] + np.arange(30)]
+    assert by["Gaussian smoothing", "validation"]["r2"] == pytest.approx(
+        r2_rates(smoothed_valid, true_valid), rel=1e-6)
     page = write_report(tmp_path / "run").read_text()
     shown = re.search(r"Stretches of the recording \(bins (\d+)-(\d+), (\d+)-(\d+), 1-based", page)
     assert shown and int(shown[2]) - int(shown[1]) + 1 == 90  # three segments of 30 bins
-    assert (tmp_path / "run/report/trials.png").stat().st_size > 10_000
     assert "Inferred inputs (inferred_inputs_continuous) over the stretches" in page
+    assert "over the recording's bins (its segments merged)" in page
+
+    # Without the data file the report works from the outputs alone: the same "all" score.
+    path.rename(tmp_path / "moved.mat")
+    rows, _ = metric_rows(gather(Location(tmp_path / "run")))
+    by = {(r["method"].split(" (")[0], r["trials"].split(" (")[0]): r for r in rows}
+    assert by["LFADS", "all"]["r2"] == pytest.approx(m["r2_rates"], rel=1e-5)
+    assert by["LFADS", "all"]["bps"] is None  # no spikes to score
+    assert "Stretches of the recording" in write_report(tmp_path / "run").read_text()
+
+
+def test_stretches_of_a_recording_mark_every_held_out_segment_in_them():
+    seg = plan(1000, 100, 20, "", 100)
+    starts = list(seg.starts)
+    middle = starts.index(400) if 400 in starts else int(np.argmin(np.abs(seg.starts - 400)))
+    s = seg.stretch(middle, {middle: "valid", middle + 1: "test", 0: "valid"})
+    assert (s.first, s.end) == (seg.starts[middle] - 100, seg.starts[middle] + 200)
+    a = int(seg.starts[middle] - s.first)
+    nxt = int(seg.starts[middle + 1] - s.first)
+    assert s.held_out == ((a, a + 100, "valid"), (nxt, min(nxt + 100, 300), "test"))
+    first = seg.stretch(0, {0: "valid"})  # at the start: no bins before it
+    assert (first.first, first.end, first.held_out) == (0, 300, ((0, 100, "valid"),))
+    last = seg.stretch(len(starts) - 1, {len(starts) - 1: "test"})
+    assert (last.first, last.end, last.held_out) == (700, 1000, ((200, 300, "test"),))
+    short = plan(150, 100, 20, "", 100)  # shorter than three segments: the whole of it
+    whole = short.stretch(1, {1: "valid"})
+    assert (whole.first, whole.end, whole.held_out) == (0, 150, ((50, 150, "valid"),))
+    x = np.arange(1000)[:, None] * np.ones((1, 3))
+    np.testing.assert_array_equal(s.of(x), x[s.first : s.end])
+    # drawn: titled by their bins, on their own time axis, held-out segments shaded
+    fig = example_traces(np.stack([s.of(x), first.of(x)]), [0, 1], None, None, 10.0, [s, first])
+    top = fig.axes[0]
+    assert top.get_title() == f"bins {s.first + 1}-{s.end}"
+    assert top.get_xlim()[0] < s.first * 10.0 < top.get_xlim()[1]
+    assert len(top.patches) == 2  # the validation and the test segment
+
+
+def test_a_gaussian_recording_with_forward_bins_is_scored_per_segment(tmp_path):
+    """Forward bins are unobserved at every segment's end, so merging segments would mix
+    observed and unobserved bins: scores stay per segment, and the report (from the outputs'
+    forward_bins) shows segments, not stretches."""
+    rng = np.random.default_rng(5)
+    t = np.arange(400)
+    means = np.sin(t[:, None] / 12.0 + np.arange(5)[None, :])
+    x = means + 0.3 * rng.normal(size=means.shape)
+    ds = from_array(x, truth=means, cfg=DataConfig(segment_bins=40, forward_bins=5))
+    y = rng.normal(size=(ds.n_trials, 40, 5))
+    assert ds.as_recorded(y) is y
+    cfg = tiny_config(epochs=1)  # its data section says nothing of the Dataset's forward bins
+    api.train(ds, tmp_path / "run", config=cfg, quiet=True)
+    with h5py.File(tmp_path / "run/output/lfads_output.h5") as f:
+        assert f.attrs["forward_bins"] == 5 and "rates_continuous" in f
+    view = gather(Location(tmp_path / "run"))
+    assert not view.section("data").get("forward_bins")
+    assert recording_segments(view) is None
+    page = write_report(tmp_path / "run").read_text()
+    assert "Stretches of the recording" not in page and "Validation segments" in page
 
 
 def test_a_recording_is_deconvolved_whole_and_written_as_one(tmp_path):

@@ -115,10 +115,10 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
         base = smoothing_baseline(all_data, truth)
         m["r2_smoothing"] = float(base["r2_rates"])
         m["smoothing_sigma_bins"] = float(base["sigma_bins"])
-    if observation == "poisson":
+    if observation == "poisson":  # scores of one split: a recording's held-out segments
         m.update(nlb_metrics(dataset, post, head, data))
     if dataset.behavior is not None:  # cross-validated ridge, as the tutorial decodes EMG
-        # the targets end with the last observed bin
+        # Forward bins have no behaviour to decode (data loading cut it to the observed bins).
         t_obs = all_rates.shape[1] - dataset.forward_bins
         m.update(decoding_metrics(all_rates[:, :t_obs], all_data[:, :t_obs],
                                   whole(dataset.behavior, merge=False)))

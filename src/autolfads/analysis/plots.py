@@ -13,13 +13,13 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from autolfads.data.segments import Stretch
 from autolfads.rundir.location import atomic_write
 from autolfads.rundir.pbt_log import HPLog
 from autolfads.rundir.records import Decision
@@ -61,35 +61,30 @@ def _time_axis(n_time: int, bin_ms: float | None, first_bin: int = 0
     return first_bin + np.arange(n_time, dtype=float), "time (bins)"
 
 
-@dataclass(frozen=True)
-class Stretch:
-    """A column of example_trials / example_traces that shows a stretch of one recording
-    rather than a trial: its bins (0-based, end exclusive) and the bins (in the stretch) of
-    the held-out segment it shows, which is shaded."""
-
-    first_bin: int
-    end_bin: int
-    held_out: tuple[int, int]
-
-    def of(self, recording: np.ndarray) -> np.ndarray:
-        return recording[self.first_bin : self.end_bin]
-
-
 def _title(ax, k: int, t: np.ndarray, stretch: Stretch | None) -> None:
     """A trial's column: its number; a stretch's: its bins (1-based)."""
     if stretch is None:
         ax.set_title(f"trial {k + 1}", fontsize=10)
     else:
-        first = stretch.first_bin + 1
-        ax.set_title(f"bins {first}-{first + len(t) - 1}", fontsize=10)
+        ax.set_title(f"bins {stretch.first + 1}-{stretch.end}", fontsize=10)
 
 
-def _shade(ax, t: np.ndarray, stretch: Stretch | None) -> None:
-    """Grey behind a stretch's held-out segment."""
-    if stretch is not None:
-        dt = float(t[1] - t[0]) if len(t) > 1 else 1.0
-        a, b = stretch.held_out
-        ax.axvspan(t[a] - dt / 2, t[b - 1] + dt / 2, color="0.88", zorder=0, lw=0)
+HELD_OUT_SHADES = {"valid": "0.86", "test": "#cde3f5"}  # validation grey, test light blue
+
+
+def _shade(ax, t: np.ndarray, stretch: Stretch | None, edges: bool = False) -> None:
+    """Behind a stretch's held-out segments, their split's shade; edges: only dashed lines at
+    their ends (over an image, which would hide a shade)."""
+    if stretch is None:
+        return
+    dt = float(t[1] - t[0]) if len(t) > 1 else 1.0
+    for a, b, split in stretch.held_out:
+        lo, hi = t[a] - dt / 2, t[b - 1] + dt / 2
+        if edges:
+            for x in (lo, hi):
+                ax.axvline(x, color="white", lw=0.8, ls="--")
+        else:
+            ax.axvspan(lo, hi, color=HELD_OUT_SHADES.get(split, "0.86"), zorder=0, lw=0)
 
 
 def population_evolution(log: HPLog, decisions: dict[tuple[int, int], Decision],
@@ -179,7 +174,7 @@ def example_trials(rates: np.ndarray, trials: Sequence[int], spikes: np.ndarray 
     scale, unit = rate_units(bin_ms)
     n = len(trials)
     fig = Figure(figsize=((6.0 if stretches else 3.4) * n + 0.8, 6.2), layout="constrained")
-    axes = fig.subplots(2, n, squeeze=False)
+    axes = fig.subplots(2, n, squeeze=False, sharex="col" if stretches else True)
     ref = truth if truth is not None else rates
     busiest = np.argsort(ref.mean(axis=(0, 1)))[::-1][:3]
     vmax = float(np.percentile(rates[list(trials)] * scale, 99)) or None
@@ -187,10 +182,8 @@ def example_trials(rates: np.ndarray, trials: Sequence[int], spikes: np.ndarray 
     for c, k in enumerate(trials):
         top, bottom = axes[0, c], axes[1, c]
         stretch = stretches[c] if stretches else None
-        t, t_label = _time_axis(rates.shape[1], bin_ms, stretch.first_bin if stretch else 0)
+        t, t_label = _time_axis(rates.shape[1], bin_ms, stretch.first if stretch else 0)
         dt = float(t[1] - t[0]) if len(t) > 1 else 1.0
-        top.sharex(bottom)
-        top.tick_params(labelbottom=False)
         # Pixels centred on their bin, neurons numbered from 1 as in the legend below.
         extent = (t[0] - dt / 2, t[-1] + dt / 2, rates.shape[2] + 0.5, 0.5)
         image = top.imshow(rates[k].T * scale, aspect="auto", cmap="magma", vmin=0, vmax=vmax,
@@ -203,6 +196,7 @@ def example_trials(rates: np.ndarray, trials: Sequence[int], spikes: np.ndarray 
             top.scatter(t[ti], ni + 1, s=size * (6 + 6 * spikes[k][ti, ni]), facecolors="none",
                         edgecolors="cyan", linewidths=0.6 * size ** 0.5)
         _title(top, k, t, stretch)
+        _shade(top, t, stretch, edges=True)
         top.set_ylabel("neuron" if c == 0 else "")
         for i, nrn in enumerate(busiest):
             color = f"C{i}"
@@ -233,10 +227,11 @@ def example_traces(means: np.ndarray, trials: Sequence[int], data: np.ndarray | 
     channels = np.argsort(np.abs(ref).mean(axis=(0, 1)))[::-1][:N_TRACE_CHANNELS]
     fig = Figure(figsize=((6.0 if stretches else 3.4) * len(trials) + 0.8,
                           1.7 * len(channels) + 0.6), layout="constrained")
-    axes = fig.subplots(len(channels), len(trials), squeeze=False, sharex="col")
+    axes = fig.subplots(len(channels), len(trials), squeeze=False,
+                        sharex="col" if stretches else True)
     for c, k in enumerate(trials):
         stretch = stretches[c] if stretches else None
-        t, t_label = _time_axis(means.shape[1], bin_ms, stretch.first_bin if stretch else 0)
+        t, t_label = _time_axis(means.shape[1], bin_ms, stretch.first if stretch else 0)
         for r, ch in enumerate(channels):
             ax = axes[r, c]
             _shade(ax, t, stretch)
@@ -340,7 +335,7 @@ def inputs_in_stretches(inputs: np.ndarray, stretches: Sequence[Stretch], bin_ms
     fig = Figure(figsize=(6.0 * len(stretches) + 0.8, 1.8 * dims + 0.8), layout="constrained")
     axes = fig.subplots(dims, len(stretches), squeeze=False, sharex="col")
     for c, stretch in enumerate(stretches):
-        t, t_label = _time_axis(inputs.shape[1], bin_ms, stretch.first_bin)
+        t, t_label = _time_axis(inputs.shape[1], bin_ms, stretch.first)
         for d in range(dims):
             ax = axes[d, c]
             _shade(ax, t, stretch)

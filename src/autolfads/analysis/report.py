@@ -37,7 +37,7 @@ from autolfads.analysis.report_text import num as _num
 from autolfads.analysis.report_text import split_line as _split_line
 from autolfads.analysis.report_text import status as _status
 from autolfads.data.dataset import Dataset
-from autolfads.data.segments import Segments
+from autolfads.data.segments import Stretch
 from autolfads.errors import UserInputError
 from autolfads.rundir import layout
 from autolfads.rundir.layout import is_uri
@@ -187,63 +187,51 @@ def _hyperparameters(v: RunView, page: _Page) -> str:
 
 
 def _trials(v: RunView, page: _Page) -> str:
+    """Example trials: rasters with rates (counts) or traces with means (continuous signals);
+    for a continuous recording, stretches of the merged outputs around validation segments."""
     if v.outputs is None or v.outputs.get("rates") is None:
         return _note(v.notes.get("outputs", "no outputs yet"))
     rates = v.outputs.arrays["rates"]
     spikes, truth = rdata.spikes_and_truth(v)
     seg = rdata.recording_segments(v)
+    stretches = None
     if seg is not None and v.outputs.get("rates_continuous") is not None:
-        return _recording(v, page, seg, spikes, truth)
-    trials = rdata.example_trials(v)
+        stretches = rdata.recording_stretches(v, seg)
+        rates = _stretched(stretches, v.outputs.arrays["rates_continuous"])
+        spikes, truth = (None if a is None else _stretched(stretches, seg.join(a))
+                         for a in (spikes, truth))
+        trials = list(range(len(stretches)))
+        where = ", ".join(f"{s.first + 1}-{s.end}" for s in stretches)
+        which = (f"Stretches of the recording (bins {where}, 1-based) from its merged outputs "
+                 "(rates_continuous, ...); shaded: held-out segments, validation grey, test "
+                 "blue. ")
+    else:
+        trials = rdata.example_trials(v)
+        which = _which(v, trials) + ". "
+    what = "mean" if not v.counts else "rate"
     if not v.counts:
-        return _traces(v, page, rates, spikes, truth, trials)
-    fig = plots.example_trials(rates, trials, spikes, truth, v.bin_ms)
-    unit = plots.rate_units(v.bin_ms)[1]
-    caption = (_which(v, trials) + f". Top: inferred rates ({unit}) per neuron over time"
-               + ("; circles are spikes (larger = more spikes in the bin)" if spikes is not None
-                  else "") + ". Bottom: the three busiest neurons, inferred rate (solid)"
-               + (" and true rate (dashed)" if truth is not None else "") + ".")
+        fig = plots.example_traces(rates, trials, spikes, truth, v.bin_ms, stretches)
+        caption = (f"The {plots.N_TRACE_CHANNELS} most active channels, observed signal (grey), "
+                   "inferred mean of the " + v.observation.replace("_", "-") + " model (solid)")
+    else:
+        fig = plots.example_trials(rates, trials, spikes, truth, v.bin_ms, stretches)
+        caption = (f"Top: inferred rates ({plots.rate_units(v.bin_ms)[1]}) per neuron over time"
+                   + ("; circles are spikes (larger = more spikes in the bin)"
+                      if spikes is not None else "")
+                   + ". Bottom: the three busiest neurons, inferred rate (solid)")
+    caption = (which + caption + (f" and true {what} (dashed)" if truth is not None else "")
+               + (", in the data's units, one panel per channel." if not v.counts else "."))
     out = ""
     if spikes is None:
-        out += _note(v.notes.get("data", "spikes not available"))
+        out += _note(v.notes.get("data", "the input data was not found"))
     if truth is None:
-        out += _note("the data has no true rates, so inferred rates are shown without them")
+        out += _note(f"the data has no true {what}s, so inferred {what}s are shown without them")
     return out + page.figure("trials", fig, caption, "example trials")
 
 
-def _recording(v: RunView, page: _Page, seg: Segments, spikes: np.ndarray | None,
-               truth: np.ndarray | None) -> str:
-    """A continuous recording: stretches of the merged outputs (what rates_continuous holds),
-    each around a validation segment, shaded."""
-    stretches = rdata.recording_stretches(v, seg)
-    merged = v.outputs.arrays["rates_continuous"]
-
-    def cut(a: np.ndarray | None) -> np.ndarray | None:
-        return None if a is None else np.stack([s.of(a) for s in stretches])
-
-    spikes = None if spikes is None else seg.join(spikes)
-    truth = None if truth is None else seg.join(truth)
-    cols = range(len(stretches))
-    where = ", ".join(f"{s.first_bin + 1}-{s.end_bin}" for s in stretches)
-    caption = (f"Stretches of the recording (bins {where}, 1-based) from the merged outputs "
-               "(rates_continuous, ...); shaded: a validation segment, held out from training. ")
-    if not v.counts:
-        fig = plots.example_traces(cut(merged), cols, cut(spikes), cut(truth), v.bin_ms,
-                                   stretches)
-        caption += (f"The {plots.N_TRACE_CHANNELS} most active channels: observed signal (grey),"
-                    " inferred mean of the " + v.observation.replace("_", "-")
-                    + " model (solid)" + (" and true mean (dashed)" if truth is not None else "")
-                    + ", in the data's units.")
-    else:
-        fig = plots.example_trials(cut(merged), cols, cut(spikes), cut(truth), v.bin_ms,
-                                   stretches)
-        unit = plots.rate_units(v.bin_ms)[1]
-        caption += (f"Top: inferred rates ({unit}) per neuron"
-                    + ("; circles are spikes" if spikes is not None else "")
-                    + ". Bottom: the three busiest neurons, inferred rate (solid)"
-                    + (" and true rate (dashed)" if truth is not None else "") + ".")
-    out = _note(v.notes.get("data", "the input data was not found")) if spikes is None else ""
-    return out + page.figure("trials", fig, caption, "stretches of the recording")
+def _stretched(stretches: list[Stretch], recording: np.ndarray) -> np.ndarray:
+    """stretches x bins x dim from a time-first recording."""
+    return np.stack([s.of(recording) for s in stretches])
 
 
 def _which(v: RunView, trials: list[int]) -> str:
@@ -255,19 +243,6 @@ def _which(v: RunView, trials: list[int]) -> str:
     first = ", ".join(str(int(starts[k]) + 1) for k in trials)
     return (f"Validation segments {shown} of the recording (1-based; they begin at its bins "
             f"{first}; the outputs hold the whole recording merged as rates_continuous, ...)")
-
-
-def _traces(v: RunView, page: _Page, means: np.ndarray, data: np.ndarray | None,
-            truth: np.ndarray | None, trials: list[int]) -> str:
-    """Continuous data (EMG, calcium events, ...): observed traces with the inferred mean."""
-    fig = plots.example_traces(means, trials, data, truth, v.bin_ms)
-    caption = (_which(v, trials) + f": the {plots.N_TRACE_CHANNELS} most active channels, "
-               "observed signal (grey), inferred mean of the "
-               + v.observation.replace("_", "-") + " model (solid)"
-               + (" and true mean (dashed)" if truth is not None else "")
-               + ", in the data's units, one panel per channel.")
-    out = _note(v.notes.get("data", "the input data was not found")) if data is None else ""
-    return out + page.figure("trials", fig, caption, "example trials")
 
 
 def _latents(v: RunView, page: _Page) -> str:
@@ -284,11 +259,10 @@ def _latents(v: RunView, page: _Page) -> str:
     merged = out.get("inferred_inputs_continuous")
     if seg is not None and merged is not None:
         stretches = rdata.recording_stretches(v, seg)
-        fig = plots.inputs_in_stretches(np.stack([s.of(merged) for s in stretches]),
-                                        stretches, v.bin_ms)
+        fig = plots.inputs_in_stretches(_stretched(stretches, merged), stretches, v.bin_ms)
         return html_out + page.figure(
             "inputs", fig, "Inferred inputs (inferred_inputs_continuous) over the stretches of "
-            "the recording shown above; shaded: a validation segment.", "inferred inputs")
+            "the recording shown above; shaded: held-out segments.", "inferred inputs")
     times = out.get("true_input_times")
     times = None if times is None or len(times) != len(inputs) else np.asarray(times)
     fig = plots.inferred_inputs(inputs, rdata.example_trials(v), v.bin_ms, times)
@@ -342,20 +316,24 @@ def _metrics(v: RunView, page: _Page) -> str:
                    f"<td>{_num(r['r2'])}</td><td>{_num(r['r2n'])}</td>"
                    + (f"<td>{_num(r['bps'])}</td>" if v.counts else "") + "</tr>" for r in rows)
     out = f"<table>{head}{body}</table>" + _decoding(v.metrics or {})
+    recording = rdata.recording_segments(v) is not None
+    over = "the recording's bins (its segments merged)" if recording else "all trials, bins"
     if not v.counts:
-        out += (f"<p>R^2: squared correlation of the inferred and the true {what} over all trials, "
-                "bins and channels; the smoothing baseline smooths the observed signal. Bits per "
+        out += (f"<p>R^2: squared correlation of the inferred and the true {what} over {over} "
+                "and channels; the smoothing baseline smooths the observed signal. Bits per "
                 "spike only apply to spike counts: for this "
                 f"{v.observation.replace('_', '-')} model metrics.json gives the validation "
                 "negative log-likelihood per bin (nll_per_bin_valid).</p>")
     else:
-        out += ("<p>R^2: squared correlation of inferred and true rates over all trials, bins "
+        out += (f"<p>R^2: squared correlation of inferred and true rates over {over} "
                 "and neurons. Bits/spike: Poisson log-likelihood gain over each neuron's mean "
                 "rate, per spike (higher is better). The smoothing width is the one that matches "
                 "the true rates best (an oracle choice, so the baseline is strong). Its bits/spike "
                 "use rates made without each bin's own count (a rate cannot be scored on the "
                 "spike it was made from), mixed with the neuron's mean rate; width and weight are "
-                "chosen on the training trials.</p>")
+                "chosen on the training trials."
+                + (" A recording is smoothed whole, so a held-out segment's baseline also sees "
+                   "the bins beside it, which LFADS does not." if recording else "") + "</p>")
     if "__truth__" not in panels:
         if not any(r["r2"] is not None for r in rows):  # counts (continuous: handled above)
             out += _note("no true rates in the data: R^2 needs ground truth (synthetic data); "
@@ -364,8 +342,9 @@ def _metrics(v: RunView, page: _Page) -> str:
     truth = panels.pop("__truth__")
     units = None if v.counts else (1.0, "data units")
     fig = plots.rates_vs_truth(list(panels.items()), truth, v.bin_ms, units=units)
-    return out + page.figure("rates_vs_truth", fig, "Inferred vs true rates (a random sample of "
-                             "trials x bins x neurons); the line is y = x.", "rates vs truth")
+    sample = "bins x neurons of the recording" if recording else "trials x bins x neurons"
+    return out + page.figure("rates_vs_truth", fig, f"Inferred vs true rates (a random sample of "
+                             f"{sample}); the line is y = x.", "rates vs truth")
 
 
 BUILDERS: tuple[Callable[[RunView, _Page], str], ...] = (

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autolfads.analysis.plots import Stretch
 from autolfads.data.dataset import Dataset
-from autolfads.data.segments import Segments
+from autolfads.data.segments import Segments, Stretch
 from autolfads.errors import UserInputError
 from autolfads.rundir import layout
 from autolfads.rundir.layout import is_uri
@@ -178,16 +177,15 @@ def example_trials(view: RunView, n: int = 4) -> list[int]:
 
 
 def recording_stretches(view: RunView, seg: Segments, n: int = 2) -> list[Stretch]:
-    """Stretches of a recording to show, each about three segments long, around one of the
-    example (validation) segments, so that the merged output is seen across the seams where
-    held-out segments meet training ones."""
-    width = min(3 * seg.length, seg.n_bins)
-    out = []
-    for k in example_trials(view, n):
-        start = int(seg.starts[k])
-        first = int(np.clip(start - seg.length, 0, seg.n_bins - width))
-        out.append(Stretch(first, first + width, (start - first, start - first + seg.length)))
-    return out
+    """The stretches of a recording the page shows: one around each example (validation)
+    segment, with every held-out segment in them marked."""
+    out = view.outputs
+    assert out is not None
+    held: dict[int, str] = {}
+    for split in ("valid", "test"):
+        inds = out.get(f"{split}_inds")
+        held.update({int(i): split for i in (inds if inds is not None else [])})
+    return [seg.stretch(k, held) for k in example_trials(view, n)]
 
 
 def spikes_and_truth(view: RunView) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -241,10 +239,8 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
     seg = recording_segments(view)
 
     def whole(a: np.ndarray | None, merge: bool = False) -> np.ndarray | None:
-        """All trials as recorded: a recording's segments back into one (each bin once)."""
-        if a is None or seg is None:
-            return a
-        return (seg.merge(a) if merge else seg.join(a))[None]
+        """All trials as recorded (Dataset.as_recorded): a recording's segments as one."""
+        return a if a is None or seg is None else seg.as_recording(a, merge)
 
     spikes_all, truth_all = whole(spikes), whole(truth)
     splits = {"all": np.arange(len(rates))}
@@ -277,22 +273,25 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
             for s in ("all", "train", "valid", "test") if s in splits]
     panels = {"LFADS": rates_all}
     if spikes is not None:
-        # Over the whole recording: smoothing each segment alone would cut its kernel at every
-        # segment edge. The held-out segments' rows take their stretch of it.
+        # A recording is smoothed whole (each segment alone would cut the kernel at its edges);
+        # a held-out segment's row takes its stretch, smoothed with the bins beside it, which
+        # LFADS never sees: a conservative comparison.
+        def per_trial(a: np.ndarray | None) -> np.ndarray | None:
+            return a if a is None or seg is None else seg.cut(a[0])
+
         base = smoothing_baseline(spikes_all, truth_all)
-        base_all = base["rates"]
-        base_trials = base_all if seg is None else seg.cut(base_all[0])
         sigma = base["sigma_bins"]
         label = f"Gaussian smoothing (sigma {sigma:g} bins)"
         train = splits.get("train", splits["all"])
-        bps_rates = bps_all = None
-        if view.counts:
-            bps_rates, how = smoothing_for_bps(spikes, train)
-            bps_all = whole(bps_rates, merge=True)
+        bps_all = None
+        if view.counts:  # width and weight chosen on training trials (a recording's bins)
+            bps_all, how = smoothing_for_bps(spikes_all, train if seg is None
+                                             else seg.covered(train)[None])
             label += f"; for bits/spike: {how}"
-        rows += [row(label, base_all, "all", bps_all)]
-        rows += [row(label, base_trials, s, bps_rates) for s in ("valid", "test") if s in splits]
-        panels[f"smoothing (sigma {sigma:g} bins)"] = base_all
+        rows += [row(label, base["rates"], "all", bps_all)]
+        rows += [row(label, per_trial(base["rates"]), s, per_trial(bps_all))
+                 for s in ("valid", "test") if s in splits]
+        panels[f"smoothing (sigma {sigma:g} bins)"] = base["rates"]
     elif "r2_smoothing" in m:
         rows.append({"method": f"Gaussian smoothing (sigma {m.get('smoothing_sigma_bins', '?')} "
                      "bins, from metrics.json)", "trials": "all", "r2": m["r2_smoothing"],
@@ -308,7 +307,11 @@ def recording_segments(view: RunView) -> Segments | None:
     segments are scored as segments (Dataset.as_recorded)."""
     out = view.outputs
     starts = out.get("segment_starts") if out is not None else None
-    if starts is None or view.section("data").get("forward_bins"):
+    # (outputs from before forward_bins was recorded with them: the run's config says)
+    forward = out.attrs.get("forward_bins") if out is not None else None
+    if forward is None:
+        forward = view.section("data").get("forward_bins") or 0
+    if starts is None or forward:
         return None
     a = out.attrs
     return Segments(np.asarray(starts, dtype=np.int64), int(a["segment_bins"]),
@@ -335,10 +338,11 @@ def smoothing_for_bps(spikes: np.ndarray, train: np.ndarray,
                       ) -> tuple[np.ndarray, str]:
     """The smoothing baseline's rates for bits/spike: own bin left out, mixed with the neuron's
     mean rate (a bin whose neighbours are silent would otherwise get rate ~0, and one spike there
-    costs ~20 nats). Width and weight are chosen by likelihood on the training trials only."""
+    costs ~20 nats). Width and weight are chosen by likelihood on the training trials only
+    (`train`: their indices, or a trials x bins mask)."""
     from autolfads.analysis.metrics import RATE_FLOOR
 
-    mean = spikes[train].mean(axis=(0, 1))
+    mean = spikes[train].reshape(-1, spikes.shape[-1]).mean(axis=0)
     best = (-np.inf, None, "")
     for sigma in sigmas:
         loo = smooth_without_own_bin(spikes, sigma)

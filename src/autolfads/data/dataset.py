@@ -129,7 +129,7 @@ class Dataset:
         (unobserved at the end of every segment) the segments stay segments."""
         if self.segments is None or self.forward_bins:
             return y
-        return (self.segments.merge(y) if merge else self.segments.join(y))[None]
+        return self.segments.as_recording(y, merge)
 
     def summary(self) -> str:
         held = []

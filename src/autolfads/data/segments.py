@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autolfads.config import DataConfig
-from autolfads.data.split import split_trials
+from autolfads.data.split import short_test_set, split_trials
 from autolfads.errors import UserInputError
 
 DEFAULT_BINS = 100  # a segment, when data.segment_bins is not given
@@ -87,12 +87,53 @@ class Segments:
             out[s : s + self.length] = y[i]
         return out
 
+    def as_recording(self, y: np.ndarray, merge: bool = True) -> np.ndarray:
+        """segments x length x ... -> 1 x time x ...: one trial that is the whole recording
+        (merge: model outputs, cross-faded; else joined exactly: the data)."""
+        return (self.merge(y) if merge else self.join(y))[None]
+
+    def covered(self, segments: np.ndarray) -> np.ndarray:
+        """(n_bins,) bool: the bins that these segments (indices) cover."""
+        mask = np.zeros(self.n_bins, dtype=bool)
+        for s in self.starts[np.asarray(segments, dtype=np.int64)]:
+            mask[s : s + self.length] = True
+        return mask
+
+    def stretch(self, k: int, held_out: dict[int, str]) -> Stretch:
+        """About three segments of the recording around segment k, to show how the merged
+        output runs across the seams where held-out segments (index -> split name) meet
+        training ones."""
+        width = min(3 * self.length, self.n_bins)
+        first = int(np.clip(self.starts[k] - self.length, 0, self.n_bins - width))
+        end = first + width
+        marks = []
+        for i in sorted(held_out, key=lambda i: self.starts[i]):
+            s = int(self.starts[i])
+            if s < end and s + self.length > first:
+                marks.append((max(s, first) - first, min(s + self.length, end) - first,
+                              held_out[i]))
+        return Stretch(first, end, tuple(marks))
+
     def _checked(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y)
         if y.shape[:2] != (len(self.starts), self.length):
             raise ValueError(f"{y.shape[:2]} segments x bins, expected "
                              f"{(len(self.starts), self.length)}")
         return y
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """Bins first..end-1 (0-based) of a recording, shown as one column of a figure, and the
+    held-out segments in it: (first, end, split name) in the stretch's own bins."""
+
+    first: int
+    end: int
+    held_out: tuple[tuple[int, int, str], ...]
+
+    def of(self, recording: np.ndarray) -> np.ndarray:
+        """This stretch of a time-first array."""
+        return recording[self.first : self.end]
 
 
 def plan(n_bins: int, length: int | None, overlap: int | None, what: str,
@@ -197,7 +238,9 @@ def segment_recording(a: np.ndarray, layout: str, *, split: DataConfig,
         raise UserInputError(f"{describe('data')}: "
                              f"{_too_short(seg, split, min_segments, min_bins, swap)}")
     seg, inds = made
-    notes = []
+    short = short_test_set(n_bins // seg.length, split, len(inds[2]),
+                           f"blocks of {seg.length} bins")
+    notes = [f"{describe('data')}: {short}"] if short else []
     if guessed and n_channels > n_bins:
         notes.append(f"{describe('data')}: read as {' x '.join(order.split('_'))} (its layout "
                      f"was not said): {n_bins} bins of {n_channels} channels, more channels than "

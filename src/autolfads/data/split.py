@@ -52,17 +52,18 @@ def split_trials(n_trials: int, cfg: DataConfig | None = None, min_kept: int = M
     return train.astype(np.int64), valid.astype(np.int64), test.astype(np.int64)
 
 
-def short_test_set(n_trials: int, cfg: DataConfig, n_test: int) -> str:
+def short_test_set(n_trials: int, cfg: DataConfig, n_test: int, unit: str = "trials") -> str:
     """A sentence when a random split gave fewer test trials than data.test_fraction asked for
-    (rounding on few trials, or room kept for validation and training); else ""."""
+    (rounding on few trials, or room kept for validation and training); else "". unit: what
+    the split shares out (a recording's blocks of one segment)."""
     if cfg.split != "random" or not cfg.test_fraction:
         return ""
     asked = cfg.test_fraction * n_trials
     if n_test >= round(asked):
         if n_test:
             return ""
-        return (f"data.test_fraction={cfg.test_fraction:g} of {n_trials} trials is {asked:.2g} "
-                "trials, which rounds to none: there is no test set")
-    return (f"data.test_fraction={cfg.test_fraction:g} asks for {round(asked)} test trials of "
-            f"{n_trials}; {n_test} fit beside the validation trials and at least one training "
-            "trial")
+        return (f"data.test_fraction={cfg.test_fraction:g} of {n_trials} {unit} is {asked:.2g} "
+                f"{unit}, which rounds to none: there is no test set")
+    return (f"data.test_fraction={cfg.test_fraction:g} asks for {round(asked)} test {unit} of "
+            f"{n_trials}; {n_test} fit beside the validation {unit} and at least one for "
+            "training")

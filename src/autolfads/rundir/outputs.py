@@ -132,8 +132,10 @@ def outputs_of(dataset: Dataset, post: dict[str, np.ndarray]) -> Outputs:
         if "truth" in arrays:  # the same in every segment that covers a bin
             arrays["truth_continuous"] = seg.join(arrays["truth"])
         arrays["segment_starts"] = seg.starts.astype(np.int64)
+        # forward_bins: with them a recording is scored per segment (Dataset.as_recorded),
+        # which the report must know without the data.
         attrs.update(segment_bins=seg.length, segment_overlap=seg.overlap,
-                     recording_bins=seg.n_bins)
+                     recording_bins=seg.n_bins, forward_bins=dataset.forward_bins)
     if dataset.bin_size_s is not None:
         attrs["bin_size_ms"] = dataset.bin_size_s * 1000.0
     return Outputs(arrays, attrs, "")
