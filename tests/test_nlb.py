@@ -41,6 +41,23 @@ def test_psth_and_velocity_r2_equal_nlb_tools(fixture):
                                                                                     abs=1e-6)
 
 
+def test_velocity_r2_on_collinear_rates_says_nothing_to_the_console():
+    """Rates driven by a few latents are nearly collinear: the alpha grid's smallest penalties
+    solve ill-conditioned systems, which scipy warns of; the score is still the best alpha's."""
+    import warnings
+
+    rng = np.random.default_rng(2)
+    latents = rng.normal(size=(600, 2))
+    rates = np.exp(latents @ rng.normal(size=(2, 30)) * 0.3)
+    rates[:, 1] = rates[:, 0] * 2.0  # one neuron a multiple of another
+    rates = (rates * 20).astype(np.float32)  # as the outputs hold them
+    beh = (latents + 0.1 * rng.normal(size=latents.shape)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r2 = nlb.velocity_r2(rates[:400], beh[:400], rates[400:], beh[400:])
+    assert r2 > 0.8
+
+
 def test_heldout_neurons_and_forward_bins_are_never_encoded_but_reconstructed():
     import torch
     from conftest import tiny_config
