@@ -154,6 +154,9 @@ def test_continuous_data_train_report_export(kind, observation, extra, tmp_path,
     page = (run / "report" / "index.html").read_text()
     assert "observed signal" in page and "bits/spike" not in page.split("final metrics")[1][:300]
     assert "<h3>Decoding</h3>" in page and f"{m['decode_r2']:.4g}" in page
+    # Deconvolved events against spike rates: the page says the truth is in other units.
+    other_units = "in other units than the data" in page
+    assert other_units == (kind == "calcium") and ("the line is y = x" in page) != other_units
     code, _, err = run_cli(monkeypatch, capsys, "export", run, "--format", "npz")
     assert code == 0, err
     with np.load(run / "output" / "lfads_output.npz") as z:

@@ -171,6 +171,7 @@ def test_a_recording_trains_and_its_outputs_are_merged_back(tmp_path, monkeypatc
     # Scores over all of it are over the recording (each bin once), not its overlapping
     # segments; so are the report's "all" rows and the smoothing baseline (smoothed whole).
     m = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert m["split_unit"] == "segments" and "(valid segments)" in api.summary_line(m, None)
     assert m["r2_rates"] == pytest.approx(r2_rates(merged[None], rates[None]), rel=1e-5)
     per_segment = r2_rates(rates_seg, rates[starts[:, None] + np.arange(30)])
     assert m["r2_rates"] != pytest.approx(per_segment, rel=1e-4)
@@ -195,6 +196,9 @@ def test_a_recording_trains_and_its_outputs_are_merged_back(tmp_path, monkeypatc
     assert shown and int(shown[2]) - int(shown[1]) + 1 == 90  # three segments of 30 bins
     assert "Inferred inputs (inferred_inputs_continuous) over the stretches" in page
     assert "over the recording's bins (its segments merged)" in page
+    assert "one recording of 600 bins x 8 neurons, cut into" in page
+    assert "every 5th block of one segment to validation" in page and "trials" not in re.sub(
+        r"<[^>]+>", " ", page).split("Hyperparameters")[0]
 
     # Without the data file the report works from the outputs alone: the same "all" score.
     path.rename(tmp_path / "moved.mat")
@@ -243,7 +247,11 @@ def test_a_gaussian_recording_with_forward_bins_is_scored_per_segment(tmp_path):
     y = rng.normal(size=(ds.n_trials, 40, 5))
     assert ds.as_recorded(y) is y
     cfg = tiny_config(epochs=1)  # its data section says nothing of the Dataset's forward bins
-    api.train(ds, tmp_path / "run", config=cfg, quiet=True)
+    res = api.train(ds, tmp_path / "run", config=cfg, quiet=True)
+    with h5py.File(tmp_path / "run/output/lfads_output.h5") as f:  # from Python as in the file
+        np.testing.assert_allclose(res.continuous("factors"), f["factors_continuous"][()])
+    with pytest.raises(UserInputError, match="these data have trials"):
+        api.TrainResult(None, from_array(np.ones((20, 10, 3))), cfg, {}, {}).continuous()
     with h5py.File(tmp_path / "run/output/lfads_output.h5") as f:
         assert f.attrs["forward_bins"] == 5 and "rates_continuous" in f
     view = gather(Location(tmp_path / "run"))
@@ -251,6 +259,7 @@ def test_a_gaussian_recording_with_forward_bins_is_scored_per_segment(tmp_path):
     assert recording_segments(view) is None
     page = write_report(tmp_path / "run").read_text()
     assert "Stretches of the recording" not in page and "Validation segments" in page
+    assert "data passed from Python" in page and "no longer there" not in page
 
 
 def test_a_recording_is_deconvolved_whole_and_written_as_one(tmp_path):
@@ -285,6 +294,33 @@ def test_bad_values_are_placed_in_the_recording_not_in_a_segment():
     with pytest.raises(UserInputError, match=re.escape("shape (21, 1200) does not match the "
                                                        "data's (20, 1200)")):
         from_array(np.nan_to_num(x), layout="neurons_time", truth=np.ones((21, 1200)))
+    truth = np.ones((20, 1200))
+    truth[7, 1234 - 1000] = np.inf
+    with pytest.raises(UserInputError, match=re.escape("'truth': 1 NaN/Inf value(s), first inf "
+                                                       "at index (7, 234)")):
+        from_array(np.nan_to_num(x), layout="neurons_time", truth=truth)
+    behavior = np.zeros((1200, 2))
+    behavior[100, 1] = np.nan
+    with pytest.raises(UserInputError, match=re.escape("first nan at index (100, 1)")):
+        from_array(np.nan_to_num(x), layout="neurons_time", behavior=behavior)
+
+
+def test_too_few_segments_says_whether_validation_or_test_took_them():
+    x = np.random.default_rng(7).poisson(1.0, size=(2000, 6)).astype(float)  # time x neurons
+    with pytest.raises(UserInputError, match=r"none to validate: data.valid_every=50 is more "
+                                             r"than its 20 blocks.*use a smaller"):
+        from_array(x, cfg=DataConfig(valid_every=50))
+    with pytest.raises(UserInputError, match=r"12 segments of 100 bins \(3 of them test "
+                                             r"segments\); LFADS needs at least 10"):
+        from_array(x[:1000], cfg=DataConfig(split="random", test_fraction=0.3))
+
+
+def test_few_validation_segments_are_named_as_segments():
+    x = np.random.default_rng(8).poisson(1.0, size=(1000, 6)).astype(float)  # 10 blocks
+    few = from_array(x)
+    assert len(few.valid_inds) == 2
+    said = [w for w in few.meta["warnings"] if "2 validation segment(s)" in w]
+    assert len(said) == 1 and "a longer recording" in said[0] and "valid_inds" not in said[0]
 
 
 def test_segment_settings_on_trial_data_are_said_to_be_unused():
@@ -308,3 +344,21 @@ def test_a_suggested_segment_length_works_with_the_overlap_given():
     suggested = int(re.search(r"segment_bins=(\d+)\)", str(info.value)).group(1))
     assert suggested > 60
     assert from_array(x, cfg=cfg.model_copy(update={"segment_bins": suggested})).n_trials >= 10
+
+
+@pytest.mark.parametrize("suffix", [".mat", ".h5"])
+def test_a_deconvolved_files_truth_stays_in_other_units_when_read_again(tmp_path, suffix):
+    """`autolfads deconvolve` writes events beside spike rates: read back, only scale-free
+    comparisons with that truth are made (no 1 - SSE/SST of events against rates)."""
+    from autolfads.data.writers import write_dataset
+
+    rng = np.random.default_rng(6)
+    rates = rng.uniform(0.1, 1.0, size=(1500, 4))
+    recording = from_array(rng.gamma(2.0, 1.0, rates.shape), truth=rates)
+    trials = from_array(rng.gamma(2.0, 1.0, (30, 20, 4)), truth=rng.uniform(0.1, 1, (30, 20, 4)))
+    for name, ds in (("rec", recording), ("trials", trials)):
+        plain = load_dataset(write_dataset(tmp_path / f"{name}{suffix}", ds))
+        assert not plain.meta.get("truth_scale_free")
+        ds.meta["truth_scale_free"] = True  # as deconvolve_dataset marks it
+        back = load_dataset(write_dataset(tmp_path / f"{name}_ev{suffix}", ds))
+        assert back.meta.get("truth_scale_free") is True and back.has_truth

@@ -78,6 +78,14 @@ class TrainResult:
     def inferred_inputs(self) -> np.ndarray:
         return self._all("inferred_inputs")
 
+    def continuous(self, key: str = "rates") -> np.ndarray:
+        """A continuous recording's output (rates, factors, inferred_inputs) merged over its
+        segments, time x dim, as `rates_continuous` etc. in the output files."""
+        if self.dataset.segments is None:
+            raise UserInputError("continuous(): these data have trials, not one recording; "
+                                 "use .rates / .factors / .inferred_inputs")
+        return self.dataset.segments.merge(self._all(key))
+
 
 def train(
     data: DataLike = None,
@@ -179,7 +187,9 @@ def _finish(trainer: Trainer, dataset: Dataset, cfg: Config, out_dir: Path | Non
                              trainer.valid_dt, trainer.valid_in)
     extra = {**extra, "wall_s": time.perf_counter() - t0, "device": str(trainer.device),
              "observation": obs, "nll_per_bin_valid": valid.recon * dataset.n_neurons,
-             "headline_split": "test" if dataset.has_test else "valid"}
+             "headline_split": "test" if dataset.has_test else "valid",
+             # what the split shares out: a continuous recording's segments, or trials
+             "split_unit": "segments" if dataset.segments is not None else "trials"}
     if trainer.test_x is not None:
         test = trainer.evaluate(trainer.test_x, trainer.test_ext, None,
                                 trainer.model.obs.data_term(trainer.test_x), trainer.test_in)
@@ -193,7 +203,8 @@ def _finish(trainer: Trainer, dataset: Dataset, cfg: Config, out_dir: Path | Non
     else:
         metrics = defined_metrics({**extra, **compute_metrics(dataset, post, obs)}, say)
     if metrics.get("bps", 1.0) <= 0:
-        say(f"warning: bits/spike {metrics['bps']:.3f} on the {metrics['headline_split']} trials: "
+        say(f"warning: bits/spike {metrics['bps']:.3f} on the {metrics['headline_split']} "
+            f"{metrics.get('split_unit', 'trials')}: "
             "the model predicts them no better than each neuron's mean rate; the data may carry "
             "no dynamics shared across neurons, or training stopped too early")
     say(summary_line(metrics, out_dir))
@@ -402,7 +413,7 @@ def summary_line(m: dict, out_dir: Path | None) -> str:
     parts = [f"done in {m['wall_s']:.0f}s ({m['epochs']} epochs)",
              f"valid recon {m['valid_recon']:.4f}"]
     if "bps" in m:  # spike counts
-        parts.append(f"bits/spike {m['bps']:.3f} ({head} trials)")
+        parts.append(f"bits/spike {m['bps']:.3f} ({head} {m.get('split_unit', 'trials')})")
     elif f"nll_per_bin_{head}" in m:
         parts.append(f"{head} NLL per time bin (all channels) {m[f'nll_per_bin_{head}']:.3f}")
     nlb = [f"{label} {m[k]:.3f}" for k, label in (("co_bps", "co-bps"), ("fp_bps", "fp-bps"))

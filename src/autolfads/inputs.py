@@ -137,6 +137,8 @@ def data_lines(dataset: Dataset, obs_lines: list[str]) -> list[str]:
         observed = "observed " if dataset.forward_bins else ""
         where = (f"the last {b.shape[1]} of {t_obs} {observed}bins (aligned to the end)"
                  if b.shape[1] < t_obs else f"all {b.shape[1]} {observed}bins")
+        if dataset.segments is not None and not dataset.forward_bins:
+            where = f"all {dataset.segments.n_bins} bins of the recording"
         lines.append(f"decode targets: {b.shape[2]} variable(s) over {where}")
     return lines + obs_lines
 

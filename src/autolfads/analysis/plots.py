@@ -349,9 +349,10 @@ def inputs_in_stretches(inputs: np.ndarray, stretches: Sequence[Stretch], bin_ms
 
 def rates_vs_truth(panels: list[tuple[str, np.ndarray]], truth: np.ndarray,
                    bin_ms: float | None, max_points: int = 4000, seed: int = 0,
-                   units: tuple[float, str] | None = None) -> Figure:
+                   units: tuple[float, str] | None = None, same_units: bool = True) -> Figure:
     """Inferred vs true rates, one scatter per method (the tutorial's compare_rates.m view);
-    units: (scale, label) for data that are not spike counts."""
+    units: (scale, label) for data that are not spike counts; same_units False: the truth is
+    spike rates behind another signal (deconvolved calcium), with no y = x to compare to."""
     from autolfads.analysis.metrics import r2_rates
 
     scale, unit = units or rate_units(bin_ms)
@@ -366,9 +367,10 @@ def rates_vs_truth(panels: list[tuple[str, np.ndarray]], truth: np.ndarray,
     for ax, (name, rates) in zip(axes, panels, strict=True):
         ax.scatter(flat_truth[pick] * scale, rates.ravel()[pick] * scale, s=3, alpha=0.3,
                    color="C0", edgecolors="none")
-        ax.plot([lo, hi], [lo, hi], color="black", lw=1)
+        if same_units:
+            ax.plot([lo, hi], [lo, hi], color="black", lw=1)
         ax.set_title(f"{name}: R^2 = {r2_rates(rates, truth):.3f}", fontsize=10)
-        ax.set_xlabel(f"true rate ({unit})")
-        ax.set_ylabel(f"inferred rate ({unit})")
+        ax.set_xlabel(f"true rate ({unit})" if same_units else "true rate (spikes/bin)")
+        ax.set_ylabel(f"inferred rate ({unit})" if same_units else f"inferred mean ({unit})")
         ax.grid(alpha=0.3)
     return fig

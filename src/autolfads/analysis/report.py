@@ -211,16 +211,20 @@ def _trials(v: RunView, page: _Page) -> str:
     what = "mean" if not v.counts else "rate"
     if not v.counts:
         fig = plots.example_traces(rates, trials, spikes, truth, v.bin_ms, stretches)
-        caption = (f"The {plots.N_TRACE_CHANNELS} most active channels, observed signal (grey), "
-                   "inferred mean of the " + v.observation.replace("_", "-") + " model (solid)")
+        caption = (f"The {plots.N_TRACE_CHANNELS} most active channels: observed signal (grey) "
+                   "and inferred mean of the " + v.observation.replace("_", "-")
+                   + " model (solid), in the data's units")
     else:
         fig = plots.example_trials(rates, trials, spikes, truth, v.bin_ms, stretches)
         caption = (f"Top: inferred rates ({plots.rate_units(v.bin_ms)[1]}) per neuron over time"
                    + ("; circles are spikes (larger = more spikes in the bin)"
                       if spikes is not None else "")
                    + ". Bottom: the three busiest neurons, inferred rate (solid)")
-    caption = (which + caption + (f" and true {what} (dashed)" if truth is not None else "")
-               + (", in the data's units, one panel per channel." if not v.counts else "."))
+    true = f" and true {what} (dashed)"
+    if v.truth_scale_free:
+        true = " and true spike rate (dashed, spikes per bin, in other units than the data)"
+    caption = (which + caption + (true if truth is not None else "")
+               + (", one panel per channel." if not v.counts else "."))
     out = ""
     if spikes is None:
         out += _note(v.notes.get("data", "the input data was not found"))
@@ -327,8 +331,12 @@ def _metrics(v: RunView, page: _Page) -> str:
     else:
         out += (f"<p>R^2: squared correlation of inferred and true rates over {over} "
                 "and neurons. Bits/spike: Poisson log-likelihood gain over each neuron's mean "
-                "rate, per spike (higher is better). The smoothing width is the one that matches "
-                "the true rates best (an oracle choice, so the baseline is strong). Its bits/spike "
+                "rate, per spike (higher is better). "
+                + ("The smoothing width is the one that matches the true rates best (an oracle "
+                   "choice, so the baseline is strong). " if "__truth__" in panels else
+                   "The smoothing width is 2 bins (without true rates there is none to choose "
+                   "by). ")
+                + "Its bits/spike "
                 "use rates made without each bin's own count (a rate cannot be scored on the "
                 "spike it was made from), mixed with the neuron's mean rate; width and weight are "
                 "chosen on the training trials."
@@ -341,10 +349,14 @@ def _metrics(v: RunView, page: _Page) -> str:
         return out
     truth = panels.pop("__truth__")
     units = None if v.counts else (1.0, "data units")
-    fig = plots.rates_vs_truth(list(panels.items()), truth, v.bin_ms, units=units)
+    fig = plots.rates_vs_truth(list(panels.items()), truth, v.bin_ms, units=units,
+                               same_units=not v.truth_scale_free)
     sample = "bins x neurons of the recording" if recording else "trials x bins x neurons"
+    line = ("the true rates are spikes per bin, in other units than the data, so there is no "
+            "y = x line and R^2 is a squared correlation" if v.truth_scale_free
+            else "the line is y = x")
     return out + page.figure("rates_vs_truth", fig, f"Inferred vs true rates (a random sample of "
-                             f"{sample}); the line is y = x.", "rates vs truth")
+                             f"{sample}); {line}.", "rates vs truth")
 
 
 BUILDERS: tuple[Callable[[RunView, _Page], str], ...] = (

@@ -74,6 +74,15 @@ class RunView:
         return name if name in ("gamma", "zero_inflated_gamma", "gaussian") else "poisson"
 
     @property
+    def truth_scale_free(self) -> bool:
+        """The truth is in other units than the data (spike rates behind deconvolved calcium
+        events): metrics.json then gives correlations only."""
+        if self.dataset is not None and self.dataset.meta.get("truth_scale_free"):
+            return True
+        m = self.metrics or {}
+        return "r2_rates" in m and "r2_per_neuron" not in m
+
+    @property
     def counts(self) -> bool:
         """Spike counts (rasters, rates in Hz, bits/spike), not a continuous signal."""
         return self.observation == "poisson"
@@ -125,9 +134,12 @@ def find_dataset(rd: Location, outputs: Outputs | None,
         cfg = DataConfig(**(config.get("data") or {}))
     except Exception:  # config from another version: the defaults still read most files
         cfg = DataConfig()
-    recorded = (rd.read_json(layout.RUN_JSON) or {}).get("data")
-    source = outputs.attrs.get("source") if outputs is not None else None
+    run = rd.read_json(layout.RUN_JSON) or {}
     why = "the run does not record where its data came from (data passed from Python)"
+    if run.get("data_in_memory"):  # its `source` is a label ("array"), not a file
+        return None, f"spikes not shown: {why}"
+    recorded = run.get("data")
+    source = outputs.attrs.get("source") if outputs is not None else None
     for src in (recorded, source):
         if not isinstance(src, str) or not src:
             continue
@@ -224,7 +236,7 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
     out = view.outputs
     # metrics.json leaves out 1 - SSE/SST where the truth is in other units (deconvolved calcium
     # against spike rates): so does this table.
-    scale_free = "r2_rates" in m and "r2_per_neuron" not in m
+    scale_free = view.truth_scale_free
     if out is None or out.get("rates") is None:
         rows = [{"method": "LFADS", "trials": "validation", "r2": m.get("r2_rates_valid"),
                  "r2n": None, "bps": m.get("bps_valid")},

@@ -27,14 +27,20 @@ def status(v: RunView) -> str:
 
 def data_line(v: RunView) -> str:
     ds, out = v.dataset, v.outputs
+    unit = "neurons" if v.counts else "channels"
     if ds is not None:
-        return f"{ds.source}: {ds.n_trials} trials x {ds.n_time} bins x {ds.n_neurons} neurons"
+        if ds.segments is not None:
+            return f"{ds.source}: {ds.segments.describe(f'{ds.n_neurons} {unit}')}"
+        return f"{ds.source}: {ds.n_trials} trials x {ds.n_time} bins x {ds.n_neurons} {unit}"
     src = (v.rd.read_json(layout.RUN_JSON) or {}).get("data") or (
         out.attrs.get("source") if out is not None else None)
     shape = ""
     if out is not None and out.get("rates") is not None:
         k, t, n = out.arrays["rates"].shape
-        shape = f"{k} trials x {t} bins x {n} neurons"
+        shape = f"{k} trials x {t} bins x {n} {unit}"
+        if "recording_bins" in out.attrs:
+            shape = (f"one recording of {int(out.attrs['recording_bins'])} bins x {n} {unit}, "
+                     f"cut into {k} segments of {t} bins")
     return ": ".join(x for x in (src, shape) if x) or "not known yet"
 
 
@@ -47,10 +53,17 @@ def split_line(v: RunView, d: dict) -> str:
         n_tr, n_va, n_te = len(ds.train_inds), len(ds.valid_inds), len(ds.test_inds)
     else:
         return ""
-    rule = (f"every {d.get('valid_every', 5)}th trial to validation unless the file gives a split"
+    recording = (ds is not None and ds.segments is not None) or (
+        out is not None and out.get("segment_starts") is not None)
+    unit = "segment" if recording else "trial"
+    if recording:  # blocks of one segment are held out (data/segments.py split_plan)
+        every, rest = "block of one segment", ", each a segment that shares no bin with training"
+    else:
+        every, rest = "trial", " unless the file gives a split"
+    rule = (f"every {d.get('valid_every', 5)}th {every} to validation{rest}"
             if d.get("split", "every_nth") == "every_nth"
-            else f"seeded random (seed {d.get('split_seed', 0)}) unless the file gives a split")
-    test = f" / {n_te} test" if n_te else ", no test trials"
+            else f"seeded random (seed {d.get('split_seed', 0)}){rest}")
+    test = f" / {n_te} test" if n_te else f", no test {unit}s"
     return f"{n_tr} train / {n_va} validation{test} ({rule})"
 
 

@@ -134,7 +134,8 @@ def build_dataset(
     else:
         tr, va, te = resolve_inds(train_inds, valid_inds, n, label, test_inds)
         split = "from the data (train_inds/valid_inds" + ("/test_inds)" if len(te) else ")")
-    warnings += content_warnings(x, true_rates, beh, {"valid": va, "test": te}, label)
+    warnings += content_warnings(x, true_rates, beh, {"valid": va, "test": te}, label,
+                                 "trial" if seg is None else "segment")
     if cfg.bin_size_ms is not None:  # an explicit setting beats what the file says
         bin_size_s = cfg.bin_size_ms / 1000.0
 

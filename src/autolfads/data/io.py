@@ -29,7 +29,7 @@ from autolfads.data.validate import (
     resolve_inds,
 )
 from autolfads.data.variables import layout_text, read_mat, read_npz, unreadable
-from autolfads.data.writers import write_lfads_h5, write_tutorial_mat
+from autolfads.data.writers import SCALE_FREE, write_lfads_h5, write_tutorial_mat
 from autolfads.errors import UserInputError
 from autolfads.rundir.layout import INTERNAL_LAYOUT, MATLAB_LAYOUT
 from autolfads.rundir.outputs import write_outputs
@@ -46,7 +46,7 @@ __all__ = [
 SUPPORTED = (".mat (MATLAB v5 or v7.3), .h5/.hdf5 (LFADS: train_data/valid_data; NLB: "
              "train_spikes_heldin), .npz (data), .nwb (units and trials tables)")
 OPTIONAL_VARS = ("truth", "conditions", "train_inds", "valid_inds", "test_inds", "bin_size_ms",
-                 "dt", "layout", "true_input_times", "behavior")
+                 "dt", "layout", "true_input_times", "behavior", SCALE_FREE)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -179,6 +179,7 @@ def _from_table(
         layout_guessed=guessed,
     )  # fmt: skip
     ds.meta.setdefault("warnings", []).extend(warnings)
+    _truth_units(ds, values)
     # Trials-first arrays (Python's habit) land here; a recording's segments are not trials.
     if assumed and ds.segments is None and ds.n_trials < ds.n_neurons:
         ds.meta.setdefault("warnings", []).extend([
@@ -286,7 +287,7 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
     full = np.empty((n, *x["train"].shape[1:]), dtype=np.float32)
     for sp in splits:
         full[inds[sp]] = x[sp]
-    return build_dataset(
+    return _truth_units(build_dataset(
         full, INTERNAL_LAYOUT, label=label, noun="dataset", cfg=cfg,
         truth=merge("truth", check_rates), conditions=vals.get("conditions"),
         train_inds=inds["train"], valid_inds=inds["valid"], test_inds=inds.get("test"),
@@ -294,7 +295,17 @@ def _read_lfads_h5(p: Path, cfg: DataConfig) -> Dataset:
         bin_size_s=_bin_size_s(vals, label, "dataset"), data_name="train_data/valid_data",
         can_relayout=False, true_input_times=vals.get("true_input_times"),
         behavior=merge("decode", None), behavior_name="train_decode/valid_decode",
-    )  # fmt: skip
+    ), vals)  # fmt: skip
+
+
+def _truth_units(ds: Dataset, values: dict[str, object]) -> Dataset:
+    """A file written from deconvolved data (`autolfads deconvolve`) says that its truth is in
+    other units than its data (spike rates behind calcium events): only scale-free comparisons
+    with it mean anything, as when the run deconvolves (data/deconvolve.py)."""
+    flag = values.get(SCALE_FREE)
+    if flag is not None and ds.has_truth and np.asarray(flag).size and np.asarray(flag).all():
+        ds.meta["truth_scale_free"] = True
+    return ds
 
 
 def _from_nlb(label: str, vals: dict[str, np.ndarray], cfg: DataConfig) -> Dataset:

@@ -28,6 +28,7 @@ import numpy as np
 
 from autolfads.config import DataConfig
 from autolfads.data.split import short_test_set, split_trials
+from autolfads.data.validate import check_rates
 from autolfads.errors import UserInputError
 
 DEFAULT_BINS = 100  # a segment, when data.segment_bins is not given
@@ -245,6 +246,11 @@ def segment_recording(a: np.ndarray, layout: str, *, split: DataConfig,
         notes.append(f"{describe('data')}: read as {' x '.join(order.split('_'))} (its layout "
                      f"was not said): {n_bins} bins of {n_channels} channels, more channels than "
                      f"bins; if the first axis is time, give --layout {other} (data.layout)")
+    # Bad values are placed in the user's own arrays (after cutting they would be placed by
+    # segment and bin within it, which the user never made).
+    for name, c in (*companions.items(), ("truth", truth)):
+        if c is not None and np.asarray(c).dtype.kind == "f":
+            check_rates(np.asarray(c), describe(name))
     cut = {name: seg.cut(time_first(c, n_bins, describe(name)))
            for name, c in companions.items() if c is not None}
     if truth is not None:  # float32, as the Dataset keeps them: no float64 copy of each segment
@@ -284,9 +290,20 @@ def _too_short(seg: Segments, split: DataConfig, needed: int, min_bins: int, swa
                  if _enough(seg.n_bins, n, overlap_for(n), split, needed, min_bins)), None)
     fix = (f"give shorter segments (--set data.segment_bins={fits}) or a longer recording"
            if fits is not None else "record longer")
-    made = _split(seg, split, 0)
-    n = len(made[0].starts) if made else len(seg.starts)
+    blocks = seg.n_bins // seg.length
+    try:
+        made, (tr, va, _) = split_plan(seg, split)
+        n, kept, valid = len(made.starts), len(tr) + len(va), len(va)
+    except UserInputError:  # valid_every beyond the blocks
+        n, kept, valid = len(seg.starts), len(seg.starts), 0
+    if valid or n < needed:  # too few segments whatever validates
+        tested = f" ({n - kept} of them test segments)" if n > kept else ""
+        why = f"{tested}; LFADS needs at least {needed} to train and validate"
+    else:  # every_nth with valid_every beyond the recording's blocks of one segment
+        why = (f", none to validate: data.valid_every={split.valid_every} is more than its "
+               f"{blocks} blocks of one segment")
+        fix = f"use a smaller data.valid_every, {swap}{fix}"
+        swap = ""
     return (f"2-D, read as one continuous recording of {seg.n_bins} bins, which makes "
-            f"{n} segment{'s' if n > 1 else ''} of {seg.length} bins; LFADS needs at least "
-            f"{needed} to train and validate: {swap}{fix} (trials: a 3-D array, neurons x time "
-            "x trials)")
+            f"{n} segment{'s' if n > 1 else ''} of {seg.length} bins{why}: {swap}{fix} "
+            "(trials: a 3-D array, neurons x time x trials)")

@@ -330,20 +330,23 @@ def check_heldout(cfg, n_neurons: int, n_time: int, what: str) -> tuple[np.ndarr
 
 
 def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarray | None,
-                     splits: dict[str, np.ndarray], label: str) -> list[str]:
+                     splits: dict[str, np.ndarray], label: str, unit: str = "trial"
+                     ) -> list[str]:
     """Valid data on which some metric is undefined, said before training rather than found as
-    a NaN after it. x: trials x time x neurons; splits: name -> trial indices."""
+    a NaN after it. x: trials x time x neurons; splits: name -> trial indices; unit: what the
+    trials are ("segment" for a continuous recording)."""
     out = []
     names = {"valid": "validation", "test": "test"}
     for sp, inds in splits.items():
         if sp in names and len(inds) and not x[inds].any():
-            out.append(f"{label}: the {names[sp]} trials hold no activity (every value is 0); "
+            out.append(f"{label}: the {names[sp]} {unit}s hold no activity (every value is 0); "
                        "bits/spike on them is undefined")
     n_valid = len(splits.get("valid", ()))
     if 0 < n_valid < FEW_VALID:
-        out.append(f"{label}: {n_valid} validation trial(s): early stopping (and PBT's ranking) "
-                   "rest on them, so their scores will be noisy; give more with "
-                   "data.valid_every (smaller) or data.valid_fraction, or the file's valid_inds")
+        more = "a longer recording" if unit == "segment" else "the file's valid_inds"
+        out.append(f"{label}: {n_valid} validation {unit}(s): early stopping (and PBT's "
+                   "ranking) rest on them, so their scores will be noisy; give more with "
+                   f"data.valid_every (smaller) or data.valid_fraction, or {more}")
     out += _trial_warnings(x, label) + _outlier_warnings(x, label)
     if truth is not None and np.ptp(truth) == 0:
         out.append(f"{label}: truth has the same value everywhere; R^2 against it is undefined "

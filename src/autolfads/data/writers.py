@@ -19,6 +19,13 @@ from autolfads.rundir.location import atomic_write
 from autolfads.rundir.outputs import h5_put, matlab_axes, one_based_row, save_mat
 
 RECORDING_LAYOUT = "neurons_time"  # a continuous recording as written: MATLAB's habit
+# Written (as 1) when the truth is in other units than the data (deconvolved events against
+# spike rates); the readers (data/io.py) keep it.
+SCALE_FREE = "truth_scale_free"
+
+
+def _scale_free(dataset: Dataset) -> dict[str, np.ndarray]:
+    return {SCALE_FREE: np.array(1.0)} if dataset.meta.get(SCALE_FREE) else {}
 
 
 def write_lfads_h5(path: str | Path, dataset: Dataset) -> Path:
@@ -50,6 +57,8 @@ def write_lfads_h5(path: str | Path, dataset: Dataset) -> Path:
                     h5_put(f, f"{sp}_decode", dataset.behavior[getattr(dataset, f"{sp}_inds")])
             if dataset.bin_size_s is not None:
                 f.create_dataset("bin_size_ms", data=dataset.bin_size_s * 1000.0)
+            for key, flag in _scale_free(dataset).items():
+                f.create_dataset(key, data=flag)
 
     return atomic_write(path, write, protect=dataset.source)
 
@@ -81,7 +90,7 @@ def write_tutorial_mat(path: str | Path, dataset: Dataset) -> Path:
             mdict["behavior"] = dataset.behavior.astype(np.float64)
         if dataset.bin_size_s is not None:
             mdict["bin_size_ms"] = dataset.bin_size_s * 1000.0
-        save_mat(tmp, mdict)
+        save_mat(tmp, {**mdict, **_scale_free(dataset)})
 
     return atomic_write(path, write, protect=dataset.source)
 
@@ -97,6 +106,7 @@ def _write_recording(path: str | Path, dataset: Dataset, fmt: str) -> Path:
     truth = dataset.all_truth()
     if truth is not None:
         arrays["truth"] = seg.join(truth).T
+        arrays.update(_scale_free(dataset))
     if dataset.behavior is not None and dataset.behavior.shape[1] == seg.length:
         arrays["behavior"] = seg.join(dataset.behavior)  # (without forward bins: not all there)
     bin_ms = None if dataset.bin_size_s is None else dataset.bin_size_s * 1000.0
