@@ -196,6 +196,7 @@ def test_a_recording_trains_and_its_outputs_are_merged_back(tmp_path, monkeypatc
     assert shown and int(shown[2]) - int(shown[1]) + 1 == 90  # three segments of 30 bins
     assert "Inferred inputs (inferred_inputs_continuous) over the stretches" in page
     assert "over the recording's bins (its segments merged)" in page
+    assert "single segments, colour = segment number; dots mark segment starts" in page
     assert "one recording of 600 bins x 8 neurons, cut into" in page
     assert "every 5th block of one segment to validation" in page and "trials" not in re.sub(
         r"<[^>]+>", " ", page).split("Hyperparameters")[0]
@@ -206,6 +207,9 @@ def test_a_recording_trains_and_its_outputs_are_merged_back(tmp_path, monkeypatc
     by = {(r["method"].split(" (")[0], r["trials"].split(" (")[0]): r for r in rows}
     assert by["LFADS", "all"]["r2"] == pytest.approx(m["r2_rates"], rel=1e-5)
     assert by["LFADS", "all"]["bps"] is None  # no spikes to score
+    smoothing = next(r for r in rows if r["method"].startswith("Gaussian smoothing"))
+    assert smoothing["trials"].startswith("all (the recording") and "from metrics.json" in \
+        smoothing["method"] and smoothing["r2"] == m["r2_smoothing"]
     assert "Stretches of the recording" in write_report(tmp_path / "run").read_text()
 
 

@@ -263,9 +263,11 @@ def pca(factors: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return proj, np.pad(var[:k_eff], (0, k - k_eff))
 
 
-def factor_trajectories(factors: np.ndarray, conditions: np.ndarray | None) -> tuple[Figure, str]:
+def factor_trajectories(factors: np.ndarray, conditions: np.ndarray | None,
+                        unit: str = "trial") -> tuple[Figure, str]:
     """First three PCs of the factors: condition averages coloured by condition where conditions
-    are known, else single trials coloured by trial number. Returns the figure and a caption."""
+    are known, else single trials (unit: "segment" for a recording's) coloured by their number.
+    Returns the figure and a caption."""
     from matplotlib import colormaps
 
     proj, var = pca(factors)
@@ -278,8 +280,9 @@ def factor_trajectories(factors: np.ndarray, conditions: np.ndarray | None) -> t
     else:
         step = max(1, math.ceil(len(proj) / MAX_LINES))
         traces = list(proj[::step])
-        cmap, what = colormaps["viridis"], (f"{len(traces)} single trials (conditions unknown), "
-                                            "colour = trial number")
+        known = " (conditions unknown)" if unit == "trial" else ""
+        cmap, what = colormaps["viridis"], (f"{len(traces)} single {unit}s{known}, "
+                                            f"colour = {unit} number")
     colors = [cmap(i / max(len(traces), 1)) for i in range(len(traces))]
     fig = Figure(figsize=(10, 4.4), layout="constrained")
     ax3 = fig.add_subplot(1, 2, 1, projection="3d")
@@ -297,7 +300,7 @@ def factor_trajectories(factors: np.ndarray, conditions: np.ndarray | None) -> t
     ax2.set_xlabel(f"PC1 ({100 * var[0]:.0f}% var)")
     ax2.set_ylabel(f"PC2 ({100 * var[1]:.0f}% var)")
     ax2.grid(alpha=0.3)
-    caption = (f"{what}; dots mark trial starts. Variance explained by PC1-3: "
+    caption = (f"{what}; dots mark {unit} starts. Variance explained by PC1-3: "
                + ", ".join(f"{100 * v:.0f}%" for v in var) + ".")
     return fig, caption
 

@@ -253,7 +253,8 @@ def _latents(v: RunView, page: _Page) -> str:
     out = v.outputs
     if out is None or out.get("factors") is None:
         return _note(v.notes.get("outputs", "no outputs yet"))
-    fig, caption = plots.factor_trajectories(out.arrays["factors"], rdata.conditions(v))
+    unit = "segment" if out.get("segment_starts") is not None else "trial"
+    fig, caption = plots.factor_trajectories(out.arrays["factors"], rdata.conditions(v), unit)
     html_out = page.figure("factors", fig, "Latent factors projected on their first three "
                            f"principal components: {caption}", "factor trajectories")
     inputs = out.get("inferred_inputs")

@@ -306,7 +306,7 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
         panels[f"smoothing (sigma {sigma:g} bins)"] = base["rates"]
     elif "r2_smoothing" in m:
         rows.append({"method": f"Gaussian smoothing (sigma {m.get('smoothing_sigma_bins', '?')} "
-                     "bins, from metrics.json)", "trials": "all", "r2": m["r2_smoothing"],
+                     "bins, from metrics.json)", "trials": names["all"], "r2": m["r2_smoothing"],
                      "r2n": None, "bps": None})
     if truth is None:
         return rows, {}
