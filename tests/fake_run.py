@@ -115,5 +115,5 @@ def make_run(root: Path, *, pbt: bool = True, truth: bool = True, finished: bool
             w.writerows(rows)
         extra["best_epoch"] = 6
     if finished:
-        write_results(run, ds, fake_posterior(ds, co_dim=co_dim), extra)
+        write_results(run, ds, fake_posterior(ds, co_dim=co_dim), extra, say=lambda _: None)
     return run

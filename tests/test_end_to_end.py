@@ -50,7 +50,10 @@ def test_train_writes_the_output_contract(tmp_path, monkeypatch, capsys):
                 "wall_s", "epochs", "nll_per_bin_test"):
         assert np.isfinite(metrics[key]), key
     assert metrics["headline_split"] == "test" and metrics["bps"] == metrics["bps_test"]
-    assert "(test trials)" in err
+    assert "(test trials)" in err and metrics["split_unit"] == "trials"
+    lines = err.splitlines()  # progress: sampling, then writing and scoring, then the summary
+    assert lines.index(next(ln for ln in lines if ln.startswith("writing the outputs"))) == \
+        lines.index(next(ln for ln in lines if ln.startswith("posterior sample-and-average"))) + 1
     assert metrics["epochs"] == 2
     assert "gen_dim: 16" in (run / "config.yaml").read_text()
     ck = torch.load(run / "model" / "checkpoint.pt", weights_only=True)

@@ -185,6 +185,8 @@ def write_results(
     observation: str = "poisson", say=print,
 ) -> dict[str, float]:
     """Write output/lfads_output.{h5,mat} and metrics.json; return the metrics."""
+    # (seconds on a long recording: 11 s of writing and 14 s of scoring for 100000 x 50 bins)
+    say("writing the outputs (output/lfads_output.h5, .mat) and scoring them (metrics.json)")
     write_outputs(out_dir, dataset, post)
     metrics = defined_metrics({**extra, **compute_metrics(dataset, post, observation)}, say)
     write_text_atomic(out_dir / layout.METRICS, json.dumps(metrics, indent=2) + "\n")
