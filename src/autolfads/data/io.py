@@ -304,7 +304,7 @@ def _truth_units(ds: Dataset, values: dict[str, object]) -> Dataset:
     with it mean anything, as when the run deconvolves (data/deconvolve.py)."""
     flag = values.get(SCALE_FREE)
     if flag is not None and ds.has_truth and np.asarray(flag).size and np.asarray(flag).all():
-        ds.meta["truth_scale_free"] = True
+        ds.meta[SCALE_FREE] = True
     return ds
 
 
