@@ -135,10 +135,12 @@ def data_lines(dataset: Dataset, obs_lines: list[str]) -> list[str]:
     b, t_obs = dataset.behavior, dataset.n_observed_bins
     if b is not None:
         observed = "observed " if dataset.forward_bins else ""
-        where = (f"the last {b.shape[1]} of {t_obs} {observed}bins (aligned to the end)"
-                 if b.shape[1] < t_obs else f"all {b.shape[1]} {observed}bins")
         if dataset.segments is not None and not dataset.forward_bins:
             where = f"all {dataset.segments.n_bins} bins of the recording"
+        elif b.shape[1] < t_obs:
+            where = f"the last {b.shape[1]} of {t_obs} {observed}bins (aligned to the end)"
+        else:
+            where = f"all {b.shape[1]} {observed}bins"
         lines.append(f"decode targets: {b.shape[2]} variable(s) over {where}")
     return lines + obs_lines
 

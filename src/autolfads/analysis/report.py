@@ -193,7 +193,7 @@ def _trials(v: RunView, page: _Page) -> str:
         return _note(v.notes.get("outputs", "no outputs yet"))
     rates = v.outputs.arrays["rates"]
     spikes, truth = rdata.spikes_and_truth(v)
-    seg = rdata.recording_segments(v)
+    seg = v.segments
     stretches = None
     if seg is not None and v.outputs.get("rates_continuous") is not None:
         stretches = rdata.recording_stretches(v, seg)
@@ -253,14 +253,14 @@ def _latents(v: RunView, page: _Page) -> str:
     out = v.outputs
     if out is None or out.get("factors") is None:
         return _note(v.notes.get("outputs", "no outputs yet"))
-    unit = "segment" if out.get("segment_starts") is not None else "trial"
+    unit = "segment" if v.recording else "trial"
     fig, caption = plots.factor_trajectories(out.arrays["factors"], rdata.conditions(v), unit)
     html_out = page.figure("factors", fig, "Latent factors projected on their first three "
                            f"principal components: {caption}", "factor trajectories")
     inputs = out.get("inferred_inputs")
     if inputs is None or inputs.ndim != 3 or inputs.shape[2] == 0:
         return html_out + _note("no inferred inputs: the controller is off (model.co_dim = 0)")
-    seg = rdata.recording_segments(v)
+    seg = v.segments
     merged = out.get("inferred_inputs_continuous")
     if seg is not None and merged is not None:
         stretches = rdata.recording_stretches(v, seg)
@@ -321,7 +321,7 @@ def _metrics(v: RunView, page: _Page) -> str:
                    f"<td>{_num(r['r2'])}</td><td>{_num(r['r2n'])}</td>"
                    + (f"<td>{_num(r['bps'])}</td>" if v.counts else "") + "</tr>" for r in rows)
     out = f"<table>{head}{body}</table>" + _decoding(v.metrics or {})
-    recording = rdata.recording_segments(v) is not None
+    recording = v.segments is not None
     over = "the recording's bins (its segments merged)" if recording else "all trials, bins"
     if not v.counts:
         out += (f"<p>R^2: squared correlation of the inferred and the true {what} over {over} "

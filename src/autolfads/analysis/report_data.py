@@ -12,6 +12,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,18 @@ class RunView:
     dataset: Dataset | None
     notes: dict[str, str] = field(default_factory=dict)  # why a part is missing, by topic
     stop_message: str | None = None  # pbt/interrupted.json's: how an interrupted run goes on
+
+    @property
+    def recording(self) -> bool:
+        """A continuous recording (its segments are the trials), forward bins or not."""
+        out = self.outputs
+        return (out is not None and out.get("segment_starts") is not None) or (
+            self.dataset is not None and self.dataset.segments is not None)
+
+    @cached_property
+    def segments(self) -> Segments | None:
+        """A recording's segments as its scores merge them (recording_segments), read once."""
+        return recording_segments(self)
 
     @property
     def interrupted(self) -> str | None:
@@ -248,7 +261,7 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
         return ([r for r in rows if any(r[k] is not None for k in ("r2", "r2n", "bps"))], {})
     rates = out.arrays["rates"]
     spikes, truth = spikes_and_truth(view)
-    seg = recording_segments(view)
+    seg = view.segments
 
     def whole(a: np.ndarray | None, merge: bool = False) -> np.ndarray | None:
         """All trials as recorded (Dataset.as_recorded): a recording's segments as one."""

@@ -53,10 +53,8 @@ def split_line(v: RunView, d: dict) -> str:
         n_tr, n_va, n_te = len(ds.train_inds), len(ds.valid_inds), len(ds.test_inds)
     else:
         return ""
-    recording = (ds is not None and ds.segments is not None) or (
-        out is not None and out.get("segment_starts") is not None)
-    unit = "segment" if recording else "trial"
-    if recording:  # blocks of one segment are held out (data/segments.py split_plan)
+    unit = "segment" if v.recording else "trial"
+    if v.recording:  # blocks of one segment are held out (data/segments.py split_plan)
         every, rest = "block of one segment", ", each a segment that shares no bin with training"
     else:
         every, rest = "trial", " unless the file gives a split"

@@ -95,8 +95,10 @@ def build_dataset(
 
     true_rates = None
     if truth is not None:
-        t = truth if seg is not None else _truth(truth, a.shape, describe("truth"))  # (checked)
-        check_rates(t, describe("truth"))
+        t = truth  # a recording's truth was checked (shape, values) before it was cut
+        if seg is None:
+            t = _truth(truth, a.shape, describe("truth"))
+            check_rates(t, describe("truth"))
         true_rates = np.ascontiguousarray(t.transpose(perm), dtype=np.float32)
     cond = check_conditions(conditions, n, describe("conditions"))
     ext = check_ext_input(ext_input, x.shape, describe("ext_input"))

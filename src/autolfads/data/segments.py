@@ -28,7 +28,7 @@ import numpy as np
 
 from autolfads.config import DataConfig
 from autolfads.data.split import short_test_set, split_trials
-from autolfads.data.validate import check_rates
+from autolfads.data.validate import check_values
 from autolfads.errors import UserInputError
 
 DEFAULT_BINS = 100  # a segment, when data.segment_bins is not given
@@ -250,7 +250,7 @@ def segment_recording(a: np.ndarray, layout: str, *, split: DataConfig,
     # segment and bin within it, which the user never made).
     for name, c in (*companions.items(), ("truth", truth)):
         if c is not None and np.asarray(c).dtype.kind == "f":
-            check_rates(np.asarray(c), describe(name))
+            check_values(np.asarray(c), describe(name))
     cut = {name: seg.cut(time_first(c, n_bins, describe(name)))
            for name, c in companions.items() if c is not None}
     if truth is not None:  # float32, as the Dataset keeps them: no float64 copy of each segment
