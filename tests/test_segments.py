@@ -14,7 +14,7 @@ from autolfads import api
 from autolfads.analysis.decoding import decode_r2
 from autolfads.analysis.export import export
 from autolfads.analysis.metrics import bits_per_spike, r2_rates, smoothing_baseline
-from autolfads.analysis.plots import example_traces
+from autolfads.analysis.plots import example_traces, recording_pieces
 from autolfads.analysis.report import write_report
 from autolfads.analysis.report_data import gather, metric_rows, recording_segments
 from autolfads.config import DataConfig
@@ -196,7 +196,9 @@ def test_a_recording_trains_and_its_outputs_are_merged_back(tmp_path, monkeypatc
     assert shown and int(shown[2]) - int(shown[1]) + 1 == 90  # three segments of 30 bins
     assert "Inferred inputs (inferred_inputs_continuous) over the stretches" in page
     assert "over the recording's bins (its segments merged)" in page
-    assert "single segments, colour = segment number; dots mark segment starts" in page
+    # factors: one trajectory (the merged recording, 600 bins) in 20 end-to-end pieces
+    assert ("factors_continuous) cut into pieces of 30 bins, PCs over all of it; 20 pieces, "
+            "colour = position in the recording; dots mark piece starts") in page
     assert "one recording of 600 bins x 8 neurons, cut into" in page
     assert "every 5th block of one segment to validation" in page and "trials" not in re.sub(
         r"<[^>]+>", " ", page).split("Hyperparameters")[0]
@@ -254,6 +256,8 @@ def test_a_gaussian_recording_with_forward_bins_is_scored_per_segment(tmp_path):
     res = api.train(ds, tmp_path / "run", config=cfg, quiet=True)
     with h5py.File(tmp_path / "run/output/lfads_output.h5") as f:  # from Python as in the file
         np.testing.assert_allclose(res.continuous("factors"), f["factors_continuous"][()])
+    with pytest.raises(UserInputError, match="unknown output 'rate'; use one of rates"):
+        res.continuous("rate")
     with pytest.raises(UserInputError, match="these data have trials"):
         api.TrainResult(None, from_array(np.ones((20, 10, 3))), cfg, {}, {}).continuous()
     with h5py.File(tmp_path / "run/output/lfads_output.h5") as f:
@@ -366,3 +370,11 @@ def test_a_deconvolved_files_truth_stays_in_other_units_when_read_again(tmp_path
         ds.meta["truth_scale_free"] = True  # as deconvolve_dataset marks it
         back = load_dataset(write_dataset(tmp_path / f"{name}_ev{suffix}", ds))
         assert back.meta.get("truth_scale_free") is True and back.has_truth
+
+
+def test_a_recording_is_cut_end_to_end_into_pieces_for_its_factor_figure():
+    x = np.arange(23 * 2).reshape(23, 2)
+    pieces = recording_pieces(x, 5)
+    assert pieces.shape == (4, 5, 2)  # the last 3 bins dropped
+    np.testing.assert_array_equal(pieces.reshape(-1, 2), x[:20])
+    assert recording_pieces(x, 50).shape == (1, 23, 2)  # shorter than one piece: all of it

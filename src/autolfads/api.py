@@ -84,6 +84,10 @@ class TrainResult:
         if self.dataset.segments is None:
             raise UserInputError("continuous(): these data have trials, not one recording; "
                                  "use .rates / .factors / .inferred_inputs")
+        keys = ("rates", "factors", "inferred_inputs")
+        if key not in keys:
+            raise UserInputError(f"continuous(): unknown output '{key}'; use one of "
+                                 f"{', '.join(keys)}")
         return self.dataset.segments.merge(self._all(key))
 
 

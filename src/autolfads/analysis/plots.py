@@ -263,6 +263,13 @@ def pca(factors: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
     return proj, np.pad(var[:k_eff], (0, k - k_eff))
 
 
+def recording_pieces(x: np.ndarray, length: int) -> np.ndarray:
+    """time x dim -> pieces x length x dim: a recording cut end to end (the last partial piece
+    dropped), so a trajectory plot can show stretches of it the way it shows trials."""
+    n = max(1, len(x) // max(1, length))
+    return x[: n * length].reshape(n, min(length, len(x)), -1)
+
+
 def factor_trajectories(factors: np.ndarray, conditions: np.ndarray | None,
                         unit: str = "trial") -> tuple[Figure, str]:
     """First three PCs of the factors: condition averages coloured by condition where conditions
@@ -281,8 +288,9 @@ def factor_trajectories(factors: np.ndarray, conditions: np.ndarray | None,
         step = max(1, math.ceil(len(proj) / MAX_LINES))
         traces = list(proj[::step])
         known = " (conditions unknown)" if unit == "trial" else ""
-        cmap, what = colormaps["viridis"], (f"{len(traces)} single {unit}s{known}, "
-                                            f"colour = {unit} number")
+        order = "position in the recording" if unit == "piece" else f"{unit} number"
+        cmap, what = colormaps["viridis"], (f"{len(traces)} {'' if unit == 'piece' else 'single '}"
+                                            f"{unit}s{known}, colour = {order}")
     colors = [cmap(i / max(len(traces), 1)) for i in range(len(traces))]
     fig = Figure(figsize=(10, 4.4), layout="constrained")
     ax3 = fig.add_subplot(1, 2, 1, projection="3d")

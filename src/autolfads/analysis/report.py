@@ -253,14 +253,20 @@ def _latents(v: RunView, page: _Page) -> str:
     out = v.outputs
     if out is None or out.get("factors") is None:
         return _note(v.notes.get("outputs", "no outputs yet"))
-    unit = "segment" if v.recording else "trial"
-    fig, caption = plots.factor_trajectories(out.arrays["factors"], rdata.conditions(v), unit)
+    merged, seg = out.get("factors_continuous"), v.segments
+    if seg is not None and merged is not None:  # one trajectory: pieces of it, not segments
+        pieces = plots.recording_pieces(np.asarray(merged), seg.length)
+        fig, caption = plots.factor_trajectories(pieces, None, "piece")
+        caption = (f"the merged recording (factors_continuous) cut into pieces of {seg.length} "
+                   f"bins, PCs over all of it; {caption}")
+    else:
+        unit = "segment" if v.recording else "trial"
+        fig, caption = plots.factor_trajectories(out.arrays["factors"], rdata.conditions(v), unit)
     html_out = page.figure("factors", fig, "Latent factors projected on their first three "
                            f"principal components: {caption}", "factor trajectories")
     inputs = out.get("inferred_inputs")
     if inputs is None or inputs.ndim != 3 or inputs.shape[2] == 0:
         return html_out + _note("no inferred inputs: the controller is off (model.co_dim = 0)")
-    seg = v.segments
     merged = out.get("inferred_inputs_continuous")
     if seg is not None and merged is not None:
         stretches = rdata.recording_stretches(v, seg)

@@ -16,7 +16,7 @@ FEW_VALID = 3  # fewer validation trials than this: noisy scores, said
 OUTLIER_RATIO = 50.0  # see _outlier_warnings
 ISOLATED = 10.0
 MIN_BINS = 5  # fewer bins per trial leave no dynamics to infer (and are usually a wrong layout)
-LAYOUT_HINT = "(CLI --layout, config data.layout)"
+LAYOUT_HINT = "(CLI --layout, config data.layout, from_array(layout=...))"
 
 
 def parse_layout(layout: str, what: str) -> str:
