@@ -33,13 +33,15 @@ def markdown(records: list[dict]) -> str:
     workers = [(r, w) for r in records for w in r.get("workers_scaling", [])]
     if workers:
         lines += ["", "| case | device | workers | threads/worker | aggregate trials/s | "
-                  "vs 1 worker | GPU MB/worker |", "|---|---|---|---|---|---|---|"]
+                  "vs 1 worker | GPU MB/worker (allocated / reserved) |",
+                  "|---|---|---|---|---|---|---|"]
         for r, w in workers:
             one = r["workers_scaling"][0]["trials_per_s"]
             lines.append(f"| {r['case']} | {r['device']} | {w['workers']} | "
                          f"{w['threads_per_worker']} | {w['trials_per_s']:.0f} | "
                          f"{w['trials_per_s'] / one:.2f}x | "
-                         f"{_get(w, 'gpu_mem_mb_per_worker', '.0f')} |")
+                         f"{_get(w, 'gpu_mem_mb_per_worker', '.0f')} / "
+                         f"{_get(w, 'gpu_reserved_mb_per_worker', '.0f')} |")
     lines += ["", "Every figure but the baseline is measured in the same run as what it is "
               "compared with. step: forward + backward + Adam, median after warm-up; plain "
               "step: the same model and step written the plain PyTorch way (cases.py: "

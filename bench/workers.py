@@ -64,8 +64,13 @@ def _throughput(device: str, threads: int, steps: int, barrier) -> tuple:
     for _ in range(steps):
         step(x, counts, lf)
     sync(device)
-    mem = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-    return time.perf_counter() - t0, steps * case.batch, mem
+    wall = time.perf_counter() - t0
+    # allocated: the tensors at their peak; reserved: what the caching allocator held for them
+    # (what other workers cannot use). Neither counts the CUDA context (~0.3-0.5 GB a process):
+    # device_check.sh samples nvidia-smi for what each process holds in all.
+    mem = ((torch.cuda.max_memory_allocated() / 2**20, torch.cuda.max_memory_reserved() / 2**20)
+           if device.startswith("cuda") else (None, None))
+    return wall, steps * case.batch, *mem
 
 
 def worker_throughput(n_workers: int, cores: int, steps: int, device: str = "cpu") -> dict:
@@ -85,4 +90,5 @@ def worker_throughput(n_workers: int, cores: int, steps: int, device: str = "cpu
            "wall_s": wall, "trials_per_s": trials / wall}
     if device.startswith("cuda"):
         out["gpu_mem_mb_per_worker"] = max(r[2] for r in results)
+        out["gpu_reserved_mb_per_worker"] = max(r[3] for r in results)
     return out

@@ -74,6 +74,23 @@ def test_a_gpu_this_torch_cannot_run_on(fake_gpu, capsys):
     assert resolve_device("auto").type == "cuda" and resolve_device("cuda:0").index == 0
 
 
+def test_a_gpu_process_keeps_its_share_of_cores_and_fp32(fake_gpu):
+    """Workers sharing a GPU get train.threads host threads (as on the CPU), and cuDNN does
+    not switch the plain form's encoders to TF32."""
+    from autolfads.config import TrainConfig
+
+    fake_gpu(cap=(9, 0), name="NVIDIA H200")
+    before = torch.get_num_threads(), torch.backends.cudnn.allow_tf32
+    try:
+        torch.set_num_threads(2)
+        torch.backends.cudnn.allow_tf32 = True
+        assert process.setup_process(TrainConfig(device="cuda", threads=1)) == 1
+        assert torch.get_num_threads() == 1 and torch.backends.cudnn.allow_tf32 is False
+    finally:
+        torch.set_num_threads(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]
+
+
 # -- on a GPU -----------------------------------------------------------------------------------
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
@@ -127,12 +144,30 @@ def test_training_and_sampling_on_the_gpu(tmp_path):
     assert np.isfinite(costs).all() and costs[-1] < costs[0]
     post = posterior_outputs(tr, n_samples=8)
     assert all(np.isfinite(v).all() for v in post.values() if isinstance(v, np.ndarray))
-    ck = tr.checkpoint()
-    torch.save(ck, tmp_path / "ck.pt")
+    tr.save(tmp_path / "ck.pt")
+    ck = torch.load(tmp_path / "ck.pt", weights_only=True)  # no map_location, as the README says
+    tensors = [*ck["model"].values(), *ck["best_model"].values(), ck["rng"]["cuda"]]
+    tensors += [v for st in ck["optimizer"]["state"].values() for v in st.values()]
+    assert tensors and all(t.device.type == "cpu" for t in tensors)
     cpu = Trainer(tiny_config(device="cpu", epochs=30), ds)
-    cpu.load_checkpoint(torch.load(tmp_path / "ck.pt", weights_only=True, map_location="cpu"))
+    cpu.load(tmp_path / "ck.pt")
     torch.manual_seed(3)
     on_cpu = posterior_outputs(cpu, n_samples=200)["valid_rates"]
     torch.manual_seed(3)
     on_gpu = posterior_outputs(tr, n_samples=200)["valid_rates"]
     assert np.abs(on_cpu - on_gpu).max() < 0.1 * on_gpu.mean()  # sampling noise only
+
+
+def test_a_run_says_when_it_leaves_gpus_idle(monkeypatch):
+    """Workers train on CPUs unless --workers-per-gpu gives them GPU shares: on a machine (or
+    cluster) with GPUs the run says so, unless train.device=cpu says it is meant."""
+    import ray
+
+    from autolfads.pbt.session import unused_gpus
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
+    assert "Ray sees 2 GPU(s) that this run leaves idle" in unused_gpus(0, "auto")
+    assert "--workers-per-gpu N" in unused_gpus(0, "auto")
+    assert unused_gpus(3, "auto") is None and unused_gpus(0, "cpu") is None
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
+    assert unused_gpus(0, "auto") is None

@@ -147,6 +147,9 @@ def test_the_switch_follows_each_setup_and_the_device(built, monkeypatch):
     setup_process(TrainConfig(device="cpu", threads=1))
     assert loops.active is (loops.SCRIPTED or loops.EAGER)
     setup_process(TrainConfig(device="cpu", threads=1, native_cells=True))
+    # a model moved off the CPU later in the same process (from Python) runs the default loops
+    assert loops.on(torch.zeros(1)) is built
+    assert loops.on(torch.empty(1, device="meta")) is (loops.SCRIPTED or loops.EAGER)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine
     monkeypatch.setattr(process, "missing_kernels", lambda index=None: None)  # ... it can use
     setup_process(TrainConfig(device="cuda", native_cells=True))  # CPU-only kernels

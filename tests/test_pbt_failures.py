@@ -14,7 +14,7 @@ from fake_run import make_run
 
 from autolfads.config import load_config
 from autolfads.pbt import trainable
-from autolfads.pbt.callbacks import WorkerFailures, gpu_missing, restart_delay
+from autolfads.pbt.callbacks import StartWatch, WorkerFailures, gpu_missing, restart_delay
 from autolfads.pbt.resume import resume_point
 from autolfads.pbt.stopper import PBTStopper
 from autolfads.pbt.trainable import GPUMissing, require_gpu, worker_device
@@ -113,6 +113,44 @@ def test_gpu_failure_aborts_the_run(tmp_path):
     assert stopper.stop_all() and stopper.aborted == msg
     assert "not_before" not in t.config["member"]  # not restarted
     assert not said and "stopping the run" in events[0]  # the run's error line says it once
+
+
+def test_running_out_of_gpu_memory_twice_in_a_row_aborts_the_run(tmp_path):
+    said, events = [], []
+    stopper = PBTStopper(10)
+    cb = WorkerFailures(said.append, events.append, stopper.abort, max_failures=-1)
+    t = fake_trial(tmp_path, 4, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate "
+                                "20.00 MiB. GPU 0 has a total capacity of 15.7 GiB")
+    cb.on_trial_recover(0, [], t)  # once: maybe a neighbour's peak; restarted with the fix said
+    assert not stopper.stop_all() and "not_before" in t.config["member"]
+    assert "worker 4 failed" in said[0] and "lower --workers-per-gpu" in said[0]
+    cb.on_trial_recover(0, [], t)
+    assert stopper.stop_all() and stopper.aborted.startswith(
+        "worker 4 ran out of GPU memory: lower --workers-per-gpu")
+    assert len(said) == 1 and "stopping the run" in events[-1]
+
+
+def test_a_run_whose_workers_never_start_says_so_once():
+    said, now = [], [0.0]
+    watch = StartWatch(said.append, {"cpu": 1.0, "gpu": 1 / 3}, after_s=180,
+                       clock=lambda: now[0], free=lambda: {"CPU": 3.0})
+    pending = [SimpleNamespace(status="PENDING") for _ in range(4)]
+    for now[0] in (0.0, 100.0, 179.0):
+        watch.on_step_begin(0, pending)
+    assert not said
+    now[0] = 181.0
+    watch.on_step_begin(0, pending)
+    watch.on_step_begin(0, pending)
+    assert len(said) == 1 and said[0].startswith(
+        "no worker has started after 181 s: each asks for 1 CPU, 0.333 GPU, and Ray has 3 "
+        "CPU and 0 GPU free")
+    # one running worker: the rest waiting is the population's queue, never reported
+    quiet, now[0] = StartWatch(said.append, {"cpu": 1.0}, after_s=180, clock=lambda: now[0],
+                               free=dict), 0.0
+    quiet.on_step_begin(0, [SimpleNamespace(status="RUNNING"), *pending])
+    now[0] = 1000.0
+    quiet.on_step_begin(0, pending)
+    assert len(said) == 1
 
 
 def test_replayed_history_does_not_stop_a_resumed_run():

@@ -13,6 +13,8 @@ past and does not wait.
 
 A worker that was given a GPU and sees none (trainable.GPUMissing) fails the same way on every
 restart, so it ends the run at once through the stopper (`abort`) with the worker's own message.
+A worker that runs out of GPU memory twice in a row (workers sharing a GPU each hold their data
+and activations there) ends it too: restarts would only repeat it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from ray.tune import Callback
 from autolfads.pbt.trainable import MAX_RESTART_DELAY_S, GPUMissing
 
 _GPU_MISSING = re.compile(rf"{GPUMissing.__name__}: (.+)$")
+# torch.OutOfMemoryError's text (CUDA's allocator; "HIP" on ROCm)
+_GPU_OOM = re.compile(r"OutOfMemoryError|(CUDA|HIP) out of memory")
+OOM_FIX = ("out of GPU memory: lower --workers-per-gpu (workers sharing a GPU each hold their "
+           "data and activations there), or train.batch_size")
 
 
 def restart_delay(streak: int) -> float:
@@ -82,7 +88,8 @@ class WorkerFailures(Callback):
         delay = restart_delay(self.streak[w])
         member = dict(trial.config["member"], not_before=self.clock() + delay)
         trial.set_config({**trial.config, "member": member})
-        self._say(f"worker {w} failed ({self._tally(w)}): {first_line(text)}; restarting it "
+        why = OOM_FIX if _GPU_OOM.search(text) else first_line(text)
+        self._say(f"worker {w} failed ({self._tally(w)}): {why}; restarting it "
                   f"from its last checkpoint in {delay:g} s")
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -100,6 +107,8 @@ class WorkerFailures(Callback):
 
     def _fatal(self, worker: int, text: str) -> bool:
         reason = gpu_missing(text)
+        if reason is None and _GPU_OOM.search(text) and self.streak[worker] >= 2:
+            reason = f"worker {worker} ran {OOM_FIX} (it failed so twice in a row)"
         if reason is None:
             return False
         self.event(f"worker {worker} failed: {reason}; stopping the run")
@@ -118,3 +127,42 @@ class WorkerFailures(Callback):
 
 def _worker(trial) -> int:
     return int(trial.config["member"]["worker"])
+
+
+class StartWatch(Callback):
+    """Says, once, when no worker has started `after_s` seconds into the run: Ray waits for
+    resources in silence (its warnings are muted, session.py), and on a cluster whose GPU nodes
+    never join that wait has no end. Once one worker runs, the others waiting is the normal
+    queue of a population larger than the machines."""
+
+    def __init__(self, log: Callable[[str], object], ask: dict[str, float],
+                 after_s: float = 180.0, clock: Callable[[], float] = time.monotonic,
+                 free: Callable[[], dict] | None = None):
+        self.log, self.ask, self.after_s, self.clock = log, ask, after_s, clock
+        self.free = free or _available_resources
+        self.t0: float | None = None
+        self.done = False
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.done:
+            return
+        now = self.clock()
+        self.t0 = now if self.t0 is None else self.t0
+        if any(t.status != "PENDING" for t in trials):
+            self.done = True
+        elif now - self.t0 >= self.after_s:
+            self.done = True
+            have = self.free()
+            ask = ", ".join(f"{v:.3g} {k.upper()}" for k, v in self.ask.items())
+            self.log(f"no worker has started after {now - self.t0:.0f} s: each asks for {ask}, "
+                     f"and Ray has {have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU "
+                     "free. Still waiting: a cluster may be adding nodes (`autolfads cloud "
+                     "status`, or `ray status` on the head, says which cannot be placed); "
+                     "Ctrl-C stops, --resume continues")
+
+
+def _available_resources() -> dict:
+    import ray
+
+    return ray.available_resources()
+

@@ -13,7 +13,7 @@ from pathlib import Path
 from autolfads.config import Config
 from autolfads.data.dataset import Dataset
 from autolfads.errors import RunFailed, RunInterrupted
-from autolfads.pbt.callbacks import WorkerFailures
+from autolfads.pbt.callbacks import StartWatch, WorkerFailures
 from autolfads.pbt.population import (
     PBTResult,
     finished_result,
@@ -24,7 +24,7 @@ from autolfads.pbt.population import (
 from autolfads.pbt.resume import ResumePoint
 from autolfads.pbt.scheduler import BinaryTournamentPBT
 from autolfads.pbt.search_space import build_space
-from autolfads.pbt.session import check_address, check_local_resources, ray_session
+from autolfads.pbt.session import check_address, check_local_resources, ray_session, unused_gpus
 from autolfads.pbt.stopper import PBTStopper
 from autolfads.pbt.trainable import lfads_worker
 from autolfads.rundir import layout
@@ -131,6 +131,9 @@ def _tune(dataset: Dataset, cfg: Config, run: str, members: list[dict],
     with ray_session(address):
         if address is None:
             check_local_resources(p.cpus_per_worker, p.workers_per_gpu)
+        note = unused_gpus(p.workers_per_gpu, cfg.train.device)
+        if note:
+            failures.log(note)
         resources = {"cpu": p.cpus_per_worker}
         if p.workers_per_gpu:
             resources["gpu"] = 1.0 / p.workers_per_gpu
@@ -151,7 +154,7 @@ def _tune(dataset: Dataset, cfg: Config, run: str, members: list[dict],
                 # A lost node or a crashed worker: the trial restarts from its last checkpoint
                 # (the end of its last generation) on whatever node has room (callbacks.py).
                 failure_config=tune.FailureConfig(max_failures=p.max_failures),
-                callbacks=[failures],
+                callbacks=[failures, StartWatch(failures.log, resources)],
             ),
         )
         return tuner.fit()

@@ -96,6 +96,18 @@ def ray_session(address: str | None) -> Iterator[None]:
 
 
 
+def unused_gpus(workers_per_gpu: int, device: str) -> str | None:
+    """A note when the machine (or cluster) has GPUs that the workers leave idle: they train on
+    CPUs unless --workers-per-gpu gives them GPU shares. train.device=cpu says it is meant."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if workers_per_gpu or device == "cpu" or gpus < 1:
+        return None
+    return (f"note: Ray sees {gpus:g} GPU(s) that this run leaves idle (its workers train on "
+            "CPUs); to train on them add --workers-per-gpu N (N workers share each GPU, e.g. 3)")
+
+
 def check_local_resources(cpus_per_worker: float, workers_per_gpu: int) -> None:
     """On this machine a worker that can never be placed would make Ray wait forever in
     silence; a cluster may still be scaling up, so only local runs are checked."""

@@ -326,7 +326,9 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {
+        # On the CPU: a GPU worker's file (best_model/ too) loads on a laptop without a GPU,
+        # also with a plain torch.load; load_checkpoint puts everything back on this device.
+        return _on_cpu({
             "format": 1,
             "model": self.model.state_dict(),
             "best_model": self.best_weights,
@@ -335,7 +337,7 @@ class Trainer:
             "hparams": self.hparams(),
             "rng": rng,
             "sv_mask": self.sv_digest,
-        }
+        })
 
     def save(self, path: str | Path, **extra) -> Path:
         """Write the checkpoint atomically (temp file + rename): never half a file on a crash."""
@@ -362,6 +364,17 @@ class Trainer:
             torch.set_rng_state(ck["rng"]["torch"].cpu())
             if "cuda" in ck["rng"] and self.device.type == "cuda":
                 torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu(), self.device)
+
+
+def _on_cpu(obj):
+    """A copy of a checkpoint's nested dicts/lists with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
 
 
 def _sv_mask(x: torch.Tensor, rate: float, seed: int) -> torch.Tensor | None:

@@ -111,6 +111,12 @@ def setup_process(train: TrainConfig) -> int:
     if on_cpu:
         threads = setup_cpu_threads(train.threads)
         keep_freed_memory()
+    else:
+        if train.threads > 0:  # workers sharing a GPU share the host's cores too
+            torch.set_num_threads(train.threads)
+        # cuDNN would run the plain form's nn.GRU encoders in TF32 (10-bit mantissa) while the
+        # fused form and the CPU run FP32: both forms compute the same numbers on every device.
+        torch.backends.cudnn.allow_tf32 = False
     choose_loops(native=on_cpu and train.native_cells)  # the kernels are CPU-only
     torch.manual_seed(train.seed)
     np.random.seed(train.seed % 2**32)

@@ -117,7 +117,7 @@ class GRUStack(torch.autograd.Function):
             scratch[..., :H] = b4[..., :H]
             torch.baddbmm(b4[..., H:], xs[:, t0 * B : t1 * B], w3, out=scratch[..., H:])
             P = scratch.view(G, c, B, 4 * H)
-            loops.active.stack_forward(P, hs, u, t0, neg1, H)
+            loops.on(P).stack_forward(P, hs, u, t0, neg1, H)
             if keep:
                 bufs.append(P)
         if keep:
@@ -152,7 +152,7 @@ class GRUStack(torch.autograd.Function):
         for (t0, t1), P in zip(reversed(spans), reversed(bufs), strict=True):
             c = t1 - t0
             d = dbuf if c == k else hs.new_empty(G, c, B, 4 * H)
-            dh = loops.active.stack_backward(dh, P, hs, d, tmp, u, t0, seq_idx, seq_grads, H)
+            dh = loops.on(dh).stack_backward(dh, P, hs, d, tmp, u, t0, seq_idx, seq_grads, H)
             rows = d.reshape(G, c * B, 4 * H)
             dw_hh.baddbmm_(rows[..., : 3 * H].transpose(1, 2),
                            hs[:, t0:t1].reshape(G, c * B, H))

@@ -333,6 +333,14 @@ def use_default() -> None:
     active = SCRIPTED or EAGER
 
 
+def on(x: torch.Tensor) -> Loops:
+    """The loops to run on x's device: the native cells are CPU kernels, so a model on a GPU
+    runs the default loops even in a process that chose the native ones."""
+    if x.device.type != "cpu" and _native and active is _native[0][0]:
+        return SCRIPTED or EAGER
+    return active
+
+
 def use_native(say: Optional[Callable[[str], None]] = None) -> Optional[str]:
     """Make the recurrences use the compiled GRU cell in this process (train.native_cells);
     None when they do, else why they cannot (and nothing changes)."""

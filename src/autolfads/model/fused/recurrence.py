@@ -160,9 +160,9 @@ class Decoder(torch.autograd.Function):
                     proj = torch.addmm(con_b4[C:], x.ci[t0:t1].reshape(c * b_ci, D), wci3)
                     pc.view(c, B // b_ci, b_ci, 4 * C)[..., C:].copy_(
                         proj.view(c, 1, b_ci, 3 * C).expand(-1, B // b_ci, -1, -1))
-                loops.active.decoder_forward(pg, pc, t0, gen, cf, neg1, float(clip))
+                loops.on(pg).decoder_forward(pg, pc, t0, gen, cf, neg1, float(clip))
             else:
-                loops.active.generator_forward(pg, t0, gs, gen.w_hh, neg1, float(clip))
+                loops.on(pg).generator_forward(pg, t0, gs, gen.w_hh, neg1, float(clip))
             if keep:
                 pg_bufs.append(pg)
                 pc_bufs.append(pc)
@@ -255,10 +255,10 @@ class Decoder(torch.autograd.Function):
             dgc = dg_buf[:c]
             if con:
                 dcc = dc_buf[:c]
-                dg, dhc, df_prev = loops.active.decoder_backward(
+                dg, dhc, df_prev = loops.on(pg).decoder_backward(
                     pg, pc_bufs[i], t0, dg, dhc, df_prev, dgc, dcc, gen, cb, clip)
             else:
-                dg = loops.active.generator_backward(pg, t0, dg, dgc, dgm_all, gen, clip)
+                dg = loops.on(pg).generator_backward(pg, t0, dg, dgc, dgm_all, gen, clip)
             # Gate-gradient rows: [:, :3G] meet the recurrent weights, [:, G:] the inputs.
             rows_g = dgc.reshape(c * B, 4 * G)
             in_g = rows_g[:, G:]
