@@ -439,17 +439,17 @@ def test_from_array_accepts_bool_and_ints() -> None:
 
 
 def test_resuming_a_run_from_before_test_splits_keeps_its_training_trials(tmp_path: Path) -> None:
-    from autolfads.api import _keep_old_split
     from autolfads.config import Config, config_to_yaml, load_config
+    from autolfads.run_start import keep_old_split
 
     old = tmp_path / "old.yaml"
     old.write_text("data:\n  split: every_nth\n  valid_every: 5\n")
     cfg = load_config(old)
-    _keep_old_split(cfg, old)
+    keep_old_split(cfg, old)
     assert cfg.data.test_every == 0 and cfg.data.test_fraction == 0
     assert len(split_trials(1300, cfg.data)[2]) == 0
     new = tmp_path / "new.yaml"
     new.write_text(config_to_yaml(Config()))  # written by this version: the split stays auto
     cfg = load_config(new)
-    _keep_old_split(cfg, new)
+    keep_old_split(cfg, new)
     assert cfg.data.test_every is None and len(split_trials(1300, cfg.data)[2]) == 130

@@ -22,7 +22,7 @@ import numpy as np
 from autolfads.analysis.metrics import INPUT_TIME_TOLERANCE_BINS
 from autolfads.config import Config, load_config
 from autolfads.data.dataset import Dataset
-from autolfads.data.fingerprint import check_same_data, data_fingerprint
+from autolfads.data.fingerprint import check_same_data
 from autolfads.errors import RunFailed, UserInputError
 from autolfads.inputs import (  # noqa: F401  (load, synth, deconvolve: part of the API)
     DataLike,
@@ -41,10 +41,9 @@ from autolfads.results import (
     write_results,
     write_text_atomic,
 )
+from autolfads.run_start import keep_old_split, prepare_store, resume_data, write_run_json
 from autolfads.rundir import layout
-from autolfads.rundir.layout import is_uri
-from autolfads.rundir.location import Location, put_json
-from autolfads.rundir.pbt_log import read_population
+from autolfads.rundir.location import Location
 from autolfads.training.loop import Trainer
 from autolfads.training.process import resolve_device, setup_process
 from autolfads.training.resumable import Keeper, interrupted_training, load_state
@@ -117,7 +116,7 @@ def train(
     if resume:
         out_dir = interrupted_training(out)
         cfg = load_config(out_dir / layout.CONFIG, overrides)
-        data = _resume_data(out_dir, data)
+        data = resume_data(out_dir, data)
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
     if epochs is not None:
@@ -145,7 +144,7 @@ def train(
         say(f"training LFADS on {trainer.device} for up to {cfg.train.epochs} epochs")
     if out_dir is not None:
         write_config(out_dir, cfg)
-        _write_run_json(out_dir, "train", data, dataset)
+        write_run_json(out_dir, "train", data, dataset)
     keeper = Keeper(trainer, out_dir, say, on_keep=lambda: _write_history(
         out_dir / layout.TRAIN_LOG, trainer.state.history))
     try:
@@ -252,8 +251,8 @@ def run(
             raise UserInputError(f"--resume: {out} holds no autolfads run (no config.yaml)")
         store.fetch(*layout.RESUME_FILES)
         cfg = load_config(store.local / layout.CONFIG, overrides)
-        _keep_old_split(cfg, store.local / layout.CONFIG)
-        data = _resume_data(store.local, data)
+        keep_old_split(cfg, store.local / layout.CONFIG)
+        data = resume_data(store.local, data)
     else:
         cfg = config if isinstance(config, Config) else load_config(config, overrides)
     for key, value in (("population", population), ("generations", generations),
@@ -280,8 +279,8 @@ def run(
     if resume:
         check_same_run(store, cfg, dataset, data)
     else:
-        _prepare_store(store, force)
-        _write_run_json(store.local, "run", data, dataset)
+        prepare_store(store, force)
+        write_run_json(store.local, "run", data, dataset)
     out_dir = store.local
     write_config(out_dir, cfg)
     store.sync()
@@ -330,16 +329,6 @@ def _say_all(say: Callable[[str], None], lines: list[str]) -> None:
         say(line)
 
 
-def _keep_old_split(cfg: Config, config_path: Path) -> None:
-    """A run started before test splits existed trained without one: resuming it must not move
-    trials out of its training set."""
-    import yaml
-
-    data = (yaml.safe_load(config_path.read_text()) or {}).get("data") or {}
-    if "test_every" not in data and "test_fraction" not in data:
-        cfg.data.test_every, cfg.data.test_fraction = 0, 0.0
-
-
 def _refresh_report(out_dir: Path, dataset: Dataset, cfg: Config) -> None:
     if not cfg.train.report:  # (train.report=false: only `autolfads report` writes it)
         return
@@ -355,61 +344,6 @@ def _set_option(section: object, key: str, value: object) -> None:
     except ValueError as e:  # pydantic's ValidationError: out of range (e.g. --max-failures -2)
         msg = e.errors()[0]["msg"] if hasattr(e, "errors") else str(e)
         raise UserInputError(f"--{key.replace('_', '-')} {value}: {msg}") from None
-
-
-def _prepare_store(store: Location, force: bool) -> None:
-    """A new run never lands on an existing one unless --force, and never on foreign files.
-    For a run with results (a completed generation, outputs) --force is never suggested: the
-    one-line fix people copy must not be the one that deletes them."""
-    if not force:
-        done = _progress(store)
-        if done is not None:
-            raise UserInputError(f"--out {store.location}: holds an AutoLFADS run ({done}); "
-                                 "continue it with --resume, or choose another --out")
-    if not store.remote:
-        prepare_run_dir(store.local, force, resumable=True)
-        return
-    if store.is_empty():
-        return
-    if not force:
-        raise UserInputError(f"--out {store.location}: not empty; use --resume to continue the "
-                             "run there, --force to replace it, or choose another --out")
-    if not store.has_run():
-        raise UserInputError(f"--out {store.location}: not an autolfads run (no config.yaml); "
-                             "refusing to delete it even with --force")
-    store.clear()
-
-
-def _progress(store: Location) -> str | None:
-    """What an existing run in `store` has done, when that is anything --force would destroy."""
-    if store.exists(layout.METRICS):
-        return "finished, with outputs"
-    pop = read_population(store)
-    if pop is not None:
-        return f"{pop['generation']} generations completed"
-    return None
-
-
-def _write_run_json(out_dir: Path, command: str, data: DataLike, dataset: Dataset) -> None:
-    """run.json: which command made the run, where its data came from (an absolute path, so
-    --resume works from any directory; None for the built-in data or an array passed from
-    Python) and what identifies that data and its split."""
-    location = None
-    if isinstance(data, (str, Path)):
-        location = str(data) if is_uri(data) else str(Path(data).resolve())
-    put_json(out_dir / layout.RUN_JSON, {
-        "command": command, "data": location,
-        "data_in_memory": data is not None and not isinstance(data, (str, Path)),
-        **data_fingerprint(dataset)})
-
-
-def _resume_data(out_dir: Path, data: DataLike) -> DataLike:
-    """The data to --resume on: the one given, else the file the run recorded."""
-    recorded = Location(out_dir).read_json(layout.RUN_JSON) or {}
-    if data is None and recorded.get("data_in_memory"):
-        raise UserInputError("--resume: the run trained on an array passed from Python; pass "
-                             "the same array again")
-    return recorded.get("data") if data is None else data
 
 
 def summary_line(m: dict, out_dir: Path | None) -> str:
