@@ -110,7 +110,8 @@ def test_existing_run_dir_is_not_overwritten(tmp_path, monkeypatch, capsys):
     keep = out / "notes.txt"
     keep.write_text("mine")
     code, _, err = run_cli(monkeypatch, capsys, "train", "--out", out, "--epochs", "1")
-    assert code == 2 and "--force" in err
+    assert code == 2 and "holds files that are not an autolfads run (notes.txt)" in err
+    assert "--force" not in err  # the fix people copy is never the one that deletes
     code, _, err = run_cli(monkeypatch, capsys, "train", "--out", out, "--epochs", "1", "--force")
     assert code == 2 and "not an autolfads run" in err  # --force never deletes foreign files
     assert keep.read_text() == "mine"
@@ -130,7 +131,7 @@ def test_run_guards_its_run_directory(tmp_path, monkeypatch, capsys):
     out.mkdir()
     (out / "mine.txt").write_text("keep")
     code, _, err = run_cli(monkeypatch, capsys, "run", "--out", out, "--population", "2")
-    assert code == 2 and "--force" in err and "--resume" in err
+    assert code == 2 and "not an autolfads run (mine.txt)" in err and "--force" not in err
     code, _, err = run_cli(monkeypatch, capsys, "run", "--out", out, "--resume", "--force")
     assert code == 2 and "choose one" in err
     code, _, err = run_cli(monkeypatch, capsys, "run", "--out", tmp_path / "none", "--resume")

@@ -70,6 +70,14 @@ def test_storage_primitives_local_and_s3(tmp_path, bucket):
                    if p.is_file())
     assert files == ["config.yaml", "pbt/hp_log.csv"]
     assert (third.local / "config.yaml").stat().st_mtime < pulled_at  # the upload's time
+    # --force in a bucket removes what a run writes, nothing else kept there
+    from autolfads.run_start import prepare_store
+
+    location.put_bytes(f"{bucket}/r2/notes.txt", b"mine")
+    prepare_store(Location(f"{bucket}/r2"), force=True)
+    assert location.get_bytes(f"{bucket}/r2/notes.txt") == b"mine"
+    assert not location.exists(f"{bucket}/r2/config.yaml")
+    assert not location.glob(join(f"{bucket}/r2", "pbt", "checkpoints", "w*", "gen*.pt"))
 
 
 def test_data_read_from_a_bucket(bucket, tmp_path):

@@ -189,5 +189,45 @@ def test_an_out_folder_left_before_the_first_epoch_was_kept_can_be_used_again(tm
     (out / "run.json").write_text("{}")
     assert prepare_run_dir(out) == out  # no --force needed: nothing there to lose
     (out / "model" / "checkpoint.pt").write_bytes(b"x")
-    with pytest.raises(UserInputError, match="directory exists and is not empty"):
+    with pytest.raises(UserInputError, match="holds an earlier run; use --force to replace it"):
         prepare_run_dir(out)
+
+
+def test_force_replaces_only_what_a_run_writes(tmp_path):
+    """--force removes the earlier run's own files, never the user's beside it (the data file,
+    notes); a folder of the user's is never a run's, with or without --force."""
+    from autolfads.results import prepare_run_dir
+
+    run = tmp_path / "run"
+    for name in ("model/checkpoint.pt", "output/lfads_output.h5", "pbt/hp_log.csv"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(b"x")
+    for name in ("config.yaml", "metrics.json", "session.mat", "notes.txt", ".DS_Store"):
+        (run / name).write_text(name)
+    with pytest.raises(UserInputError, match="holds a finished run"):
+        prepare_run_dir(run)
+    assert prepare_run_dir(run, force=True, inputs=(run / "session.mat", None)) == run
+    assert sorted(e.name for e in run.iterdir()) == [".DS_Store", "notes.txt", "session.mat"]
+    assert (run / "session.mat").read_text() == "session.mat"
+
+    # A project folder: the user's own config.yaml, data and analysis: never a run's.
+    project = tmp_path / "project"
+    (project / "analysis").mkdir(parents=True)
+    (project / "config.yaml").write_text("model: {gen_dim: 32}\n")
+    (project / "session.mat").write_text("data")
+    for force in (False, True):
+        with pytest.raises(UserInputError, match=r"not an autolfads run \(analysis, session.mat"
+                                                 r"\); a run needs a folder of its own"):
+            prepare_run_dir(project, force=force)
+    assert sorted(e.name for e in project.iterdir()) == ["analysis", "config.yaml", "session.mat"]
+
+    # An input where the run writes is refused, flags or not; a symlinked --out is followed.
+    (run / "config.yaml").write_text("train: {}\n")
+    with pytest.raises(UserInputError, match="config.yaml is where the run writes its own"):
+        prepare_run_dir(run, force=True, inputs=(None, run / "config.yaml"))
+    assert (run / "config.yaml").exists()
+    (run / "metrics.json").write_text("{}")
+    link = tmp_path / "link"
+    link.symlink_to(run, target_is_directory=True)
+    assert prepare_run_dir(link, force=True) == link and not (run / "metrics.json").exists()
+    assert (run / "notes.txt").exists() and run.is_dir() and link.is_symlink()

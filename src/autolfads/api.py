@@ -131,7 +131,8 @@ def train(
         check_same_data(Location(out_dir).read_json(layout.RUN_JSON) or {}, dataset, data)
     else:
         out_dir = None if out is None else prepare_run_dir(
-            out, force, resumable=(Path(out) / layout.TRAIN_STATE).is_file())
+            out, force, resumable=(Path(out) / layout.TRAIN_STATE).is_file(),
+            inputs=_files(data, config))
 
     _say_all(say, data_lines(dataset, obs_lines))
     t0 = time.perf_counter()
@@ -279,7 +280,7 @@ def run(
     if resume:
         check_same_run(store, cfg, dataset, data)
     else:
-        prepare_store(store, force)
+        prepare_store(store, force, inputs=_files(data, config))
         write_run_json(store.local, "run", data, dataset)
     out_dir = store.local
     write_config(out_dir, cfg)
@@ -322,6 +323,11 @@ def device_here(name: str, say: Callable[[str], None]) -> str:
             "on its CPU")
         return "cpu"
     return name
+
+
+def _files(*given: object) -> tuple[str | Path | None, ...]:
+    """The input files among the data and config arguments (not arrays, Datasets, Configs)."""
+    return tuple(g if isinstance(g, (str, Path)) else None for g in given)
 
 
 def _say_all(say: Callable[[str], None], lines: list[str]) -> None:

@@ -31,40 +31,69 @@ from autolfads.rundir.location import atomic_write
 from autolfads.rundir.outputs import write_outputs
 
 
-def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = False) -> Path:
-    """Create DIR for a new run. An existing non-empty DIR is an error unless `force`; even then,
-    only a directory that holds an earlier autolfads run is replaced, never arbitrary user files."""
+def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = False,
+                    inputs: tuple[str | Path | None, ...] = ()) -> Path:
+    """Create DIR for a new run. An earlier run there is replaced only with `force`, and then
+    only what a run writes (layout.RUN_ENTRIES) is removed: files of the user's beside it stay.
+    A folder holding only other files is never used, and `inputs` (the data file, the --config
+    file) are never removed or written over."""
     if is_uri(str(out)):
         raise UserInputError(f"--out {out}: `train` writes to a local directory; use "
                              "`autolfads run` to write to a bucket, or copy the run there after")
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UserInputError(f"--out {path}: exists and is not a directory; choose another path")
+    entries = sorted(e.name for e in path.iterdir()) if path.is_dir() else []
+    ours = [e for e in layout.RUN_ENTRIES if e in entries]
+    # (hidden files, e.g. macOS's .DS_Store, do not make a folder someone's; they stay too)
+    theirs = [e for e in entries if e not in ours and not e.startswith(".")]
+    _keep_inputs(path, inputs)
+    # A lone config.yaml among other files is the user's own, not a run's.
+    if theirs and (not ours or ours == [layout.CONFIG]):
+        raise UserInputError(f"--out {path}: holds files that are not an autolfads run "
+                             f"({_names(theirs)}); a run needs a folder of its own: choose a "
+                             "new or empty --out")
     # Only the config of a `train` that was stopped before it saved anything (and the empty
     # folder a first save left): nothing to lose.
-    abandoned = path.is_dir() and all(
-        e.name in (layout.CONFIG, layout.RUN_JSON) or e.is_dir() and not any(e.iterdir())
-        for e in path.iterdir())
-    if path.is_dir() and any(path.iterdir()) and not abandoned:
+    abandoned = all(e in (layout.CONFIG, layout.RUN_JSON)
+                    or (path / e).is_dir() and not any((path / e).iterdir()) for e in ours)
+    if not abandoned:
         if not force and (path / layout.METRICS).exists():
             raise UserInputError(f"--out {path}: holds a finished run (metrics.json, outputs); "
                                  "choose another --out, or --force to delete it and train again")
         if not force:
             resume = "--resume to continue the run there, " if resumable else ""
-            raise UserInputError(f"--out {path}: directory exists and is not empty; use {resume}"
-                                 "--force to replace an earlier run there, or choose another "
-                                 "--out")
-        if not any((path / m).exists() for m in layout.RUN_MARKERS):
-            raise UserInputError(
-                f"--out {path}: not an autolfads run directory (no config.yaml); refusing to "
-                "delete it even with --force — choose another --out"
-            )
-        shutil.rmtree(path)
+            raise UserInputError(f"--out {path}: holds an earlier run; use {resume}--force to "
+                                 "replace it, or choose another --out")
+        for e in ours:  # only what a run writes: never the user's files beside it
+            target = path / e
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserInputError(f"--out {path}: cannot create the directory ({e.strerror})") from None
     return path
+
+
+def _keep_inputs(path: Path, inputs: tuple[str | Path | None, ...]) -> None:
+    """An input file where the run writes (its config.yaml, inside its output/ ...) would be
+    deleted by --force or written over: refused, whatever the flags."""
+    for given in inputs:
+        if given is None or not isinstance(given, (str, Path)) or is_uri(str(given)):
+            continue
+        inp = Path(given).resolve()
+        for e in layout.RUN_ENTRIES:
+            spot = (path / e).resolve()
+            if inp == spot or spot in inp.parents:
+                raise UserInputError(f"--out {path}: {given} is where the run writes its own "
+                                     f"{e}; move it out of {path}, or choose another --out")
+
+
+def _names(names: list[str], k: int = 4) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -28,7 +28,8 @@ def keep_old_split(cfg: Config, config_path: Path) -> None:
         cfg.data.test_every, cfg.data.test_fraction = 0, 0.0
 
 
-def prepare_store(store: Location, force: bool) -> None:
+def prepare_store(store: Location, force: bool, inputs: tuple[str | Path | None, ...] = ()
+                  ) -> None:
     """A new run never lands on an existing one unless --force, and never on foreign files.
     For a run with results (a completed generation, outputs) --force is never suggested: the
     one-line fix people copy must not be the one that deletes them."""
@@ -38,7 +39,7 @@ def prepare_store(store: Location, force: bool) -> None:
             raise UserInputError(f"--out {store.location}: holds an AutoLFADS run ({done}); "
                                  "continue it with --resume, or choose another --out")
     if not store.remote:
-        prepare_run_dir(store.local, force, resumable=True)
+        prepare_run_dir(store.local, force, resumable=True, inputs=inputs)
         return
     if store.is_empty():
         return
@@ -48,7 +49,7 @@ def prepare_store(store: Location, force: bool) -> None:
     if not store.has_run():
         raise UserInputError(f"--out {store.location}: not an autolfads run (no config.yaml); "
                              "refusing to delete it even with --force")
-    store.clear()
+    store.clear(layout.RUN_ENTRIES)  # what a run writes; anything else there stays
 
 
 def _progress(store: Location) -> str | None:

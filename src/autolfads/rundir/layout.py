@@ -39,6 +39,9 @@ HP_COLUMNS = ("generation", "worker", "score")
 DECISION_COLUMNS = ("generation", "worker", "exploited", "source_worker", "score", "source_score")
 
 RUN_MARKERS = (CONFIG, METRICS)  # --force replaces only a directory holding one of these
+# Everything a run writes at its top level: --force removes these and nothing else (a data file
+# or notes kept beside a run stay).
+RUN_ENTRIES = (CONFIG, METRICS, RUN_JSON, TRAIN_LOG, "model", PBT, BEST_MODEL, OUTPUT, REPORT)
 RUN_FILES = (CONFIG, METRICS, HP_LOG)  # status/report/export: any one makes a run directory
 RESULTS = (POPULATION, METRICS, OUTPUT)  # what --force would destroy
 # What --resume needs from a run kept in a bucket (the checkpoints stay there); metrics.json

@@ -284,9 +284,12 @@ class Location:
         fs, path = filesystem(self.location)
         return not fs.exists(path) or not fs.ls(path)
 
-    def clear(self) -> None:
+    def clear(self, names: tuple[str, ...]) -> None:
+        """Remove these entries of the run (files or folders), where they exist."""
         fs, path = filesystem(self.location)
-        fs.rm(path, recursive=True)
+        for name in names:
+            if fs.exists(f"{path}/{name}"):
+                fs.rm(f"{path}/{name}", recursive=True)
 
     def fetch(self, *names: str) -> None:
         """Copy these run files from the bucket into the local mirror (for --resume)."""
