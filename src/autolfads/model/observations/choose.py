@@ -54,9 +54,11 @@ def choose(values: np.ndarray) -> tuple[str, str]:
     """(model name, why) for data values (trials x time x channels), by the rule above."""
     lo, hi = float(values.min()), float(values.max())
     zeros = int((values == 0).sum())
-    if lo < 0:
+    # (counts whose zeros came out of a float computation as -1e-17 are counts still)
+    whole = not _off_whole(values).any()
+    if lo < 0 and (np.round(lo) < 0 or not whole):
         return "gaussian", f"values can be negative: min {lo:.2g}, max {hi:.2g}"
-    if not _off_whole(values).any():
+    if whole:
         off = float(np.abs(values - np.round(values)).max())
         within = f" to within {off:.1g}" if off else ""
         why = f"values are whole numbers{within}, spike counts: max {hi:g} per bin"
@@ -82,8 +84,10 @@ def check(name: str, values: np.ndarray, what: str) -> None:
     if not values.any():
         raise UserInputError(f"{what}: every value is zero; there is no activity to model")
     _check_scale(name, values, what)
-    if name in ("poisson", "gamma", "zero_inflated_gamma") and (values < 0).any():
-        raise UserInputError(f"{what}: negative values ({_where(values, values < 0)}); the {name} "
+    # counts within rounding of 0 (-1e-17) are rounded, not refused
+    negative = np.round(values) < 0 if name == "poisson" else values < 0
+    if name in ("poisson", "gamma", "zero_inflated_gamma") and negative.any():
+        raise UserInputError(f"{what}: negative values ({_where(values, negative)}); the {name} "
                              "model needs non-negative data; use model.observation=gaussian "
                              "for signed signals (or auto)")
     if name == "poisson":
