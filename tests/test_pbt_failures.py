@@ -14,7 +14,14 @@ from fake_run import make_run
 
 from autolfads.config import load_config
 from autolfads.pbt import trainable
-from autolfads.pbt.callbacks import StartWatch, WorkerFailures, gpu_missing, restart_delay
+from autolfads.pbt.callbacks import (
+    StartWatch,
+    WorkerFailures,
+    _read,
+    first_line,
+    gpu_missing,
+    restart_delay,
+)
 from autolfads.pbt.resume import resume_point
 from autolfads.pbt.stopper import PBTStopper
 from autolfads.pbt.trainable import GPUMissing, require_gpu, worker_device
@@ -151,6 +158,26 @@ def test_a_run_whose_workers_never_start_says_so_once():
     now[0] = 1000.0
     quiet.on_step_begin(0, pending)
     assert len(said) == 1
+
+
+def test_a_worker_that_fails_on_its_settings_stops_the_run(tmp_path):
+    stopper = PBTStopper(10)
+    cb = WorkerFailures([].append, [].append, stopper.abort, max_failures=-1)
+    t = fake_trial(tmp_path, 1, "ray.exceptions.RayTaskError(ValidationError): ray::train()\n"
+                   "pydantic_core._pydantic_core.ValidationError: 1 validation error for "
+                   "ModelConfig\ndropout_rate\n  Input should be less than 1 [type=less_than, "
+                   "input_value=1.2, input_type=float]\n    For further information visit "
+                   "https://errors.pydantic.dev/2.14/v/less_than")
+    cb.on_trial_recover(0, [], t)
+    assert stopper.stop_all() and stopper.aborted == (
+        "worker 1 cannot train with its settings: dropout_rate: Input should be less than 1")
+    assert first_line(_read(t.error_file)).startswith("Input should be less than 1")
+    stopper = PBTStopper(10)
+    cb = WorkerFailures([].append, [].append, stopper.abort, max_failures=-1)
+    cb.on_trial_recover(0, [], fake_trial(tmp_path, 2, "autolfads.errors.UserInputError: "
+                                          "checkpoint: trained with other entries"))
+    assert stopper.aborted == ("worker 2 cannot train with its settings: checkpoint: trained "
+                               "with other entries")
 
 
 def test_replayed_history_does_not_stop_a_resumed_run():

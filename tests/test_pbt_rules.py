@@ -114,6 +114,12 @@ def test_search_space_overrides_and_errors():
         (["pbt.search_space.dropout_rate.init=log_uniform"], "log_uniform needs low > 0"),
         (["pbt.search_space.cd_rate.init=fixed"], "needs a value"),
         (["pbt.search_space.lr.value=0.5"], "outside"),
+        # values the model cannot take would fail every worker that draws them
+        (["pbt.search_space.dropout_rate.high=1.5"],
+         "dropout_rate.high 1.5: model.dropout_rate must be less than 1"),
+        (["pbt.search_space.lr.low=-1"], "lr.low -1: train.lr must be greater than 0"),
+        (["pbt.search_space.cd_rate.enforce_limits=false"],
+         "enforce_limits false lets explore move cd_rate past what it can take"),
     ]
     for overrides, message in bad:
         with pytest.raises(UserInputError, match=message):

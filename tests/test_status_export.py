@@ -65,7 +65,13 @@ def test_status_of_a_live_run(tmp_path, monkeypatch, capsys):
 
     (early / "pbt" / "hp_log.csv").unlink()
     code, out, _ = run_cli(monkeypatch, capsys, "status", early)
-    assert code == 0 and "no generation has finished yet" in out
+    assert code == 0 and "no generation has finished yet" in out and "failures" not in out
+    # why a run is stuck: its last failures
+    (early / "pbt" / "events.log").write_text("".join(
+        f"2026-01-01 00:00:0{i}  worker {i} failed (failure 1 ...): boom {i}\n" for i in range(5)))
+    code, out, _ = run_cli(monkeypatch, capsys, "status", early)
+    assert "failures and restarts (pbt/events.log, the last 3 of 5):" in out
+    assert "boom 4" in out and "boom 2" in out and "boom 1" not in out
 
 
 NO_RAY = """

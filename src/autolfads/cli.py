@@ -40,7 +40,7 @@ def _overrides(set_: list[str] | None, layout: str | None) -> list[str]:
 @synth_app.command("lorenz")
 def synth_lorenz(
     out: Path = typer.Option(..., "--out", help="File to write (.h5 or .mat)."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
     fmt: str = typer.Option(None, "--format", help="h5 or mat (default: from the file name)."),
 ) -> None:
     """Synthetic Lorenz dataset with ground-truth rates (the built-in demo data)."""
@@ -62,7 +62,7 @@ def _write_synth(kind: str, out: Path, seed: int, fmt: str | None, **params):
 @synth_app.command("chaotic_rnn")
 def synth_chaotic_rnn(
     out: Path = typer.Option(..., "--out", help="File to write (.h5 or .mat)."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
     units: int = typer.Option(50, help="Network units."),
     gain: float = typer.Option(1.5, help="Recurrent gain (above 1: chaotic)."),
     pulse: float = typer.Option(50.0, help="Input pulse amplitude (0: no input)."),
@@ -80,7 +80,7 @@ def synth_chaotic_rnn(
 @synth_app.command("emg")
 def synth_emg(
     out: Path = typer.Option(..., "--out", help="File to write (.h5 or .mat)."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
     channels: int = typer.Option(16, help="EMG channels (muscles)."),
     conditions: int = typer.Option(20, help="Conditions (Lorenz initial states)."),
     trials_per_condition: int = typer.Option(10, help="Trials per condition."),
@@ -97,7 +97,7 @@ def synth_emg(
 @synth_app.command("calcium")
 def synth_calcium(
     out: Path = typer.Option(..., "--out", help="File to write (.h5 or .mat)."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: int = typer.Option(0, min=0, help="Random seed."),
     neurons: int = typer.Option(40, help="Neurons."),
     conditions: int = typer.Option(20, help="Conditions (Lorenz initial states)."),
     trials_per_condition: int = typer.Option(10, help="Trials per condition."),

@@ -28,7 +28,7 @@ class DataConfig(_Section):
     split: Literal["every_nth", "random"] = "every_nth"
     valid_every: int = Field(5, ge=2)  # every_nth: trials 5, 10, 15, ... (1-based) are validation
     valid_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # random split
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0)
     # Test trials: held out from training, early stopping and PBT selection; the metrics are
     # reported on them. every_nth: 1-based trials 1, 1 + test_every, ... (those not already
     # validation trials); random: a seeded test_fraction. None = auto: a test set of ~10% when the
@@ -119,7 +119,7 @@ class TrainConfig(_Section):
     smoothing: float = Field(0.7, ge=0.0, lt=1.0)  # EMA weight on the old smoothed valid cost
     patience: int = Field(50, ge=1)  # epochs without smoothed-valid improvement before stopping
     n_samples: int = Field(50, ge=1)  # posterior samples averaged for the outputs
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto | cpu | cuda | cuda:N
     threads: int = Field(0, ge=0)  # CPU threads for this model; 0 = all cores
     # CPU: the GRU cell as one compiled kernel per step (model/fused/native), built once with
@@ -161,7 +161,7 @@ class PBTConfig(_Section):
     epochs_per_generation: int = Field(25, ge=1)
     stop_generations: int = Field(4, ge=1)  # improvement is measured over this many generations
     stop_min_improvement: float = Field(5e-4, ge=0.0)  # relative; 5e-4 = 0.05%
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     cpus_per_worker: float = Field(1.0, gt=0.0)
     workers_per_gpu: int = Field(0, ge=0)  # 0 = CPU workers; N = each worker takes 1/N of a GPU
     # Restarts of a failed worker (from its last generation) before it is dropped; -1: no limit.

@@ -39,6 +39,7 @@ def status(location: str | Path, all_generations: bool = False,
         con.print(f"[bold]{rd.location}[/]: AutoLFADS run, population "
                   f"{pbt.get('population', '?')}; no generation has finished yet (0 of at most "
                   f"{max_gen})")
+        _recent_events(rd, con)
         return
     last = max(log.generations)
     finished = metrics is not None and int(metrics.get("generations", 0)) >= last
@@ -50,6 +51,18 @@ def status(location: str | Path, all_generations: bool = False,
     con.print(_table(rd, log, all_generations))
     con.print(_best_line(rd, log))
     con.print(_progress_line(log, pbt, metrics if finished else None))
+    if not finished:
+        _recent_events(rd, con)
+
+
+def _recent_events(rd: Location, con: Console, k: int = 3) -> None:
+    """The last failures and restarts (pbt/events.log): why a run is stuck or ended."""
+    lines = (rd.read_text(layout.EVENTS) or "").strip().splitlines()
+    if lines:
+        con.print(f"failures and restarts ({layout.EVENTS}, the last {min(k, len(lines))} of "
+                  f"{len(lines)}):", highlight=False)
+        for line in lines[-k:]:
+            con.print(f"  {line}", markup=False, highlight=False)
 
 
 def _table(rd: Location, log: HPLog, all_generations: bool) -> Table:

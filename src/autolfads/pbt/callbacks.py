@@ -13,8 +13,9 @@ past and does not wait.
 
 A worker that was given a GPU and sees none (trainable.GPUMissing) fails the same way on every
 restart, so it ends the run at once through the stopper (`abort`) with the worker's own message.
-A worker that runs out of GPU memory twice in a row (workers sharing a GPU each hold their data
-and activations there) ends it too: restarts would only repeat it.
+So does a worker that fails on its settings (a UserInputError or a pydantic ValidationError:
+a hyperparameter out of range), and one that runs out of GPU memory twice in a row (workers
+sharing a GPU each hold their data and activations there): restarts would only repeat it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ray.tune import Callback
 from autolfads.pbt.trainable import MAX_RESTART_DELAY_S, GPUMissing
 
 _GPU_MISSING = re.compile(rf"{GPUMissing.__name__}: (.+)$")
+_CONFIG_ERROR = re.compile(r"\b(UserInputError|ValidationError): (.+)$")
 # torch.OutOfMemoryError's text (CUDA's allocator; "HIP" on ROCm)
 _GPU_OOM = re.compile(r"OutOfMemoryError|(CUDA|HIP) out of memory")
 OOM_FIX = ("out of GPU memory: lower --workers-per-gpu (workers sharing a GPU each hold their "
@@ -52,9 +54,24 @@ def gpu_missing(error_text: str) -> str | None:
     return None
 
 
+def config_error(error_text: str) -> str | None:
+    """The message of a UserInputError or a pydantic ValidationError in Ray's error text: a
+    setting the worker cannot train with, which every restart would meet again."""
+    lines = [ln.strip() for ln in error_text.splitlines()]
+    for i in range(len(lines) - 1, -1, -1):
+        m = _CONFIG_ERROR.search(lines[i])
+        if m and m[1] == "ValidationError" and i + 2 < len(lines):  # field, then what is wrong
+            return f"{lines[i + 1]}: {lines[i + 2].split(' [type=')[0]}"
+        if m:
+            return m[2]
+    return None
+
+
 def first_line(error_text: str) -> str:
-    """The exception line of a Ray error text (its last non-empty line)."""
-    lines = [ln.strip() for ln in error_text.splitlines() if ln.strip()]
+    """The exception line of a Ray error text (its last non-empty line, pydantic's link left
+    out)."""
+    lines = [ln.strip() for ln in error_text.splitlines()
+             if ln.strip() and not ln.strip().startswith("For further information visit")]
     return lines[-1][:200] if lines else "no error details"
 
 
@@ -109,6 +126,8 @@ class WorkerFailures(Callback):
         reason = gpu_missing(text)
         if reason is None and _GPU_OOM.search(text) and self.streak[worker] >= 2:
             reason = f"worker {worker} ran {OOM_FIX} (it failed so twice in a row)"
+        if reason is None and config_error(text):
+            reason = f"worker {worker} cannot train with its settings: {config_error(text)}"
         if reason is None:
             return False
         self.event(f"worker {worker} failed: {reason}; stopping the run")

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from pydantic import ValidationError
 
-from autolfads.config import TUNABLE, HPOverride
+from autolfads.config import TUNABLE, HPOverride, ModelConfig, TrainConfig
 from autolfads.errors import UserInputError
 
 MIN_PERTURB = 0.01  # every explore moves a value by at least 1%
@@ -91,6 +92,27 @@ def _check(name: str, hp: HyperParam) -> None:
             raise UserInputError(f"{where}: init 'fixed' needs a value")
         if hp.enforce_limits and not hp.low <= hp.value <= hp.high:
             raise UserInputError(f"{where}: value {hp.value} is outside [{hp.low}, {hp.high}]")
+    # A value the model cannot take would fail the worker that draws it, restart after restart.
+    given = [("low", hp.low), ("high", hp.high)]
+    given += [("value", hp.value)] if hp.value is not None else []
+    for label, v in given:
+        why = _invalid(name, v)
+        if why:
+            raise UserInputError(f"{where}.{label} {v:g}: {TUNABLE[name]}.{name} {why}")
+    if not hp.enforce_limits and hp.explore_weight > 0 and _invalid(name, hp.high * 1e6):
+        raise UserInputError(f"{where}: enforce_limits false lets explore move {name} past "
+                             f"what it can take ({_invalid(name, hp.high * 1e6)}); keep "
+                             "enforce_limits true")
+
+
+def _invalid(name: str, value: float) -> str | None:
+    """Why hyperparameter `name` cannot take `value` (its config field's limits), or None."""
+    section = ModelConfig if TUNABLE[name] == "model" else TrainConfig
+    try:
+        section(**{name: value})
+    except ValidationError as e:
+        return e.errors()[0]["msg"].replace("Input should be", "must be")
+    return None
 
 
 def sample_initial(space: dict[str, HyperParam], n: int, rng: np.random.Generator
