@@ -176,3 +176,31 @@ def test_data_that_shows_little_is_trained_with_a_warning_line(make, words, tmp_
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert any(all(w in line for w in words) for line in warnings), err
+
+
+@pytest.mark.parametrize("raised", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory:"
+                 " you tried to allocate 120000000000 bytes"),
+    MemoryError("Unable to allocate 89.4 GiB for an array"),
+])
+def test_running_out_of_memory_is_one_line_with_the_fix(raised, tmp_path, monkeypatch, capsys):
+    from autolfads import api
+
+    def train(*a, **k):
+        raise raised
+
+    monkeypatch.setattr(api, "train", train)
+    code, _, err = run_cli(monkeypatch, capsys, "train", "--out", tmp_path / "r")
+    assert code == 1 and err.count("\n") == 1 and err.startswith("error: out of memory (")
+    assert "model.gen_dim" in err and "train.batch_size" in err
+
+
+def test_other_runtime_errors_still_show_their_traceback(tmp_path, monkeypatch, capsys):
+    from autolfads import api
+
+    def train(*a, **k):
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(api, "train", train)
+    with pytest.raises(RuntimeError, match="a bug of ours"):
+        run_cli(monkeypatch, capsys, "train", "--out", tmp_path / "r")

@@ -281,10 +281,25 @@ def _run_app() -> None:
         sys.exit(130)
     except typer.TyperException as e:  # a usage mistake: a missing or unknown option, a typo
         sys.exit(_usage_error(e))
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if not out_of_memory(e):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        print(f"error: out of memory ({first}); use a smaller model (model.gen_dim, "
+              "model.con_dim, ...), train.batch_size or train.n_samples, or on a GPU fewer "
+              "--workers-per-gpu; an interrupted run continues with --resume", file=sys.stderr)
+        sys.exit(1)
     if isinstance(code, int) and code:  # without standalone mode typer returns, e.g., Ctrl-C's 130
         if code == 130:
             print("interrupted", file=sys.stderr)
         sys.exit(code)
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """numpy's MemoryError, torch's CPU allocator failing, or CUDA out of memory."""
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or any(
+        w in text for w in ("out of memory", "can't allocate memory", "not enough memory"))
 
 
 def _usage_error(e: Exception) -> int:

@@ -118,7 +118,7 @@ class TrainConfig(_Section):
     l2_increase_epochs: int = Field(80, ge=0)
     smoothing: float = Field(0.7, ge=0.0, lt=1.0)  # EMA weight on the old smoothed valid cost
     patience: int = Field(50, ge=1)  # epochs without smoothed-valid improvement before stopping
-    n_samples: int = Field(50, ge=1)  # posterior samples averaged for the outputs
+    n_samples: int = Field(50, ge=1, le=10_000)  # posterior samples averaged for the outputs
     seed: int = Field(0, ge=0)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto | cpu | cuda | cuda:N
     threads: int = Field(0, ge=0)  # CPU threads for this model; 0 = all cores
