@@ -453,3 +453,31 @@ def test_resuming_a_run_from_before_test_splits_keeps_its_training_trials(tmp_pa
     cfg = load_config(new)
     keep_old_split(cfg, new)
     assert cfg.data.test_every is None and len(split_trials(1300, cfg.data)[2]) == 130
+
+
+def test_a_file_is_read_as_what_it_is_whatever_its_name(tmp_path):
+    """An HDF5 file written from Python but named .mat is not transposed as MATLAB's; a MATLAB
+    file named .h5, an .npz named .mat are read as what they are, and the run says so."""
+    rng = np.random.default_rng(0)
+    x = rng.poisson(2.0, size=(40, 12, 7)).astype(float)  # trials x time x neurons
+    with h5py.File(tmp_path / "py.mat", "w") as f:  # no MATLAB header, no MATLAB_class
+        f["data"] = x
+        f["data"].attrs["layout"] = "trials_time_neurons"
+    ds = load_dataset(tmp_path / "py.mat")
+    np.testing.assert_array_equal(ds.all_data(), x)
+    assert any("py.mat: named .mat but is an HDF5 file; read as one (arrays as stored" in w
+               for w in ds.meta["warnings"])
+    # without its header, MATLAB's own attributes still say it is a .mat (other v7.3 writers)
+    m = x.transpose(2, 1, 0)  # neurons x time x trials, as MATLAB holds it
+    ds = load_dataset(write_mat73(tmp_path / "plain.mat", {"data": m}, userblock=False))
+    np.testing.assert_array_equal(ds.all_data(), x)
+    assert not any("named" in w for w in ds.meta.get("warnings", []))
+    scipy.io.savemat(tmp_path / "v5.h5", {"data": m})
+    ds = load_dataset(tmp_path / "v5.h5")
+    np.testing.assert_array_equal(ds.all_data(), x)
+    assert any("v5.h5: named .h5 but is a MATLAB .mat file" in w for w in ds.meta["warnings"])
+    np.savez(tmp_path / "z.npz", data=m)  # (an .npz without a layout entry: MATLAB's order)
+    (tmp_path / "z.npz").rename(tmp_path / "z.mat")
+    ds = load_dataset(tmp_path / "z.mat")
+    np.testing.assert_array_equal(ds.all_data(), x)
+    assert any("named .mat but is a numpy .npz" in w for w in ds.meta["warnings"])

@@ -28,7 +28,15 @@ from autolfads.data.validate import (
     parse_layout,
     resolve_inds,
 )
-from autolfads.data.variables import layout_text, read_mat, read_npz, unreadable
+from autolfads.data.variables import (
+    KINDS,
+    SUFFIX_KIND,
+    file_kind,
+    layout_text,
+    read_mat,
+    read_npz,
+    unreadable,
+)
 from autolfads.data.writers import SCALE_FREE, write_lfads_h5, write_tutorial_mat
 from autolfads.errors import UserInputError
 from autolfads.rundir.layout import INTERNAL_LAYOUT, MATLAB_LAYOUT
@@ -75,16 +83,23 @@ def load_dataset(path: str | Path, cfg: DataConfig | None = None) -> Dataset:
         from autolfads.data.nwb import read_nwb
 
         return read_nwb(p, cfg)
-    if suffix in (".h5", ".hdf5"):
+    # Read as what the file is: an HDF5 file written from Python but named .mat must not be
+    # transposed as MATLAB's would be; a .mat renamed .h5 is still MATLAB's.
+    named, kind = SUFFIX_KIND.get(suffix), file_kind(p)
+    if (kind or named) is None:
+        raise UserInputError(f"{p}: unsupported file type '{p.suffix}'; supported: {SUPPORTED}")
+    if kind == "hdf5" or kind is None and named == "hdf5":
         ds = _read_lfads_h5(p, cfg)
-    elif suffix == ".mat":
+    elif (kind or named) == "mat":
         names, values = read_mat(p, cfg.variable, OPTIONAL_VARS)
         ds = _from_table(p, names, values, cfg, conditions_one_based=True)
-    elif suffix == ".npz":
+    else:
         names, values = read_npz(p, cfg.variable, OPTIONAL_VARS)
         ds = _from_table(p, names, values, cfg, conditions_one_based=False)
-    else:
-        raise UserInputError(f"{p}: unsupported file type '{p.suffix}'; supported: {SUPPORTED}")
+    if kind is not None and named is not None and kind != named:
+        ds.meta.setdefault("warnings", []).append(
+            f"{p.name}: named {suffix} but is {KINDS[kind]}; read as one"
+            + (" (arrays as stored: not transposed as MATLAB's are)" if kind == "hdf5" else ""))
     unused = [k for k in ("window_ms", "condition", "behavior") if getattr(cfg, k) is not None]
     unused += ["align"] if cfg.align != DataConfig().align else []
     if unused:  # NWB's settings: say so rather than ignore them silently

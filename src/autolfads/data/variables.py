@@ -20,6 +20,29 @@ def unreadable(p: Path, kind: str, err: Exception) -> UserInputError:
     )
 
 
+KINDS = {"mat": "a MATLAB .mat file", "hdf5": "an HDF5 file", "npz": "a numpy .npz (zip) archive"}
+SUFFIX_KIND = {".mat": "mat", ".h5": "hdf5", ".hdf5": "hdf5", ".npz": "npz"}
+
+
+def file_kind(p: Path) -> str | None:
+    """What a file is by its content (a key of KINDS), whatever its name; None when its first
+    bytes do not say (MATLAB v4, a truncated or foreign file): then its suffix decides."""
+    with p.open("rb") as f:
+        head = f.read(128)
+    if head.startswith((b"MATLAB 5.0 MAT-file", b"MATLAB 7.3 MAT-file")):  # v7.3: HDF5 after
+        return "mat"  # MATLAB's 512-byte header
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "npz"
+    if not h5py.is_hdf5(p):
+        return None
+    try:  # HDF5 without MATLAB's header, but with its class attributes (other v7.3 writers)
+        with h5py.File(p, "r") as f:
+            matlab = any("MATLAB_class" in f[k].attrs for k in f)
+    except (OSError, RuntimeError, KeyError):
+        matlab = False
+    return "mat" if matlab else "hdf5"
+
+
 def read_mat(p: Path, variable: str, optional: tuple[str, ...]
              ) -> tuple[list[str], dict[str, object]]:
     """Variables of a .mat file: MATLAB v7.3 is HDF5 (via h5py), older versions via scipy."""
