@@ -318,6 +318,26 @@ def test_trials_without_variability_or_activity_and_few_validation_trials_are_sa
     assert len(few.valid_inds) == 2 and _warned(few, "2 validation trial(s)")
 
 
+def test_zero_padded_trials_of_different_lengths_are_said() -> None:
+    x = RNG.poisson(0.3, (60, 40, 12)).astype(np.float64)  # a silent bin: ~3% of bins
+    assert not _warned(from_array(x), "zero-padding")
+    lengths = RNG.integers(20, 41, size=60)
+    padded = x.copy()
+    for i, n in enumerate(lengths):
+        padded[i, n:] = 0
+    (w,) = _warned(from_array(padded), "zero-padding")
+    longest = int(np.argmin(lengths))
+    cut = int((lengths < 37).sum())  # runs of 3 bins or fewer may be chance: at least these
+    assert f"trial {longest}, bins {lengths[longest]}-39, 0-based" in w
+    assert int(w.split(": ")[1].split(" of ")[0]) >= cut
+    front = x.copy()
+    front[:, :8] = 0  # aligned at the end, padded at the start
+    assert _warned(from_array(front), "60 of 60 trials end or begin")  # bins 0-7 or longer
+    # sparse data leave long silent runs by chance: not padding
+    sparse = np.random.default_rng(3).poisson(0.01, (100, 50, 10)).astype(np.float64)
+    assert not _warned(from_array(sparse), "zero-padding")
+
+
 def test_a_test_split_cannot_leave_fewer_than_ten_trials_to_train_and_validate() -> None:
     x = RNG.poisson(1.0, (12, 20, 6)).astype(np.float64)
     cfg = DataConfig(split="random", test_fraction=0.49, valid_fraction=0.5)

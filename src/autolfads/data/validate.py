@@ -348,6 +348,8 @@ def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarr
                    "ranking) rest on them, so their scores will be noisy; give more with "
                    f"data.valid_every (smaller) or data.valid_fraction, or {more}")
     out += _trial_warnings(x, label) + _outlier_warnings(x, label)
+    if unit == "trial":
+        out += _padding_warnings(x, label)
     if truth is not None and np.ptp(truth) == 0:
         out.append(f"{label}: truth has the same value everywhere; R^2 against it is undefined "
                    "and left out")
@@ -373,6 +375,33 @@ def _trial_warnings(x: np.ndarray, label: str) -> list[str]:
         return [f"{label}: {empty.size} of {x.shape[0]} trials hold no activity at all (trials "
                 f"{listed(empty)}, 0-based): dropped trials or gaps in the recording?"]
     return []
+
+
+def _padding_warnings(x: np.ndarray, label: str) -> list[str]:
+    """Trials that end (or begin) with a run of bins where every channel is exactly 0, longer
+    than these data leave silent by chance: zero-padding of trials of different lengths, which
+    LFADS would model as real silence. Chance: the fraction p of all-silent bins inside the
+    trials, p^run over all trials."""
+    silent = ~x.any(axis=2)  # trials x time
+    n, t = silent.shape
+    tail = np.cumprod(silent[:, ::-1], axis=1).sum(axis=1)
+    head = np.cumprod(silent, axis=1).sum(axis=1)
+    run = np.maximum(tail, head)
+    bins = np.arange(t)[None, :]
+    inner = (bins >= head[:, None]) & (bins < t - tail[:, None])
+    if not inner.any():
+        return []
+    p = float(silent[inner].mean())
+    flagged = np.flatnonzero((run >= 3) & (run < t) & (p ** run.astype(float) * n < 1e-3))
+    if not flagged.size:
+        return []
+    i = int(flagged[np.argmax(run[flagged])])
+    span = (f"bins {t - tail[i]}-{t - 1}" if tail[i] >= head[i] else f"bins 0-{head[i] - 1}")
+    return [f"{label}: {flagged.size} of {n} trials end or begin with a run of bins in which "
+            f"every channel is exactly 0 (longest: trial {i}, {span}, 0-based), which these "
+            "data almost never show inside a trial: zero-padding of trials of different "
+            "lengths? LFADS would model it as real silence; cut the trials to a common length "
+            "(e.g. the shortest) instead"]
 
 
 def _outlier_warnings(x: np.ndarray, label: str) -> list[str]:
