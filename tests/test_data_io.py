@@ -440,14 +440,20 @@ def test_from_array_accepts_bool_and_ints() -> None:
 
 def test_resuming_a_run_from_before_test_splits_keeps_its_training_trials(tmp_path: Path) -> None:
     from autolfads.config import Config, config_to_yaml, load_config
+    from autolfads.data.split import unused_split_settings
     from autolfads.run_start import keep_old_split
 
     old = tmp_path / "old.yaml"
     old.write_text("data:\n  split: every_nth\n  valid_every: 5\n")
     cfg = load_config(old)
     keep_old_split(cfg, old)
-    assert cfg.data.test_every == 0 and cfg.data.test_fraction == 0
-    assert len(split_trials(1300, cfg.data)[2]) == 0
+    assert cfg.data.test_every == 0 and cfg.data.test_fraction is None  # its split's key only
+    assert len(split_trials(1300, cfg.data)[2]) == 0 and not unused_split_settings(cfg.data)
+    old.write_text("data:\n  split: random\n")
+    cfg = load_config(old)
+    keep_old_split(cfg, old)
+    assert cfg.data.test_fraction == 0 and len(split_trials(1300, cfg.data)[2]) == 0
+    assert not unused_split_settings(cfg.data)
     new = tmp_path / "new.yaml"
     new.write_text(config_to_yaml(Config()))  # written by this version: the split stays auto
     cfg = load_config(new)
@@ -481,3 +487,17 @@ def test_a_file_is_read_as_what_it_is_whatever_its_name(tmp_path):
     ds = load_dataset(tmp_path / "z.mat")
     np.testing.assert_array_equal(ds.all_data(), x)
     assert any("named .mat but is a numpy .npz" in w for w in ds.meta["warnings"])
+
+
+def test_settings_of_the_other_split_are_said_to_do_nothing() -> None:
+    from autolfads.config import load_config
+
+    x = np.random.default_rng(0).poisson(1.0, (120, 20, 6)).astype(float)
+    ds = from_array(x, cfg=load_config(None, ["data.test_fraction=0.3"]).data)
+    assert ("data.test_fraction applies to data.split=random, not every_nth: ignored; use "
+            "data.test_every, or --set data.split=random") in ds.meta["warnings"][0]
+    assert len(ds.test_inds) == 12  # every 10th, as without the setting
+    ds = from_array(x, cfg=load_config(None, ["data.split=random", "data.valid_every=4"]).data)
+    assert "data.valid_every applies to data.split=every_nth" in ds.meta["warnings"][0]
+    assert not from_array(x).meta.get("warnings")
+

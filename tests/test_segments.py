@@ -69,6 +69,11 @@ def test_a_2d_array_is_one_recording_read_in_its_layout():
              "otherwise record longer")
     with pytest.raises(UserInputError, match=re.escape(words)):
         from_array(x, layout="neurons_time_trials", layout_guessed=True)
+    # the other axis longer but too short for these segments too: the swap, then shorter ones
+    with pytest.raises(UserInputError, match=re.escape(
+            "if its other axis (400 long) is time, give --layout time_neurons (data.layout) with "
+            "shorter segments (data.segment_bins); otherwise")):
+        from_array(x[:400].copy(), layout="neurons_time")
     wide = rng.poisson(1.0, size=(1500, 1200)).astype(np.float32)  # many channels (calcium ROIs)
     kept = from_array(wide, layout="neurons_time_trials", layout_guessed=True)
     assert (kept.n_neurons, kept.segments.n_bins) == (1500, 1200)

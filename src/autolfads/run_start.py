@@ -25,7 +25,10 @@ def keep_old_split(cfg: Config, config_path: Path) -> None:
 
     data = (yaml.safe_load(config_path.read_text()) or {}).get("data") or {}
     if "test_every" not in data and "test_fraction" not in data:
-        cfg.data.test_every, cfg.data.test_fraction = 0, 0.0
+        if cfg.data.split == "every_nth":  # (only its own split's key: the other is unused)
+            cfg.data.test_every = 0
+        else:
+            cfg.data.test_fraction = 0.0
 
 
 def prepare_store(store: Location, force: bool, inputs: tuple[str | Path | None, ...] = ()

@@ -9,7 +9,7 @@ import numpy as np
 from autolfads.config import DataConfig
 from autolfads.data.dataset import Dataset, permutation
 from autolfads.data.segments import segment_recording
-from autolfads.data.split import short_test_set, split_trials
+from autolfads.data.split import short_test_set, split_trials, unused_split_settings
 from autolfads.data.validate import (
     MIN_BINS,
     MIN_TRIALS,
@@ -116,6 +116,8 @@ def build_dataset(
                         f"{forward} (the forward bins) are left out of decoding")
     beh = check_behavior(behavior, (n, x.shape[1] - forward), describe(behavior_name))
 
+    unused = unused_split_settings(cfg) if train_inds is None and valid_inds is None else ""
+    warnings += [f"{what}: {unused}"] if unused else []
     if seg is not None:
         tr, va, te = seg_inds
         split = (f"{cfg.split} over blocks of {seg.length} bins, each held-out block one segment "

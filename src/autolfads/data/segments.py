@@ -233,9 +233,12 @@ def segment_recording(a: np.ndarray, layout: str, *, split: DataConfig,
     seg = plan(n_bins, length, overlap, describe("data"), min_bins)  # errors name the settings
     made = _split(seg, split, min_segments)
     if made is None:
-        swap = (f"if its other axis ({n_channels} long) is time, give --layout {other} "
-                f"(data.layout); otherwise " if _enough(n_channels, length, overlap, split,
-                                                        min_segments, min_bins) else "")
+        swapped_fits = _enough(n_channels, length, overlap, split, min_segments, min_bins)
+        swap = ""
+        if swapped_fits or n_channels > n_bins:  # the other axis may be time: say so first
+            shorter = "" if swapped_fits else " with shorter segments (data.segment_bins)"
+            swap = (f"if its other axis ({n_channels} long) is time, give --layout {other} "
+                    f"(data.layout){shorter}; otherwise ")
         raise UserInputError(f"{describe('data')}: "
                              f"{_too_short(seg, split, min_segments, min_bins, swap)}")
     seg, inds = made

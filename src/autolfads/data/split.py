@@ -67,3 +67,23 @@ def short_test_set(n_trials: int, cfg: DataConfig, n_test: int, unit: str = "tri
     return (f"data.test_fraction={cfg.test_fraction:g} asks for {round(asked)} test {unit} of "
             f"{n_trials}; {n_test} fit beside the validation {unit} and at least one for "
             "training")
+
+
+# Settings of the other split: set, they would be silently ignored.
+_OTHER = {"every_nth": ("valid_fraction", "test_fraction"), "random": ("valid_every", "test_every")}
+_INSTEAD = {"valid_fraction": "valid_every", "test_fraction": "test_every",
+            "valid_every": "valid_fraction", "test_every": "test_fraction"}
+
+
+def unused_split_settings(cfg: DataConfig) -> str:
+    """A sentence when settings of the other data.split were given (they do nothing); else ""."""
+    # (a run's config.yaml sets every key: only values other than the defaults were given)
+    unused = [k for k in _OTHER[cfg.split]
+              if getattr(cfg, k) not in (None, DataConfig.model_fields[k].default)]
+    if not unused:
+        return ""
+    other = "random" if cfg.split == "every_nth" else "every_nth"
+    verb = "applies" if len(unused) == 1 else "apply"
+    return (f"data.{', data.'.join(unused)} {verb} to data.split={other}, not {cfg.split}: "
+            f"ignored; use data.{', data.'.join(_INSTEAD[k] for k in unused)}, or "
+            f"--set data.split={other}")
