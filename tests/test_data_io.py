@@ -501,3 +501,26 @@ def test_settings_of_the_other_split_are_said_to_do_nothing() -> None:
     assert "data.valid_every applies to data.split=every_nth" in ds.meta["warnings"][0]
     assert not from_array(x).meta.get("warnings")
 
+
+
+def test_the_data_may_be_a_field_of_a_matlab_struct(tmp_path: Path) -> None:
+    """MATLAB users keep data in structs: data.variable=S.spikes (or S/spikes) reads the field,
+    in v5 and v7.3 files; naming the struct itself lists its fields."""
+    rng = np.random.default_rng(0)
+    m = rng.poisson(1.0, size=(N_NEURONS, N_TIME, N_TRIALS)).astype(float)
+    scipy.io.savemat(tmp_path / "v5.mat", {"S": {"spikes": m, "meta": {"rat": 3.0}}})
+    with h5py.File(tmp_path / "v73.mat", "w") as f:
+        g = f.create_group("S")
+        g.attrs["MATLAB_class"] = np.bytes_("struct")
+        g.create_dataset("spikes", data=m.T).attrs["MATLAB_class"] = np.bytes_("double")
+    for name in ("v5.mat", "v73.mat"):
+        for variable in ("S.spikes", "S/spikes"):
+            ds = load_dataset(tmp_path / name, DataConfig(variable=variable))
+            np.testing.assert_array_equal(ds.all_data(), m.transpose(2, 1, 0))
+        with pytest.raises(UserInputError, match=r"variable 'S'.*is a struct with fields .*spikes"
+                                                 r".*--set data.variable=S\."):
+            load_dataset(tmp_path / name, DataConfig(variable="S"))
+        with pytest.raises(UserInputError, match=r"struct 'S' has no field 'spike' \(its fields: "):
+            load_dataset(tmp_path / name, DataConfig(variable="S.spike"))
+    with pytest.raises(UserInputError, match="'S.meta.rat' is not a struct; it has no field 'x'"):
+        load_dataset(tmp_path / "v5.mat", DataConfig(variable="S.meta.rat.x"))

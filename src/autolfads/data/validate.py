@@ -52,6 +52,10 @@ def as_numeric(arr: object, what: str) -> np.ndarray:
         kind = {"O": "a cell/object array (e.g. trials of different lengths)", "U": "text",
                 "S": "text", "V": "a struct/record", "c": "complex-valued"
                 }.get(a.dtype.kind, f"of type {a.dtype}")
+        if a.dtype.names:  # a MATLAB struct
+            raise UserInputError(f"{what}: is a struct with fields {', '.join(a.dtype.names)}; "
+                                 "name the field that holds the data, e.g. --set "
+                                 f"data.variable=S.{a.dtype.names[0]} for a struct S")
         fix = {"O": "; save one numeric array with every trial cut to the same number of bins",
                "V": "; save the field that holds the data as its own variable",
                "c": "; save the real values (e.g. abs or real) instead"}.get(a.dtype.kind, "")

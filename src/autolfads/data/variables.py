@@ -45,23 +45,61 @@ def file_kind(p: Path) -> str | None:
 
 def read_mat(p: Path, variable: str, optional: tuple[str, ...]
              ) -> tuple[list[str], dict[str, object]]:
-    """Variables of a .mat file: MATLAB v7.3 is HDF5 (via h5py), older versions via scipy."""
+    """Variables of a .mat file: MATLAB v7.3 is HDF5 (via h5py), older versions via scipy.
+    `variable` may name a field of a struct: S.spikes (or S/spikes), as MATLAB writes it."""
+    top, *fields = variable.replace("/", ".").split(".")
     if h5py.is_hdf5(p):
-        return _read_mat73(p, {variable, *optional})
-    wanted = [variable, *optional]
-    try:
-        names = [entry[0] for entry in scipy.io.whosmat(p)]
-        values = scipy.io.loadmat(p, variable_names=[v for v in wanted if v in names])
-    except Exception as e:  # scipy raises many types for truncated / non-MAT files
-        raise unreadable(p, "a MATLAB .mat file", e) from None
-    return names, {k: v for k, v in values.items() if not k.startswith("__")}
+        names, values = _read_mat73(p, {top, *optional}, variable)
+    else:
+        wanted = [top, *optional]
+        try:
+            names = [entry[0] for entry in scipy.io.whosmat(p)]
+            values = scipy.io.loadmat(p, variable_names=[v for v in wanted if v in names])
+        except Exception as e:  # scipy raises many types for truncated / non-MAT files
+            raise unreadable(p, "a MATLAB .mat file", e) from None
+        values = {k: v for k, v in values.items() if not k.startswith("__")}
+        if fields and top in values:
+            values[variable] = _field(values[top], top, fields, p)
+    return names, values
 
 
-def _read_mat73(p: Path, wanted: set[str]) -> tuple[list[str], dict[str, object]]:
+def _field(value: object, top: str, fields: list[str], p: Path) -> object:
+    """A field of a struct scipy read (a 1 x 1 record array of 1 x 1 object cells)."""
+    v, path = value, top
+    for name in fields:
+        a = np.asarray(v)
+        if not a.dtype.names:
+            raise UserInputError(f"{p}: variable '{path}' is not a struct; it has no field "
+                                 f"'{name}'")
+        if name not in a.dtype.names:
+            raise UserInputError(f"{p}: struct '{path}' has no field '{name}' (its fields: "
+                                 f"{', '.join(a.dtype.names)})")
+        if a.size != 1:
+            raise UserInputError(f"{p}: '{path}' is an array of {a.size} structs; save the "
+                                 "data of all of them as one numeric array")
+        v, path = a[name].ravel()[0], f"{path}.{name}"
+    return v
+
+
+def _read_mat73(p: Path, wanted: set[str], variable: str = ""
+                ) -> tuple[list[str], dict[str, object]]:
+    top, *fields = variable.replace("/", ".").split(".")
     try:
         with h5py.File(p, "r") as f:
             names = sorted(k for k in f if not k.startswith("#"))
-            return names, {k: _mat73_value(f[k], p, k) for k in names if k in wanted}
+            values = {k: _mat73_value(f[k], p, k) for k in names if k in wanted}
+            if fields and top in f:
+                obj, path = f[top], top
+                for name in fields:
+                    if not isinstance(obj, h5py.Group) or "MATLAB_sparse" in obj.attrs:
+                        raise UserInputError(f"{p}: variable '{path}' is not a struct; it has "
+                                             f"no field '{name}'")
+                    if name not in obj:
+                        raise UserInputError(f"{p}: struct '{path}' has no field '{name}' (its "
+                                             f"fields: {', '.join(sorted(obj))})")
+                    obj, path = obj[name], f"{path}.{name}"
+                values[variable] = _mat73_value(obj, p, path)
+            return names, values
     except (OSError, RuntimeError, KeyError) as e:
         raise unreadable(p, "a MATLAB v7.3 (HDF5) file", e) from None
 
@@ -71,7 +109,8 @@ def _mat73_value(obj: h5py.Dataset | h5py.Group, p: Path, name: str) -> object:
         if "MATLAB_sparse" in obj.attrs:
             raise UserInputError(f"{p}: variable '{name}': is a sparse matrix; save it as a full "
                                  "array (full(...)) in MATLAB")
-        return np.zeros(1, dtype=[("field", "f8")])  # a struct: reported as one later
+        # a struct: reported as one later, with its fields
+        return np.zeros(1, dtype=[(k, "f8") for k in sorted(obj)] or [("field", "f8")])
     cls = obj.attrs.get("MATLAB_class", b"double")
     cls = cls.decode() if isinstance(cls, bytes) else str(cls)
     if obj.attrs.get("MATLAB_empty", 0):
