@@ -204,3 +204,13 @@ def test_other_runtime_errors_still_show_their_traceback(tmp_path, monkeypatch, 
     monkeypatch.setattr(api, "train", train)
     with pytest.raises(RuntimeError, match="a bug of ours"):
         run_cli(monkeypatch, capsys, "train", "--out", tmp_path / "r")
+
+
+def test_the_config_names_the_cluster_of_a_run(tmp_path, monkeypatch, capsys):
+    """DESIGN's `cluster` section: cluster.address is --address from a config file."""
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("cluster:\n  address: 127.0.0.1:1\n")
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--out", tmp_path / "r", "--config", cfg)
+    assert code == 2 and "127.0.0.1:1: no Ray cluster answers there" in err
+    assert not (tmp_path / "r").exists()  # said before anything is written
+

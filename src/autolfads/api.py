@@ -271,6 +271,7 @@ def run(
         raise UserInputError(f"--workers-per-gpu {cfg.pbt.workers_per_gpu} with train.device=cpu:"
                              " the workers would hold GPUs and train on CPUs; use "
                              "train.device=auto, or --workers-per-gpu 0")
+    address = address or cfg.cluster.address
     check_address(address)
     # Read once, here: a finished run, or nothing to resume, is reported before any file is
     # written, and run_pbt starts from this point.

@@ -171,11 +171,19 @@ class PBTConfig(_Section):
     search_space: dict[str, HPOverride] = Field(default_factory=dict)
 
 
+class ClusterConfig(_Section):
+    """Where `autolfads run` finds its Ray cluster (--address wins); the cluster itself comes
+    from `autolfads cloud init` (its own YAML, for Ray's launcher)."""
+
+    address: str | None = None  # None: a private local Ray on this machine
+
+
 class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     pbt: PBTConfig = PBTConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
 
 def _describe(err: ValidationError, origin: str) -> str:
