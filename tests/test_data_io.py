@@ -524,3 +524,13 @@ def test_the_data_may_be_a_field_of_a_matlab_struct(tmp_path: Path) -> None:
             load_dataset(tmp_path / name, DataConfig(variable="S.spike"))
     with pytest.raises(UserInputError, match="'S.meta.rat' is not a struct; it has no field 'x'"):
         load_dataset(tmp_path / "v5.mat", DataConfig(variable="S.meta.rat.x"))
+
+
+def test_a_matlab_object_is_named_as_one(tmp_path: Path) -> None:
+    """A table saved with -v7.3 is a handle (uint32) into MATLAB's own storage: not data."""
+    with h5py.File(tmp_path / "t.mat", "w") as f:
+        d = f.create_dataset("data", data=np.array([[3707764736, 2, 1, 1, 1, 1]], np.uint32))
+        d.attrs["MATLAB_class"] = np.bytes_("table")
+    with pytest.raises(UserInputError, match="variable 'data': is a MATLAB table object, not an "
+                                             r"array; .* table2array"):
+        load_dataset(tmp_path / "t.mat")

@@ -45,6 +45,10 @@ def as_numeric(arr: object, what: str) -> np.ndarray:
     if hasattr(arr, "tocoo"):  # a scipy.sparse matrix, as scipy reads MATLAB's sparse()
         raise UserInputError(f"{what}: is a sparse matrix; save it as a full array (full(...)) "
                              "in MATLAB")
+    if type(arr).__name__ in ("MatlabOpaque", "MatlabFunction"):  # scipy's MATLAB objects
+        raise UserInputError(f"{what}: is a MATLAB object (a table, string, function, ...), not "
+                             "an array; save its numbers as a numeric array (e.g. "
+                             "table2array(T))")
     a = np.asarray(arr)
     if a.dtype == bool:
         return a.astype(np.uint8)

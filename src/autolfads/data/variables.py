@@ -20,6 +20,9 @@ def unreadable(p: Path, kind: str, err: Exception) -> UserInputError:
     )
 
 
+# MATLAB classes that hold their values in the file (anything else is an object's handle)
+MATLAB_ARRAYS = {"double", "single", "logical", "char", "cell", "struct", *(
+    f"{u}int{b}" for u in ("", "u") for b in (8, 16, 32, 64))}
 KINDS = {"mat": "a MATLAB .mat file", "hdf5": "an HDF5 file", "npz": "a numpy .npz (zip) archive"}
 SUFFIX_KIND = {".mat": "mat", ".h5": "hdf5", ".hdf5": "hdf5", ".npz": "npz"}
 
@@ -113,6 +116,9 @@ def _mat73_value(obj: h5py.Dataset | h5py.Group, p: Path, name: str) -> object:
         return np.zeros(1, dtype=[(k, "f8") for k in sorted(obj)] or [("field", "f8")])
     cls = obj.attrs.get("MATLAB_class", b"double")
     cls = cls.decode() if isinstance(cls, bytes) else str(cls)
+    if cls not in MATLAB_ARRAYS:  # an object (table, datetime, string, ...): handles, no data
+        raise UserInputError(f"{p}: variable '{name}': is a MATLAB {cls} object, not an array; "
+                             "save its numbers as a numeric array (e.g. table2array(T))")
     if obj.attrs.get("MATLAB_empty", 0):
         return np.zeros((0,))
     arr = np.asarray(obj[()])
