@@ -350,6 +350,10 @@ BAD_CASES = [
     bad("unsupported_ext", _raw("d.csv", b"1,2,3\n"), "d.csv", ".mat", ".h5", ".npz"),
     bad("missing_variable", _mat("m.mat", spikes=GOOD, t=np.arange(3)),
         "'data'", "spikes", "data.variable"),
+    bad("variable_case", _mat("c.mat", Data=GOOD), "no variable 'data'",
+        "did you mean 'Data' (--set data.variable=Data)?"),
+    bad("npy", _raw("d.npy", b"\x93NUMPY"), "'.npy'", "np.savez(NAME.npz, data=array)"),
+    bad("pickle", _raw("d.pkl", b"\x80\x04"), "pickles are never read"),
     bad("wrong_ndim", _mat("w.mat", data=GOOD[:, :, 0]),
         "'data'", "one continuous recording of 8 bins", "3-D array, neurons x time x trials"),
     bad("empty_axis", _npz("e.npz", data=np.zeros((6, 0, 20))), "'data'", "empty", "(6, 0, 20)"),
@@ -534,3 +538,12 @@ def test_a_matlab_object_is_named_as_one(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="variable 'data': is a MATLAB table object, not an "
                                              r"array; .* table2array"):
         load_dataset(tmp_path / "t.mat")
+
+
+def test_bins_of_a_second_or_more_are_questioned() -> None:
+    x = np.random.default_rng(0).poisson(1.0, (20, 30, 5)).astype(float)
+    ds = from_array(x, bin_size_s=10.0)  # dt = 10: milliseconds given as seconds?
+    assert any("bins of 10 s: if that is milliseconds, give bin_size_ms" in w
+               for w in ds.meta["warnings"])
+    assert not from_array(x, bin_size_s=0.01).meta.get("warnings")
+

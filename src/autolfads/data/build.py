@@ -142,6 +142,10 @@ def build_dataset(
                                  "trial" if seg is None else "segment")
     if cfg.bin_size_ms is not None:  # an explicit setting beats what the file says
         bin_size_s = cfg.bin_size_ms / 1000.0
+    if bin_size_s is not None and bin_size_s >= 1.0:  # the rates' units and the plots' axes
+        warnings.append(f"{label}: bins of {bin_size_s:g} s: if that is milliseconds, give "
+                        f"bin_size_ms (dt is in seconds) or --set data.bin_size_ms="
+                        f"{bin_size_s:g}")
 
     def pick(arr: np.ndarray | None, inds: np.ndarray) -> np.ndarray | None:
         return None if arr is None else np.ascontiguousarray(arr[inds])

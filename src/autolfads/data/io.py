@@ -87,7 +87,13 @@ def load_dataset(path: str | Path, cfg: DataConfig | None = None) -> Dataset:
     # transposed as MATLAB's would be; a .mat renamed .h5 is still MATLAB's.
     named, kind = SUFFIX_KIND.get(suffix), file_kind(p)
     if (kind or named) is None:
-        raise UserInputError(f"{p}: unsupported file type '{p.suffix}'; supported: {SUPPORTED}")
+        how = {".npy": "save it with np.savez(NAME.npz, data=array)",
+               ".pkl": "pickles are never read (loading one runs code): save the array with "
+                       "np.savez(NAME.npz, data=array)",
+               ".csv": "a table: load it and save a numeric array (.mat or .npz)",
+               }.get(suffix.replace(".pickle", ".pkl").replace(".txt", ".csv"))
+        raise UserInputError(f"{p}: unsupported file type '{p.suffix}'; "
+                             + (f"{how}; " if how else "") + f"supported: {SUPPORTED}")
     if kind == "hdf5" or kind is None and named == "hdf5":
         ds = _read_lfads_h5(p, cfg)
     elif (kind or named) == "mat":
@@ -162,10 +168,11 @@ def _from_table(
     var = cfg.variable
     if var not in values:
         found = ", ".join(names) or "none"
-        raise UserInputError(
-            f"{p}: no variable '{var}' (found: {found}); name the variable that holds the "
-            f"data with --set data.variable=NAME (deconvolve: --variable NAME)"
-        )
+        same = [n for n in names if n.lower() == var.lower()]  # MATLAB names are case-sensitive
+        hint = f"; did you mean '{same[0]}' (--set data.variable={same[0]})?" if same else (
+            "; name the variable that holds the data with --set data.variable=NAME "
+            "(deconvolve: --variable NAME)")
+        raise UserInputError(f"{p}: no variable '{var}' (found: {found}){hint}")
     layout = cfg.layout
     # A file may say its own layout (a `layout` entry); without one it is the tutorial's. .mat is
     # that layout by design, so only a Python-made file that does not say it is warned about.
