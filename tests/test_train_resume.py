@@ -106,13 +106,15 @@ def test_a_resumed_training_is_the_training_that_was_not_interrupted(tmp_path, m
     (dict(epochs=1), "--epochs 1: 2 epochs are already done"),
     (dict(seed=3), "leave out --config and --seed"),
     (dict(config="other.yaml"), "leave out --config and --seed"),
-], ids=["model", "split", "forward", "epochs", "seed", "config"])
+    (dict(data=data() - 5.0), "is not the data the run trained on"),  # not poisson's complaint
+], ids=["model", "split", "forward", "epochs", "seed", "config", "other data"])
 def test_resume_refuses_what_would_not_continue_the_same_training(tmp_path, monkeypatch, kwargs,
                                                                   words):
     monkeypatch.setattr(resumable, "KEEP_EVERY_S", 0.0)  # every epoch kept: 2 done
     out, _ = interrupted(tmp_path, monkeypatch, at_epoch=3, sets=[*SMALL, "train.epochs=9"])
+    given = kwargs.pop("data", data())
     with pytest.raises(UserInputError, match=words.replace("(", r"\(").replace(")", r"\)")):
-        api.train(data(), out, resume=True, quiet=True, **kwargs)
+        api.train(given, out, resume=True, quiet=True, **kwargs)
 
 
 def test_hyperparameters_set_now_win_and_a_damaged_state_is_one_line(tmp_path, monkeypatch):

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from autolfads.analysis.metrics import INPUT_TIME_TOLERANCE_BINS
 from autolfads.config import Config, load_config
 from autolfads.data.dataset import Dataset
 from autolfads.data.fingerprint import check_same_data
@@ -37,6 +36,7 @@ from autolfads.results import (
     compute_metrics,
     defined_metrics,
     prepare_run_dir,
+    summary_line,
     write_config,
     write_results,
     write_text_atomic,
@@ -125,10 +125,14 @@ def train(
         _set_option(cfg.train, "seed", seed)
     say = (lambda _m: None) if quiet else (log or _stderr)
     dataset = resolve_data(data, cfg.data, say)
-    obs_lines = choose_observation(cfg, dataset)  # bad data is reported before --out is touched
+    def same_data() -> None:
+        check_same_data(Location(out_dir).read_json(layout.RUN_JSON) or {}, dataset, data)
+
+    # bad data is said before --out is touched
+    obs_lines = _observation(cfg, dataset, same_data if resume else None)
     resolve_device(cfg.train.device)  # so is a GPU that is not there
     if resume:
-        check_same_data(Location(out_dir).read_json(layout.RUN_JSON) or {}, dataset, data)
+        same_data()
     else:
         out_dir = None if out is None else prepare_run_dir(
             out, force, resumable=(Path(out) / layout.TRAIN_STATE).is_file(),
@@ -277,7 +281,8 @@ def run(
     # written, and run_pbt starts from this point.
     point = resume_point(store.local, store.location, cfg.pbt) if resume else None
     dataset = resolve_data(data, cfg.data, say)
-    obs_lines = choose_observation(cfg, dataset)  # before anything is written to --out
+    obs_lines = _observation(cfg, dataset, (lambda: check_same_run(store, cfg, dataset, data))
+                             if resume else None)  # before anything is written to --out
     if resume:
         check_same_run(store, cfg, dataset, data)
     else:
@@ -326,6 +331,18 @@ def device_here(name: str, say: Callable[[str], None]) -> str:
     return name
 
 
+def _observation(cfg: Config, dataset: Dataset, same_run: Callable[[], None] | None
+                 ) -> list[str]:
+    """choose_observation; on --resume (`same_run`: the check that these are the run's data),
+    data its model cannot take are first checked to be the run's: other data is the error."""
+    try:
+        return choose_observation(cfg, dataset)
+    except UserInputError:
+        if same_run is not None:
+            same_run()
+        raise
+
+
 def _files(*given: object) -> tuple[str | Path | None, ...]:
     """The input files among the data and config arguments (not arrays, Datasets, Configs)."""
     return tuple(g if isinstance(g, (str, Path)) else None for g in given)
@@ -352,36 +369,6 @@ def _set_option(section: object, key: str, value: object) -> None:
         msg = e.errors()[0]["msg"] if hasattr(e, "errors") else str(e)
         raise UserInputError(f"--{key.replace('_', '-')} {value}: {msg}") from None
 
-
-def summary_line(m: dict, out_dir: Path | None) -> str:
-    head = m.get("headline_split", "valid")
-    parts = [f"done in {m['wall_s']:.0f}s ({m['epochs']} epochs)",
-             f"valid recon {m['valid_recon']:.4f}"]
-    if "bps" in m:  # spike counts
-        parts.append(f"bits/spike {m['bps']:.3f} ({head} {m.get('split_unit', 'trials')})")
-    elif f"nll_per_bin_{head}" in m:
-        parts.append(f"{head} NLL per time bin (all channels) {m[f'nll_per_bin_{head}']:.3f}")
-    nlb = [f"{label} {m[k]:.3f}" for k, label in (("co_bps", "co-bps"), ("fp_bps", "fp-bps"))
-           if k in m]
-    if nlb:
-        parts.append(", ".join(nlb) + (f" (smoothing co-bps {m['co_bps_smoothing']:.3f})"
-                                        if "co_bps_smoothing" in m else ""))
-    if "r2_rates" in m:
-        truth = "rates" if m.get("observation", "poisson") == "poisson" else "means"
-        smooth = f" (smoothing {m['r2_smoothing']:.3f})" if "r2_smoothing" in m else ""
-        parts.append(f"R^2 vs true {truth} {m['r2_rates']:.3f}{smooth}")
-        if "r2_test" in m:
-            parts.append(f"test-trial R^2 (1 - SSE/SST) {m['r2_test']:.3f}")
-    if "decode_r2" in m:
-        smooth = (f" (smoothing {m['decode_r2_smoothing']:.3f})"
-                  if "decode_r2_smoothing" in m else "")
-        parts.append(f"decoding R^2 {m['decode_r2']:.3f}{smooth}")
-    if "input_time_accuracy" in m:
-        parts.append(f"inferred input within {INPUT_TIME_TOLERANCE_BINS} bins of the true input on "
-                     f"{100 * m['input_time_accuracy']:.0f}% of trials")
-    if out_dir is not None:
-        parts.append(f"outputs in {out_dir / 'output'}")
-    return "; ".join(parts)
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:

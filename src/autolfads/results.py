@@ -15,6 +15,7 @@ import numpy as np
 from autolfads.analysis import nlb
 from autolfads.analysis.decoding import decoding_metrics
 from autolfads.analysis.metrics import (
+    INPUT_TIME_TOLERANCE_BINS,
     bits_per_spike,
     input_time_accuracy,
     r2_per_neuron,
@@ -220,3 +221,33 @@ def write_results(
     metrics = defined_metrics({**extra, **compute_metrics(dataset, post, observation)}, say)
     write_text_atomic(out_dir / layout.METRICS, json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+def summary_line(m: dict, out_dir: Path | None) -> str:
+    head = m.get("headline_split", "valid")
+    parts = [f"done in {m['wall_s']:.0f}s ({m['epochs']} epochs)",
+             f"valid recon {m['valid_recon']:.4f}"]
+    if "bps" in m:  # spike counts
+        parts.append(f"bits/spike {m['bps']:.3f} ({head} {m.get('split_unit', 'trials')})")
+    elif f"nll_per_bin_{head}" in m:
+        parts.append(f"{head} NLL per time bin (all channels) {m[f'nll_per_bin_{head}']:.3f}")
+    nlb = [f"{label} {m[k]:.3f}" for k, label in (("co_bps", "co-bps"), ("fp_bps", "fp-bps"))
+           if k in m]
+    if nlb:
+        parts.append(", ".join(nlb) + (f" (smoothing co-bps {m['co_bps_smoothing']:.3f})"
+                                        if "co_bps_smoothing" in m else ""))
+    if "r2_rates" in m:
+        truth = "rates" if m.get("observation", "poisson") == "poisson" else "means"
+        smooth = f" (smoothing {m['r2_smoothing']:.3f})" if "r2_smoothing" in m else ""
+        parts.append(f"R^2 vs true {truth} {m['r2_rates']:.3f}{smooth}")
+        if "r2_test" in m:
+            parts.append(f"test-trial R^2 (1 - SSE/SST) {m['r2_test']:.3f}")
+    if "decode_r2" in m:
+        smooth = (f" (smoothing {m['decode_r2_smoothing']:.3f})"
+                  if "decode_r2_smoothing" in m else "")
+        parts.append(f"decoding R^2 {m['decode_r2']:.3f}{smooth}")
+    if "input_time_accuracy" in m:
+        parts.append(f"inferred input within {INPUT_TIME_TOLERANCE_BINS} bins of the true input on "
+                     f"{100 * m['input_time_accuracy']:.0f}% of trials")
+    if out_dir is not None:
+        parts.append(f"outputs in {out_dir / 'output'}")
+    return "; ".join(parts)
