@@ -199,6 +199,9 @@ def test_constant_decode_targets_are_left_out() -> None:
     assert m["decode_r2"] == pytest.approx(m["decode_r2_0"])
     ds = from_array(data, behavior=beh)
     assert any("decode target(s) 1 (0-based) are constant" in w for w in ds.meta["warnings"])
+    with pytest.raises(UserInputError, match=r"found 2 trials; its last axis has the data's "
+                                             r"trials: .* permute\(behavior, \[3 2 1\]\)"):
+        from_array(data, behavior=beh.transpose(2, 1, 0))  # MATLAB's variables x time x trials
 
 
 def test_gamma_encoders_read_a_centred_signal() -> None:

@@ -301,8 +301,11 @@ def check_behavior(beh: object, shape: tuple[int, ...], what: str) -> np.ndarray
         b = b[:, :, None]
     if b.ndim != 3 or b.shape[0] != shape[0]:
         found = f"{b.shape[0]} trials" if b.ndim == 3 else f"shape {b.shape}"
+        hint = ("; its last axis has the data's trials: if it is variables x time x trials "
+                "(MATLAB's order), save permute(behavior, [3 2 1])"
+                if b.ndim == 3 and b.shape[2] == shape[0] else "")
         raise UserInputError(f"{what}: expected trials x time x variables with the data's "
-                             f"{shape[0]} trials, found {found}")
+                             f"{shape[0]} trials, found {found}{hint}")
     if b.shape[1] > shape[1] or b.shape[1] < 1 or b.shape[2] < 1:
         raise UserInputError(f"{what}: {b.shape[1]} bins x {b.shape[2]} variables; expected 1 to "
                              f"{shape[1]} bins (the data's observed bins, forward bins excluded) "
