@@ -70,8 +70,19 @@ def test_storage_primitives_local_and_s3(tmp_path, bucket):
                    if p.is_file())
     assert files == ["config.yaml", "pbt/hp_log.csv"]
     assert (third.local / "config.yaml").stat().st_mtime < pulled_at  # the upload's time
-    # --force in a bucket removes what a run writes, nothing else kept there
+    # --force in a bucket removes what a run writes, nothing else kept there; an input inside
+    # what it removes, and a prefix of the user's own files, are refused
+    from autolfads.errors import UserInputError
     from autolfads.run_start import prepare_store
+
+    with pytest.raises(UserInputError, match="is where the run writes its own output"):
+        prepare_store(Location(f"{bucket}/r2"), force=True,
+                      inputs=(f"{bucket}/r2/output/d.h5", None))
+    location.put_bytes(f"{bucket}/mine/config.yaml", b"model: {}")
+    location.put_bytes(f"{bucket}/mine/data.h5", b"x")
+    with pytest.raises(UserInputError, match=r"not an autolfads run \(config.yaml, data.h5\)"):
+        prepare_store(Location(f"{bucket}/mine"), force=True)
+    assert location.exists(f"{bucket}/mine/config.yaml")
 
     location.put_bytes(f"{bucket}/r2/notes.txt", b"mine")
     prepare_store(Location(f"{bucket}/r2"), force=True)

@@ -218,8 +218,8 @@ def test_force_replaces_only_what_a_run_writes(tmp_path):
     (project / "config.yaml").write_text("model: {gen_dim: 32}\n")
     (project / "session.mat").write_text("data")
     for force in (False, True):
-        with pytest.raises(UserInputError, match=r"not an autolfads run \(analysis, session.mat"
-                                                 r"\); a run needs a folder of its own"):
+        with pytest.raises(UserInputError, match=r"not an autolfads run \(config.yaml, "
+                                                 r"session.mat\); a run needs a folder of its"):
             prepare_run_dir(project, force=force)
     assert sorted(e.name for e in project.iterdir()) == ["analysis", "config.yaml", "session.mat"]
 
@@ -233,3 +233,30 @@ def test_force_replaces_only_what_a_run_writes(tmp_path):
     link.symlink_to(run, target_is_directory=True)
     assert prepare_run_dir(link, force=True) == link and not (run / "metrics.json").exists()
     assert (run / "notes.txt").exists() and run.is_dir() and link.is_symlink()
+
+
+def test_only_a_folder_with_a_runs_own_files_is_a_run(tmp_path):
+    """A folder of the user's may have an output/, a model/ or a config.yaml of its own: without
+    a file only a run writes (run.json, metrics.json, ...) nothing there is ever removed, even
+    with --force; a run's own config.yaml may be the --config of its rerun."""
+    from autolfads.results import prepare_run_dir
+
+    proj = tmp_path / "proj"
+    for name in ("output/figure1.pdf", "model/my_glm.pkl", "config.yaml"):
+        (proj / name).parent.mkdir(parents=True, exist_ok=True)
+        (proj / name).write_text(name)
+    for force in (False, True):
+        with pytest.raises(UserInputError, match=r"holds files that are not an autolfads run "
+                                                 r"\(config.yaml, model, output\)"):
+            prepare_run_dir(proj, force=force)
+    assert (proj / "output/figure1.pdf").exists() and (proj / "model/my_glm.pkl").exists()
+    (tmp_path / "empty/sub").mkdir(parents=True)  # empty folders hold nothing to lose
+    assert prepare_run_dir(tmp_path / "empty") == tmp_path / "empty"
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model/checkpoint.pt").write_bytes(b"x")
+    (run / "config.yaml").write_text("train: {}\n")
+    (run / "run.json").write_text("{}")
+    assert prepare_run_dir(run, force=True, inputs=(None, run / "config.yaml")) == run
+    assert not (run / "config.yaml").exists()  # read by then; the rerun writes its own

@@ -34,10 +34,10 @@ from autolfads.rundir.outputs import write_outputs
 
 def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = False,
                     inputs: tuple[str | Path | None, ...] = ()) -> Path:
-    """Create DIR for a new run. An earlier run there is replaced only with `force`, and then
-    only what a run writes (layout.RUN_ENTRIES) is removed: files of the user's beside it stay.
-    A folder holding only other files is never used, and `inputs` (the data file, the --config
-    file) are never removed or written over."""
+    """Create DIR for a new run. An earlier run there (a folder with layout.RUN_EVIDENCE) is
+    replaced only with `force`, and then only what a run writes (layout.RUN_ENTRIES) is removed:
+    files of the user's beside it stay. A folder of other files is never used, and `inputs`
+    (the data file, the --config file) are never removed or written over."""
     if is_uri(str(out)):
         raise UserInputError(f"--out {out}: `train` writes to a local directory; use "
                              "`autolfads run` to write to a bucket, or copy the run there after")
@@ -45,19 +45,17 @@ def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = Fals
     if path.exists() and not path.is_dir():
         raise UserInputError(f"--out {path}: exists and is not a directory; choose another path")
     entries = sorted(e.name for e in path.iterdir()) if path.is_dir() else []
-    ours = [e for e in layout.RUN_ENTRIES if e in entries]
-    # (hidden files, e.g. macOS's .DS_Store, do not make a folder someone's; they stay too)
-    theirs = [e for e in entries if e not in ours and not e.startswith(".")]
-    _keep_inputs(path, inputs)
-    # A lone config.yaml among other files is the user's own, not a run's.
-    if theirs and (not ours or ours == [layout.CONFIG]):
-        raise UserInputError(f"--out {path}: holds files that are not an autolfads run "
-                             f"({_names(theirs)}); a run needs a folder of its own: choose a "
-                             "new or empty --out")
+    run = any((path / f).exists() for f in layout.RUN_EVIDENCE)
+    ours = [e for e in layout.RUN_ENTRIES if e in entries] if run else []
+    # (hidden files, e.g. macOS's .DS_Store, and empty folders hold nothing to lose; they stay)
+    theirs = [e for e in entries if e not in ours and not e.startswith(".")
+              and not _empty_dir(path / e)]
+    check_inputs(str(path), inputs, run)
+    if theirs and not run:
+        raise foreign(str(path), theirs)
     # Only the config of a `train` that was stopped before it saved anything (and the empty
     # folder a first save left): nothing to lose.
-    abandoned = all(e in (layout.CONFIG, layout.RUN_JSON)
-                    or (path / e).is_dir() and not any((path / e).iterdir()) for e in ours)
+    abandoned = all(e in (layout.CONFIG, layout.RUN_JSON) or _empty_dir(path / e) for e in ours)
     if not abandoned:
         if not force and (path / layout.METRICS).exists():
             raise UserInputError(f"--out {path}: holds a finished run (metrics.json, outputs); "
@@ -79,22 +77,38 @@ def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = Fals
     return path
 
 
-def _keep_inputs(path: Path, inputs: tuple[str | Path | None, ...]) -> None:
-    """An input file where the run writes (its config.yaml, inside its output/ ...) would be
-    deleted by --force or written over: refused, whatever the flags."""
+def _empty_dir(p: Path) -> bool:
+    return p.is_dir() and not p.is_symlink() and not any(p.iterdir())
+
+
+def foreign(location: str, theirs: list[str]) -> UserInputError:
+    """The error for an --out that holds files but no run (never suggests --force)."""
+    shown = ", ".join(theirs[:4]) + (f" and {len(theirs) - 4} more" if len(theirs) > 4 else "")
+    return UserInputError(f"--out {location}: holds files that are not an autolfads run "
+                          f"({shown}); a run needs a folder of its own: choose a new or empty "
+                          "--out")
+
+
+def check_inputs(location: str, inputs: tuple[str | Path | None, ...], run: bool) -> None:
+    """An input where the run writes (inside its output/, model/, ...) would be deleted by
+    --force or written over: refused, whatever the flags; local paths and bucket URIs alike.
+    The config.yaml of an earlier run may be the --config of its rerun: it is read first."""
+    def norm(x: str | Path) -> str:
+        return str(x).rstrip("/") if is_uri(str(x)) else str(Path(x).resolve())
+
+    base = norm(location)
     for given in inputs:
-        if given is None or not isinstance(given, (str, Path)) or is_uri(str(given)):
+        if not isinstance(given, (str, Path)):
             continue
-        inp = Path(given).resolve()
+        inp = norm(given)
         for e in layout.RUN_ENTRIES:
-            spot = (path / e).resolve()
-            if inp == spot or spot in inp.parents:
-                raise UserInputError(f"--out {path}: {given} is where the run writes its own "
-                                     f"{e}; move it out of {path}, or choose another --out")
-
-
-def _names(names: list[str], k: int = 4) -> str:
-    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+            spot = f"{base}/{e}"
+            if inp == spot and e == layout.CONFIG and run:
+                continue
+            if inp == spot or inp.startswith(spot + "/"):
+                raise UserInputError(f"--out {location}: {given} is where the run writes its "
+                                     f"own {e}; move it out of {location}, or choose another "
+                                     "--out")
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

@@ -11,7 +11,7 @@ from autolfads.data.dataset import Dataset
 from autolfads.data.fingerprint import data_fingerprint
 from autolfads.errors import UserInputError
 from autolfads.inputs import DataLike
-from autolfads.results import prepare_run_dir
+from autolfads.results import check_inputs, foreign, prepare_run_dir
 from autolfads.rundir import layout
 from autolfads.rundir.layout import is_uri
 from autolfads.rundir.location import Location, put_json
@@ -46,12 +46,13 @@ def prepare_store(store: Location, force: bool, inputs: tuple[str | Path | None,
         return
     if store.is_empty():
         return
+    run = any(store.exists(f) for f in layout.RUN_EVIDENCE)  # as prepare_run_dir decides
+    check_inputs(store.location, inputs, run)
+    if not run:
+        raise foreign(store.location, store.names())
     if not force:
-        raise UserInputError(f"--out {store.location}: not empty; use --resume to continue the "
-                             "run there, --force to replace it, or choose another --out")
-    if not store.has_run():
-        raise UserInputError(f"--out {store.location}: not an autolfads run (no config.yaml); "
-                             "refusing to delete it even with --force")
+        raise UserInputError(f"--out {store.location}: holds an earlier run; use --resume to "
+                             "continue it, --force to replace it, or choose another --out")
     store.clear(layout.RUN_ENTRIES)  # what a run writes; anything else there stays
 
 

@@ -284,6 +284,13 @@ class Location:
         fs, path = filesystem(self.location)
         return not fs.exists(path) or not fs.ls(path)
 
+    def names(self) -> list[str]:
+        """The names of the entries at the top of this location (a folder or a bucket prefix)."""
+        if not self.remote:
+            return sorted(e.name for e in self.local.iterdir()) if self.local.is_dir() else []
+        fs, path = filesystem(self.location)
+        return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(path, detail=False))
+
     def clear(self, names: tuple[str, ...]) -> None:
         """Remove these entries of the run (files or folders), where they exist."""
         fs, path = filesystem(self.location)
