@@ -477,6 +477,15 @@ def test_a_file_is_read_as_what_it_is_whatever_its_name(tmp_path):
     np.testing.assert_array_equal(ds.all_data(), x)
     assert any("py.mat: named .mat but is an HDF5 file; read as one (arrays as stored" in w
                for w in ds.meta["warnings"])
+    with h5py.File(tmp_path / "tf.mat", "w") as f:  # trials first, and no layout said
+        f["data"] = rng.poisson(2.0, size=(40, 12, 25)).astype(float)
+    ds = load_dataset(tmp_path / "tf.mat")  # read as the tutorial's order, as an .h5 would be,
+    assert ds.n_trials == 25 and any(  # and the transposed look of it is said
+        "--layout trials_time_neurons" in w for w in ds.meta["warnings"])
+    with h5py.File(tmp_path / "lfads.h5", "w") as f:  # LFADS's names, MATLAB attributes
+        f["train_data"], f["valid_data"] = x[:30], x[30:]
+        f["train_data"].attrs["MATLAB_class"] = np.bytes_("double")
+    assert load_dataset(tmp_path / "lfads.h5").n_trials == 40
     # without its header, MATLAB's own attributes still say it is a .mat (other v7.3 writers)
     m = x.transpose(2, 1, 0)  # neurons x time x trials, as MATLAB holds it
     ds = load_dataset(write_mat73(tmp_path / "plain.mat", {"data": m}, userblock=False))

@@ -178,7 +178,7 @@ def _from_table(
     # that layout by design, so only a Python-made file that does not say it is warned about.
     said = layout_text(values["layout"]) if "layout" in values else None
     guessed = layout == "auto" and said is None  # neither the file nor the user says it
-    assumed = guessed and p.suffix.lower() != ".mat"  # (a Python-made file)
+    assumed = guessed and not conditions_one_based  # not MATLAB's: a Python-made file
     warnings = []
     if layout == "auto":
         layout = said or MATLAB_LAYOUT

@@ -39,8 +39,9 @@ def file_kind(p: Path) -> str | None:
     if not h5py.is_hdf5(p):
         return None
     try:  # HDF5 without MATLAB's header, but with its class attributes (other v7.3 writers)
-        with h5py.File(p, "r") as f:
-            matlab = any("MATLAB_class" in f[k].attrs for k in f)
+        with h5py.File(p, "r") as f:  # (an LFADS file is one whoever wrote it)
+            lfads = "train_data" in f or "valid_data" in f
+            matlab = not lfads and any("MATLAB_class" in f[k].attrs for k in f)
     except (OSError, RuntimeError, KeyError):
         matlab = False
     return "mat" if matlab else "hdf5"
