@@ -211,6 +211,6 @@ def test_the_config_names_the_cluster_of_a_run(tmp_path, monkeypatch, capsys):
     cfg = tmp_path / "run.yaml"
     cfg.write_text("cluster:\n  address: 127.0.0.1:1\n")
     code, _, err = run_cli(monkeypatch, capsys, "run", "--out", tmp_path / "r", "--config", cfg)
-    assert code == 2 and "127.0.0.1:1: no Ray cluster answers there" in err
+    assert code == 2 and "cluster.address 127.0.0.1:1: no Ray cluster answers there" in err
     assert not (tmp_path / "r").exists()  # said before anything is written
 

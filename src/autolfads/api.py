@@ -275,8 +275,9 @@ def run(
         raise UserInputError(f"--workers-per-gpu {cfg.pbt.workers_per_gpu} with train.device=cpu:"
                              " the workers would hold GPUs and train on CPUs; use "
                              "train.device=auto, or --workers-per-gpu 0")
+    what = "--address" if address else "cluster.address"
     address = address or cfg.cluster.address
-    check_address(address)
+    check_address(address, what=what)
     # Read once, here: a finished run, or nothing to resume, is reported before any file is
     # written, and run_pbt starts from this point.
     point = resume_point(store.local, store.location, cfg.pbt) if resume else None

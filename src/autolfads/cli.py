@@ -287,7 +287,8 @@ def _run_app() -> None:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         print(f"error: out of memory ({first}); use a smaller model (model.gen_dim, "
               "model.con_dim, ...), train.batch_size or train.n_samples, or on a GPU fewer "
-              "--workers-per-gpu; an interrupted run continues with --resume", file=sys.stderr)
+              "--workers-per-gpu (a run whose training finished: --resume with a smaller "
+              "train.n_samples)", file=sys.stderr)
         sys.exit(1)
     if isinstance(code, int) and code:  # without standalone mode typer returns, e.g., Ctrl-C's 130
         if code == 130:

@@ -13,8 +13,8 @@ past and does not wait.
 
 A worker that was given a GPU and sees none (trainable.GPUMissing) fails the same way on every
 restart, so it ends the run at once through the stopper (`abort`) with the worker's own message.
-So does a worker that fails on its settings (a UserInputError or a pydantic ValidationError:
-a hyperparameter out of range), and one that runs out of GPU memory twice in a row (workers
+So does a worker that fails on its settings (pydantic's ValidationError: a hyperparameter out
+of its range), and one that runs out of GPU memory twice in a row (workers
 sharing a GPU each hold their data and activations there): restarts would only repeat it.
 """
 
@@ -30,11 +30,16 @@ from ray.tune import Callback
 from autolfads.pbt.trainable import MAX_RESTART_DELAY_S, GPUMissing
 
 _GPU_MISSING = re.compile(rf"{GPUMissing.__name__}: (.+)$")
-_CONFIG_ERROR = re.compile(r"\b(UserInputError|ValidationError): (.+)$")
-# torch.OutOfMemoryError's text (CUDA's allocator; "HIP" on ROCm)
-_GPU_OOM = re.compile(r"OutOfMemoryError|(CUDA|HIP) out of memory")
+# An exception's own line in a traceback: "module.Name: message" ("Name(Cause): ..." from Ray)
+_EXCEPTION = re.compile(r"^([\w.]+(?:Error|Exception))(?:\([\w.]+\))?: ")
+# torch's OutOfMemoryError (CUDA's allocator; "HIP" on ROCm), not Ray's of the same name, which
+# its memory monitor raises when the node runs low on host memory
+_GPU_OOM = re.compile(r"\btorch\.(cuda\.)?OutOfMemoryError\b|\b(CUDA|HIP) out of memory")
+_HOST_OOM = re.compile(r"\bray\.exceptions\.OutOfMemoryError\b|running low on memory")
 OOM_FIX = ("out of GPU memory: lower --workers-per-gpu (workers sharing a GPU each hold their "
            "data and activations there), or train.batch_size")
+HOST_OOM_FIX = ("killed by Ray: its node ran low on memory; fewer workers per node (a higher "
+                "--cpus-per-worker) or a smaller train.batch_size")
 
 
 def restart_delay(streak: int) -> float:
@@ -55,15 +60,18 @@ def gpu_missing(error_text: str) -> str | None:
 
 
 def config_error(error_text: str) -> str | None:
-    """The message of a UserInputError or a pydantic ValidationError in Ray's error text: a
-    setting the worker cannot train with, which every restart would meet again."""
+    """What is wrong when the worker's last exception is pydantic's ValidationError: a setting
+    it cannot train with (a hyperparameter out of its range), which every restart would meet
+    again. None for anything else (a full disk, a lost node: restarts may help)."""
     lines = [ln.strip() for ln in error_text.splitlines()]
     for i in range(len(lines) - 1, -1, -1):
-        m = _CONFIG_ERROR.search(lines[i])
-        if m and m[1] == "ValidationError" and i + 2 < len(lines):  # field, then what is wrong
-            return f"{lines[i + 1]}: {lines[i + 2].split(' [type=')[0]}"
-        if m:
-            return m[2]
+        m = _EXCEPTION.match(lines[i])
+        if m is None:
+            continue
+        if not m[1].endswith("ValidationError"):
+            return None
+        field, what = (lines[i + 1:i + 3] + ["", ""])[:2]  # its field, then what is wrong
+        return f"{field}: {what.split(' [type=')[0]}".strip(": ")
     return None
 
 
@@ -94,9 +102,10 @@ class WorkerFailures(Callback):
         self.clock = clock
         self.failures: dict[int, int] = {}  # worker -> failures in this session
         self.streak: dict[int, int] = {}  # worker -> failures since its last finished generation
+        self.oom: dict[int, int] = {}  # worker -> its GPU out-of-memory failures in a row
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.streak[_worker(trial)] = 0
+        self.streak[_worker(trial)] = self.oom[_worker(trial)] = 0
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         w, text = self._count(trial)
@@ -105,7 +114,8 @@ class WorkerFailures(Callback):
         delay = restart_delay(self.streak[w])
         member = dict(trial.config["member"], not_before=self.clock() + delay)
         trial.set_config({**trial.config, "member": member})
-        why = OOM_FIX if _GPU_OOM.search(text) else first_line(text)
+        why = (OOM_FIX if _GPU_OOM.search(text) else HOST_OOM_FIX if _HOST_OOM.search(text)
+               else first_line(text))
         self._say(f"worker {w} failed ({self._tally(w)}): {why}; restarting it "
                   f"from its last checkpoint in {delay:g} s")
 
@@ -118,13 +128,15 @@ class WorkerFailures(Callback):
 
     def _count(self, trial) -> tuple[int, str]:
         w = _worker(trial)
+        text = _read(trial.error_file)
         self.failures[w] = self.failures.get(w, 0) + 1
         self.streak[w] = self.streak.get(w, 0) + 1
-        return w, _read(trial.error_file)
+        self.oom[w] = self.oom.get(w, 0) + 1 if _GPU_OOM.search(text) else 0
+        return w, text
 
     def _fatal(self, worker: int, text: str) -> bool:
         reason = gpu_missing(text)
-        if reason is None and _GPU_OOM.search(text) and self.streak[worker] >= 2:
+        if reason is None and self.oom[worker] >= 2:
             reason = f"worker {worker} ran {OOM_FIX} (it failed so twice in a row)"
         if reason is None and config_error(text):
             reason = f"worker {worker} cannot train with its settings: {config_error(text)}"

@@ -16,19 +16,20 @@ from collections.abc import Iterator
 from autolfads.errors import UserInputError
 
 
-def check_address(address: str | None, timeout: float = 5.0) -> None:
+def check_address(address: str | None, timeout: float = 5.0, what: str = "--address") -> None:
     """Fail fast, with one line, when nothing listens at --address HOST:PORT (Ray itself would
-    retry for minutes). "auto" and ray:// client addresses are left to Ray."""
+    retry for minutes). "auto" and ray:// client addresses are left to Ray. `what`: where the
+    address was given (--address, cluster.address)."""
     if not address or address == "auto" or "://" in address:
         return
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
-        raise UserInputError(f"--address {address}: expected HOST:PORT (e.g. 10.0.0.2:6379) "
+        raise UserInputError(f"{what} {address}: expected HOST:PORT (e.g. 10.0.0.2:6379) "
                              "or auto")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
-        raise UserInputError(f"--address {address}: no Ray cluster answers there ({e.strerror or e}"
+        raise UserInputError(f"{what} {address}: no Ray cluster answers there ({e.strerror or e}"
                              "); start one with `ray start --head` or check the address") from None
 
 
