@@ -6,6 +6,8 @@ variable; the rest of the message says what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from autolfads.data.dataset import AXES
@@ -389,30 +391,39 @@ def _trial_warnings(x: np.ndarray, label: str) -> list[str]:
 
 
 def _padding_warnings(x: np.ndarray, label: str) -> list[str]:
-    """Trials that end (or begin) with a run of bins where every channel is exactly 0, longer
-    than these data leave silent by chance: zero-padding of trials of different lengths, which
-    LFADS would model as real silence. Chance: the fraction p of all-silent bins inside the
-    trials, p^run over all trials."""
+    """Zero-padding: trials that end (or begin) with a run of bins in which every channel is
+    exactly 0, which LFADS would model as real silence.
+    - Trials of different lengths padded to one: a trial's run is flagged when the chance of it
+      is tiny, each bin's chance of silence taken from all trials at that bin (so activity that
+      fades at the ends of every trial is not padding), p = prod_b p_b, n_trials * p < 1e-3.
+    - The same bins empty in every trial (a recording cut short): flagged when silence inside the
+      trials is rare enough that even two such bins would not happen by chance."""
     silent = ~x.any(axis=2)  # trials x time
     n, t = silent.shape
     tail = np.cumprod(silent[:, ::-1], axis=1).sum(axis=1)
     head = np.cumprod(silent, axis=1).sum(axis=1)
+    # each bin's chance of silence (at least 1/n in any run, which includes the trial itself)
+    log_p = np.log(np.maximum(silent.mean(axis=0), 1.0 / n))
+    cum = np.concatenate([[0.0], np.cumsum(log_p)])
+    chance = np.minimum(cum[t] - cum[t - tail], cum[head])  # log p of each trial's longer run
     run = np.maximum(tail, head)
-    bins = np.arange(t)[None, :]
-    inner = (bins >= head[:, None]) & (bins < t - tail[:, None])
-    if not inner.any():
-        return []
-    p = float(silent[inner].mean())
-    flagged = np.flatnonzero((run >= 3) & (run < t) & (p ** run.astype(float) * n < 1e-3))
-    if not flagged.size:
-        return []
-    i = int(flagged[np.argmax(run[flagged])])
-    span = (f"bins {t - tail[i]}-{t - 1}" if tail[i] >= head[i] else f"bins 0-{head[i] - 1}")
-    return [f"{label}: {flagged.size} of {n} trials end or begin with a run of bins in which "
-            f"every channel is exactly 0 (longest: trial {i}, {span}, 0-based), which these "
-            "data almost never show inside a trial: zero-padding of trials of different "
-            "lengths? LFADS would model it as real silence; cut the trials to a common length "
-            "(e.g. the shortest) instead"]
+    flagged = np.flatnonzero((run >= 3) & (run < t) & (chance + math.log(n) < math.log(1e-3)))
+    if flagged.size:
+        i = int(flagged[np.argmax(run[flagged])])
+        span = f"bins {t - tail[i]}-{t - 1}" if tail[i] >= head[i] else f"bins 0-{head[i] - 1}"
+        return [f"{label}: {flagged.size} of {n} trials end or begin with a run of bins in which "
+                f"every channel is exactly 0 (longest: trial {i}, {span}, 0-based), which the "
+                "other trials make unlikely by chance: zero-padding of trials of different "
+                "lengths? LFADS would model it as real silence; cut the trials to a common "
+                "length (e.g. the shortest) instead"]
+    common = min(int(tail.min()), t - 1), min(int(head.min()), t - 1)
+    inner = silent[:, common[1]:t - common[0]]
+    if max(common) >= 2 and inner.size and inner.mean() ** (2 * n) < 1e-6:
+        span = f"last {common[0]}" if common[0] >= common[1] else f"first {common[1]}"
+        return [f"{label}: the {span} bins are exactly 0 in every trial and channel, while the "
+                "rest of the trials is rarely silent: padding, or bins outside the recording? "
+                "If so, cut them off: LFADS would model them as real silence"]
+    return []
 
 
 def _outlier_warnings(x: np.ndarray, label: str) -> list[str]:
