@@ -360,7 +360,7 @@ def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarr
         out.append(f"{label}: {n_valid} validation {unit}(s): early stopping (and PBT's "
                    "ranking) rest on them, so their scores will be noisy; give more with "
                    f"data.valid_every (smaller) or data.valid_fraction, or {more}")
-    out += _trial_warnings(x, label) + _outlier_warnings(x, label)
+    out += _trial_warnings(x, label) + _outlier_warnings(x, label) + _copies(x, label)
     if unit == "trial":
         out += _padding_warnings(x, label)
     if truth is not None and np.ptp(truth) == 0:
@@ -424,6 +424,38 @@ def _padding_warnings(x: np.ndarray, label: str) -> list[str]:
                 "rest of the trials is rarely silent: padding, or bins outside the recording? "
                 "If so, cut them off: LFADS would model them as real silence"]
     return []
+
+
+SAME_COUNTS, SAME_SIGNAL = 0.9, 0.9999  # correlations above which two channels are copies
+MAX_PAIRWISE = 4000  # channels; beyond, the correlation matrix is not worth its time here
+
+
+def _copies(x: np.ndarray, label: str) -> list[str]:
+    """Channels that are (nearly) copies of each other, e.g. one neuron sorted twice: with a copy
+    in its input LFADS can pass a neuron's own spikes through (coordinated dropout masks only
+    the channel itself), so its rates and bits/spike look better than the dynamics it found.
+    Counts: correlation above SAME_COUNTS (real neurons are far below at these bin sizes);
+    continuous signals, which can be that correlated by nature: only exact copies."""
+    flat = x.reshape(-1, x.shape[-1])
+    rows = flat if len(flat) <= 20_000 else flat[np.random.default_rng(0).choice(
+        len(flat), 20_000, replace=False)]
+    sd = rows.std(axis=0)
+    live = np.flatnonzero(sd > 0)
+    if live.size < 2 or live.size > MAX_PAIRWISE:
+        return []
+    z = (rows[:, live] - rows[:, live].mean(axis=0)) / sd[live]
+    corr = np.triu(z.T @ z / len(rows), k=1)
+    limit = SAME_COUNTS if np.array_equal(rows, np.round(rows)) else SAME_SIGNAL
+    a, b = np.nonzero(corr > limit)
+    if not a.size:
+        return []
+    shown = ", ".join(f"{live[i]} and {live[j]} (r = {corr[i, j]:.2f})"
+                      for i, j in list(zip(a, b, strict=True))[:4])
+    more = f" and {a.size - 4} more" if a.size > 4 else ""
+    return [f"{label}: {a.size} pair(s) of channels are (nearly) copies of each other (0-based: "
+            f"{shown}{more}): a neuron sorted twice, or a channel saved twice? LFADS can pass "
+            "one copy's values to the other, so rates and bits/spike would look better than the "
+            "dynamics it found; keep one channel of each pair"]
 
 
 def _outlier_warnings(x: np.ndarray, label: str) -> list[str]:
