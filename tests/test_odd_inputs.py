@@ -251,6 +251,26 @@ def test_deconvolved_events_are_compared_with_spike_rates_by_correlation_only() 
     assert not {"r2_valid", "r2_per_neuron", "r2_per_neuron_valid"} & set(m)
 
 
+def test_a_truth_on_another_scale_is_compared_by_correlation_only() -> None:
+    """True rates in spikes/s beside counts per bin (or spike rates beside dF/F): 1 - SSE/SST
+    would say nothing (-39 in an audit), so the truth is marked as on another scale."""
+    from autolfads.results import compute_metrics
+
+    rates = RNG.gamma(2.0, 0.3, (40, 20, 8))
+    counts = RNG.poisson(rates).astype(np.float64)
+    same = from_array(counts, truth=rates)
+    assert not same.meta["truth_scale_free"] and not _warned(same, "another scale")
+    hz = from_array(counts, truth=rates * 100.0)  # 10 ms bins, truth in spikes/s
+    (w,) = _warned(hz, "another scale")
+    assert "its mean is 1e+02 times the data's" in w and "multiply it by the bin width" in w
+    m = compute_metrics(hz, _posterior(hz, 0.5))
+    assert "r2_rates" in m and not {"r2_valid", "r2_per_neuron"} & set(m)
+    signal = np.sin(np.linspace(0, 6, 20))[None, :, None] * RNG.normal(size=(40, 1, 8))
+    noisy = signal + 0.5 * RNG.normal(size=signal.shape)
+    assert not _warned(from_array(noisy, truth=signal), "another scale")  # gaussian, same units
+    assert _warned(from_array(noisy, truth=signal + 5.0), "another scale")  # an offset
+
+
 def test_full_length_behaviour_loses_its_forward_bins_and_held_out_continuous_data_warns() -> None:
     beh = RNG.normal(size=(30, 20, 2))
     ds = from_array(COUNTS, layout="neurons_time_trials", behavior=beh,

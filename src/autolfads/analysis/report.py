@@ -222,7 +222,7 @@ def _trials(v: RunView, page: _Page) -> str:
                    + ". Bottom: the three busiest neurons, inferred rate (solid)")
     true = f" and true {what} (dashed)"
     if v.truth_scale_free:
-        true = " and true spike rate (dashed, spikes per bin, in other units than the data)"
+        true = f" and true {what} (dashed, in other units than the data: compare shapes)"
     caption = (which + caption + (true if truth is not None else "")
                + (", one panel per channel." if not v.counts else "."))
     out = ""
@@ -359,8 +359,9 @@ def _metrics(v: RunView, page: _Page) -> str:
     fig = plots.rates_vs_truth(list(panels.items()), truth, v.bin_ms, units=units,
                                same_units=not v.truth_scale_free)
     sample = "bins x neurons of the recording" if recording else "trials x bins x neurons"
-    line = ("the true rates are spikes per bin, in other units than the data, so there is no "
-            "y = x line and R^2 is a squared correlation" if v.truth_scale_free
+    line = ("the truth is in other units than the data (e.g. spike rates behind calcium "
+            "events), so there is no y = x line and R^2 is a squared correlation"
+            if v.truth_scale_free
             else "the line is y = x")
     return out + page.figure("rates_vs_truth", fig, f"Inferred vs true rates (a random sample of "
                              f"{sample}); {line}.", "rates vs truth")

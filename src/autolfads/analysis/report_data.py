@@ -89,7 +89,8 @@ class RunView:
     @property
     def truth_scale_free(self) -> bool:
         """The truth is in other units than the data (spike rates behind deconvolved calcium
-        events): metrics.json then gives correlations only."""
+        events, spikes/s against counts; validate.truth_units): metrics.json then gives
+        correlations only."""
         if self.dataset is not None and self.dataset.meta.get("truth_scale_free"):
             return True
         m = self.metrics or {}

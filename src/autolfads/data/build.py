@@ -28,6 +28,7 @@ from autolfads.data.validate import (
     parse_layout,
     resolve_inds,
     resolve_test_inds,
+    truth_units,
 )
 from autolfads.errors import UserInputError
 from autolfads.rundir.layout import INTERNAL_LAYOUT
@@ -140,6 +141,11 @@ def build_dataset(
         split = "from the data (train_inds/valid_inds" + ("/test_inds)" if len(te) else ")")
     warnings += content_warnings(x, true_rates, beh, {"valid": va, "test": te}, label,
                                  "trial" if seg is None else "segment")
+    other_units = truth_units(x, true_rates) if true_rates is not None else None
+    if other_units:
+        warnings.append(f"{describe('truth')}: on another scale than the data ({other_units}): "
+                        "it is compared by correlation only (r2_rates), not by 1 - SSE/SST; if "
+                        "it is in spikes/s, multiply it by the bin width in seconds")
     if cfg.bin_size_ms is not None:  # an explicit setting beats what the file says
         bin_size_s = cfg.bin_size_ms / 1000.0
     if bin_size_s is not None and bin_size_s >= 1.0:  # the rates' units and the plots' axes
@@ -158,7 +164,8 @@ def build_dataset(
         train_truth=pick(true_rates, tr), valid_truth=pick(true_rates, va),
         train_ext_input=pick(ext, tr), valid_ext_input=pick(ext, va),
         conditions=cond, true_input_times=input_times, behavior=beh, bin_size_s=bin_size_s,
-        source=label, layout=recorded_layout, meta={"split": split, "warnings": warnings},
+        source=label, layout=recorded_layout, meta={"split": split, "warnings": warnings,
+                                                    "truth_scale_free": bool(other_units)},
         segments=seg,
         test_inds=te, test_data=test(x), test_truth=test(true_rates), test_ext_input=test(ext),
         heldout_neurons=heldout, forward_bins=forward,

@@ -375,6 +375,22 @@ def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarr
     return out
 
 
+def truth_units(x: np.ndarray, truth: np.ndarray) -> str | None:
+    """Why the true rates (means) are not in the data's units, or None. R^2 as 1 - SSE/SST then
+    says nothing (audits: -39 for dF/F against spike rates); only correlations compare. For
+    non-negative data the means compare (a Poisson rate's mean is the counts' mean; spikes/s
+    against counts per bin are a bin width apart); for signed data the offset and spread."""
+    xm, tm = float(x.mean(dtype=np.float64)), float(truth.mean(dtype=np.float64))
+    if x.min() >= 0 and truth.min() >= 0:
+        if xm > 0 and tm > 0 and not 1 / 3 <= tm / xm <= 3:
+            return f"its mean is {tm / xm:.2g} times the data's"
+        return None
+    xs, ts = float(x.std(dtype=np.float64)), float(truth.std(dtype=np.float64))
+    if ts > 0 and xs > 0 and (not 0.1 <= ts / xs <= 10 or abs(xm - tm) > 2 * ts):
+        return f"mean {tm:.2g} and spread {ts:.2g} against the data's {xm:.2g} and {xs:.2g}"
+    return None
+
+
 def _trial_warnings(x: np.ndarray, label: str) -> list[str]:
     """Trials that carry nothing to model: all identical, or some without any activity."""
     flat = x.reshape(x.shape[0], -1)
