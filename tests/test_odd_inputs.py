@@ -271,6 +271,31 @@ def test_a_truth_on_another_scale_is_compared_by_correlation_only() -> None:
     assert _warned(from_array(noisy, truth=signal + 5.0), "another scale")  # an offset
 
 
+def test_a_population_of_one_or_two_and_a_model_no_better_than_the_means_are_said() -> None:
+    from conftest import tiny_config
+
+    from autolfads import api
+
+    one = from_array(RNG.poisson(0.5, (40, 20, 1)).astype(np.float64))  # one neuron, no dynamics
+    assert _warned(one, "1 channel(s): LFADS infers the dynamics a population shares")
+    assert not _warned(from_array(COUNTS, layout="neurons_time_trials"), "channel(s): LFADS")
+    said: list[str] = []
+    res = api.train(one, None, config=tiny_config(epochs=2), log=said.append)
+    assert res.metrics["bps"] < 0.01 and any(
+        "better than each neuron's mean rate" in line for line in said)
+
+
+def test_a_truth_that_differs_only_between_channels_is_not_scored() -> None:
+    """Constant rates of different sizes: a pooled R^2 would score only the channels' means
+    (0.995 on pure noise in an audit)."""
+    from autolfads.results import compute_metrics
+
+    rates = np.broadcast_to(RNG.gamma(2.0, 0.3, (1, 1, 8)), (40, 20, 8)).copy()
+    ds = from_array(RNG.poisson(rates).astype(np.float64), truth=rates)
+    assert _warned(ds, "the true rates hardly vary within each channel")
+    assert not {"r2_rates", "r2_smoothing"} & set(compute_metrics(ds, _posterior(ds, 0.5)))
+
+
 def test_full_length_behaviour_loses_its_forward_bins_and_held_out_continuous_data_warns() -> None:
     beh = RNG.normal(size=(30, 20, 2))
     ds = from_array(COUNTS, layout="neurons_time_trials", behavior=beh,

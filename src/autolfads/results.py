@@ -25,6 +25,7 @@ from autolfads.analysis.metrics import (
 )
 from autolfads.config import Config, config_to_yaml
 from autolfads.data.dataset import Dataset
+from autolfads.data.validate import FLAT_TRUTH, within_share
 from autolfads.errors import UserInputError
 from autolfads.rundir import layout
 from autolfads.rundir.layout import is_uri
@@ -142,7 +143,8 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
     # kernel at every segment edge).
     whole = dataset.as_recorded
     all_rates, all_data = whole(rates), whole(data, merge=False)
-    if dataset.has_truth:
+    # (a truth that does not vary within its channels: data loading said R^2 is left out)
+    if dataset.has_truth and within_share(dataset.all_truth()) >= FLAT_TRUTH:
         truth = whole(dataset.all_truth(), merge=False)
         m["r2_rates"] = r2_rates(all_rates, truth)
         m["r2_tutorial"] = m["r2_rates"]  # the tutorial's compare_rates.m: squared correlation
@@ -235,6 +237,7 @@ def write_results(
     metrics = defined_metrics({**extra, **compute_metrics(dataset, post, observation)}, say)
     write_text_atomic(out_dir / layout.METRICS, json.dumps(metrics, indent=2) + "\n")
     return metrics
+
 
 def summary_line(m: dict, out_dir: Path | None) -> str:
     head = m.get("headline_split", "valid")

@@ -361,11 +361,19 @@ def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarr
                    "ranking) rest on them, so their scores will be noisy; give more with "
                    f"data.valid_every (smaller) or data.valid_fraction, or {more}")
     out += _trial_warnings(x, label) + _outlier_warnings(x, label) + _copies(x, label)
+    if x.shape[-1] < MIN_CHANNELS:
+        out.append(f"{label}: {x.shape[-1]} channel(s): LFADS infers the dynamics a population "
+                   "shares; with so few channels there is little to share, and the rates come "
+                   "close to smoothing each channel on its own")
     if unit == "trial":
         out += _padding_warnings(x, label)
     if truth is not None and np.ptp(truth) == 0:
         out.append(f"{label}: truth has the same value everywhere; R^2 against it is undefined "
                    "and left out")
+    elif truth is not None and within_share(truth) < FLAT_TRUTH:
+        out.append(f"{label}: the true rates hardly vary within each channel (over time and "
+                   f"trials: {100 * within_share(truth):.2g}% of their variance), so R^2 against "
+                   "them would score only each channel's mean: left out")
     if behavior is not None:
         flat = behavior.reshape(-1, behavior.shape[-1])
         const = np.flatnonzero(np.ptp(flat, axis=0) == 0)
@@ -373,6 +381,19 @@ def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarr
             out.append(f"{label}: decode target(s) {listed(const)} (0-based) are constant; "
                        "there is nothing to decode in them, so they are left out of decoding")
     return out
+
+
+MIN_CHANNELS = 3  # fewer: a population too small to share dynamics, said
+FLAT_TRUTH = 0.01  # within-channel share of the truth's variance below which R^2 is not scored
+
+
+def within_share(truth: np.ndarray) -> float:
+    """The share of the truth's variance that lies within channels (over time and trials), not
+    between their means: a pooled R^2 of rates that differ only in their means is high on
+    pure noise (0.995 in an audit). NaN for a constant truth."""
+    flat = truth.reshape(-1, truth.shape[-1]).astype(np.float64)
+    total = float(((flat - flat.mean()) ** 2).mean())
+    return float(flat.var(axis=0).mean()) / total if total > 0 else float("nan")
 
 
 def truth_units(x: np.ndarray, truth: np.ndarray) -> str | None:
