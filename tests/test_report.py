@@ -178,7 +178,7 @@ def test_report_errors(tmp_path, monkeypatch, capsys, case, words):
 def test_headline_split_and_decode_targets_that_skip_a_number(tmp_path):
     """bits/spike is named after the split it is on; a constant (left out) target 0 does not
     hide targets 1 and 2."""
-    from autolfads.analysis.report import _decoding
+    from autolfads.analysis.report_text import decoding_table as _decoding
 
     run = make_run(tmp_path)
     m = json.loads((run / "metrics.json").read_text())

@@ -366,9 +366,9 @@ def test_a_deconvolved_files_truth_stays_in_other_units_when_read_again(tmp_path
     from autolfads.data.writers import write_dataset
 
     rng = np.random.default_rng(6)
-    rates = rng.uniform(0.1, 1.0, size=(1500, 4))
+    rates = rng.uniform(1.0, 3.0, size=(1500, 4))  # on the data's scale (mean 2)
     recording = from_array(rng.gamma(2.0, 1.0, rates.shape), truth=rates)
-    trials = from_array(rng.gamma(2.0, 1.0, (30, 20, 4)), truth=rng.uniform(0.1, 1, (30, 20, 4)))
+    trials = from_array(rng.gamma(2.0, 1.0, (30, 20, 4)), truth=rng.uniform(1, 3, (30, 20, 4)))
     for name, ds in (("rec", recording), ("trials", trials)):
         plain = load_dataset(write_dataset(tmp_path / f"{name}{suffix}", ds))
         assert not plain.meta.get("truth_scale_free")

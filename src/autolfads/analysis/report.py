@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from autolfads.analysis import plots
 from autolfads.analysis import report_data as rdata
 from autolfads.analysis.metrics import INPUT_TIME_TOLERANCE_BINS, input_time_accuracy
 from autolfads.analysis.report_data import RunView
-from autolfads.analysis.report_text import REFRESH_S
+from autolfads.analysis.report_text import INPUTS_CAVEAT, REFRESH_S, decoding_table
 from autolfads.analysis.report_text import best_line as _best_line
 from autolfads.analysis.report_text import data_line as _data_line
 from autolfads.analysis.report_text import duration as _duration
@@ -249,6 +248,8 @@ def _which(v: RunView, trials: list[int]) -> str:
             f"{first}; the outputs hold the whole recording merged as rates_continuous, ...)")
 
 
+
+
 def _latents(v: RunView, page: _Page) -> str:
     out = v.outputs
     if out is None or out.get("factors") is None:
@@ -273,7 +274,9 @@ def _latents(v: RunView, page: _Page) -> str:
         fig = plots.inputs_in_stretches(_stretched(stretches, merged), stretches, v.bin_ms)
         return html_out + page.figure(
             "inputs", fig, "Inferred inputs (inferred_inputs_continuous) over the stretches of "
-            "the recording shown above; shaded: held-out segments.", "inferred inputs")
+            "the recording shown above; shaded: held-out segments, which share no bin with a "
+            f"training segment, so the outputs may step at their edges. {INPUTS_CAVEAT}",
+            "inferred inputs")
     times = out.get("true_input_times")
     times = None if times is None or len(times) != len(inputs) else np.asarray(times)
     fig = plots.inferred_inputs(inputs, rdata.example_trials(v), v.bin_ms, times)
@@ -284,31 +287,14 @@ def _latents(v: RunView, page: _Page) -> str:
         caption += (" Dotted: each example trial's true input time. The inferred input of "
                     f"{100 * found:.0f}% of all trials deviates most from the average trial's "
                     f"within {INPUT_TIME_TOLERANCE_BINS} bins of the true input time.")
-    return html_out + page.figure("inputs", fig, caption, "inferred inputs")
+    return html_out + page.figure("inputs", fig, f"{caption} {INPUTS_CAVEAT}", "inferred inputs")
 
-
-def _decoding(m: dict) -> str:
-    """Decode targets' cross-validated R^2: from the inferred rates and from smoothed data."""
-    if not isinstance(m.get("decode_r2"), (int, float)):
-        return ""
-    # Targets are numbered; a constant one is left out of the metrics, so numbers may skip.
-    targets = sorted(int(k.rsplit("_", 1)[1]) for k in m
-                     if re.fullmatch(r"decode_r2_\d+", k))
-    cells = [(str(k), m[f"decode_r2_{k}"], m.get(f"decode_r2_smoothing_{k}")) for k in targets]
-    cells.append(("mean", m["decode_r2"], m.get("decode_r2_smoothing")))
-    body = "".join(f"<tr><td>{_e(k)}</td><td>{_num(a)}</td><td>{_num(b)}</td></tr>"
-                   for k, a, b in cells)
-    sigma = m.get("decode_smoothing_sigma_bins")
-    return ("<h3>Decoding</h3><table><tr><th>target</th><th>from LFADS</th><th>from smoothed "
-            f"data (sigma {_num(sigma)} bins)</th></tr>{body}</table><p>Cross-validated R^2 "
-            "(10 folds, ridge, standardised inputs and targets) of each decode target from the "
-            "inferred rates and from the best Gaussian-smoothed data.</p>")
 
 
 def _metrics(v: RunView, page: _Page) -> str:
     rows, panels = rdata.metric_rows(v)
     if not rows:
-        return _note(v.notes.get("outputs", "no metrics yet")) + _decoding(v.metrics or {})
+        return _note(v.notes.get("outputs", "no metrics yet")) + decoding_table(v.metrics or {})
     if not v.counts and not any(r["r2"] is not None or r["r2n"] is not None for r in rows):
         # A continuous recording without truth: the likelihood is the only score.
         m = v.metrics or {}
@@ -318,7 +304,7 @@ def _metrics(v: RunView, page: _Page) -> str:
                       f"measure for a real recording is the {v.observation.replace('_', '-')} "
                       "negative log-likelihood per bin, summed over channels (lower is better)"
                       + (f": {nll}" if nll else ""))
-                + _decoding(m))
+                + decoding_table(m))
     what = "rates" if v.counts else "means"
     head = (f"<tr><th>method</th><th>trials</th><th>R^2 vs true {what} (pooled, as "
             "compare_rates.m)</th><th>mean R^2 per channel</th>"
@@ -326,7 +312,7 @@ def _metrics(v: RunView, page: _Page) -> str:
     body = "".join(f"<tr><td>{_e(r['method'])}</td><td>{_e(r['trials'])}</td>"
                    f"<td>{_num(r['r2'])}</td><td>{_num(r['r2n'])}</td>"
                    + (f"<td>{_num(r['bps'])}</td>" if v.counts else "") + "</tr>" for r in rows)
-    out = f"<table>{head}{body}</table>" + _decoding(v.metrics or {})
+    out = f"<table>{head}{body}</table>" + decoding_table(v.metrics or {})
     recording = v.segments is not None
     over = "the recording's bins (its segments merged)" if recording else "all trials, bins"
     if not v.counts:
