@@ -143,9 +143,10 @@ def build_dataset(
                                  "trial" if seg is None else "segment")
     other_units = truth_units(x, true_rates) if true_rates is not None else None
     if other_units:
+        bigger = x.min() >= 0 and true_rates.mean() > 3 * x.mean()  # rates in spikes/s?
+        hz = "; if it is in spikes/s, multiply it by the bin width in seconds" if bigger else ""
         warnings.append(f"{describe('truth')}: on another scale than the data ({other_units}): "
-                        "it is compared by correlation only (r2_rates), not by 1 - SSE/SST; if "
-                        "it is in spikes/s, multiply it by the bin width in seconds")
+                        f"it is compared by correlation only (r2_rates), not by 1 - SSE/SST{hz}")
     if cfg.bin_size_ms is not None:  # an explicit setting beats what the file says
         bin_size_s = cfg.bin_size_ms / 1000.0
     if bin_size_s is not None and bin_size_s >= 1.0:  # the rates' units and the plots' axes
