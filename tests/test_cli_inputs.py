@@ -88,18 +88,23 @@ def files(tmp):
         ("nan behaviour", mat("beh", data=x, behavior=np.full((30, 20, 2), np.nan)),
          ["'behavior' (decode targets)", "NaN", "index (0, 0, 0)"]),
         ("config is data", tmp / "x.mat", ["YAML"]),
+        ("config key twice", tmp / "twice.yaml", ["key 'model' appears twice", "line 5"]),
     ]
 
 
 @pytest.mark.parametrize("case", ["tiny values", "huge values", "outlier", "not nwb",
                                   "ragged npz",
-                                  "nan condition", "nan behaviour", "config is data"])
+                                  "nan condition", "nan behaviour", "config is data",
+                                  "config key twice"])
 def test_files_that_are_almost_right(case, tmp_path, monkeypatch, capsys):
     name, path, words = next(c for c in files(tmp_path) if c[0] == case)
     args = ["train", path, "--out", tmp_path / "run", "--epochs", "1"]
     if case == "config is data":
         scipy.io.savemat(path, {"data": counts()})
         args = ["train", path, "--config", path, "--out", tmp_path / "run"]
+    if case == "config key twice":  # YAML would keep the second model: section in silence
+        path.write_text("model:\n  gen_dim: 32\ntrain:\n  lr: 0.001\nmodel:\n  fac_dim: 8\n")
+        args = ["train", "--config", path, "--out", tmp_path / "run"]
     one_error(*run_cli(monkeypatch, capsys, *args)[::2], *words)
 
 

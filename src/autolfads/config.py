@@ -239,6 +239,21 @@ def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
     return raw
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error: YAML keeps the
+    last one in silence, so a second `model:` section would undo the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the YAML file (if any), then `--set` overrides; validated as a whole."""
     raw: dict = {}
@@ -248,9 +263,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise UserInputError(f"{p}: config file not found")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.load(p.read_text(), Loader=_UniqueKeys) or {}
         except yaml.YAMLError as e:
-            raise UserInputError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f", line {mark.line + 1}" if mark is not None else ""
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), "")
+            raise UserInputError(f"{p}: not valid YAML ({first}{where})") from None
         except (UnicodeDecodeError, OSError):
             raise UserInputError(f"{p}: cannot be read as a YAML text file; --config takes a "
                                  "YAML file with sections data, model, train, pbt") from None

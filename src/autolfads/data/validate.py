@@ -464,7 +464,7 @@ def _padding_warnings(x: np.ndarray, label: str) -> list[str]:
 
 
 SAME_COUNTS, SAME_SIGNAL = 0.9, 0.9999  # correlations above which two channels are copies
-MAX_PAIRWISE = 4000  # channels; beyond, the correlation matrix is not worth its time here
+MAX_PAIRWISE = 2000  # channels; beyond, the correlation matrix is not worth its time here
 
 
 def _copies(x: np.ndarray, label: str) -> list[str]:
@@ -474,11 +474,15 @@ def _copies(x: np.ndarray, label: str) -> list[str]:
     Counts: correlation above SAME_COUNTS (real neurons are far below at these bin sizes);
     continuous signals, which can be that correlated by nature: only exact copies."""
     flat = x.reshape(-1, x.shape[-1])
-    rows = flat if len(flat) <= 20_000 else flat[np.random.default_rng(0).choice(
-        len(flat), 20_000, replace=False)]
+    if flat.shape[1] > MAX_PAIRWISE:
+        return []
+    n = min(len(flat), 20_000, max(2_000, 10_000_000 // flat.shape[1]))  # ~80 MB at most
+    rows = flat if len(flat) <= n else flat[np.random.default_rng(0).choice(
+        len(flat), n, replace=False)]
+    rows = rows.astype(np.float64)  # (float32 squares of huge values overflow)
     sd = rows.std(axis=0)
     live = np.flatnonzero(sd > 0)
-    if live.size < 2 or live.size > MAX_PAIRWISE:
+    if live.size < 2:
         return []
     z = (rows[:, live] - rows[:, live].mean(axis=0)) / sd[live]
     corr = np.triu(z.T @ z / len(rows), k=1)
