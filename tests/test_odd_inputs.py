@@ -268,6 +268,8 @@ def test_a_truth_on_another_scale_is_compared_by_correlation_only() -> None:
     signal = np.sin(np.linspace(0, 6, 20))[None, :, None] * RNG.normal(size=(40, 1, 8))
     noisy = signal + 0.5 * RNG.normal(size=signal.shape)
     assert not _warned(from_array(noisy, truth=signal), "another scale")  # gaussian, same units
+    heavy = signal + 9 * signal.std() * RNG.normal(size=signal.shape)  # noise 9x the signal
+    assert not _warned(from_array(heavy, truth=signal), "another scale")
     assert _warned(from_array(noisy, truth=signal + 5.0), "another scale")  # an offset
 
 
@@ -385,6 +387,42 @@ def test_zero_padded_trials_of_different_lengths_are_said() -> None:
     assert not _warned(from_array(RNG.poisson(fading).astype(np.float64)), "padding")
     sparse = np.random.default_rng(3).poisson(0.01, (100, 50, 10)).astype(np.float64)
     assert not _warned(from_array(sparse), "padding")
+    # population-wide silences at other times in each trial (an oscillation's troughs, random
+    # phase, 1 ms bins) are no padding, though each bin alone would make them unlikely
+    t = np.arange(300)[None, :, None] / 1000.0
+    phase = RNG.uniform(0, 2 * np.pi, (80, 1, 1))
+    rate = 0.5 + (RNG.uniform(0.5, 100, 30) - 0.5) * 0.5 * (1 + np.sin(2 * np.pi * 4 * t + phase))
+    assert not _warned(from_array(RNG.poisson(rate / 1000).astype(np.float64)), "padding")
+
+
+def test_channels_that_are_copies_of_each_other_are_said() -> None:
+    """A neuron sorted twice lets LFADS pass one copy's spikes to the other (measured in an
+    audit: 30 copies of one neuron gave test bits/spike 2.25)."""
+    x = RNG.poisson(0.5, (60, 30, 10)).astype(np.float64)
+    assert not _warned(from_array(x), "copies")
+    twice = np.concatenate([x, x[..., [2]]], axis=-1)
+    (w,) = _warned(from_array(twice), "copies")
+    assert "1 pair(s) of channels are (nearly) copies of each other (0-based: 2 and 10 (r = 1.00" \
+        in w and "keep one channel of each pair" in w
+    # a neuron sorted twice shares most spikes, not all (90%): still a copy
+    base = RNG.poisson(np.exp(np.sin(np.linspace(0, 6, 50)))[None, :, None] * 0.5,
+                       (200, 50, 20)).astype(np.float64)
+    part = RNG.binomial(base[..., 3].astype(int), 0.9)[..., None].astype(np.float64)
+    assert _warned(from_array(np.concatenate([base, part], -1)), "0-based: 3 and 20 (r = 0.9")
+    # a strong stimulus response shared by every channel (multi-unit, 50 ms bins) is not
+    stim = np.zeros(40)
+    stim[10:20] = 1.0
+    drive = (RNG.uniform(20, 60, 96) + RNG.uniform(100, 400, 96) * stim[:, None]) * 0.05
+    mua = RNG.poisson(np.broadcast_to(drive, (100, 40, 96))).astype(np.float64)
+    assert not _warned(from_array(mua), "copies")
+    # nor whole numbers that are no spike counts (an LFP in integer microvolts)
+    common = np.cumsum(RNG.normal(size=(50, 200, 1)), axis=1)
+    lfp = np.round((common + 0.15 * RNG.normal(size=(50, 200, 16))) * 50)
+    assert not _warned(from_array(lfp), "copies")
+    # continuous signals may be that correlated by nature: only exact copies count
+    emg = np.exp(RNG.normal(size=(60, 30, 1)) + 0.05 * RNG.normal(size=(60, 30, 4)))
+    assert not _warned(from_array(emg), "copies")
+    assert _warned(from_array(np.concatenate([emg, emg[..., :1]], -1)), "0 and 4 (r = 1.00)")
 
 
 def test_a_test_split_cannot_leave_fewer_than_ten_trials_to_train_and_validate() -> None:

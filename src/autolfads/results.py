@@ -24,8 +24,8 @@ from autolfads.analysis.metrics import (
     smoothing_baseline,
 )
 from autolfads.config import Config, config_to_yaml
+from autolfads.data.content import FLAT_TRUTH, within_share
 from autolfads.data.dataset import Dataset
-from autolfads.data.validate import FLAT_TRUTH, within_share
 from autolfads.errors import UserInputError
 from autolfads.rundir import layout
 from autolfads.rundir.layout import is_uri

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from autolfads.config import DataConfig
+from autolfads.data.content import content_warnings, truth_units
 from autolfads.data.dataset import Dataset, permutation
 from autolfads.data.segments import segment_recording
 from autolfads.data.split import short_test_set, split_trials, unused_split_settings
@@ -24,11 +25,9 @@ from autolfads.data.validate import (
     check_rates,
     check_trials,
     check_values,
-    content_warnings,
     parse_layout,
     resolve_inds,
     resolve_test_inds,
-    truth_units,
 )
 from autolfads.errors import UserInputError
 from autolfads.rundir.layout import INTERNAL_LAYOUT
