@@ -378,6 +378,11 @@ def test_zero_padded_trials_of_different_lengths_are_said() -> None:
     (w,) = _warned(from_array(padded), "zero-padding")
     longest = int(np.argmin(lengths))
     assert f"(longest: trial {longest}, bins {lengths[longest]}-39, 0-based)" in w
+    assert int(w.split(": ")[1].split(" of ")[0]) >= (lengths <= 35).sum()  # 5 bins or more
+    dense = RNG.poisson(RNG.uniform(0.01, 1, (1, 1, 30)), (100, 100, 30)).astype(np.float64)
+    for i, n in enumerate(RNG.integers(90, 101, 100)):  # padded by 10 bins at most
+        dense[i, n:] = 0
+    assert _warned(from_array(dense), "zero-padding")
     cut = x.copy()
     cut[:, 30:] = 0  # the same bins empty in every trial: a recording cut short
     assert _warned(from_array(cut), "the last 10 bins are exactly 0 in every trial and channel")

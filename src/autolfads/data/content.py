@@ -124,10 +124,11 @@ def _padding_warnings(x: np.ndarray, label: str) -> list[str]:
     """Zero-padding: trials that end (or begin) with a run of bins in which every channel is
     exactly 0, which LFADS would model as real silence.
     - Trials of different lengths padded to one: a trial's end run is flagged when it is both
-      improbable at those bins (each bin's chance of silence from all trials at that bin, so
-      activity that fades at the end of every trial is not padding: n_trials * prod p_b <
-      1e-3) and longer than 1.5 times any all-silent run inside a trial (so population-wide
-      silences at other times, e.g. an oscillation's troughs or down states, are not either).
+      improbable at those bins (n_trials * prod p_b < 1e-3, each bin's chance of silence from
+      the trials where that bin is not part of an end run) and longer than 1.5 times any
+      all-silent run inside a trial (so activity that fades at the end of every trial, and
+      population-wide silences at other times, e.g. an oscillation's troughs or down states,
+      are not padding).
     - The same bins empty in every trial (a recording cut short): flagged when the bins just
       before them are rarely silent, so that two such bins would not happen by chance."""
     silent = ~x.any(axis=2)  # trials x time
@@ -140,8 +141,13 @@ def _padding_warnings(x: np.ndarray, label: str) -> list[str]:
     for b in range(t):  # the longest all-silent run inside any trial
         cur = (cur + 1) * inside[:, b]
         longest = max(longest, int(cur.max()))
-    # each bin's chance of silence (at least 1/n in any run, which includes the trial itself)
-    log_p = np.log(np.maximum(silent.mean(axis=0), 1.0 / n))
+    # each bin's chance of silence in the trials where it is not part of an end run (padding
+    # there would make padding look likely), at least 1/n; 1 where every trial's end run covers
+    # it (the same bins empty in every trial: the second rule's)
+    in_run = (bins < head[:, None]) | (bins >= t - tail[:, None])
+    kept = (~in_run).sum(axis=0)
+    p_b = np.where(kept > 0, (silent & ~in_run).sum(axis=0) / np.maximum(kept, 1), 1.0)
+    log_p = np.log(np.maximum(p_b, 1.0 / n))
     cum = np.concatenate([[0.0], np.cumsum(log_p)])
     chance = np.minimum(cum[t] - cum[t - tail], cum[head])  # log p of each trial's longer run
     run = np.maximum(tail, head)
