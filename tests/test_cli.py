@@ -213,4 +213,3 @@ def test_the_config_names_the_cluster_of_a_run(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "run", "--out", tmp_path / "r", "--config", cfg)
     assert code == 2 and "cluster.address 127.0.0.1:1: no Ray cluster answers there" in err
     assert not (tmp_path / "r").exists()  # said before anything is written
-

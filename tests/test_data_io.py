@@ -515,7 +515,6 @@ def test_settings_of_the_other_split_are_said_to_do_nothing() -> None:
     assert not from_array(x).meta.get("warnings")
 
 
-
 def test_the_data_may_be_a_field_of_a_matlab_struct(tmp_path: Path) -> None:
     """MATLAB users keep data in structs: data.variable=S.spikes (or S/spikes) reads the field,
     in v5 and v7.3 files; naming the struct itself lists its fields."""
@@ -555,4 +554,3 @@ def test_bins_of_a_second_or_more_are_questioned() -> None:
     assert any("bins of 10 s: if that is milliseconds, give bin_size_ms" in w
                for w in ds.meta["warnings"])
     assert not from_array(x, bin_size_s=0.01).meta.get("warnings")
-

@@ -145,7 +145,6 @@ def test_runner_passes_its_dataset_to_a_live_report(tmp_path):
     assert "tiny test data: 40 trials x 15 bins x 8 neurons" in text
 
 
-
 def test_report_command(tmp_path, monkeypatch, capsys):
     run = make_run(tmp_path, generations=2, finished=False)  # fewer figures: a quicker test
     code, out, err = run_cli(monkeypatch, capsys, "report", run)

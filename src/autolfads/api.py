@@ -125,6 +125,7 @@ def train(
         _set_option(cfg.train, "seed", seed)
     say = (lambda _m: None) if quiet else (log or _stderr)
     dataset = resolve_data(data, cfg.data, say)
+
     def same_data() -> None:
         check_same_data(Location(out_dir).read_json(layout.RUN_JSON) or {}, dataset, data)
 
@@ -373,7 +374,6 @@ def _set_option(section: object, key: str, value: object) -> None:
     except ValueError as e:  # pydantic's ValidationError: out of range (e.g. --max-failures -2)
         msg = e.errors()[0]["msg"] if hasattr(e, "errors") else str(e)
         raise UserInputError(f"--{key.replace('_', '-')} {value}: {msg}") from None
-
 
 
 def _write_history(path: Path, rows: list[dict]) -> None:

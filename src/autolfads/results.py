@@ -24,7 +24,6 @@ from autolfads.analysis.metrics import (
     smoothing_baseline,
 )
 from autolfads.config import Config, config_to_yaml
-from autolfads.data.content import FLAT_TRUTH, within_share
 from autolfads.data.dataset import Dataset
 from autolfads.errors import UserInputError
 from autolfads.rundir import layout
@@ -144,7 +143,7 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
     whole = dataset.as_recorded
     all_rates, all_data = whole(rates), whole(data, merge=False)
     # (a truth that does not vary within its channels: data loading said R^2 is left out)
-    if dataset.has_truth and within_share(dataset.all_truth()) >= FLAT_TRUTH:
+    if dataset.has_truth and not dataset.meta.get("truth_flat"):
         truth = whole(dataset.all_truth(), merge=False)
         m["r2_rates"] = r2_rates(all_rates, truth)
         m["r2_tutorial"] = m["r2_rates"]  # the tutorial's compare_rates.m: squared correlation

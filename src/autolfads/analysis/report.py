@@ -248,8 +248,6 @@ def _which(v: RunView, trials: list[int]) -> str:
             f"{first}; the outputs hold the whole recording merged as rates_continuous, ...)")
 
 
-
-
 def _latents(v: RunView, page: _Page) -> str:
     out = v.outputs
     if out is None or out.get("factors") is None:
@@ -288,7 +286,6 @@ def _latents(v: RunView, page: _Page) -> str:
                     f"{100 * found:.0f}% of all trials deviates most from the average trial's "
                     f"within {INPUT_TIME_TOLERANCE_BINS} bins of the true input time.")
     return html_out + page.figure("inputs", fig, f"{caption} {INPUTS_CAVEAT}", "inferred inputs")
-
 
 
 def _metrics(v: RunView, page: _Page) -> str:

@@ -89,7 +89,7 @@ class RunView:
     @property
     def truth_scale_free(self) -> bool:
         """The truth is in other units than the data (spike rates behind deconvolved calcium
-        events, spikes/s against counts; validate.truth_units): metrics.json then gives
+        events, spikes/s against counts; data/content.py): metrics.json then gives
         correlations only."""
         if self.dataset is not None and self.dataset.meta.get("truth_scale_free"):
             return True

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from autolfads.config import DataConfig
-from autolfads.data.content import content_warnings, truth_units
+from autolfads.data.content import content_warnings, truth_checks
 from autolfads.data.dataset import Dataset, permutation
 from autolfads.data.segments import segment_recording
 from autolfads.data.split import short_test_set, split_trials, unused_split_settings
@@ -138,14 +138,10 @@ def build_dataset(
     else:
         tr, va, te = resolve_inds(train_inds, valid_inds, n, label, test_inds)
         split = "from the data (train_inds/valid_inds" + ("/test_inds)" if len(te) else ")")
-    warnings += content_warnings(x, true_rates, beh, {"valid": va, "test": te}, label,
+    warnings += content_warnings(x, beh, {"valid": va, "test": te}, label,
                                  "trial" if seg is None else "segment")
-    other_units = truth_units(x, true_rates) if true_rates is not None else None
-    if other_units:
-        bigger = x.min() >= 0 and true_rates.mean() > 3 * x.mean()  # rates in spikes/s?
-        hz = "; if it is in spikes/s, multiply it by the bin width in seconds" if bigger else ""
-        warnings.append(f"{describe('truth')}: on another scale than the data ({other_units}): "
-                        f"it is compared by correlation only (r2_rates), not by 1 - SSE/SST{hz}")
+    truth_notes, truth_flags = truth_checks(x, true_rates, label, describe("truth"))
+    warnings += truth_notes
     if cfg.bin_size_ms is not None:  # an explicit setting beats what the file says
         bin_size_s = cfg.bin_size_ms / 1000.0
     if bin_size_s is not None and bin_size_s >= 1.0:  # the rates' units and the plots' axes
@@ -164,8 +160,8 @@ def build_dataset(
         train_truth=pick(true_rates, tr), valid_truth=pick(true_rates, va),
         train_ext_input=pick(ext, tr), valid_ext_input=pick(ext, va),
         conditions=cond, true_input_times=input_times, behavior=beh, bin_size_s=bin_size_s,
-        source=label, layout=recorded_layout, meta={"split": split, "warnings": warnings,
-                                                    "truth_scale_free": bool(other_units)},
+        source=label, layout=recorded_layout,
+        meta={"split": split, "warnings": warnings, **truth_flags},
         segments=seg,
         test_inds=te, test_data=test(x), test_truth=test(true_rates), test_ext_input=test(ext),
         heldout_neurons=heldout, forward_bins=forward,

@@ -16,9 +16,8 @@ OUTLIER_RATIO = 50.0  # see _outlier_warnings
 ISOLATED = 10.0
 
 
-def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarray | None,
-                     splits: dict[str, np.ndarray], label: str, unit: str = "trial"
-                     ) -> list[str]:
+def content_warnings(x: np.ndarray, behavior: np.ndarray | None, splits: dict[str, np.ndarray],
+                     label: str, unit: str = "trial") -> list[str]:
     """Valid data on which some metric is undefined, said before training rather than found as
     a NaN after it. x: trials x time x neurons; splits: name -> trial indices; unit: what the
     trials are ("segment" for a continuous recording)."""
@@ -41,13 +40,6 @@ def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarr
                    "close to smoothing each channel on its own")
     if unit == "trial":
         out += _padding_warnings(x, label)
-    if truth is not None and np.ptp(truth) == 0:
-        out.append(f"{label}: truth has the same value everywhere; R^2 against it is undefined "
-                   "and left out")
-    elif truth is not None and (share := within_share(truth)) < FLAT_TRUTH:
-        out.append(f"{label}: the true rates hardly vary within each channel (over time and "
-                   f"trials: {100 * share:.2g}% of their variance), so R^2 against them would "
-                   "score only each channel's mean: left out")
     if behavior is not None:
         flat = behavior.reshape(-1, behavior.shape[-1])
         const = np.flatnonzero(np.ptp(flat, axis=0) == 0)
@@ -59,6 +51,33 @@ def content_warnings(x: np.ndarray, truth: np.ndarray | None, behavior: np.ndarr
 
 MIN_CHANNELS = 3  # fewer: a population too small to share dynamics, said
 FLAT_TRUTH = 0.01  # within-channel share of the truth's variance below which R^2 is not scored
+
+
+def truth_checks(x: np.ndarray, truth: np.ndarray | None, label: str, what: str
+                 ) -> tuple[list[str], dict[str, bool]]:
+    """What data loading says of a truth, and the flags it records in the Dataset's meta for
+    the scores (results.compute_metrics) and the report: truth_flat (R^2 against it is left
+    out: constant, or varying only between channels) and truth_scale_free (on another scale
+    than the data: correlations only). `what` names the truth in the messages."""
+    if truth is None:
+        return [], {}
+    out: list[str] = []
+    share = within_share(truth)
+    flat = not share >= FLAT_TRUTH  # (NaN: a constant truth)
+    if np.ptp(truth) == 0:
+        out.append(f"{label}: truth has the same value everywhere; R^2 against it is undefined "
+                   "and left out")
+    elif flat:
+        out.append(f"{label}: the true rates hardly vary within each channel (over time and "
+                   f"trials: {100 * share:.2g}% of their variance), so R^2 against them would "
+                   "score only each channel's mean: left out")
+    other = truth_units(x, truth)
+    if other:
+        bigger = x.min() >= 0 and truth.mean() > 3 * x.mean()  # rates in spikes/s?
+        hz = "; if it is in spikes/s, multiply it by the bin width in seconds" if bigger else ""
+        out.append(f"{what}: on another scale than the data ({other}): it is compared by "
+                   f"correlation only (r2_rates), not by 1 - SSE/SST{hz}")
+    return out, {"truth_flat": flat, "truth_scale_free": bool(other)}
 
 
 def within_share(truth: np.ndarray) -> float:

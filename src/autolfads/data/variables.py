@@ -4,6 +4,7 @@ and the optional ones io.py knows, as numpy arrays in the file's own axis order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -53,56 +54,66 @@ def read_mat(p: Path, variable: str, optional: tuple[str, ...]
     `variable` may name a field of a struct: S.spikes (or S/spikes), as MATLAB writes it."""
     top, *fields = variable.replace("/", ".").split(".")
     if h5py.is_hdf5(p):
-        names, values = _read_mat73(p, {top, *optional}, variable)
-    else:
-        wanted = [top, *optional]
-        try:
-            names = [entry[0] for entry in scipy.io.whosmat(p)]
-            values = scipy.io.loadmat(p, variable_names=[v for v in wanted if v in names])
-        except Exception as e:  # scipy raises many types for truncated / non-MAT files
-            raise unreadable(p, "a MATLAB .mat file", e) from None
-        values = {k: v for k, v in values.items() if not k.startswith("__")}
-        if fields and top in values:
-            values[variable] = _field(values[top], top, fields, p)
+        return _read_mat73(p, {top, *optional}, variable, (top, fields))
+    wanted = [top, *optional]
+    try:
+        names = [entry[0] for entry in scipy.io.whosmat(p)]
+        values = scipy.io.loadmat(p, variable_names=[v for v in wanted if v in names])
+    except Exception as e:  # scipy raises many types for truncated / non-MAT files
+        raise unreadable(p, "a MATLAB .mat file", e) from None
+    values = {k: v for k, v in values.items() if not k.startswith("__")}
+    if fields and top in values:  # scipy's struct: a 1 x 1 record array of 1 x 1 object cells
+        values[variable] = _field(values[top], top, fields, p, _v5_fields,
+                                  lambda v, name, path: _v5_child(v, name, f"{p}: '{path}'"))
     return names, values
 
 
-def _field(value: object, top: str, fields: list[str], p: Path) -> object:
-    """A field of a struct scipy read (a 1 x 1 record array of 1 x 1 object cells)."""
-    v, path = value, top
+def _field(obj: object, top: str, fields: list[str], p: Path,
+           fields_of: Callable[[object], list[str] | None],
+           child: Callable[[object, str, str], object]) -> object:
+    """The field `top.fields...` of a struct, one level at a time: `fields_of` an object's
+    field names (None: not a struct), `child(obj, name, path)` the field itself."""
+    path = top
     for name in fields:
-        a = np.asarray(v)
-        if not a.dtype.names:
+        names = fields_of(obj)
+        if names is None:
             raise UserInputError(f"{p}: variable '{path}' is not a struct; it has no field "
                                  f"'{name}'")
-        if name not in a.dtype.names:
+        if name not in names:
             raise UserInputError(f"{p}: struct '{path}' has no field '{name}' (its fields: "
-                                 f"{', '.join(a.dtype.names)})")
-        if a.size != 1:
-            raise UserInputError(f"{p}: '{path}' is an array of {a.size} structs; save the "
-                                 "data of all of them as one numeric array")
-        v, path = a[name].ravel()[0], f"{path}.{name}"
-    return v
+                                 f"{', '.join(names)})")
+        obj, path = child(obj, name, path), f"{path}.{name}"
+    return obj
 
 
-def _read_mat73(p: Path, wanted: set[str], variable: str = ""
+def _v5_fields(v: object) -> list[str] | None:
+    names = np.asarray(v).dtype.names
+    return list(names) if names else None
+
+
+def _v5_child(v: object, name: str, what: str) -> object:
+    a = np.asarray(v)
+    if a.size != 1:
+        raise UserInputError(f"{what} is an array of {a.size} structs; save the data of all of "
+                             "them as one numeric array")
+    return a[name].ravel()[0]
+
+
+def _h5_fields(obj: object) -> list[str] | None:
+    plain = isinstance(obj, h5py.Group) and "MATLAB_sparse" not in obj.attrs
+    return sorted(obj) if plain else None
+
+
+def _read_mat73(p: Path, wanted: set[str], variable: str, field: tuple[str, list[str]]
                 ) -> tuple[list[str], dict[str, object]]:
-    top, *fields = variable.replace("/", ".").split(".")
+    top, fields = field
     try:
         with h5py.File(p, "r") as f:
             names = sorted(k for k in f if not k.startswith("#"))
             values = {k: _mat73_value(f[k], p, k) for k in names if k in wanted}
             if fields and top in f:
-                obj, path = f[top], top
-                for name in fields:
-                    if not isinstance(obj, h5py.Group) or "MATLAB_sparse" in obj.attrs:
-                        raise UserInputError(f"{p}: variable '{path}' is not a struct; it has "
-                                             f"no field '{name}'")
-                    if name not in obj:
-                        raise UserInputError(f"{p}: struct '{path}' has no field '{name}' (its "
-                                             f"fields: {', '.join(sorted(obj))})")
-                    obj, path = obj[name], f"{path}.{name}"
-                values[variable] = _mat73_value(obj, p, path)
+                obj = _field(f[top], top, fields, p, _h5_fields, lambda o, n, _: o[n])
+                values[variable] = _mat73_value(obj, p, variable)
             return names, values
     except (OSError, RuntimeError, KeyError) as e:
         raise unreadable(p, "a MATLAB v7.3 (HDF5) file", e) from None

@@ -14,8 +14,8 @@ past and does not wait.
 A worker that was given a GPU and sees none (trainable.GPUMissing) fails the same way on every
 restart, so it ends the run at once through the stopper (`abort`) with the worker's own message.
 So does a worker that fails on its settings (pydantic's ValidationError: a hyperparameter out
-of its range), and one that runs out of GPU memory twice in a row (workers
-sharing a GPU each hold their data and activations there): restarts would only repeat it.
+of its range), and one that runs out of GPU memory twice in a row (workers sharing a GPU each
+hold their data and activations there): restarts would only repeat it.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class WorkerFailures(Callback):
         delay = restart_delay(self.streak[w])
         member = dict(trial.config["member"], not_before=self.clock() + delay)
         trial.set_config({**trial.config, "member": member})
-        why = (OOM_FIX if _GPU_OOM.search(text) else HOST_OOM_FIX if _HOST_OOM.search(text)
+        why = (OOM_FIX if self.oom[w] else HOST_OOM_FIX if _HOST_OOM.search(text)
                else first_line(text))
         self._say(f"worker {w} failed ({self._tally(w)}): {why}; restarting it "
                   f"from its last checkpoint in {delay:g} s")
@@ -138,8 +138,8 @@ class WorkerFailures(Callback):
         reason = gpu_missing(text)
         if reason is None and self.oom[worker] >= 2:
             reason = f"worker {worker} ran {OOM_FIX} (it failed so twice in a row)"
-        if reason is None and config_error(text):
-            reason = f"worker {worker} cannot train with its settings: {config_error(text)}"
+        if reason is None and (setting := config_error(text)):
+            reason = f"worker {worker} cannot train with its settings: {setting}"
         if reason is None:
             return False
         self.event(f"worker {worker} failed: {reason}; stopping the run")
@@ -196,4 +196,3 @@ def _available_resources() -> dict:
     import ray
 
     return ray.available_resources()
-

@@ -99,10 +99,10 @@ def _check(name: str, hp: HyperParam) -> None:
         why = _invalid(name, v)
         if why:
             raise UserInputError(f"{where}.{label} {v:g}: {TUNABLE[name]}.{name} {why}")
-    if not hp.enforce_limits and hp.explore_weight > 0 and _invalid(name, hp.high * 1e6):
+    # (explore multiplies, unbounded: far above `high` is where an upper limit is met)
+    if not hp.enforce_limits and hp.explore_weight > 0 and (why := _invalid(name, hp.high * 1e6)):
         raise UserInputError(f"{where}: enforce_limits false lets explore move {name} past "
-                             f"what it can take ({_invalid(name, hp.high * 1e6)}); keep "
-                             "enforce_limits true")
+                             f"what it can take ({why}); keep enforce_limits true")
 
 
 def _invalid(name: str, value: float) -> str | None:

@@ -96,7 +96,6 @@ def ray_session(address: str | None) -> Iterator[None]:
             shutil.rmtree(temp, ignore_errors=True)
 
 
-
 def unused_gpus(workers_per_gpu: int, device: str) -> str | None:
     """A note when the machine (or cluster) has GPUs that the workers leave idle: they train on
     CPUs unless --workers-per-gpu gives them GPU shares. train.device=cpu says it is meant."""

@@ -38,7 +38,6 @@ REPORT = "report"  # index.html and its PNGs
 HP_COLUMNS = ("generation", "worker", "score")
 DECISION_COLUMNS = ("generation", "worker", "exploited", "source_worker", "score", "source_score")
 
-RUN_MARKERS = (CONFIG, METRICS)  # --force replaces only a directory holding one of these
 # Files only a run writes: a folder holding one is a run's, and only then may --force remove
 # its RUN_ENTRIES (a folder of the user's may have an output/ or a config.yaml of its own).
 RUN_EVIDENCE = (RUN_JSON, METRICS, TRAIN_LOG, HP_LOG, TRAIN_STATE, MODEL_CHECKPOINT)
