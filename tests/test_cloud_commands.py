@@ -95,7 +95,7 @@ def test_submit_uploads_and_starts_an_attempt(cluster, monkeypatch, capsys):
         "--address auto --workers-per-gpu 2 --population 16'"]
     out = dry(monkeypatch, capsys, "submit", cluster, "--resume", "s1")
     assert out == [f"{REMOTE} submit --resume s1 {BUCKET}/runs/s1 -- {RUN} --out "
-                   f"{BUCKET}/runs/s1 --address auto --workers-per-gpu 1 --resume'"]
+                   f"{BUCKET}/runs/s1 --address auto --workers-per-gpu 3 --resume'"]
 
 
 def test_submit_on_lab_hosts_copies_data_to_the_head(lab, monkeypatch, capsys):
@@ -109,6 +109,19 @@ def test_submit_on_lab_hosts_copies_data_to_the_head(lab, monkeypatch, capsys):
         "autolfads.cloud.remote submit r /nfs/autolfads/runs/r -- /opt/alf/bin/python -m "
         "autolfads.cli run /nfs/autolfads/data/r/d.h5 --out /nfs/autolfads/runs/r --address "
         "auto --workers-per-gpu 0'"]
+
+
+def test_submit_shares_each_gpu_between_workers_where_there_are_gpus(lab, monkeypatch, capsys):
+    """Without --workers-per-gpu: 3 workers per GPU on a cluster with GPUs (GCP, lab hosts
+    set up with --gpus), CPU workers on lab hosts without."""
+    tail = "--address auto --workers-per-gpu {}'"
+    assert dry(monkeypatch, capsys, "submit", lab, "--name", "r")[-1].endswith(tail.format(0))
+    cfg = yaml.safe_load(lab.read_text())
+    cfg["metadata"]["autolfads"]["gpus"] = True
+    lab.write_text(yaml.safe_dump(cfg))
+    assert dry(monkeypatch, capsys, "submit", lab, "--name", "r")[-1].endswith(tail.format(3))
+    assert dry(monkeypatch, capsys, "submit", lab, "--name", "r", "--workers-per-gpu",
+               "1")[-1].endswith(tail.format(1))
 
 
 @pytest.mark.parametrize("args,expected", [

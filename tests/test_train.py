@@ -113,6 +113,38 @@ def test_posterior_sampling_shapes_and_per_trial_averaging(tiny):
     assert min(per_trial) > 0.9
 
 
+def test_sampling_passes_are_larger_on_a_gpu_and_shrink_when_out_of_memory(tiny, monkeypatch):
+    """1024 rows a pass on a CPU; on a GPU about 2**20 rows x bins (at least 1024 rows). A pass
+    out of GPU memory is retried at a quarter of its rows; an explicit size is not changed."""
+    from autolfads.training import sampling
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert sampling.rows_per_pass(cpu, 50) == 1024
+    assert sampling.rows_per_pass(gpu, 50) == 20971
+    assert sampling.rows_per_pass(gpu, 5000) == 1024
+    tr = new_trainer(tiny_config(), tiny)
+    tr.fit(1, early_stop=False)
+    plain = sampling._passes
+    tried = []
+
+    def small_memory(model, data, ext, n, rows, *rest):
+        tried.append(rows)
+        if rows > 2000:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return plain(model, data, ext, n, rows, *rest)
+
+    monkeypatch.setattr(sampling, "_passes", small_memory)
+    monkeypatch.setattr(sampling, "rows_per_pass", lambda device, n_bins: 32000)
+    torch.manual_seed(0)
+    got = sampling.sample_and_average(tr.model, tr.valid_x, n_samples=20)["rates"]
+    assert tried == [32000, 8000, 2000]
+    torch.manual_seed(0)
+    want = plain(tr.model, tr.valid_x, None, 20, 2000, None, True)["rates"]
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        sampling.sample_and_average(tr.model, tr.valid_x, n_samples=20, max_batch=4000)
+
+
 def test_early_stopping_waits_for_the_ramps(tiny):
     """Patience counts only epochs with the KL and L2 weights fully on."""
     # A frozen model (lr ~ 0, no smoothing): the validation cost never improves after epoch 0.

@@ -292,8 +292,9 @@ def submit(
                                         "STORAGE/runs/NAME."),
     resume: str = typer.Option(None, "--resume", metavar="NAME",
                                help="Continue the stopped or failed run NAME."),
-    workers_per_gpu: int = typer.Option(1, help="LFADS workers sharing one GPU (0: CPU "
-                                                "workers)."),
+    workers_per_gpu: int = typer.Option(None, help="LFADS workers sharing one GPU (0: CPU "
+                                                   "workers; default 3 where the cluster has "
+                                                   "GPUs, else 0)."),
     bucket: str = STORAGE,
     address: str = ADDRESS,
     dry_run: bool = DRY,
@@ -306,7 +307,7 @@ def submit(
         raise UserInputError(f"--resume {resume} --name {name}: give the run's name once")
     name = resume or name or time.strftime("run-%Y%m%d-%H%M%S")
     c = _cluster(cfg, bucket)
-    if workers_per_gpu < 0:
+    if workers_per_gpu is not None and workers_per_gpu < 0:
         raise UserInputError(f"--workers-per-gpu {workers_per_gpu}: must be 0 or more")
     run_args = list(ctx.args)
     if data and data.startswith("-"):

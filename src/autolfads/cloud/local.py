@@ -96,7 +96,7 @@ def build_local_config(spec: LocalSpec) -> dict[str, Any]:
     node = node_python(spec)
     mounts = {"~/.ray/auth_token": "~/.ray/auth_token"}
     meta: dict[str, Any] = {"version": __version__, "storage": spec.storage,
-                            "python": node.python}
+                            "python": node.python, "gpus": spec.gpus}
     if node.install:
         mounts[nodes.REMOTE_WHEEL_DIR] = spec.wheel_dir or ""
         meta["wheel_dir"] = spec.wheel_dir

@@ -23,15 +23,26 @@ from autolfads.training.parallel import Shards
 KEYS = ("rates", "factors", "inferred_inputs", "ic_mean")
 ENCODE_BLOCK = 16  # trials are encoded this many passes' worth at a time,
 MAX_ENCODED = 1024  # but no more trials than this (their controller inputs are kept meanwhile)
+CPU_ROWS = 1024  # rows per pass on a CPU: larger ones fall out of cache and run slower (bench)
+# On a GPU a pass is a few thousand small kernels whatever its size, so larger passes are faster:
+# 2000 trials x 50 samples took 2.3 s at 1024 rows a pass, 0.21 s at 16384 (an H200, Lorenz
+# size; bench/gpu_probe.py). Rows x bins is bounded so that a pass stays a few GB at any trial
+# length; a pass that runs out of GPU memory is retried at a quarter of the size.
+GPU_ROW_BINS = 2**20
 
 
-@torch.no_grad()
+def rows_per_pass(device: torch.device, n_bins: int) -> int:
+    if device.type == "cpu":
+        return CPU_ROWS
+    return max(CPU_ROWS, GPU_ROW_BINS // max(1, n_bins))
+
+
 def sample_and_average(
     model: LFADS,
     data: torch.Tensor,
     ext_input: torch.Tensor | None = None,
     n_samples: int = 50,
-    max_batch: int = 1024,  # rows per pass: larger ones fall out of cache and run slower (bench)
+    max_batch: int | None = None,  # rows per pass (default: rows_per_pass)
     shards: Shards | None = None,
     encode_once: bool = True,
 ) -> dict[str, np.ndarray]:
@@ -40,6 +51,20 @@ def sample_and_average(
     (B,T,U), 'ic_mean': (B, ic_dim)} averaged over `n_samples` posterior samples. `shards`
     spreads each pass over threads (training/parallel.py); the draws are made for the whole pass
     first."""
+    rows = max_batch or rows_per_pass(data.device, model.recon_seq_len or data.shape[1])
+    while True:
+        try:
+            return _passes(model, data, ext_input, n_samples, rows, shards, encode_once)
+        except torch.cuda.OutOfMemoryError:
+            if max_batch is not None or rows <= CPU_ROWS:
+                raise
+            torch.cuda.empty_cache()
+            rows = max(CPU_ROWS, rows // 4)
+
+
+@torch.no_grad()
+def _passes(model: LFADS, data: torch.Tensor, ext_input: torch.Tensor | None, n_samples: int,
+            max_batch: int, shards: Shards | None, encode_once: bool) -> dict[str, np.ndarray]:
     model.eval()
     shards = shards or Shards(1)
     B, T_enc = data.shape[:2]
