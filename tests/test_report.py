@@ -75,6 +75,19 @@ def test_report_of_a_finished_run_has_every_section_and_figure(tmp_path):
     assert index.stat().st_mode & 0o044 == 0o044
 
 
+def test_a_truth_that_varies_only_between_channels_gets_no_r2_in_the_report(tmp_path):
+    """metrics.json leaves R^2 out for such a truth (data/content.py); the report's table and
+    scatter do too, and say why."""
+    run = make_run(tmp_path)
+    m = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps(
+        {k: v for k, v in m.items() if not k.startswith(("r2", "smoothing"))}))
+    text, images = check_page(write_report(run))
+    assert "rates_vs_truth" not in images and "trials" in images
+    assert "vary only between neurons" in text and "R^2 against them" in text
+    assert "no true rates in the data" not in text
+
+
 def test_hyperparameter_axes_are_logarithmic_where_the_range_is(tmp_path):
     run = make_run(tmp_path, generations=4)
     rd = Location(run)

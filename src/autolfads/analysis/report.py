@@ -297,7 +297,9 @@ def _metrics(v: RunView, page: _Page) -> str:
         m = v.metrics or {}
         nll = ", ".join(f"{sp} {m[f'nll_per_bin_{sp}']:.4g}" for sp in ("valid", "test")
                         if isinstance(m.get(f"nll_per_bin_{sp}"), (int, float)))
-        return (_note(f"no true means in the data, so no R^2 (that needs synthetic data); the "
+        why = ("the true means vary only between channels, so no R^2" if v.truth_flat else
+               "no true means in the data, so no R^2 (that needs synthetic data)")
+        return (_note(f"{why}; the "
                       f"measure for a real recording is the {v.observation.replace('_', '-')} "
                       "negative log-likelihood per bin, summed over channels (lower is better)"
                       + (f": {nll}" if nll else ""))
@@ -333,7 +335,11 @@ def _metrics(v: RunView, page: _Page) -> str:
                 + (" A recording is smoothed whole, so a held-out segment's baseline also sees "
                    "the bins beside it, which LFADS does not." if recording else "") + "</p>")
     if "__truth__" not in panels:
-        if not any(r["r2"] is not None for r in rows):  # counts (continuous: handled above)
+        if v.truth_flat:
+            out += _note("the true rates vary only between neurons, not in time or from trial "
+                         "to trial, so R^2 against them would score the neurons' mean rates "
+                         "alone: it is left out")
+        elif not any(r["r2"] is not None for r in rows):  # counts (continuous: above)
             out += _note("no true rates in the data: R^2 needs ground truth (synthetic data); "
                          "bits/spike is the measure for real recordings")
         return out

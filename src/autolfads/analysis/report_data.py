@@ -97,6 +97,17 @@ class RunView:
         return "r2_rates" in m and "r2_per_neuron" not in m
 
     @property
+    def truth_flat(self) -> bool:
+        """The truth varies only between channels (data/content.py): metrics.json leaves R^2
+        out, and so does the report."""
+        if self.dataset is not None and self.dataset.meta.get("truth_flat"):
+            return True
+        m = self.metrics
+        return bool(m) and "r2_rates" not in m and self.outputs is not None and (
+            self.outputs.get("truth") is not None
+            or (self.dataset is not None and self.dataset.has_truth))
+
+    @property
     def counts(self) -> bool:
         """Spike counts (rasters, rates in Hz, bits/spike), not a continuous signal."""
         return self.observation == "poisson"
@@ -262,6 +273,8 @@ def metric_rows(view: RunView) -> tuple[list[dict], dict[str, np.ndarray]]:
         return ([r for r in rows if any(r[k] is not None for k in ("r2", "r2n", "bps"))], {})
     rates = out.arrays["rates"]
     spikes, truth = spikes_and_truth(view)
+    if view.truth_flat:
+        truth = None
     seg = view.segments
 
     def whole(a: np.ndarray | None, merge: bool = False) -> np.ndarray | None:
