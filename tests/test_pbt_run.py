@@ -181,9 +181,11 @@ def test_unplaceable_workers_fail_fast(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    said: list[str] = []
     with pytest.raises(UserInputError, match="no GPU"):
         autolfads.run(tiny_dataset(n_trials=40), tmp_path / "gpu", population=2, generations=1,
-                      workers_per_gpu=2, overrides=TINY, quiet=True)
+                      workers_per_gpu=2, overrides=TINY, log=said.append)
+    assert any(line.endswith("1 CPU per worker, 2 workers per GPU") for line in said)
     with pytest.raises(UserInputError, match="only"):
         autolfads.run(tiny_dataset(n_trials=40), tmp_path / "cpu", population=2, generations=1,
                       cpus_per_worker=512, overrides=TINY, quiet=True)

@@ -298,7 +298,8 @@ def run(
     p = cfg.pbt
     _say_all(say, data_lines(dataset, obs_lines))
     say(f"AutoLFADS: population {p.population}, up to {p.generations} generations of "
-        f"{p.epochs_per_generation} epochs, {p.cpus_per_worker:g} CPU per worker")
+        f"{p.epochs_per_generation} epochs, {p.cpus_per_worker:g} CPU per worker"
+        + (f", {p.workers_per_gpu} workers per GPU" if p.workers_per_gpu else ""))
     t0 = time.perf_counter()
     result = run_pbt(dataset, cfg, store, address=address, resume=point, log=say,
                      after_generation=lambda d: _refresh_report(d, dataset, cfg))

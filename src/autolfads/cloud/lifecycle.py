@@ -33,9 +33,10 @@ from autolfads.rundir.layout import is_uri, join
 
 AUTH_ENV = ("RAY_AUTH_MODE", "token")  # keep token auth on for every job-server call
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-# LFADS steps are many small kernels, so one worker leaves a GPU mostly idle: on an H200, 3
-# workers sharing it trained 2.15x the trials/s of one, 8 workers 3.61x (bench/results.json,
-# 2026-11-30). 3 is the tutorial's 2-3 per GPU, and fits GCP's 4 vCPUs per N1 GPU.
+# LFADS steps are thousands of small kernels, so one worker leaves a GPU mostly idle (busy 8% of
+# a step on an H200): there 3 workers sharing it trained 2.2-3.4x the trials/s of one, 8 workers
+# 3.6-5.0x (three runs, 2026-11-30; bench/results.json). 3 is the tutorial's 2-3 per GPU, and
+# fits GCP's 4 vCPUs per N1 GPU.
 WORKERS_PER_GPU = 3
 SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR")
