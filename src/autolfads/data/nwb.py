@@ -23,11 +23,20 @@ import numpy as np
 
 from autolfads.config import DataConfig
 from autolfads.data.dataset import Dataset
-from autolfads.data.nwb_series import clock_of, find_series, series_at, series_binned, series_paths
+from autolfads.data.nwb_series import (
+    clock_of,
+    find_series,
+    series_at,
+    series_binned,
+    series_paths,
+    transposed,
+)
+from autolfads.data.nwb_units import heldout, spike_times, unit_warnings, units_kept
 from autolfads.data.validate import MIN_BINS, listed
 from autolfads.errors import UserInputError
 
 DEFAULT_BIN_MS = 10.0
+NLB_SPLITS = ("train", "val", "test", "none")
 
 
 def _open(p: Path):
@@ -43,9 +52,10 @@ def _open(p: Path):
         raise UserInputError(f"{p}: could not be read as NWB ({first})") from None
 
 
-def _window(trials, keep: np.ndarray, cfg: DataConfig, p: Path
+def _window(trials, keep: np.ndarray, cfg: DataConfig, p: Path, warnings: list[str]
             ) -> tuple[np.ndarray, float, float]:
-    """(alignment time per kept trial, window start, window stop) in seconds."""
+    """(alignment time per kept trial, window start, window stop) in seconds; what is worth
+    knowing is appended to `warnings`."""
     columns = list(trials.colnames)
     if cfg.align not in (*columns, "start_time", "stop_time"):
         raise UserInputError(f"{p}: the trials table has no column '{cfg.align}' (data.align); "
@@ -60,6 +70,8 @@ def _window(trials, keep: np.ndarray, cfg: DataConfig, p: Path
         raise UserInputError(f"{p}: {missing.size} trial(s) have no {cfg.align} (NaN): trials "
                              f"{listed(np.flatnonzero(keep)[missing])} (0-based); choose a "
                              "data.align column that every trial has")
+    if cfg.align not in ("start_time", "stop_time"):
+        align = _absolute(align, trials, keep, cfg.align, p, warnings)
     if cfg.window_ms is not None:
         if len(cfg.window_ms) != 2 or cfg.window_ms[1] <= cfg.window_ms[0]:
             raise UserInputError(f"data.window_ms={cfg.window_ms}: expected [start, stop] in ms "
@@ -74,12 +86,45 @@ def _window(trials, keep: np.ndarray, cfg: DataConfig, p: Path
                              "data.window_ms")
     k = int(np.argmin(ends))
     bin_s = (cfg.bin_size_ms or DEFAULT_BIN_MS) / 1000.0
+    trial = int(np.flatnonzero(keep)[k])
     if ends[k] < MIN_BINS * bin_s:
         raise UserInputError(
-            f"{p}: trial {int(np.flatnonzero(keep)[k])} (0-based) ends {ends[k] * 1000:.0f} ms "
+            f"{p}: trial {trial} (0-based) ends {ends[k] * 1000:.0f} ms "
             f"after its {cfg.align}, and the shortest trial sets the default window: fewer than "
             f"{MIN_BINS} bins of {bin_s * 1000:g} ms; set data.window_ms (e.g. [0, 700])")
+    typical = float(np.median(ends))
+    if ends[k] < 0.5 * typical:  # one aborted trial cuts every other short: said
+        warnings.append(f"{p}: the window runs from each trial's {cfg.align} to the end of the "
+                        f"shortest trial, {ends[k] * 1000:.0f} ms (trial {trial}, 0-based; the "
+                        f"median trial lasts {typical * 1000:.0f} ms), so every trial is cut "
+                        "there; set data.window_ms (or data.align) to choose the window")
     return align, 0.0, float(ends[k])
+
+
+def _absolute(align: np.ndarray, trials, keep: np.ndarray, col: str, p: Path,
+              warnings: list[str]) -> np.ndarray:
+    """A data.align column as session times. NWB keeps event times in seconds from the
+    session's start; a column of offsets from each trial's start (every value between 0 and the
+    trial's length, almost none inside its trial) is read as such, and said."""
+    starts, stops = (np.asarray(trials[c][:], dtype=np.float64)[keep]
+                     for c in ("start_time", "stop_time"))
+    has_end = np.isfinite(stops)
+    inside = (align >= starts - 1e-6) & (align <= stops + 1e-6)
+    if not has_end.any() or inside[has_end].mean() > 0.5:
+        return align
+    offsets = (align >= 0) & (align <= stops - starts + 1e-6)
+    k = int(np.flatnonzero(has_end & ~inside)[0])
+    example = (f"trial {int(np.flatnonzero(keep)[k])}: {col} {align[k]:.3f} s, the trial runs "
+               f"{starts[k]:.3f} to {stops[k]:.3f} s")
+    if len(align) >= 3 and inside[has_end].sum() <= max(1, 0.05 * len(align)) \
+            and offsets[has_end].all():
+        warnings.append(f"{p}: the trials column '{col}' (data.align) holds times from each "
+                        f"trial's start, not from the session's ({example}): read as such")
+        return starts + align
+    warnings.append(f"{p}: {int((has_end & ~inside).sum())} trial(s) have their {col} "
+                    f"(data.align) outside the trial ({example}); check that it is the event "
+                    "you mean")
+    return align
 
 
 def _count(spikes: list[np.ndarray], edges: np.ndarray) -> np.ndarray:
@@ -88,65 +133,6 @@ def _count(spikes: list[np.ndarray], edges: np.ndarray) -> np.ndarray:
     for n, times in enumerate(spikes):
         counts[:, :, n] = np.diff(np.searchsorted(times, edges), axis=1)
     return counts
-
-
-NOISE_LABELS = ("noise", "bad", "artifact", "artefact")
-
-
-def _units_kept(units, rule: str | None, p: Path) -> tuple[np.ndarray, list[str]]:
-    """Which units to read (data.units = COLUMN=VALUE[,VALUE...]), and what to say: without a
-    rule, a curation column that marks units as noise is pointed out."""
-    n = len(units)
-    if rule is None:
-        for col in ("quality", "KSLabel", "label"):
-            if col in units.colnames:
-                vals = np.array([str(v).lower() for v in units[col][:]])
-                noisy = int(np.isin(vals, NOISE_LABELS).sum())
-                if noisy:
-                    return np.ones(n, dtype=bool), [
-                        f"{p}: the units table's {col} column marks {noisy} of {n} unit(s) as "
-                        f"noise; all units are read (keep some with --set data.units={col}=good)"]
-        return np.ones(n, dtype=bool), []
-    col, _, values = rule.partition("=")
-    if not col or not values:
-        raise UserInputError(f"data.units={rule}: expected COLUMN=VALUE[,VALUE...], e.g. "
-                             "quality=good")
-    if col not in units.colnames:
-        raise UserInputError(f"{p}: the units table has no column '{col}' (data.units); "
-                             f"columns: {', '.join(units.colnames)}")
-    def same(v: str, want: str) -> bool:  # "Good" is good, and 10 is 10.0
-        v, want = str(v).strip().lower(), want.strip().lower()
-        try:
-            return v == want or float(v) == float(want)
-        except ValueError:
-            return False
-
-    vals = np.array([str(v) for v in units[col][:]])
-    keep = np.array([any(same(v, w) for w in values.split(",")) for v in vals])
-    if not keep.any():
-        raise UserInputError(f"{p}: no unit has {col} = {values} (data.units); its values: "
-                             f"{', '.join(sorted(set(vals))[:8])}")
-    return keep, [f"{p}: {int(keep.sum())} of {n} units read ({rule})"]
-
-
-def _unit_warnings(units, kept: np.ndarray, edges: np.ndarray, p: Path) -> list[str]:
-    """Units whose obs_intervals leave out part of some trial window: silence there is not
-    recorded silence."""
-    if "obs_intervals" not in units.colnames:
-        return []
-    lo, hi = edges[:, 0], edges[:, -1]
-    short = {}
-    for n, unit in enumerate(np.flatnonzero(kept)):  # n: the unit's index among those read
-        iv = np.asarray(units["obs_intervals"][int(unit)], dtype=np.float64).reshape(-1, 2)
-        covered = ((iv[:, None, 0] <= lo) & (iv[:, None, 1] >= hi)).any(axis=0)
-        if not covered.all():
-            short[n] = int((~covered).sum())
-    if not short:
-        return []
-    n, k = max(short.items(), key=lambda kv: kv[1])
-    return [f"{p}: unit(s) {listed(np.array(sorted(short)))} (0-based) were not recorded during "
-            f"all of the trial windows (their obs_intervals; unit {n} misses {k} of "
-            f"{len(lo)}): their counts there read as silence"]
 
 
 def _window_warnings(edges: np.ndarray, p: Path) -> list[str]:
@@ -159,12 +145,23 @@ def _window_warnings(edges: np.ndarray, p: Path) -> list[str]:
 
 
 def _no_units(nwb, p: Path) -> UserInputError:
-    series = ", ".join(list(series_paths(nwb))[:6])
-    first = series.split(", ")[0]
+    paths = series_paths(nwb)
+    series = ", ".join(list(paths)[:6])
+    binnable = [k for k, v in paths.items() if not _raw_ephys(v)]
     found = (f" (the file has time series: {series}; to bin one as the data: --set "
-             f"data.signal={first})") if series else ""
+             f"data.signal={binnable[0]})") if binnable else ""
+    if paths and not binnable:
+        found = (f" (the file holds a raw recording: {series}; sort its spikes first, e.g. "
+                 "with Kilosort or SpikeInterface, and add them as a units table: averaging "
+                 "raw voltage into bins does not give spiking data)")
     return UserInputError(f"{p}: no units table (spike times); autolfads reads spiking data "
                           f"from NWB's units table{found}")
+
+
+def _raw_ephys(series) -> bool:
+    """A raw extracellular recording (kHz voltage), which is spike-sorted, not binned."""
+    return type(series).__name__ == "ElectricalSeries" and float(
+        getattr(series, "rate", None) or 0.0) >= 5000.0
 
 
 def _trials_table(nwb, name: str, p: Path) -> tuple[object | None, str]:
@@ -188,7 +185,7 @@ def _trial_edges(trials, keep: np.ndarray, spikes: list[np.ndarray], cfg: DataCo
                  bin_s: float, p: Path, warnings: list[str]) -> np.ndarray:
     """Bin edges of each kept trial's window, trials x (bins + 1), inside the session; what
     is worth knowing is appended to `warnings`."""
-    align, start, stop = _window(trials, keep, cfg, p)
+    align, start, stop = _window(trials, keep, cfg, p, warnings)
     n_bins = int(round((stop - start) / bin_s))
     if n_bins < 1:
         raise UserInputError(f"{p}: the window ({start * 1000:g} to {stop * 1000:g} ms) is "
@@ -201,19 +198,35 @@ def _trial_edges(trials, keep: np.ndarray, spikes: list[np.ndarray], cfg: DataCo
     if cfg.signal:  # the signal's own span is checked when it is binned
         return edges
     # The session: from its first event (a spike, a trial) to its last, not from clock 0.
-    starts, stops = (np.asarray(trials[c][:], dtype=np.float64) for c in
-                     ("start_time", "stop_time"))
-    first = min([float(s[0]) for s in spikes if s.size] + [float(starts.min())])
-    last = max([float(s[-1]) for s in spikes if s.size] + [float(stops.max())])
+    starts, stops = (a[np.isfinite(a)] for a in (np.asarray(trials[c][:], dtype=np.float64)
+                                                 for c in ("start_time", "stop_time")))
+    first = min([float(s[0]) for s in spikes if s.size] + [float(t) for t in starts],
+                default=float(edges[:, 0].min()))
+    last = max([float(s[-1]) for s in spikes if s.size] + [float(t) for t in stops],
+               default=float(edges[:, -1].max()))
     outside = np.flatnonzero((edges[:, 0] < first) | (edges[:, -1] > last))
     if outside.size:
         k = int(outside[0])
+        w0, w1, s0, s1 = _seconds(edges[k, 0], edges[k, -1], first, last)
         raise UserInputError(
-            f"{p}: trial {int(np.flatnonzero(keep)[k])}'s window ({edges[k, 0]:.3f} to "
-            f"{edges[k, -1]:.3f} s) lies outside the session ({first:.3f} to {last:.3f} s) for "
-            f"{outside.size} trial(s); choose data.window_ms / data.align so every window is "
-            "inside the recording")
+            f"{p}: trial {int(np.flatnonzero(keep)[k])}'s window ({w0} to {w1} s) lies outside "
+            f"the session ({s0} to {s1} s) for {outside.size} trial(s); choose "
+            "data.window_ms / data.align so every window is inside the recording")
+    heard = [s[-1] for s in spikes if s.size]
+    trials_end = float(stops.max()) if stops.size else 0.0
+    if heard and trials_end > 0 and max(heard) > 20 * trials_end:
+        warnings.append(f"{p}: the spike times run to {max(heard):.6g} s but the trials end at "
+                        f"{trials_end:.6g} s: are the spike times in ms? NWB keeps times in "
+                        "seconds (few spikes fall inside the trials)")
     return edges
+
+
+def _seconds(*times: float) -> list[str]:
+    """Times with as many decimals (3 or more) as it takes to tell different ones apart."""
+    d = 3
+    while d < 9 and len({f"{t:.{d}f}" for t in times}) < len(set(times)):
+        d += 1
+    return [f"{t:.{d}f}" for t in times]
 
 
 def _session(spikes: list[np.ndarray], signal, behavior, cfg: DataConfig, bin_s: float,
@@ -253,6 +266,10 @@ def _nlb_split(trials, p: Path) -> tuple[np.ndarray, dict, list[str]]:
     if "split" not in trials.colnames:
         return np.ones(n, dtype=bool), {}, []
     split = np.asarray([str(v) for v in trials["split"][:]])
+    if not set(split) <= set(NLB_SPLITS):  # a lab's own column of that name
+        return np.ones(n, dtype=bool), {}, [
+            f"{p}: the trials' split column holds {', '.join(sorted(set(split))[:4])}, not "
+            f"NLB's {' / '.join(NLB_SPLITS)}: not used (the split is data.split's)"]
     keep = split != "none"
     notes = [f"{p}: {n - keep.sum()} trial(s) whose split is 'none' are left out (as nlb_tools "
              "does); the outputs hold the other trials, in the file's order"] if (~keep).any() \
@@ -265,10 +282,6 @@ def _nlb_split(trials, p: Path) -> tuple[np.ndarray, dict, list[str]]:
                              "trials")
     if not len(inds["test_inds"]):
         inds.pop("test_inds")
-    other = len(split) - sum(len(v) for v in inds.values())
-    if other:
-        raise UserInputError(f"{p}: {other} trial(s) whose split is not train, val, test or "
-                             "none")
     return keep, inds, notes
 
 
@@ -285,13 +298,18 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
         if not has_units and not cfg.signal:
             raise _no_units(nwb, p)
         trials, note = _trials_table(nwb, cfg.intervals, p)
-        units, notes = (_units_kept(nwb.units, cfg.units, p) if has_units and not cfg.signal
+        units, notes = (units_kept(nwb.units, cfg.units, p) if has_units and not cfg.signal
                         else (np.zeros(0, dtype=bool), []))
-        spikes = [np.sort(np.asarray(nwb.units["spike_times"][int(i)], dtype=np.float64))
-                  for i in np.flatnonzero(units)]
+        spikes, said = spike_times(nwb.units, units, p) if units.size else ([], [])
+        notes += said
         bin_s = (cfg.bin_size_ms or DEFAULT_BIN_MS) / 1000.0
         signal = find_series(nwb, cfg.signal, p, "data.signal") if cfg.signal else None
         beh_series = find_series(nwb, cfg.behavior, p) if cfg.behavior else None
+        notes += [f"{p}: {key}={name} is stored as channels x time ({series.data.shape[0]} x "
+                  f"{series.data.shape[1]}); NWB's order is time x channels: read transposed"
+                  for key, name, series in (("data.signal", cfg.signal, signal),
+                                            ("data.behavior", cfg.behavior, beh_series))
+                  if series is not None and transposed(series)]
         if trials is None:  # one continuous recording, cut into segments by from_array
             keep, inds = np.ones(1, dtype=bool), {}
             edges, said = _session(spikes, signal, beh_series, cfg, bin_s, p)
@@ -313,7 +331,7 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
                                 f"{step * 1000:.0f} or more")
         else:
             counts = _count(spikes, edges)
-            warnings += _unit_warnings(nwb.units, units, edges, p)
+            warnings += unit_warnings(nwb.units, units, edges, p)
         warnings += _window_warnings(edges, p)
         conditions = None
         if cfg.condition:
@@ -334,11 +352,17 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
         # `split` trials column (train / val / test) the split; explicit settings win.
         if (units.size and "heldout" in nwb.units.colnames and cfg.heldout_neurons is None
                 and cfg.heldout_fraction == 0):
-            held = np.flatnonzero(np.asarray(nwb.units["heldout"][:], dtype=bool)[units])
-            cfg = cfg.model_copy(update={"heldout_neurons": [int(i) for i in held]})
+            cfg = cfg.model_copy(update={"heldout_neurons": heldout(nwb.units, units, p)})
     if trials is None:  # the session's one "trial" is the recording
         counts, behavior = counts[0], None if behavior is None else behavior[0]
     ds = from_array(counts, layout="trials_time_neurons", conditions=conditions, cfg=cfg,
                     source=str(p), bin_size_s=bin_s, behavior=behavior, **inds)
     ds.meta["warnings"] = warnings + ds.meta.get("warnings", [])  # the file's own first
+    # Where the outputs sit in the file (rundir/outputs.py): rows left out, a recording's start.
+    if trials is not None and not keep.all():
+        ds.meta["source_trials"] = np.flatnonzero(keep)
+    if units.size and not units.all():
+        ds.meta["source_units"] = np.flatnonzero(units)
+    if trials is None:
+        ds.meta["recording_start_s"] = float(edges[0, 0])
     return ds

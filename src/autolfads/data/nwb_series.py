@@ -67,8 +67,22 @@ class Clock(NamedTuple):
     time: Callable[[np.ndarray], np.ndarray]  # sample indices -> times
 
 
+def transposed(series) -> bool:
+    """Stored channels x time, against NWB's time x channels (pynwb warns of it, and reads it
+    as written): the rows match the series' ROIs or electrodes, or the columns its timestamps."""
+    shape = getattr(series.data, "shape", ())
+    if len(shape) != 2 or shape[0] >= shape[1]:
+        return False
+    region = getattr(series, "rois", None) or getattr(series, "electrodes", None)
+    if region is not None and len(region.data) == shape[0]:
+        return True
+    ts = series.timestamps
+    return ts is not None and len(ts) == shape[1]
+
+
 def clock_of(series, name: str, key: str, p: Path) -> Clock:
-    n = int(series.data.shape[0]) if hasattr(series.data, "shape") else len(series.data)
+    n = int(series.data.shape[int(transposed(series))]) if hasattr(series.data, "shape") \
+        else len(series.data)
     if n == 0 or not np.issubdtype(np.asarray(series.data[:1]).dtype, np.number):
         raise UserInputError(f"{p}: {key}={name} holds no numeric samples")
     if series.timestamps is not None:
@@ -86,7 +100,10 @@ def clock_of(series, name: str, key: str, p: Path) -> Clock:
 
 def _values(series, a: int, b: int) -> np.ndarray:
     """Samples a..b-1 as samples x channels, in the series' units (conversion, offset)."""
-    chunk = np.asarray(series.data[a:b], dtype=np.float64).reshape(b - a, -1)
+    if transposed(series):
+        chunk = np.asarray(series.data[:, a:b], dtype=np.float64).T
+    else:
+        chunk = np.asarray(series.data[a:b], dtype=np.float64).reshape(b - a, -1)
     return chunk * float(getattr(series, "conversion", 1.0) or 1.0) + float(
         getattr(series, "offset", 0.0) or 0.0)
 
@@ -120,7 +137,7 @@ def series_binned(series, edges: np.ndarray, keep: np.ndarray, name: str, p: Pat
     clock = clock_of(series, name, "data.signal", p)
     _check_covers(clock, edges, keep, name, p, "data.signal")
     shape = getattr(series.data, "shape", (clock.n,))
-    channels = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    channels = int(shape[0]) if transposed(series) else int(np.prod(shape[1:]))
     per_bin = float(np.median(np.diff(edges[0]))) / max(clock.step, 1e-12)  # samples per bin
     stretch = max(1, int(READ_VALUES / max(per_bin * channels, 1.0)))  # bins per read
     out = [np.concatenate([_bin_means(series, clock, edges[k, i : i + stretch + 1])

@@ -11,6 +11,9 @@ the dataset writers in data/writers.py).
                            1-based index rows; `layout` records the input's axis order
 A continuous recording (data/segments.py) adds rates_/factors_/inferred_inputs_continuous
 (time x dim in .h5, dim x time in .mat: the segments merged) and segment_starts (first bins).
+Data read from an NWB file that left some of its trials or units out adds source_trials /
+source_units (the file's rows of those kept, 0-based in .h5, 1-based in .mat), and a session
+read as one recording the attribute recording_start_s (its first bin's start, session time).
 
 Every write is atomic (location.atomic_write); the run's outputs never replace the input data.
 """
@@ -40,6 +43,7 @@ TIME_ARRAYS = ("rates", "factors", "inferred_inputs", "truth")  # trials x time 
 CONTINUOUS_KINDS = ("rates", "factors", "inferred_inputs")
 WHOLE_RECORDING = tuple(f"{k}_continuous" for k in (*CONTINUOUS_KINDS, "truth"))
 SEGMENT_ATTRS = ("segment_bins", "segment_overlap", "recording_bins")
+SOURCE_ROWS = ("source_trials", "source_units")
 
 
 # ---------------------------------------------------------------------- the MATLAB layout
@@ -123,8 +127,13 @@ def outputs_of(dataset: Dataset, post: dict[str, np.ndarray]) -> Outputs:
         arrays["conditions"] = c if c.dtype.kind in "iuf" else c.astype(str)
     if dataset.true_input_times is not None:
         arrays["true_input_times"] = dataset.true_input_times.astype(np.int64)
+    for key in SOURCE_ROWS:  # which of the file's trials / units these are (data/nwb.py)
+        if key in dataset.meta:
+            arrays[key] = np.asarray(dataset.meta[key], dtype=np.int64)
     attrs: dict[str, Any] = {"layout": layout.INTERNAL_LAYOUT, "input_layout": dataset.layout,
                              "source": dataset.source}
+    if "recording_start_s" in dataset.meta:
+        attrs["recording_start_s"] = float(dataset.meta["recording_start_s"])
     seg = dataset.segments
     if seg is not None:  # a continuous recording: its segments merged back into one
         for kind in CONTINUOUS_KINDS:
@@ -154,9 +163,11 @@ def matlab_dict(outputs: Outputs, conditions: bool = True) -> dict[str, object]:
     for key in WHOLE_RECORDING:  # dim x time, as MATLAB's other arrays are dim first
         if key in a:
             mdict[key] = np.asarray(a[key]).T
-    for key in ("train_inds", "valid_inds", "test_inds", "segment_starts"):
+    for key in ("train_inds", "valid_inds", "test_inds", "segment_starts", *SOURCE_ROWS):
         if key in a:
             mdict[key] = one_based_row(a[key])
+    if "recording_start_s" in outputs.attrs:
+        mdict["recording_start_s"] = float(outputs.attrs["recording_start_s"])
     cond = a.get("conditions")
     if conditions and cond is not None:  # numbers 1-based; text labels as a cell array
         cond = np.asarray(cond)
@@ -265,7 +276,8 @@ def _outputs_from_mat(loc: Location) -> Outputs:
     for key in WHOLE_RECORDING:
         if key in mat:
             arrays[key] = np.ascontiguousarray(mat[key].T)
-    for key in ("train_inds", "valid_inds", "test_inds", "true_input_times", "segment_starts"):
+    for key in ("train_inds", "valid_inds", "test_inds", "true_input_times", "segment_starts",
+                *SOURCE_ROWS):
         if key in mat:  # MATLAB indices are 1-based
             arrays[key] = np.asarray(mat[key]).ravel().astype(np.int64) - 1
     if "train_inds" in arrays and "valid_inds" in arrays:
