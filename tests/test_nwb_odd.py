@@ -18,10 +18,11 @@ N_UNITS, N_TRIALS = 5, 12
 
 
 def session(path, *, trials=True, spike_scale=1.0, nan_unit=None, onset_offsets=False,
-            split=None, heldout=None, obs_intervals=None, lengths=None, spike_times=True):
+            split=None, heldout=None, obs_intervals=None, lengths=None, spike_times=True,
+            pupil_gap=None, reach_nan=None, nan_stamp=False):
     """Trials 1 s long every 1.5 s from 1 s, a move_onset 0.4 s into each (a session time, or
     an offset from the trial's start), units firing throughout; returns the spikes (s)."""
-    from pynwb import NWBHDF5IO, NWBFile
+    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 
     rng = np.random.default_rng(0)
     nwb = NWBFile(session_description="odd", identifier="o",
@@ -30,12 +31,14 @@ def session(path, *, trials=True, spike_scale=1.0, nan_unit=None, onset_offsets=
     lengths = np.ones(N_TRIALS) if lengths is None else np.asarray(lengths)
     if trials:
         nwb.add_trial_column("move_onset", "movement onset")
+        nwb.add_trial_column("reach", "reach direction")
         if split is not None:
             nwb.add_trial_column("split", "the lab's own column")
         for k, t0 in enumerate(starts):
             extra = {"split": split[k % len(split)]} if split is not None else {}
             nwb.add_trial(start_time=t0, stop_time=t0 + lengths[k],
-                          move_onset=0.4 if onset_offsets else t0 + 0.4, **extra)
+                          move_onset=0.4 if onset_offsets else t0 + 0.4,
+                          reach=np.nan if k == reach_nan else float(k % 4), **extra)
     spikes = [np.sort(rng.uniform(0.0, starts[-1] + 1.2, 300)) for _ in range(N_UNITS)]
     if heldout is not None:
         nwb.add_unit_column("heldout", "held out")
@@ -49,6 +52,14 @@ def session(path, *, trials=True, spike_scale=1.0, nan_unit=None, onset_offsets=
         if obs_intervals is not None:
             kw["obs_intervals"] = obs_intervals
         nwb.add_unit(**kw)
+    if pupil_gap is not None:  # a pupil trace at 100 Hz with a tracking dropout (NaN)
+        t = np.arange(0.0, starts[-1] + 1.2, 0.01)
+        pupil = 2.0 + t / 10.0
+        pupil[(t >= pupil_gap[0]) & (t < pupil_gap[1])] = np.nan
+        stamps = t.copy()
+        if nan_stamp:
+            stamps[5] = np.nan
+        nwb.add_acquisition(TimeSeries(name="pupil", data=pupil, unit="mm", timestamps=stamps))
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
     return spikes
@@ -222,3 +233,20 @@ def posterior(ds) -> dict[str, np.ndarray]:
                      f"{sp}_inferred_inputs": np.ones((n, ds.n_time, 1)),
                      f"{sp}_ic_mean": np.ones((n, 4))})
     return post
+
+
+def test_dropouts_in_behaviour_are_bridged_and_missing_labels_named(tmp_path):
+    path = tmp_path / "pupil.nwb"
+    session(path, pupil_gap=(2.2, 2.5), reach_nan=3)
+    ds = load_dataset(path, DataConfig(behavior="pupil", bin_size_ms=20))
+    (w,) = said(ds, "data.behavior=pupil has 30 sample(s) that are NaN (dropouts), the longest "
+                    "run 0.3 s: bridged")
+    centre = 1.0 + 0.01 + 0.02 * np.arange(50)  # trial 0: its bins' centres, inside the gap too
+    np.testing.assert_allclose(ds.behavior[0, :, 0], 2.0 + centre / 10.0, atol=1e-6)
+    with pytest.raises(UserInputError, match=re.escape(
+            "1 trial(s) have no reach (NaN): trials 3 (0-based); choose another data.condition "
+            "column, or leave it out")):
+        load_dataset(path, DataConfig(condition="reach"))
+    session(path, pupil_gap=(2.2, 2.5), nan_stamp=True)
+    with pytest.raises(UserInputError, match="data.behavior=pupil: 1 of its 1870 timestamps are NaN"):
+        load_dataset(path, DataConfig(behavior="pupil"))

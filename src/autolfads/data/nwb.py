@@ -342,10 +342,17 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
                 raise UserInputError(f"{p}: the trials table has no column '{cfg.condition}' "
                                      "(data.condition)")
             conditions = np.asarray(trials[cfg.condition][:])[keep]
+            if conditions.dtype.kind == "f" and not np.isfinite(conditions).all():
+                rows = np.flatnonzero(keep)[~np.isfinite(conditions)]
+                raise UserInputError(f"{p}: {rows.size} trial(s) have no {cfg.condition} (NaN): "
+                                     f"trials {listed(rows)} (0-based); choose another "
+                                     "data.condition column, or leave it out (conditions only "
+                                     "group trials in the report)")
         behavior = None
         if beh_series is not None:
             centres = 0.5 * (edges[:, :-1] + edges[:, 1:])
-            behavior = series_at(beh_series, centres, keep, cfg.behavior, p)
+            behavior, bridged = series_at(beh_series, centres, keep, cfg.behavior, p)
+            warnings += [bridged] if bridged else []
             if trials is not None and 0 < cfg.forward_bins < n_bins:  # nothing to decode there
                 behavior = behavior[:, : n_bins - cfg.forward_bins]
         # NLB's files as they are: a `heldout` units column marks the held-out neurons, and a

@@ -87,6 +87,10 @@ def clock_of(series, name: str, key: str, p: Path) -> Clock:
         raise UserInputError(f"{p}: {key}={name} holds no numeric samples")
     if series.timestamps is not None:
         ts = np.asarray(series.timestamps[:], dtype=np.float64)
+        if not np.isfinite(ts).all():
+            raise UserInputError(f"{p}: {key}={name}: {int((~np.isfinite(ts)).sum())} of its "
+                                 f"{ts.size} timestamps are NaN or infinite, so its samples "
+                                 "cannot be placed in time")
         if (np.diff(ts) < 0).any():
             raise UserInputError(f"{p}: {key}={name}: its timestamps are not in increasing order")
         step = float(np.median(np.diff(ts[:10_001]))) if n > 1 else 0.0
@@ -117,15 +121,26 @@ def _check_covers(clock: Clock, edges: np.ndarray, keep: np.ndarray, name: str, 
                              f"{listed(np.flatnonzero(keep)[outside])}, 0-based)")
 
 
-def series_at(series, times: np.ndarray, keep: np.ndarray, name: str, p: Path) -> np.ndarray:
+def series_at(series, times: np.ndarray, keep: np.ndarray, name: str, p: Path
+              ) -> tuple[np.ndarray, str | None]:
     """The series' values at `times` (trials x bins), by linear interpolation: trials x bins x
-    dims. A trial outside the series' time range is an error (its values would be invented)."""
+    dims, and a note. A trial outside the series' time range is an error (its values would be
+    invented); NaN samples (tracking dropouts) are bridged from the samples beside them."""
     clock = clock_of(series, name, "data.behavior", p)
     _check_covers(clock, times, keep, name, p, "data.behavior")
     data, t = _values(series, 0, clock.n), clock.time(np.arange(clock.n))
+    ok = np.isfinite(data)
     flat = times.ravel()
-    out = np.stack([np.interp(flat, t, data[:, d]) for d in range(data.shape[1])], axis=-1)
-    return out.reshape(*times.shape, data.shape[1])
+    out = np.stack([np.interp(flat, t[ok[:, d]], data[ok[:, d], d]) if ok[:, d].any()
+                    else np.full(flat.shape, np.nan) for d in range(data.shape[1])], axis=-1)
+    note = None
+    if not ok.all():
+        missing = ~ok.all(axis=1)
+        runs = np.diff(np.flatnonzero(np.diff(np.r_[0, missing.astype(np.int8), 0])))[::2]
+        note = (f"{p}: data.behavior={name} has {int(missing.sum())} sample(s) that are NaN "
+                f"(dropouts), the longest run {runs.max() * clock.step:.3g} s: bridged by "
+                "interpolating from the samples beside them")
+    return out.reshape(*times.shape, data.shape[1]), note
 
 
 def series_binned(series, edges: np.ndarray, keep: np.ndarray, name: str, p: Path
