@@ -143,3 +143,36 @@ def test_pooled_r2_is_one_minus_sse_over_sst_about_each_neurons_mean():
     means_only = np.broadcast_to(t.mean(0), truth.shape)
     assert r2_pooled(means_only, truth) == pytest.approx(0.0, abs=1e-12)
     assert r2_pooled(2 * truth, truth) < 0  # unlike the squared correlation (1.0 here)
+
+
+def test_variance_explained_is_bits_per_spikes_counterpart_for_signals() -> None:
+    from autolfads.analysis.metrics import variance_explained
+
+    rng = np.random.default_rng(0)
+    signal = np.sin(np.linspace(0, 6, 30))[None, :, None] * rng.normal(size=(40, 1, 5)) * 10
+    data = signal + rng.normal(size=signal.shape) + np.arange(5) * 100.0  # channel offsets
+    means = signal + np.arange(5) * 100.0
+    ve = variance_explained(means, data)
+    assert 0.9 < ve < 1.0  # the noise is left
+    flat = np.broadcast_to(data.reshape(-1, 5).mean(0), data.shape)
+    assert variance_explained(flat, data) == pytest.approx(0.0, abs=1e-12)
+    assert variance_explained(flat - 5.0, data) < 0  # worse than the means
+
+
+def test_fit_warnings_say_when_held_out_data_is_no_better_than_the_means_or_overfit() -> None:
+    from autolfads.results import fit_warnings
+
+    good = {"bps": 0.55, "bps_train": 0.56, "headline_split": "test"}
+    assert fit_warnings(good) == []
+    (w,) = fit_warnings({"var_explained": -0.002, "var_explained_train": 0.001,
+                         "headline_split": "test", "split_unit": "trials"})
+    assert w.startswith("warning: the inferred means explain -0.002 of the test trials' "
+                        "variance") and "predicts them no better than the means" in w
+    (w,) = fit_warnings({"bps": 0.12, "bps_valid": 0.12, "bps_train": 0.56,
+                         "headline_split": "valid"})
+    assert "bits/spike 0.560 on the training trials but 0.120 on the valid trials" in w
+    assert "(overfitting); `autolfads run` tunes dropout" in w
+    pbt = fit_warnings({"bps": -0.06, "bps_test": -0.06, "bps_train": 0.56,
+                        "headline_split": "test", "generations": 5})
+    assert len(pbt) == 2 and "widen the search space's dropout" in pbt[1]
+    assert fit_warnings({"bps": 0.05, "bps_valid": 0.05, "bps_train": 0.09}) == []  # noise

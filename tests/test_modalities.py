@@ -145,6 +145,9 @@ def test_continuous_data_train_report_export(kind, observation, extra, tmp_path,
     m = json.loads((run / "metrics.json").read_text())
     assert m["observation"] == observation and "bps" not in m
     assert np.isfinite(m["nll_per_bin_valid"]) and "r2_rates" in m
+    # bits/spike's counterpart for a signal, per split, in the final line too
+    assert {"var_explained", "var_explained_train", "var_explained_valid"} <= set(m)
+    assert f"variance explained {m['var_explained']:.3f} (valid trials)" in err
     assert {"decode_r2", "decode_r2_smoothing", "decode_r2_2"} <= set(m)
     cfg = (run / "config.yaml").read_text()
     assert f"observation: {observation}" in cfg  # the choice is recorded for resume / report

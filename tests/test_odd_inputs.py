@@ -177,8 +177,28 @@ def test_constant_channels_and_rate_like_counts_are_named() -> None:
 
         check("gamma", x, "d")
     spikes_per_s = COUNTS.transpose(2, 1, 0) * 20
-    assert any("multiple of 20" in w for w in warnings("poisson", spikes_per_s))
+    assert any("multiple of 20" in w and "multiply by the bin width" in w
+               for w in warnings("poisson", spikes_per_s))
     assert not any("multiple" in w for w in warnings("poisson", COUNTS))
+    scaled = COUNTS.transpose(2, 1, 0) * 1e6  # a unit mistake: the remedy is a division
+    assert any("multiple of 1000000" in w and "divide by 1000000 to get counts" in w
+               for w in warnings("poisson", scaled))
+
+
+def test_whole_numbers_on_a_baseline_are_a_signal_not_spike_counts() -> None:
+    """An int16 signal riding on 200 (an ADC, LFP): far too regular for counts, which vary
+    about as much as their mean; it is modelled as gaussian. Counts of 20-70 per bin (multi-unit
+    activity) and our generators' counts stay poisson."""
+    from autolfads.model.observations.choose import choose
+
+    t = np.arange(50)
+    sig = 3 * np.sin(t[None, :, None] / 5 + RNG.uniform(0, 6, (200, 1, 1)) + np.arange(20) / 3)
+    adc = np.round(200 + sig + RNG.normal(0, 1, (200, 50, 20)))
+    name, why = choose(adc)
+    assert name == "gaussian" and "whole numbers but not spike counts" in why
+    assert "a digitised signal on a baseline" in why
+    assert choose(RNG.poisson(40.0, (100, 50, 20)).astype(float))[0] == "poisson"
+    assert choose(COUNTS.astype(float))[0] == "poisson"
 
 
 def test_undefined_metrics_are_left_out_and_named() -> None:

@@ -35,6 +35,7 @@ from autolfads.inputs import (  # noqa: F401  (load, synth, deconvolve: part of 
 from autolfads.results import (
     compute_metrics,
     defined_metrics,
+    fit_warnings,
     prepare_run_dir,
     summary_line,
     write_config,
@@ -175,8 +176,9 @@ def _kept_model(trainer: Trainer, state, dataset: Dataset, cfg: Config, out_dir:
                         "lower train.lr")
     if state.best_epoch == 0 and state.epoch >= 10:
         say(f"warning: the validation cost was lowest at epoch 1 of {state.epoch}: the model "
-            "kept is barely trained; look for channels that behave differently in the "
-            "validation trials, or lower train.lr")
+            "kept is barely trained; the data may carry too little signal to learn (noise, "
+            "very sparse spikes), channels may behave differently in the validation trials, "
+            "or train.lr may be too high")
     trainer.use_best_weights()
     if out_dir is not None:
         trainer.save(out_dir / layout.MODEL_CHECKPOINT)
@@ -211,12 +213,8 @@ def _finish(trainer: Trainer, dataset: Dataset, cfg: Config, out_dir: Path | Non
             say(f"report not written: {type(e).__name__}: {e}")
     else:
         metrics = defined_metrics({**extra, **compute_metrics(dataset, post, obs)}, say)
-    if metrics.get("bps", 1.0) < MIN_BPS:  # (0.0003 on one neuron of pure noise, in an audit)
-        how = "no" if metrics["bps"] <= 0 else "hardly"
-        say(f"warning: bits/spike {metrics['bps']:.3f} on the {metrics['headline_split']} "
-            f"{metrics.get('split_unit', 'trials')}: "
-            f"the model predicts them {how} better than each neuron's mean rate; the data may "
-            "carry no dynamics shared across neurons, or training stopped too early")
+    for line in fit_warnings(metrics):
+        say(line)
     say(summary_line(metrics, out_dir))
     return TrainResult(out_dir, dataset, cfg, metrics, post, trainer.state.history, trainer)
 
@@ -335,7 +333,6 @@ def device_here(name: str, say: Callable[[str], None]) -> str:
     return name
 
 
-MIN_BPS = 0.01  # bits/spike below which the model is said to predict little beyond the means
 
 
 def _observation(cfg: Config, dataset: Dataset, same_run: Callable[[], None] | None

@@ -22,6 +22,7 @@ from autolfads.analysis.metrics import (
     r2_pooled,
     r2_rates,
     smoothing_baseline,
+    variance_explained,
 )
 from autolfads.config import Config, config_to_yaml
 from autolfads.data.dataset import Dataset
@@ -135,6 +136,10 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
         for sp in splits:
             m[f"bps_{sp}"] = bits_per_spike(post[f"{sp}_rates"], dataset.split(sp))
         m["bps"] = m[f"bps_{head}"]
+    else:  # a continuous signal: the variance the inferred means explain, bits/spike's analogue
+        for sp in splits:
+            m[f"var_explained_{sp}"] = variance_explained(post[f"{sp}_rates"], dataset.split(sp))
+        m["var_explained"] = m[f"var_explained_{head}"]
     rates = dataset.to_original_order(*(post[f"{sp}_rates"] for sp in splits))
     data = dataset.all_data()
     # Scores over all the data: a continuous recording's over the merged recording, not its
@@ -238,13 +243,53 @@ def write_results(
     return metrics
 
 
+MIN_BPS = 0.01  # bits/spike below which the model is said to predict little beyond the means
+MIN_VAR_EXPLAINED = 0.01  # the same for a continuous signal (metrics.variance_explained)
+OVERFIT_GAP = 0.05  # training score above the held-out one by this much, and twice it: said
+
+
+def fit_warnings(m: dict) -> list[str]:
+    """What the scores say about the fit: a model no better than the means on held-out data."""
+    unit = f"{m.get('headline_split', 'valid')} {m.get('split_unit', 'trials')}"
+    out = []
+    if m.get("bps", 1.0) < MIN_BPS:  # (0.0003 on one neuron of pure noise, in an audit)
+        how = "no" if m["bps"] <= 0 else "hardly"
+        out.append(f"warning: bits/spike {m['bps']:.3f} on the {unit}: the model predicts them "
+                   f"{how} better than each neuron's mean rate; the data may carry no dynamics "
+                   "shared across neurons, or training stopped too early")
+    if m.get("var_explained", 1.0) < MIN_VAR_EXPLAINED:  # continuous signals
+        how = "no" if m["var_explained"] <= 0 else "hardly"
+        out.append(f"warning: the inferred means explain {m['var_explained']:.3f} of the "
+                   f"{unit}' variance around each channel's mean: the model predicts them {how} "
+                   "better than the means; the data may carry no dynamics shared across "
+                   "channels, or training stopped too early")
+    head = m.get("headline_split", "valid")
+    for key, what in (("bps", "bits/spike"), ("var_explained", "variance explained")):
+        train, held = m.get(f"{key}_train"), m.get(f"{key}_{head}")
+        if train is None or held is None or head == "train":
+            continue
+        if train - held >= OVERFIT_GAP and held < 0.5 * train:
+            units = m.get("split_unit", "trials")
+            fix = ("widen the search space's dropout and coordinated-dropout ranges" if
+                   "generations" in m else "`autolfads run` tunes dropout and coordinated "
+                   "dropout against it")
+            out.append(f"warning: {what} {train:.3f} on the training {units} but {held:.3f} "
+                       f"on the {unit}: the model fits its training data far better than "
+                       f"held-out data (overfitting); {fix}, or give more trials or a smaller "
+                       "model")
+    return out
+
+
 def summary_line(m: dict, out_dir: Path | None) -> str:
     head = m.get("headline_split", "valid")
     parts = [f"done in {m['wall_s']:.0f}s ({m['epochs']} epochs)",
              f"valid recon {m['valid_recon']:.4f}"]
+    unit = f"{head} {m.get('split_unit', 'trials')}"
     if "bps" in m:  # spike counts
-        parts.append(f"bits/spike {m['bps']:.3f} ({head} {m.get('split_unit', 'trials')})")
-    elif f"nll_per_bin_{head}" in m:
+        parts.append(f"bits/spike {m['bps']:.3f} ({unit})")
+    elif "var_explained" in m:
+        parts.append(f"variance explained {m['var_explained']:.3f} ({unit})")
+    if "bps" not in m and f"nll_per_bin_{head}" in m:
         parts.append(f"{head} NLL per time bin (all channels) {m[f'nll_per_bin_{head}']:.3f}")
     nlb = [f"{label} {m[k]:.3f}" for k, label in (("co_bps", "co-bps"), ("fp_bps", "fp-bps"))
            if k in m]
@@ -254,7 +299,8 @@ def summary_line(m: dict, out_dir: Path | None) -> str:
     if "r2_rates" in m:
         truth = "rates" if m.get("observation", "poisson") == "poisson" else "means"
         smooth = f" (smoothing {m['r2_smoothing']:.3f})" if "r2_smoothing" in m else ""
-        parts.append(f"R^2 vs true {truth} {m['r2_rates']:.3f}{smooth}")
+        over = "the whole recording" if m.get("split_unit") == "segments" else "all trials"
+        parts.append(f"R^2 vs true {truth} {m['r2_rates']:.3f} over {over}{smooth}")
         if "r2_test" in m:
             parts.append(f"test-trial R^2 (1 - SSE/SST) {m['r2_test']:.3f}")
     if "decode_r2" in m:

@@ -135,6 +135,7 @@ def _summary(v: RunView, page: _Page) -> str:
     head = "test" if m.get("headline_split") == "test" else "validation"
     final = [f"{label} {m[k]:.4g}" for k, label in (
         ("valid_recon", "valid recon cost"), ("bps", f"bits/spike ({head})"),
+        ("var_explained", f"variance explained ({head})"),
         ("nll_per_bin_valid", f"{v.observation} NLL per time bin, all channels (validation)"),
         ("nll_per_bin_test", f"{v.observation} NLL per time bin, all channels (test)"),
         ("decode_r2", "decoding R^2"),

@@ -129,7 +129,8 @@ def _trial_warnings(x: np.ndarray, label: str) -> list[str]:
     flat = x.reshape(x.shape[0], -1)
     if x.shape[0] > 1 and np.array_equal(flat, np.broadcast_to(flat[:1], flat.shape)):
         return [f"{label}: every trial is the same: there is no trial-to-trial variability for "
-                "LFADS to model"]
+                "LFADS to model, and held-out trials are copies of training trials, so their "
+                "scores measure memory, not prediction"]
     empty = np.flatnonzero(~flat.any(axis=1))
     # Sparse counts leave some trials silent by chance (Poisson: exp(-mean count per trial)).
     chance = x.shape[0] * np.exp(-flat.sum() / x.shape[0]) if np.all(flat >= 0) else 0.0
