@@ -248,5 +248,6 @@ def test_dropouts_in_behaviour_are_bridged_and_missing_labels_named(tmp_path):
             "column, or leave it out")):
         load_dataset(path, DataConfig(condition="reach"))
     session(path, pupil_gap=(2.2, 2.5), nan_stamp=True)
-    with pytest.raises(UserInputError, match="data.behavior=pupil: 1 of its 1870 timestamps are NaN"):
+    with pytest.raises(UserInputError,
+                       match="data.behavior=pupil: 1 of its 1870 timestamps are NaN"):
         load_dataset(path, DataConfig(behavior="pupil"))

@@ -201,6 +201,38 @@ def test_whole_numbers_on_a_baseline_are_a_signal_not_spike_counts() -> None:
     assert choose(COUNTS.astype(float))[0] == "poisson"
 
 
+def test_counts_divided_by_a_bin_width_are_recognised() -> None:
+    """spikes/s at 30 ms bins: not whole numbers, so not poisson; every non-zero value is a
+    multiple of 1/0.03 and the warning says how to get the counts back. A quantised signal
+    (steps of 0.1 running to thousands) is not taken for one."""
+    from autolfads.model.observations.choose import choose
+
+    per_s = RNG.poisson(0.3, (200, 50, 40)) / 0.03
+    name = choose(per_s)[0]
+    assert name == "zero_inflated_gamma"
+    (w,) = [w for w in warnings(name, per_s) if "whole multiple" in w]
+    assert "multiple of 33.3333: spike counts divided by a bin width (0.03 s" in w
+    assert "multiply by 0.03" in w
+    quantised = np.round(RNG.gamma(2.0, 1.0, (200, 50, 10)) * 1000) / 10
+    assert not any("whole multiple" in w for w in warnings(choose(quantised)[0], quantised))
+
+
+def test_an_array_with_fewer_trials_than_neurons_is_questioned() -> None:
+    from autolfads.config import DataConfig
+    from autolfads.inputs import resolve_data
+
+    x = RNG.poisson(0.3, (200, 50, 40)).astype(np.float64)
+    upright = resolve_data(x, DataConfig())
+    assert not any("Python's order" in w for w in upright.meta.get("warnings", []))
+    flipped = resolve_data(np.ascontiguousarray(x.transpose(2, 1, 0)), DataConfig())
+    assert any("read as trials x time x neurons (Python's order): 40 trials of 200 neurons; "
+               "if its first axis holds the neurons, set data.layout=neurons_time_trials" in w
+               for w in flipped.meta["warnings"])
+    said = resolve_data(x.transpose(2, 1, 0), DataConfig(layout="neurons_time_trials"))
+    assert said.n_trials == 200 and not any("Python's order" in w
+                                            for w in said.meta.get("warnings", []))
+
+
 def test_undefined_metrics_are_left_out_and_named() -> None:
     said: list[str] = []
     m = defined_metrics({"bps": float("nan"), "r2_rates": 0.5, "epochs": 3}, said.append)

@@ -122,6 +122,11 @@ def resolve_data(data: DataLike, cfg: DataConfig, say: Callable[[str], None] | N
     elif isinstance(data, np.ndarray):
         layout = "trials_time_neurons" if cfg.layout == "auto" else cfg.layout
         ds = from_array(data, layout=layout, cfg=cfg, layout_guessed=cfg.layout == "auto")
+        if cfg.layout == "auto" and ds.segments is None and ds.n_trials < ds.n_neurons:
+            ds.meta.setdefault("warnings", []).append(
+                f"the array is read as trials x time x neurons (Python's order): {ds.n_trials} "
+                f"trials of {ds.n_neurons} neurons; if its first axis holds the neurons, set "
+                "data.layout=neurons_time_trials")
     else:
         ds = _read(data, cfg)
     return deconvolve_if_asked(ds, cfg, say)

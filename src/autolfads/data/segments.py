@@ -309,4 +309,5 @@ def _too_short(seg: Segments, split: DataConfig, needed: int, min_bins: int, swa
         swap = ""
     return (f"2-D, read as one continuous recording of {seg.n_bins} bins, which makes "
             f"{n} segment{'s' if n > 1 else ''} of {seg.length} bins{why}: {swap}{fix} "
-            "(trials: a 3-D array, neurons x time x trials)")
+            "(trials: a 3-D array, neurons x time x trials in a file, trials x time x neurons "
+            "from Python)")

@@ -111,7 +111,8 @@ def check_trials(shape: tuple[int, ...], layout: str, what: str, can_relayout: b
             f"{what}: shape {tuple(shape)} read as {' x '.join(axes)} gives only {n} trials "
             f"(LFADS needs at least {MIN_TRIALS}); if axis {big} holds the trials, pass "
             f"--layout {'_'.join(fixed)} (config data.layout); one long recording without "
-            "trials: give it as a 2-D array, channels x time"
+            "trials: give it as a 2-D array (channels x time in a file, time x channels "
+            "from Python)"
         )
     raise UserInputError(
         f"{what}: only {n} trials (shape {tuple(shape)} read as {' x '.join(axes)}); "

@@ -184,6 +184,23 @@ def _check_channels(values: np.ndarray, what: str, ok: np.ndarray, problem: str)
 SPARSE_COUNTS = 0.01  # spikes per bin per neuron below which a warning says what to expect
 
 
+def _scaled_counts(values: np.ndarray) -> list[str]:
+    """Spike counts divided by a bin width that is not 1/N (spikes/s at 30 ms bins) are not
+    whole numbers, but every non-zero value is a whole multiple of the smallest one, and few of
+    them (a quantised signal's steps run to thousands)."""
+    positive = values[values > 0]
+    if positive.size < 100 or (values < 0).any():
+        return []
+    step = float(positive.min())
+    multiples = positive / step
+    if np.abs(multiples - np.round(multiples)).max() > 1e-4 or np.median(multiples) > 20 \
+            or multiples.max() > 1000:
+        return []
+    return [f"warning: every non-zero value is a whole multiple of {step:.6g}: spike counts "
+            f"divided by a bin width ({1 / step:.6g} s, as spikes/s)? Give counts per bin "
+            f"(multiply by {1 / step:.6g}) so they are modelled as spike counts (poisson)"]
+
+
 def warnings(name: str, values: np.ndarray) -> list[str]:
     """Data a model can fit but that will not show much dynamics: one line each, said before
     training so that a poor result is not a surprise."""
@@ -203,7 +220,7 @@ def warnings(name: str, values: np.ndarray) -> list[str]:
                        f"{listed(same)}); if the data is binary "
                        "(event or not), give it as 0/1 counts so it is modelled as poisson")
     if name != "poisson":
-        return out
+        return out + _scaled_counts(values)
     whole = values[values > 0]
     step = int(np.gcd.reduce(np.round(whole).astype(np.int64))) if whole.size else 1
     if step > 1:
