@@ -119,7 +119,7 @@ def resolve_data(data: DataLike, cfg: DataConfig, say: Callable[[str], None] | N
         ds = lorenz_dataset(seed=0, cfg=cfg)
     elif isinstance(data, Dataset):
         ds = data
-    elif isinstance(data, np.ndarray):
+    elif isinstance(data, (np.ndarray, list, tuple)):  # a list: one array per trial
         layout = "trials_time_neurons" if cfg.layout == "auto" else cfg.layout
         ds = from_array(data, layout=layout, cfg=cfg, layout_guessed=cfg.layout == "auto")
         if cfg.layout == "auto" and ds.segments is None and ds.n_trials < ds.n_neurons:

@@ -9,6 +9,7 @@ import numpy as np
 from autolfads.config import DataConfig
 from autolfads.data.content import content_warnings, truth_checks
 from autolfads.data.dataset import Dataset, permutation
+from autolfads.data.ragged import stack_trials
 from autolfads.data.segments import segment_recording
 from autolfads.data.split import short_test_set, split_trials, unused_split_settings
 from autolfads.data.validate import (
@@ -66,8 +67,9 @@ def build_dataset(
 
     what = describe(data_name)
     layout = parse_layout(layout, what)
+    data, stacked = stack_trials(data, layout, what, MIN_BINS)  # trials kept one array each
     a = as_numeric(data, what)
-    seg, seg_inds, recorded_layout, notes = None, (), layout, []
+    seg, seg_inds, recorded_layout, notes = None, (), layout, list(stacked)
     if a.ndim == 2 and a.size:  # one continuous recording: its segments are the trials
         per_trial = {"conditions": conditions, "train_inds": train_inds, "valid_inds": valid_inds,
                      "test_inds": test_inds, "true_input_times": true_input_times}

@@ -1,0 +1,93 @@
+"""Trials kept one array each, as labs keep trials of different lengths: a MATLAB cell array
+(v5 and v7.3) or a Python list, stacked with every trial cut to the shortest, and said."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+
+from autolfads.config import DataConfig
+from autolfads.data.io import load_dataset
+from autolfads.errors import UserInputError
+from autolfads.inputs import resolve_data
+
+RNG = np.random.default_rng(0)
+N, K = 9, 24
+
+
+def trials(lengths, channels_first=True) -> list[np.ndarray]:
+    """Counts, one array per trial: channels x bins (MATLAB's habit) or bins x channels."""
+    out = [RNG.poisson(1.0, (N, t)).astype(np.float64) for t in lengths]
+    return out if channels_first else [a.T.copy() for a in out]
+
+
+def cell(arrays) -> np.ndarray:
+    c = np.empty((1, len(arrays)), dtype=object)  # MATLAB's 1 x K cell
+    for k, a in enumerate(arrays):
+        c[0, k] = a
+    return c
+
+
+def write_cell73(path: Path, arrays: list[np.ndarray]) -> Path:
+    """A 1 x K cell saved by MATLAB -v7.3: references to datasets in #refs#, axes reversed."""
+    with h5py.File(path, "w") as f:
+        refs = f.create_group("#refs#")
+        stored = []
+        for k, a in enumerate(arrays):
+            d = refs.create_dataset(f"t{k}", data=a.T)
+            d.attrs["MATLAB_class"] = np.bytes_("double")
+            stored.append(d.ref)
+        c = f.create_dataset("data", data=np.array(stored, dtype=h5py.ref_dtype).reshape(-1, 1))
+        c.attrs["MATLAB_class"] = np.bytes_("cell")
+    return path
+
+
+def test_a_cell_array_of_trials_of_different_lengths_is_cut_to_the_shortest(tmp_path):
+    lengths = [40 + k % 7 for k in range(K)]
+    arrays = trials(lengths)
+    path = tmp_path / "cells.mat"
+    scipy.io.savemat(path, {"data": cell(arrays)})
+    for p in (path, write_cell73(tmp_path / "cells73.mat", arrays)):
+        ds = load_dataset(p)
+        assert (ds.n_trials, ds.n_time, ds.n_neurons) == (K, 40, N)
+        np.testing.assert_array_equal(ds.all_data()[5], arrays[5][:, :40].T)
+        assert any(f"{K} trials of 40 to 46 bins: each is cut to its first 40 (trial 0, "
+                   "0-based, is the shortest)" in w for w in ds.meta["warnings"])
+
+
+def test_trials_stored_the_other_way_round_and_python_lists(tmp_path):
+    lengths = [30 + k % 5 for k in range(K)]
+    arrays = trials(lengths, channels_first=False)  # bins x channels in a .mat
+    path = tmp_path / "t.mat"
+    scipy.io.savemat(path, {"data": cell(arrays)})
+    ds = load_dataset(path)
+    assert (ds.n_trials, ds.n_time, ds.n_neurons) == (K, 30, N)
+    np.testing.assert_array_equal(ds.all_data()[2], arrays[2][:30])
+    assert any("each trial is read as time x neurons, the other way round from the layout"
+               in w for w in ds.meta["warnings"])
+    listed = resolve_data(arrays, DataConfig())  # Python: trials x (time x neurons)
+    np.testing.assert_array_equal(listed.all_data(), ds.all_data())
+    same = resolve_data([a[:30] for a in arrays], DataConfig())  # equal lengths: nothing said
+    assert not any("cut" in w for w in same.meta.get("warnings", []))
+
+
+def test_trials_that_cannot_be_stacked_are_named(tmp_path):
+    short = trials([40] * K)
+    short[7] = short[7][:, :3]
+    scipy.io.savemat(tmp_path / "s.mat", {"data": cell(short)})
+    with pytest.raises(UserInputError, match=r"trial 7 \(0-based\) has 3 bins, and every trial "
+                                             "is cut to the shortest"):
+        load_dataset(tmp_path / "s.mat")
+    mixed = trials([40 + k for k in range(K)])
+    mixed[3] = mixed[3][:5]  # fewer channels too
+    scipy.io.savemat(tmp_path / "m.mat", {"data": cell(mixed)})
+    with pytest.raises(UserInputError, match="numbers of channels and of bins both differ"):
+        load_dataset(tmp_path / "m.mat")
+    lengths = [100] * K
+    lengths[0] = 30
+    ds = load_dataset(write_cell73(tmp_path / "one_short.mat", trials(lengths)))
+    assert ds.n_time == 30 and any("the median trial has 100, so most lose much" in w
+                                   for w in ds.meta["warnings"])
+    assert load_dataset(tmp_path / "one_short.mat", DataConfig()).n_trials == K
