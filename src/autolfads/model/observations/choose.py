@@ -192,6 +192,8 @@ def _scaled_counts(values: np.ndarray) -> list[str]:
     if positive.size < 100 or (values < 0).any():
         return []
     step = float(positive.min())
+    if step == round(step):  # whole numbers: counts already (the poisson checks speak of them)
+        return []
     multiples = positive / step
     if np.abs(multiples - np.round(multiples)).max() > 1e-4 or np.median(multiples) > 20 \
             or multiples.max() > 1000:
