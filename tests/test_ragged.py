@@ -91,3 +91,28 @@ def test_trials_that_cannot_be_stacked_are_named(tmp_path):
     assert ds.n_time == 30 and any("the median trial has 100, so most lose much" in w
                                    for w in ds.meta["warnings"])
     assert load_dataset(tmp_path / "one_short.mat", DataConfig()).n_trials == K
+
+
+def test_trials_padded_with_nan_after_their_ends_are_cut_to_the_shortest(tmp_path):
+    """One array, each trial NaN after its end (MATLAB's usual way to keep trials of different
+    lengths): cut to the shortest, with the truth and decode targets over the same bins; a NaN
+    inside a trial is still an error, named as such."""
+    x = RNG.poisson(1.0, (N, 60, K)).astype(np.float64)  # neurons x time x trials
+    truth = np.full_like(x, 1.0)
+    lengths = 40 + RNG.integers(0, 20, K)
+    lengths[6] = 38
+    for k in range(K):
+        x[:, lengths[k]:, k] = np.nan
+    behavior = RNG.normal(size=(K, 60, 2))  # trials x time x variables
+    scipy.io.savemat(tmp_path / "pad.mat", {"data": x, "truth": truth, "behavior": behavior})
+    ds = load_dataset(tmp_path / "pad.mat")
+    assert (ds.n_trials, ds.n_time, ds.n_neurons) == (K, 38, N)
+    np.testing.assert_array_equal(ds.all_data()[3], x[:, :38, 3].T)
+    assert ds.all_truth().shape == (K, 38, N) and ds.behavior.shape == (K, 38, 2)
+    assert any("trials of 38 to " in w and "padded with NaN: each is cut to its first 38 (trial "
+               "6, 0-based, is the shortest)" in w for w in ds.meta["warnings"])
+    x[2, 5, 1] = np.nan
+    scipy.io.savemat(tmp_path / "hole.mat", {"data": x})
+    with pytest.raises(UserInputError, match=r"but 1 NaN lie inside trials \(first: trial 1, "
+                                             r"bin 5, channel 2"):
+        load_dataset(tmp_path / "hole.mat")

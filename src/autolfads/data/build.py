@@ -9,7 +9,7 @@ import numpy as np
 from autolfads.config import DataConfig
 from autolfads.data.content import content_warnings, truth_checks
 from autolfads.data.dataset import Dataset, permutation
-from autolfads.data.ragged import stack_trials
+from autolfads.data.ragged import cut_nan_padding, stack_trials
 from autolfads.data.segments import segment_recording
 from autolfads.data.split import short_test_set, split_trials, unused_split_settings
 from autolfads.data.validate import (
@@ -69,7 +69,14 @@ def build_dataset(
     layout = parse_layout(layout, what)
     data, stacked = stack_trials(data, layout, what, MIN_BINS)  # trials kept one array each
     a = as_numeric(data, what)
-    seg, seg_inds, recorded_layout, notes = None, (), layout, list(stacked)
+    a, cut_to, padding = cut_nan_padding(a, layout, what, MIN_BINS)
+    if cut_to is not None:  # the truth and decode targets cover the same bins
+        t_ax = layout.split("_").index("time")
+        truth = None if truth is None or np.ndim(truth) != 3 else np.take(
+            np.asarray(truth), np.arange(cut_to), axis=t_ax)
+        if behavior is not None and np.ndim(behavior) == 3 and np.shape(behavior)[1] > cut_to:
+            behavior = np.asarray(behavior)[:, :cut_to]
+    seg, seg_inds, recorded_layout, notes = None, (), layout, [*stacked, *padding]
     if a.ndim == 2 and a.size:  # one continuous recording: its segments are the trials
         per_trial = {"conditions": conditions, "train_inds": train_inds, "valid_inds": valid_inds,
                      "test_inds": test_inds, "true_input_times": true_input_times}

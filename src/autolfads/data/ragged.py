@@ -59,3 +59,41 @@ def stack_trials(data: object, layout: str, what: str, min_bins: int
     if t_ax != within.index("time"):
         cut = [t.T for t in cut]
     return np.stack(cut, axis=axes.index("trials")), notes
+
+
+def cut_nan_padding(a: np.ndarray, layout: str, what: str, min_bins: int
+                    ) -> tuple[np.ndarray, int | None, list[str]]:
+    """Trials of different lengths in one array, padded with NaN after their ends (every channel
+    NaN from some bin on, nowhere else): (the array cut to the shortest trial, its length or
+    None when nothing was cut, notes). Other NaN come back as they are (check_values names them)."""
+    axes = layout.split("_")
+    if a.ndim != 3 or a.dtype.kind != "f" or "trials" not in axes or not np.isnan(a).any():
+        return a, None, []
+    x = np.moveaxis(a, (axes.index("trials"), axes.index("time")), (0, 1))
+    nan = np.isnan(x)
+    padded = nan.all(axis=2)  # trials x bins
+    n_bins = x.shape[1]
+    lengths = n_bins - padded[:, ::-1].cumprod(axis=1).sum(axis=1)  # before the final NaN run
+    if (lengths == n_bins).all():
+        return a, None, []  # no trial ends in NaN: not padding
+    inside = nan & (np.arange(n_bins)[None, :, None] < lengths[:, None, None])
+    if inside.any():
+        trial, t, ch = (int(v[0]) for v in np.nonzero(inside))
+        raise UserInputError(f"{what}: trials padded with NaN after their ends, but "
+                             f"{int(inside.sum())} NaN lie inside trials (first: trial {trial}, "
+                             f"bin {t}, channel {ch}, 0-based); replace those (values must be "
+                             "finite)")
+    k, shortest = int(np.argmin(lengths)), int(lengths.min())
+    if shortest < min_bins:
+        raise UserInputError(f"{what}: trial {k} (0-based) has {shortest} bins before its NaN "
+                             f"padding, and every trial is cut to the shortest (LFADS needs at "
+                             f"least {min_bins}); remove it or cut the trials yourself")
+    typical = float(np.median(lengths))
+    span = (f"trials of {shortest} to {int(lengths.max())} bins, padded with NaN"
+            if lengths.max() > shortest else f"every trial ends in {n_bins - shortest} NaN bins")
+    notes = [f"{what}: {span}: each is cut to its first {shortest} (trial {k}, 0-based, is "
+             "the shortest)"
+             + (f"; the median trial has {typical:.0f}, so most lose much: remove the short "
+                "ones, or cut the trials around an event yourself"
+                if shortest < MIN_SHARE * typical else "")]
+    return np.take(a, np.arange(shortest), axis=axes.index("time")), shortest, notes
