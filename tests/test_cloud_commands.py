@@ -95,7 +95,7 @@ def test_submit_uploads_and_starts_an_attempt(cluster, monkeypatch, capsys):
         "--address auto --workers-per-gpu 2 --population 16'"]
     out = dry(monkeypatch, capsys, "submit", cluster, "--resume", "s1")
     assert out == [f"{REMOTE} submit --resume s1 {BUCKET}/runs/s1 -- {RUN} --out "
-                   f"{BUCKET}/runs/s1 --address auto --workers-per-gpu 3 --resume'"]
+                   f"{BUCKET}/runs/s1 --address auto --resume'"]  # it keeps its own
 
 
 def test_submit_on_lab_hosts_copies_data_to_the_head(lab, monkeypatch, capsys):
@@ -122,6 +122,9 @@ def test_submit_shares_each_gpu_between_workers_where_there_are_gpus(lab, monkey
     assert dry(monkeypatch, capsys, "submit", lab, "--name", "r")[-1].endswith(tail.format(3))
     assert dry(monkeypatch, capsys, "submit", lab, "--name", "r", "--workers-per-gpu",
                "1")[-1].endswith(tail.format(1))
+    del cfg["metadata"]["autolfads"]["gpus"]  # a lab YAML from before: the default before, 1
+    lab.write_text(yaml.safe_dump(cfg))
+    assert dry(monkeypatch, capsys, "submit", lab, "--name", "r")[-1].endswith(tail.format(1))
 
 
 @pytest.mark.parametrize("args,expected", [

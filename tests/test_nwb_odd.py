@@ -92,8 +92,10 @@ def test_spike_times_in_ms_beside_trials_in_seconds_are_questioned(tmp_path):
     path = tmp_path / "ms.nwb"
     session(path, spike_scale=1000.0)
     (w,) = said(load_dataset(path), "are the spike times in ms? NWB keeps times in seconds")
-    assert "run to 18690.7 s but the trials end at 18.5 s" in w
+    assert "run to 18690.7 s but the trials end at 18.5 s, and 0.2% of the spikes" in w
     session(path, spike_scale=1.0)
+    assert not said(load_dataset(path), "in ms?")
+    session(path, spike_scale=30.0)  # a task, then a long spontaneous stretch: many inside
     assert not said(load_dataset(path), "in ms?")
 
 

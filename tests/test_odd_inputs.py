@@ -221,7 +221,8 @@ def test_an_array_with_fewer_trials_than_neurons_is_questioned() -> None:
     from autolfads.config import DataConfig
     from autolfads.inputs import resolve_data
 
-    x = RNG.poisson(0.3, (200, 50, 40)).astype(np.float64)
+    rates = RNG.gamma(1.0, 0.5, (1, 1, 40)) * RNG.uniform(0.8, 1.2, (200, 1, 1))
+    x = RNG.poisson(np.broadcast_to(rates, (200, 50, 40))).astype(np.float64)
     upright = resolve_data(x, DataConfig())
     assert not any("Python's order" in w for w in upright.meta.get("warnings", []))
     flipped = resolve_data(np.ascontiguousarray(x.transpose(2, 1, 0)), DataConfig())
@@ -231,6 +232,11 @@ def test_an_array_with_fewer_trials_than_neurons_is_questioned() -> None:
     said = resolve_data(x.transpose(2, 1, 0), DataConfig(layout="neurons_time_trials"))
     assert said.n_trials == 200 and not any("Python's order" in w
                                             for w in said.meta.get("warnings", []))
+    # Neuropixels-sized and upright: 150 trials of 300 units is not questioned
+    rates = RNG.gamma(1.0, 0.5, (1, 1, 300)) * RNG.uniform(0.8, 1.2, (150, 1, 1))
+    many = RNG.poisson(np.broadcast_to(rates, (150, 30, 300))).astype(np.float64)
+    assert not any("Python's order" in w
+                   for w in resolve_data(many, DataConfig()).meta.get("warnings", []))
 
 
 def test_undefined_metrics_are_left_out_and_named() -> None:

@@ -58,19 +58,35 @@ def test_a_cell_array_of_trials_of_different_lengths_is_cut_to_the_shortest(tmp_
 
 
 def test_trials_stored_the_other_way_round_and_python_lists(tmp_path):
+    """A trial stored bins x channels in a .mat reads as channels that differ from trial to
+    trial, which units lost during a session would look like too: the error names both, and
+    the layout decides. From Python, a list of bins x channels trials, with decode targets and
+    truth as lists beside it, is cut alike; a nested list of numbers is an array, as before."""
     lengths = [30 + k % 5 for k in range(K)]
     arrays = trials(lengths, channels_first=False)  # bins x channels in a .mat
     path = tmp_path / "t.mat"
     scipy.io.savemat(path, {"data": cell(arrays)})
-    ds = load_dataset(path)
+    with pytest.raises(UserInputError, match=r"24 trials read as neurons x time have 30 to 34 "
+                                             r"neurons: every trial needs the same channels "
+                                             r"\(units lost during the session\?\); if each "
+                                             "trial is time x neurons, pass --layout "
+                                             "time_neurons_trials"):
+        load_dataset(path)
+    ds = load_dataset(path, DataConfig(layout="time_neurons_trials"))
     assert (ds.n_trials, ds.n_time, ds.n_neurons) == (K, 30, N)
     np.testing.assert_array_equal(ds.all_data()[2], arrays[2][:30])
-    assert any("each trial is read as time x neurons, the other way round from the layout"
-               in w for w in ds.meta["warnings"])
+    behavior = [RNG.normal(size=(n, 2)) for n in lengths]
     listed = resolve_data(arrays, DataConfig())  # Python: trials x (time x neurons)
     np.testing.assert_array_equal(listed.all_data(), ds.all_data())
+    from autolfads.data.io import from_array
+
+    with_beh = from_array(arrays, behavior=behavior, truth=[a + 0.5 for a in arrays])
+    np.testing.assert_allclose(with_beh.behavior[4], behavior[4][:30], rtol=1e-6)
+    np.testing.assert_array_equal(with_beh.all_truth()[4], arrays[4][:30] + 0.5)
     same = resolve_data([a[:30] for a in arrays], DataConfig())  # equal lengths: nothing said
     assert not any("cut" in w for w in same.meta.get("warnings", []))
+    rec = RNG.poisson(1.0, (400, 6)).astype(np.float64)  # a recording given as nested lists
+    assert from_array(rec.tolist(), cfg=DataConfig(segment_bins=40)).n_neurons == 6
 
 
 def test_trials_that_cannot_be_stacked_are_named(tmp_path):
@@ -83,7 +99,7 @@ def test_trials_that_cannot_be_stacked_are_named(tmp_path):
     mixed = trials([40 + k for k in range(K)])
     mixed[3] = mixed[3][:5]  # fewer channels too
     scipy.io.savemat(tmp_path / "m.mat", {"data": cell(mixed)})
-    with pytest.raises(UserInputError, match="numbers of channels and of bins both differ"):
+    with pytest.raises(UserInputError, match="have 5 to 9 neurons: every trial needs the same"):
         load_dataset(tmp_path / "m.mat")
     lengths = [100] * K
     lengths[0] = 30

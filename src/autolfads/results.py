@@ -268,7 +268,7 @@ def fit_warnings(m: dict) -> list[str]:
         train, held = m.get(f"{key}_train"), m.get(f"{key}_{head}")
         if train is None or held is None or head == "train":
             continue
-        if train - held >= OVERFIT_GAP and held < 0.5 * train:
+        if train > 0 and train - held >= OVERFIT_GAP and held < 0.5 * train:
             units = m.get("split_unit", "trials")
             fix = ("widen the search space's dropout and coordinated-dropout ranges" if
                    "generations" in m else "`autolfads run` tunes dropout and coordinated "

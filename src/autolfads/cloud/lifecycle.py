@@ -79,7 +79,9 @@ class Cluster:
     ssh_key: str | None = None
     project: str = ""  # GCP: the project the VMs bill to
     name: str = ""  # cluster_name: Ray labels its GCP VMs ray-cluster-name=NAME
-    gpus: bool = True  # GCP clusters' workers always have GPUs; lab hosts say (`--gpus`)
+    # GCP clusters' workers always have GPUs; lab hosts say (`--gpus`); None: a lab cluster's
+    # YAML from before it was written down
+    gpus: bool | None = True
 
     @property
     def google(self) -> bool:
@@ -106,7 +108,7 @@ def cluster_of(path: Path, cfg: dict[str, Any], storage_override: str | None = N
                    ssh_user=str(auth.get("ssh_user", "")), ssh_key=auth.get("ssh_private_key"),
                    project=str(prov.get("project_id") or ""),
                    name=str(cfg.get("cluster_name") or "default"),  # Ray's default name
-                   gpus=bool(meta.get("gpus", prov.get("type", "gcp") == "gcp")))
+                   gpus=meta.get("gpus", True if prov.get("type", "gcp") == "gcp" else None))
 
 
 def check_name(name: str) -> str:
@@ -167,7 +169,7 @@ def up_commands(c: Cluster, restart: bool = False) -> list[Cmd]:
 
 
 def run_command(c: Cluster, name: str, data: str | None, run_args: Sequence[str],
-                workers_per_gpu: int, resume: bool) -> list[str]:
+                workers_per_gpu: int | None, resume: bool) -> list[str]:
     """The `autolfads run` the job starts on the head."""
     for arg in run_args:
         if arg.split("=", 1)[0] in ("--out", "--address", "--workers-per-gpu", "--resume"):
@@ -179,8 +181,9 @@ def run_command(c: Cluster, name: str, data: str | None, run_args: Sequence[str]
         entry.append(data)
     # --address auto: join the cluster the job runs in (without it `autolfads run` starts a
     # private local Ray on the head). GPUs are used only when --workers-per-gpu is set.
-    entry += ["--out", run_uri(c.storage, name), "--address", "auto",
-              "--workers-per-gpu", str(workers_per_gpu)]
+    entry += ["--out", run_uri(c.storage, name), "--address", "auto"]
+    if workers_per_gpu is not None:  # (None: a resumed run keeps its own)
+        entry += ["--workers-per-gpu", str(workers_per_gpu)]
     if resume:
         entry.append("--resume")
     return [*entry, *run_args]
@@ -207,10 +210,11 @@ def submit_commands(c: Cluster, name: str, data: str | None, run_args: Sequence[
                     workers_per_gpu: int | None = None, resume: bool = False,
                     address: str | None = None) -> list[Cmd]:
     """Upload local data (if any) and start `autolfads run` as a new attempt of run NAME.
-    `workers_per_gpu` None: WORKERS_PER_GPU on a cluster with GPUs, else CPU workers."""
+    `workers_per_gpu` None: WORKERS_PER_GPU on a cluster with GPUs, CPU workers without, 1
+    where the YAML does not say (the default before), and a resumed run's own."""
     check_name(name)
-    if workers_per_gpu is None:
-        workers_per_gpu = WORKERS_PER_GPU if c.gpus else 0
+    if workers_per_gpu is None and not resume:
+        workers_per_gpu = {True: WORKERS_PER_GPU, False: 0}.get(c.gpus, 1)
     if resume and data:
         raise UserInputError("DATA with --resume: a resumed run reads the data it started with")
     cmds: list[Cmd] = []

@@ -9,7 +9,7 @@ import numpy as np
 from autolfads.config import DataConfig
 from autolfads.data.content import content_warnings, truth_checks
 from autolfads.data.dataset import Dataset, permutation
-from autolfads.data.ragged import cut_nan_padding, stack_trials
+from autolfads.data.ragged import cut_companion, cut_nan_padding, stack_trials
 from autolfads.data.segments import segment_recording
 from autolfads.data.split import short_test_set, split_trials, unused_split_settings
 from autolfads.data.validate import (
@@ -67,16 +67,17 @@ def build_dataset(
 
     what = describe(data_name)
     layout = parse_layout(layout, what)
-    data, stacked = stack_trials(data, layout, what, MIN_BINS)  # trials kept one array each
-    a = as_numeric(data, what)
-    a, cut_to, padding = cut_nan_padding(a, layout, what, MIN_BINS)
-    if cut_to is not None:  # the truth and decode targets cover the same bins
-        t_ax = layout.split("_").index("time")
-        truth = None if truth is None or np.ndim(truth) != 3 else np.take(
-            np.asarray(truth), np.arange(cut_to), axis=t_ax)
-        if behavior is not None and np.ndim(behavior) == 3 and np.shape(behavior)[1] > cut_to:
-            behavior = np.asarray(behavior)[:, :cut_to]
-    seg, seg_inds, recorded_layout, notes = None, (), layout, [*stacked, *padding]
+    # Trials of different lengths (kept one array each, or padded with NaN): cut to the
+    # shortest, and the truth, decode targets and inputs beside them to the same bins.
+    stacked = stack_trials(data, layout, what, MIN_BINS)
+    a = as_numeric(data if stacked is None else stacked.array, what)
+    a, padded = cut_nan_padding(a, layout, what, MIN_BINS)
+    cut = stacked or padded
+    if cut is not None:
+        truth = cut_companion(truth, cut, layout, describe("truth"))
+        behavior = cut_companion(behavior, cut, "", describe(behavior_name))
+        ext_input = cut_companion(ext_input, cut, "", describe("ext_input"))
+    seg, seg_inds, recorded_layout, notes = None, (), layout, [] if cut is None else cut.notes
     if a.ndim == 2 and a.size:  # one continuous recording: its segments are the trials
         per_trial = {"conditions": conditions, "train_inds": train_inds, "valid_inds": valid_inds,
                      "test_inds": test_inds, "true_input_times": true_input_times}

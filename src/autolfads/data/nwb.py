@@ -160,8 +160,12 @@ def _no_units(nwb, p: Path) -> UserInputError:
 
 def _raw_ephys(series) -> bool:
     """A raw extracellular recording (kHz voltage), which is spike-sorted, not binned."""
-    return type(series).__name__ == "ElectricalSeries" and float(
-        getattr(series, "rate", None) or 0.0) >= 5000.0
+    if type(series).__name__ != "ElectricalSeries":
+        return False
+    rate = getattr(series, "rate", None)
+    if not rate and series.timestamps is not None and len(series.timestamps) > 1:
+        rate = 1.0 / max(float(series.timestamps[1] - series.timestamps[0]), 1e-12)
+    return float(rate or 0.0) >= 5000.0
 
 
 def _trials_table(nwb, name: str, p: Path) -> tuple[object | None, str]:
@@ -214,10 +218,15 @@ def _trial_edges(trials, keep: np.ndarray, spikes: list[np.ndarray], cfg: DataCo
             "data.window_ms / data.align so every window is inside the recording")
     heard = [s[-1] for s in spikes if s.size]
     trials_end = float(stops.max()) if stops.size else 0.0
-    if heard and trials_end > 0 and max(heard) > 20 * trials_end:
-        warnings.append(f"{p}: the spike times run to {max(heard):.6g} s but the trials end at "
-                        f"{trials_end:.6g} s: are the spike times in ms? NWB keeps times in "
-                        "seconds (few spikes fall inside the trials)")
+    if heard and trials_end > 0 and max(heard) > 20 * trials_end:  # ms beside seconds?
+        total = sum(s.size for s in spikes)
+        t0 = float(starts.min()) if starts.size else first
+        inside = sum(int(np.searchsorted(s, trials_end) - np.searchsorted(s, t0)) for s in spikes)
+        if inside < 0.005 * total:  # (a task, then a long spontaneous stretch, is not this)
+            warnings.append(f"{p}: the spike times run to {max(heard):.6g} s but the trials end "
+                            f"at {trials_end:.6g} s, and {100 * inside / total:.2g}% of the "
+                            "spikes fall in the trials' span: are the spike times in ms? NWB "
+                            "keeps times in seconds")
     return edges
 
 
@@ -265,7 +274,8 @@ def _nlb_split(trials, p: Path) -> tuple[np.ndarray, dict, list[str]]:
     n = len(trials)
     if "split" not in trials.colnames:
         return np.ones(n, dtype=bool), {}, []
-    split = np.asarray([str(v) for v in trials["split"][:]])
+    split = np.asarray([v.decode() if isinstance(v, bytes) else str(v)
+                        for v in trials["split"][:]])
     if not set(split) <= set(NLB_SPLITS):  # a lab's own column of that name
         return np.ones(n, dtype=bool), {}, [
             f"{p}: the trials' split column holds {', '.join(sorted(set(split))[:4])}, not "

@@ -124,4 +124,6 @@ def _flag(v) -> bool:
         if w in TRUE_WORDS or w in FALSE_WORDS:
             return w in TRUE_WORDS
         raise ValueError(repr(v))
+    if isinstance(v, float) and np.isnan(v):
+        raise ValueError("NaN")
     return bool(v)

@@ -4,6 +4,8 @@ different lengths: stacked into one array in the data's layout, every trial cut 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from autolfads.errors import UserInputError
@@ -11,44 +13,55 @@ from autolfads.errors import UserInputError
 MIN_SHARE = 0.5  # the shortest trial under this share of the median length: said
 
 
-def stack_trials(data: object, layout: str, what: str, min_bins: int
-                 ) -> tuple[object, list[str]]:
-    """(data as one array in `layout`, notes) when `data` is a vector of 2-D trials; anything
-    else comes back as it is (as_numeric names what it cannot read). Within a trial the axes are
-    the layout's without `trials` (a MATLAB cell: channels x time); a trial set the other way
-    round is read so when its channel count is the one that is the same in every trial."""
+class Stacked(NamedTuple):
+    array: np.ndarray  # the trials as one array, in the data's layout
+    lengths: np.ndarray  # each trial's bins before the cut
+    cut_to: int  # the shortest trial's bins: every trial's first bins kept
+    notes: list[str]
+
+
+def trial_list(data: object) -> list[np.ndarray] | None:
+    """The trials of a vector of 2-D numeric arrays (a MATLAB cell array, a Python list), or
+    None for anything else (a nested list of numbers is an array, not trials)."""
     if isinstance(data, (list, tuple)):
-        cells = np.empty(len(data), dtype=object)
-        cells[:] = [np.asarray(c) for c in data]
-        data = cells
-    if not isinstance(data, np.ndarray) or data.dtype.kind != "O" or data.size == 0:
-        return data, []
-    axes = layout.split("_")
-    if data.squeeze().ndim > 1 or len(axes) != 3 or "trials" not in axes:
-        return data, []
-    trials = [np.asarray(c) for c in data.ravel()]
-    if any(t.ndim != 2 or t.dtype.kind not in "iufb" for t in trials):
-        return data, []
+        if not data or not all(np.ndim(c) == 2 for c in data):
+            return None
+        items = [np.asarray(c) for c in data]
+    elif isinstance(data, np.ndarray) and data.dtype.kind == "O" and data.size \
+            and data.squeeze().ndim <= 1:
+        items = [np.asarray(c) for c in data.ravel()]
+    else:
+        return None
+    ok = all(t.ndim == 2 and t.dtype.kind in "iufb" for t in items)
+    return items if ok else None
+
+
+def stack_trials(data: object, layout: str, what: str, min_bins: int) -> Stacked | None:
+    """Trials kept one array each, stacked in `layout` and cut to the shortest; None when
+    `data` is not such a set (as_numeric names what it cannot read). Within a trial the axes
+    are the layout's without `trials` (a MATLAB cell: channels x time)."""
+    trials, axes = trial_list(data), layout.split("_")
+    if trials is None or len(axes) != 3 or "trials" not in axes:
+        return None
     within = [a for a in axes if a != "trials"]
     t_ax = within.index("time")
     lengths = np.array([t.shape[t_ax] for t in trials])
-    widths = {t.shape[1 - t_ax] for t in trials}
-    notes = []
+    widths = sorted({t.shape[1 - t_ax] for t in trials})
     if len(widths) > 1:
-        if len({t.shape[t_ax] for t in trials}) > 1:
-            raise UserInputError(f"{what}: {len(trials)} trials (a cell array or list) whose "
-                                 "numbers of channels and of bins both differ; every trial needs "
-                                 "the same channels")
-        t_ax = 1 - t_ax  # the axis the layout gives to channels is the one that varies: time
-        lengths = np.array([t.shape[t_ax] for t in trials])
-        notes.append(f"{what}: each trial is read as {' x '.join(reversed(within))}, the "
-                     "other way round from the layout: its channel count is the one that is "
-                     "the same in every trial")
+        shape = " x ".join(within)
+        other = "_".join([*reversed(within), "trials"] if axes[-1] == "trials"
+                         else ["trials", *reversed(within)])
+        raise UserInputError(
+            f"{what}: {len(trials)} trials read as {shape} have {widths[0]} to {widths[-1]} "
+            f"{within[1 - t_ax]}: every trial needs the same channels (units lost during the "
+            f"session?); if each trial is {' x '.join(reversed(within))}, pass --layout {other} "
+            "(data.layout)")
     k, shortest, typical = int(np.argmin(lengths)), int(lengths.min()), float(np.median(lengths))
     if shortest < min_bins:
         raise UserInputError(f"{what}: trial {k} (0-based) has {shortest} bins, and every trial "
                              f"is cut to the shortest (LFADS needs at least {min_bins}); remove "
                              "it or cut the trials yourself")
+    notes = []
     if lengths.max() > shortest:
         notes.append(f"{what}: {len(trials)} trials of {shortest} to {int(lengths.max())} bins: "
                      f"each is cut to its first {shortest} (trial {k}, 0-based, is the shortest)"
@@ -56,26 +69,53 @@ def stack_trials(data: object, layout: str, what: str, min_bins: int
                         "short ones, or cut the trials around an event yourself"
                         if shortest < MIN_SHARE * typical else ""))
     cut = [np.take(t, np.arange(shortest), axis=t_ax) for t in trials]
-    if t_ax != within.index("time"):
-        cut = [t.T for t in cut]
-    return np.stack(cut, axis=axes.index("trials")), notes
+    return Stacked(np.stack(cut, axis=axes.index("trials")), lengths, shortest, notes)
+
+
+def cut_companion(values: object, stacked: Stacked, layout: str, what: str) -> object:
+    """Another per-trial variable beside stacked data (truth in the data's layout; decode
+    targets, external inputs as trials x time x variables), cut to the same bins: a set of
+    trials (time is the axis as long as its trial's data), or one array with the data's
+    original length. Anything else comes back as it is, for its own checks to name."""
+    trials = trial_list(values)
+    if trials is None:
+        if isinstance(values, np.ndarray) and values.ndim == 3:
+            t_ax = layout.split("_").index("time") if layout else 1
+            if values.shape[t_ax] == stacked.lengths.max():
+                return np.take(values, np.arange(stacked.cut_to), axis=t_ax)
+        return values
+    if len(trials) != len(stacked.lengths):
+        raise UserInputError(f"{what}: {len(trials)} trials, the data's {len(stacked.lengths)}")
+    axes = layout.split("_") if layout else ["trials", "time", "variables"]
+    within = [a for a in axes if a != "trials"]
+    out = []
+    for k, (t, n) in enumerate(zip(trials, stacked.lengths, strict=True)):
+        fits = [a for a in (0, 1) if t.shape[a] == n]
+        if not fits:
+            raise UserInputError(f"{what}: trial {k} (0-based) has shape {t.shape}, but its data "
+                                 f"has {n} bins")
+        t_ax = within.index("time") if len(fits) == 2 else fits[0]
+        piece = np.take(t, np.arange(stacked.cut_to), axis=t_ax)
+        out.append(piece if t_ax == within.index("time") else piece.T)
+    return np.stack(out, axis=axes.index("trials"))
 
 
 def cut_nan_padding(a: np.ndarray, layout: str, what: str, min_bins: int
-                    ) -> tuple[np.ndarray, int | None, list[str]]:
+                    ) -> tuple[np.ndarray, Stacked | None]:
     """Trials of different lengths in one array, padded with NaN after their ends (every channel
-    NaN from some bin on, nowhere else): (the array cut to the shortest trial, its length or
-    None when nothing was cut, notes). Other NaN come back as they are (check_values names them)."""
+    NaN from some bin on, nowhere else): (the array cut to the shortest trial, how it was cut,
+    or None when nothing was). NaN inside a padded trial is an error; other NaN come back as
+    they are (check_values names them)."""
     axes = layout.split("_")
     if a.ndim != 3 or a.dtype.kind != "f" or "trials" not in axes or not np.isnan(a).any():
-        return a, None, []
+        return a, None
     x = np.moveaxis(a, (axes.index("trials"), axes.index("time")), (0, 1))
     nan = np.isnan(x)
     padded = nan.all(axis=2)  # trials x bins
     n_bins = x.shape[1]
     lengths = n_bins - padded[:, ::-1].cumprod(axis=1).sum(axis=1)  # before the final NaN run
     if (lengths == n_bins).all():
-        return a, None, []  # no trial ends in NaN: not padding
+        return a, None  # no trial ends in NaN: not padding
     inside = nan & (np.arange(n_bins)[None, :, None] < lengths[:, None, None])
     if inside.any():
         trial, t, ch = (int(v[0]) for v in np.nonzero(inside))
@@ -96,4 +136,6 @@ def cut_nan_padding(a: np.ndarray, layout: str, what: str, min_bins: int
              + (f"; the median trial has {typical:.0f}, so most lose much: remove the short "
                 "ones, or cut the trials around an event yourself"
                 if shortest < MIN_SHARE * typical else "")]
-    return np.take(a, np.arange(shortest), axis=axes.index("time")), shortest, notes
+    cut = np.take(a, np.arange(shortest), axis=axes.index("time"))
+    # (companions are as long as the padded array: cut_companion cuts them by that length)
+    return cut, Stacked(cut, np.full(len(lengths), n_bins), shortest, notes)

@@ -208,7 +208,8 @@ def write_npz(tmp: Path, outputs: Outputs) -> None:
     extra: dict[str, np.ndarray] = {"layout": np.array(layout.INTERNAL_LAYOUT)}
     if outputs.bin_size_ms:
         extra["bin_size_ms"] = np.array(outputs.bin_size_ms)
-    extra.update({k: np.array(outputs.attrs[k]) for k in SEGMENT_ATTRS if k in outputs.attrs})
+    extra.update({k: np.array(outputs.attrs[k]) for k in (*SEGMENT_ATTRS, "recording_start_s")
+                  if k in outputs.attrs})
     with tmp.open("wb") as f:  # a file object: np.savez would append .npz to a bare name
         np.savez_compressed(f, **{**outputs.arrays, **extra})
 
@@ -292,6 +293,8 @@ def _outputs_from_mat(loc: Location) -> Outputs:
     if "layout" in mat:
         attrs["input_layout"] = str(np.asarray(mat["layout"]).ravel()[0])
     attrs.update({k: int(np.asarray(mat[k]).ravel()[0]) for k in SEGMENT_ATTRS if k in mat})
+    if "recording_start_s" in mat:
+        attrs["recording_start_s"] = float(np.asarray(mat["recording_start_s"]).ravel()[0])
     return Outputs(arrays, attrs, origin)
 
 

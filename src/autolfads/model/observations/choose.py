@@ -17,10 +17,10 @@ from autolfads.errors import UserInputError
 
 LARGE_COUNT = 255  # more spikes than this in one bin suggests a digitised signal, not counts
 LARGE_STEP = 1000  # counts all multiples of this: a scale factor, not a bin width (1/1 ms)
-# Whole numbers this far from zero and this regular are not spike counts: Poisson counts vary
-# about as much as their mean (Fano factor ~1; very regular neurons ~0.3), while an int16 signal
-# on a baseline of 200 varied 0.05 of its mean in an audit, and as poisson fitted R^2 0.06
-# against 0.94 as gaussian.
+# Whole numbers this far from zero and this regular are not spike counts: a count's variance
+# is about its mean (Fano factor ~1; very regular neurons ~0.3), while an int16 signal on a
+# baseline of 200 had a variance 0.05 of its mean in an audit, and as poisson fitted R^2 0.06
+# against 0.94 as gaussian. (Very regular neurons at 20+ spikes per bin would read so too.)
 MIN_FANO, BIG_COUNTS = 0.2, 20.0
 ALTERNATIVES = ("model.observation=gamma (positive values), zero_inflated_gamma (non-negative, "
                 "many exact zeros), gaussian (any sign), or auto")
@@ -70,10 +70,11 @@ def choose(values: np.ndarray) -> tuple[str, str]:
         mean = flat.mean(0)
         fano = float(np.median(flat.var(0) / np.maximum(mean, 1e-12)))
         if float(np.median(mean)) >= BIG_COUNTS and fano < MIN_FANO:
-            return "gaussian", (f"values are whole numbers but not spike counts: each channel "
-                                f"varies {fano:.2g} of its mean (median; counts vary about as "
-                                f"much as their mean) around {float(np.median(mean)):.3g}: a "
-                                "digitised signal on a baseline")
+            return "gaussian", (f"values are whole numbers but not spike counts: around "
+                                f"{float(np.median(mean)):.3g}, each channel's variance is "
+                                f"{fano:.2g} of its mean (median Fano factor; a spike count's is "
+                                "about 1): a digitised signal on a baseline; if these are counts, "
+                                "set model.observation=poisson")
         off = float(np.abs(values - np.round(values)).max())
         within = f" to within {off:.1g}" if off else ""
         why = f"values are whole numbers{within}, spike counts: max {hi:g} per bin"
@@ -192,7 +193,9 @@ def _scaled_counts(values: np.ndarray) -> list[str]:
     if positive.size < 100 or (values < 0).any():
         return []
     step = float(positive.min())
-    if step == round(step):  # whole numbers: counts already (the poisson checks speak of them)
+    # Whole numbers are counts already (the poisson checks speak of them); spikes/s at bins of
+    # 1 s or less step by 1 or more (a quantised signal's steps, 0.01 mV or 1/255, are small).
+    if step <= 1 or step == round(step):
         return []
     multiples = positive / step
     if np.abs(multiples - np.round(multiples)).max() > 1e-4 or np.median(multiples) > 20 \
