@@ -353,7 +353,8 @@ def test_a_truth_that_differs_only_between_channels_is_not_scored() -> None:
     rates = np.broadcast_to(RNG.gamma(2.0, 0.3, (1, 1, 8)), (40, 20, 8)).copy()
     ds = from_array(RNG.poisson(rates).astype(np.float64), truth=rates)
     assert _warned(ds, "the true rates hardly vary within each channel")
-    assert not {"r2_rates", "r2_smoothing"} & set(compute_metrics(ds, _posterior(ds, 0.5)))
+    m = compute_metrics(ds, _posterior(ds, 0.5))
+    assert not {"r2_rates", "r2_smoothing"} & set(m) and m["truth_flat"] == 1.0
 
 
 def test_full_length_behaviour_loses_its_forward_bins_and_held_out_continuous_data_warns() -> None:

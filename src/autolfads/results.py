@@ -147,7 +147,10 @@ def compute_metrics(dataset: Dataset, post: dict[str, np.ndarray],
     # kernel at every segment edge).
     whole = dataset.as_recorded
     all_rates, all_data = whole(rates), whole(data, merge=False)
-    # (a truth that does not vary within its channels: data loading said R^2 is left out)
+    # (a truth that does not vary within its channels: data loading said R^2 is left out, and
+    # metrics.json says why for the report)
+    if dataset.has_truth and dataset.meta.get("truth_flat"):
+        m["truth_flat"] = 1.0
     if dataset.has_truth and not dataset.meta.get("truth_flat"):
         truth = whole(dataset.all_truth(), merge=False)
         m["r2_rates"] = r2_rates(all_rates, truth)

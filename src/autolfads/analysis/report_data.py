@@ -102,10 +102,7 @@ class RunView:
         out, and so does the report."""
         if self.dataset is not None and self.dataset.meta.get("truth_flat"):
             return True
-        m = self.metrics
-        return bool(m) and "r2_rates" not in m and self.outputs is not None and (
-            self.outputs.get("truth") is not None
-            or (self.dataset is not None and self.dataset.has_truth))
+        return bool((self.metrics or {}).get("truth_flat"))
 
     @property
     def counts(self) -> bool:
