@@ -65,9 +65,12 @@ def test_nwb_round_trips_to_the_counts_binned_by_hand(tmp_path):
         for n in range(N_UNITS):
             np.testing.assert_array_equal(x[k, :, n], np.histogram(spikes[n], bins=edges)[0])
     np.testing.assert_array_equal(ds.conditions, np.arange(N_TRIALS) % 4)
-    centre = starts[3] + 0.3 - 0.2 + 0.01  # first bin's centre in trial 3
-    np.testing.assert_allclose(ds.behavior[3, 0], [np.sin(centre), np.cos(3 * centre)],
-                               atol=1e-3)
+    # Decode targets: the mean of the 1 kHz samples in each bin (trial 3's first bin here).
+    t = np.arange(0.0, starts[-1] + 1.2, 0.001)
+    first = starts[3] + 0.3 - 0.2
+    in_bin = t[(t >= first - 1e-9) & (t < first + 0.02 - 1e-9)]
+    np.testing.assert_allclose(ds.behavior[3, 0], [np.sin(in_bin).mean(),
+                                                   np.cos(3 * in_bin).mean()], atol=1e-5)
     default = load_dataset(path)  # start_time .. shortest trial, 10 ms bins
     assert default.n_time == 100
 
@@ -269,8 +272,10 @@ def test_a_session_without_trials_is_one_recording_in_segments(tmp_path):
     by_hand = np.stack([np.histogram(s, edges)[0] for s in spikes], axis=1)
     assert ds.segments.n_bins == n_bins and ds.n_time == 40
     np.testing.assert_array_equal(ds.segments.merge(ds.all_data()), by_hand)
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    np.testing.assert_allclose(ds.segments.merge(ds.behavior)[:, 0], np.sin(centres), atol=1e-4)
+    t = np.arange(2.0, max(s[-1] for s in spikes) + 1.2, 0.001)  # the 1 kHz samples
+    means = [np.sin(t[(t >= a - 1e-9) & (t < b - 1e-9)]).mean()
+             for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    np.testing.assert_allclose(ds.segments.merge(ds.behavior)[:, 0], means, atol=1e-5)
     with pytest.raises(UserInputError, match="data.condition=reach names a trials column"):
         load_dataset(path, DataConfig(condition="reach"))
     said = load_dataset(path, DataConfig(window_ms=[-200, 500], align="go"))

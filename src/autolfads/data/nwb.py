@@ -5,14 +5,14 @@ window around each trial's alignment time: the trials table's column data.align 
 start_time) plus data.window_ms = [start, stop] (default: from the alignment to the end of the
 shortest trial). Optional: a trials column as the condition of each trial (data.condition), and a
 time series (data.behavior: a name such as hand_vel, or a path such as behavior/Position/hand_pos,
-looked up in acquisition, in every processing module and inside their containers) resampled at
-the bin centres as decode targets. The Neural Latents Benchmark's files work as they are: their
-units' `heldout` column gives the held-out neurons and their trials' `split` column the
-train / val / test split (trials marked 'none' are left out). data.units keeps curated units
-(quality=good); data.signal bins a recorded signal (calcium dF/F, EMG) instead of spikes, and
-data.intervals names another table of trials (e.g. epochs). Each problem is one
-UserInputError line; what is valid but worth knowing (units not recorded during some trials,
-overlapping windows) is a warning.
+looked up in acquisition, in every processing module and inside their containers) averaged over
+each bin (or, sampled more slowly than the bins, read at their centres) as decode targets.
+The Neural Latents Benchmark's files work as they are: their units' `heldout` column gives the
+held-out neurons and their trials' `split` column the train / val / test split (trials marked
+'none' are left out). data.units keeps curated units (quality=good); data.signal bins a recorded
+signal (calcium dF/F, EMG) instead of spikes, and data.intervals names another table of trials
+(e.g. epochs). Each problem is one UserInputError line; what is valid but worth knowing (units
+not recorded during some trials, overlapping windows) is a warning.
 """
 
 from __future__ import annotations
@@ -360,8 +360,7 @@ def read_nwb(p: Path, cfg: DataConfig) -> Dataset:
                                      "group trials in the report)")
         behavior = None
         if beh_series is not None:
-            centres = 0.5 * (edges[:, :-1] + edges[:, 1:])
-            behavior, bridged = series_at(beh_series, centres, keep, cfg.behavior, p)
+            behavior, bridged = series_at(beh_series, edges, keep, cfg.behavior, p)
             warnings += [bridged] if bridged else []
             if trials is not None and 0 < cfg.forward_bins < n_bins:  # nothing to decode there
                 behavior = behavior[:, : n_bins - cfg.forward_bins]
