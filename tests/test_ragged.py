@@ -132,3 +132,28 @@ def test_trials_padded_with_nan_after_their_ends_are_cut_to_the_shortest(tmp_pat
     with pytest.raises(UserInputError, match=r"but 1 NaN lie inside trials \(first: trial 1, "
                                              r"bin 5, channel 2"):
         load_dataset(tmp_path / "hole.mat")
+
+
+def test_a_struct_array_with_a_field_per_trial(tmp_path):
+    """trials(k).spikes, as many labs keep a session: data.variable=trials.spikes reads each
+    struct's field as one trial (v5 and v7.3)."""
+    lengths = [35 + k % 4 for k in range(K)]
+    arrays = trials(lengths)
+    s = np.zeros((1, K), dtype=[("spikes", "O"), ("cond", "O")])
+    for k, a in enumerate(arrays):
+        s[0, k]["spikes"], s[0, k]["cond"] = a, k % 3
+    scipy.io.savemat(tmp_path / "s.mat", {"trials": s})
+    path73 = tmp_path / "s73.mat"
+    with h5py.File(path73, "w") as f:
+        refs, g = f.create_group("#refs#"), f.create_group("trials")
+        g.attrs["MATLAB_class"] = np.bytes_("struct")
+        stored = []
+        for k, a in enumerate(arrays):
+            d = refs.create_dataset(f"s{k}", data=a.T)
+            d.attrs["MATLAB_class"] = np.bytes_("double")
+            stored.append(d.ref)
+        g.create_dataset("spikes", data=np.array(stored, dtype=h5py.ref_dtype).reshape(-1, 1))
+    for p in (tmp_path / "s.mat", path73):
+        ds = load_dataset(p, DataConfig(variable="trials.spikes"))
+        assert (ds.n_trials, ds.n_time, ds.n_neurons) == (K, 35, N)
+        np.testing.assert_array_equal(ds.all_data()[K - 1], arrays[K - 1][:, :35].T)

@@ -93,9 +93,13 @@ def _v5_fields(v: object) -> list[str] | None:
 
 def _v5_child(v: object, name: str, what: str) -> object:
     a = np.asarray(v)
+    if a.size > 1 and a.squeeze().ndim == 1:  # a struct array: the field of each, as a cell
+        out = np.empty(a.size, dtype=object)  # array (one trial each: data/ragged.py)
+        out[:] = list(a[name].ravel())
+        return out
     if a.size != 1:
-        raise UserInputError(f"{what} is an array of {a.size} structs; save the data of all of "
-                             "them as one numeric array")
+        raise UserInputError(f"{what} is a {' x '.join(map(str, a.shape))} array of structs; "
+                             "save the data of all of them as one numeric array")
     return a[name].ravel()[0]
 
 
@@ -136,7 +140,9 @@ def _mat73_value(obj: h5py.Dataset | h5py.Group, p: Path, name: str) -> object:
     arr = np.asarray(obj[()])
     if cls == "char":
         return "".join(chr(c) for c in arr.ravel())
-    if cls == "cell":  # references to one dataset per cell, e.g. a cellstr of condition labels
+    # A cell: references to one dataset per cell, e.g. a cellstr of condition labels; a struct
+    # array's field: the same, without a class of its own.
+    if cls == "cell" or h5py.check_ref_dtype(obj.dtype) is not None:
         cells = [_mat73_value(obj.file[ref], p, name) for ref in arr.ravel()]
         out = np.empty(len(cells), dtype=object)
         for i, cell in enumerate(cells):  # one by one: equal-shaped cells must not broadcast
