@@ -199,26 +199,33 @@ def test_curated_units_can_be_chosen_and_noise_units_are_pointed_out(tmp_path):
             load_dataset(path, DataConfig(units=rule))
 
 
+def imaging(nwb, n_rois: int):
+    """An imaging plane with n_rois ROIs, segmented in an `ophys` module: (module, ROIs)."""
+    from pynwb.ophys import ImageSegmentation, OpticalChannel
+
+    channel = OpticalChannel(name="c", description="green", emission_lambda=510.0)
+    plane = nwb.create_imaging_plane(name="plane", optical_channel=channel, description="d",
+                                     device=nwb.create_device("scope"), excitation_lambda=920.0,
+                                     imaging_rate=30.0, indicator="GCaMP6f", location="V1")
+    seg = ImageSegmentation()
+    rois = seg.create_plane_segmentation("rois", plane, name="PlaneSegmentation")
+    for _ in range(n_rois):
+        rois.add_roi(image_mask=np.ones((4, 4)))
+    ophys = nwb.create_processing_module("ophys", "calcium")
+    ophys.add(seg)
+    return ophys, rois
+
+
 def test_a_recorded_signal_and_another_intervals_table_can_be_the_data(tmp_path, monkeypatch):
     """Calcium dF/F (an RoiResponseSeries) binned as the data, trials from an `epochs` table."""
     from pynwb import NWBHDF5IO, NWBFile
-    from pynwb.ophys import DfOverF, ImageSegmentation, OpticalChannel, RoiResponseSeries
+    from pynwb.ophys import DfOverF, RoiResponseSeries
 
     nwb = NWBFile(session_description="ophys", identifier="o",
                   session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
     for k in range(N_TRIALS):
         nwb.add_epoch(start_time=1.0 + 2.0 * k, stop_time=2.0 + 2.0 * k)
-    device = nwb.create_device("scope")
-    channel = OpticalChannel(name="c", description="green", emission_lambda=510.0)
-    plane = nwb.create_imaging_plane(name="plane", optical_channel=channel, description="d",
-                                     device=device, excitation_lambda=920.0, imaging_rate=30.0,
-                                     indicator="GCaMP6f", location="V1")
-    seg = ImageSegmentation()
-    rois = seg.create_plane_segmentation("rois", plane, name="PlaneSegmentation")
-    for _ in range(5):
-        rois.add_roi(image_mask=np.ones((4, 4)))
-    ophys = nwb.create_processing_module("ophys", "calcium")
-    ophys.add(seg)
+    ophys, rois = imaging(nwb, 5)
     t = np.arange(0, 2.0 * N_TRIALS + 2.0, 1 / 30.0)
     dff = np.abs(np.sin(np.outer(t, np.arange(1, 6)))).astype(np.float32)
     dff[40, 0] = np.nan  # a dropped frame (t = 1.33 s, in trial 0's fourth 100 ms bin)

@@ -148,21 +148,12 @@ def test_a_series_stored_channels_by_time_is_read_transposed(tmp_path):
     """pynwb only warns of a RoiResponseSeries written ROIs x time; read as written it would be
     thousands of channels of a few bins each."""
     from pynwb import NWBHDF5IO, NWBFile
-    from pynwb.ophys import ImageSegmentation, OpticalChannel, RoiResponseSeries
+    from pynwb.ophys import RoiResponseSeries
+    from test_nwb import imaging
 
     nwb = NWBFile(session_description="t", identifier="t",
                   session_start_time=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
-    plane = nwb.create_imaging_plane(
-        name="plane", optical_channel=OpticalChannel(name="c", description="g",
-                                                     emission_lambda=510.0),
-        description="d", device=nwb.create_device("scope"), excitation_lambda=920.0,
-        imaging_rate=30.0, indicator="GCaMP6f", location="V1")
-    seg = ImageSegmentation()
-    rois = seg.create_plane_segmentation("rois", plane, name="PlaneSegmentation")
-    for _ in range(4):
-        rois.add_roi(image_mask=np.ones((3, 3)))
-    ophys = nwb.create_processing_module("ophys", "calcium")
-    ophys.add(seg)
+    ophys, rois = imaging(nwb, 4)
     t = np.arange(0, 60.0, 1 / 30.0)
     dff = np.abs(np.sin(np.outer(t, np.arange(1, 5)))).astype(np.float32)  # time x ROIs
     region = rois.create_roi_table_region("all", list(range(4)))
