@@ -164,10 +164,15 @@ def test_fit_warnings_say_when_held_out_data_is_no_better_than_the_means_or_over
 
     good = {"bps": 0.55, "bps_train": 0.56, "headline_split": "test"}
     assert fit_warnings(good) == []
+    (w,) = fit_warnings({"bps": 0.004, "spikes_per_neuron": 900.0, "headline_split": "test"})
+    assert "predicts them hardly better than each neuron's mean rate" in w
+    (w,) = fit_warnings({"bps": 0.004, "spikes_per_neuron": 40.0, "headline_split": "test"})
+    assert "from 40 spikes per neuron: too few to tell the model from each neuron's mean" in w
     (w,) = fit_warnings({"var_explained": -0.002, "var_explained_train": 0.001,
                          "headline_split": "test", "split_unit": "trials"})
     assert w.startswith("warning: the inferred means explain -0.002 of the test trials' "
                         "variance") and "predicts them no better than the means" in w
+    assert fit_warnings({"var_explained": 0.002}) == []  # sparse events: small but real
     (w,) = fit_warnings({"bps": 0.12, "bps_valid": 0.12, "bps_train": 0.56,
                          "headline_split": "valid"})
     assert "bits/spike 0.560 on the training trials but 0.120 on the valid trials" in w

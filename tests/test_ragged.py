@@ -157,3 +157,24 @@ def test_a_struct_array_with_a_field_per_trial(tmp_path):
         ds = load_dataset(p, DataConfig(variable="trials.spikes"))
         assert (ds.n_trials, ds.n_time, ds.n_neurons) == (K, 35, N)
         np.testing.assert_array_equal(ds.all_data()[K - 1], arrays[K - 1][:, :35].T)
+
+
+def test_equal_trials_with_more_channels_than_bins_empty_and_sparse_trials(tmp_path):
+    """Equal lengths cannot tell time from channels: more channels than bins is said with the
+    other layout; an empty trial is named; MATLAB's sparse rasters are read."""
+    import scipy.sparse
+
+    arrays = trials([20] * K)  # 9 neurons x 20 bins, stored the other way round: 20 x 9
+    scipy.io.savemat(tmp_path / "eq.mat", {"data": cell([a.T for a in arrays])})
+    ds = load_dataset(tmp_path / "eq.mat")
+    assert any("each trial read as neurons x time has 20 neurons of 9 bins; if each trial is "
+               "time x neurons, pass --layout time_neurons_trials" in w
+               for w in ds.meta["warnings"])
+    holed = [*arrays[:3], np.zeros((0, 0)), *arrays[4:]]
+    scipy.io.savemat(tmp_path / "empty.mat", {"data": cell(holed)})
+    with pytest.raises(UserInputError, match=r"trial 3 \(0-based\) is empty \(1 of 24"):
+        load_dataset(tmp_path / "empty.mat")
+    scipy.io.savemat(tmp_path / "sparse.mat",
+                     {"data": cell([scipy.sparse.csc_matrix(a) for a in arrays])})
+    np.testing.assert_array_equal(load_dataset(tmp_path / "sparse.mat").all_data()[1],
+                                  arrays[1].T)

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from autolfads.config import Config, DataConfig
 from autolfads.data.chaotic_rnn import DEFAULTS as CHAOTIC_RNN_DEFAULTS
 from autolfads.data.chaotic_rnn import chaotic_rnn_dataset
+from autolfads.data.content import trials_look_like_neurons
 from autolfads.data.dataset import Dataset
 from autolfads.data.deconvolve import (
     DeconvolveOptions,
@@ -122,8 +123,8 @@ def resolve_data(data: DataLike, cfg: DataConfig, say: Callable[[str], None] | N
     elif isinstance(data, (np.ndarray, list, tuple)):  # a list: one array per trial
         layout = "trials_time_neurons" if cfg.layout == "auto" else cfg.layout
         ds = from_array(data, layout=layout, cfg=cfg, layout_guessed=cfg.layout == "auto")
-        if cfg.layout == "auto" and ds.segments is None and ds.n_trials < ds.n_neurons \
-                and _looks_like_neurons_first(ds.all_data()):
+        if cfg.layout == "auto" and isinstance(data, np.ndarray) and ds.segments is None \
+                and trials_look_like_neurons(ds.all_data()):
             ds.meta.setdefault("warnings", []).append(
                 f"the array is read as trials x time x neurons (Python's order): {ds.n_trials} "
                 f"trials of {ds.n_neurons} neurons; if its first axis holds the neurons, set "
@@ -131,16 +132,6 @@ def resolve_data(data: DataLike, cfg: DataConfig, say: Callable[[str], None] | N
     else:
         ds = _read(data, cfg)
     return deconvolve_if_asked(ds, cfg, say)
-
-
-def _looks_like_neurons_first(x: np.ndarray) -> bool:
-    """Trials x time x neurons read from an array that may be neurons first: neurons differ in
-    their mean activity far more than trials do, so the first axis's means varying much more
-    than the last's says its first axis holds the neurons."""
-    def spread(means: np.ndarray) -> float:
-        return float(means.std() / max(abs(float(means.mean())), 1e-12))
-
-    return spread(x.mean(axis=(1, 2))) > 2 * spread(x.mean(axis=(0, 1)))
 
 
 def data_lines(dataset: Dataset, obs_lines: list[str]) -> list[str]:

@@ -267,3 +267,18 @@ def _outlier_warnings(x: np.ndarray, label: str) -> list[str]:
             f"{top[c] / ref[c]:.0f} times its typical spread): an outlier or a missing-data "
             "code? One such value dominates the channel's fit in every trial: remove or replace "
             "it"]
+
+
+def trials_look_like_neurons(x: np.ndarray) -> bool:
+    """Spike counts read as trials x time x neurons whose first axis may hold the neurons:
+    neurons differ in their mean rates far more than trials do, so the first axis's means
+    varying much more than the last's (on a log scale) says the axes are swapped. Only for
+    non-negative whole numbers, where a mean is a rate (z-scored or normalised signals have
+    channel means that say nothing)."""
+    if x.size == 0 or (x < 0).any() or not np.array_equal(x, np.round(x)):
+        return False
+
+    def spread(means: np.ndarray) -> float:
+        return float(np.log(np.maximum(means, 1e-3)).std())
+
+    return spread(x.mean(axis=(1, 2))) > 2 * spread(x.mean(axis=(0, 1)))

@@ -16,6 +16,7 @@ import numpy as np
 
 from autolfads.config import DataConfig
 from autolfads.data.build import build_dataset
+from autolfads.data.content import trials_look_like_neurons
 from autolfads.data.dataset import Dataset
 from autolfads.data.nlb_tensors import is_nlb, read_nlb
 from autolfads.data.split import split_trials
@@ -203,7 +204,8 @@ def _from_table(
     ds.meta.setdefault("warnings", []).extend(warnings)
     _truth_units(ds, values)
     # Trials-first arrays (Python's habit) land here; a recording's segments are not trials.
-    if assumed and ds.segments is None and ds.n_trials < ds.n_neurons:
+    if assumed and ds.segments is None and (
+            ds.n_trials < ds.n_neurons or trials_look_like_neurons(ds.all_data())):
         ds.meta.setdefault("warnings", []).extend([
             f"{p}: read as {' x '.join(layout.split('_'))} (the tutorial's order): "
             f"{ds.n_trials} trials of {ds.n_neurons} neurons; if the first axis holds the "

@@ -23,13 +23,16 @@ class Stacked(NamedTuple):
 def trial_list(data: object) -> list[np.ndarray] | None:
     """The trials of a vector of 2-D numeric arrays (a MATLAB cell array, a Python list), or
     None for anything else (a nested list of numbers is an array, not trials)."""
+    def dense(c: object) -> np.ndarray:  # a MATLAB sparse raster comes as a scipy matrix
+        return np.asarray(c.toarray() if hasattr(c, "toarray") else c)
+
     if isinstance(data, (list, tuple)):
         if not data or not all(np.ndim(c) == 2 for c in data):
             return None
-        items = [np.asarray(c) for c in data]
+        items = [dense(c) for c in data]
     elif isinstance(data, np.ndarray) and data.dtype.kind == "O" and data.size \
             and data.squeeze().ndim <= 1:
-        items = [np.asarray(c) for c in data.ravel()]
+        items = [dense(c) for c in data.ravel()]
     else:
         return None
     ok = all(t.ndim == 2 and t.dtype.kind in "iufb" for t in items)
@@ -45,12 +48,16 @@ def stack_trials(data: object, layout: str, what: str, min_bins: int) -> Stacked
         return None
     within = [a for a in axes if a != "trials"]
     t_ax = within.index("time")
+    empty = [k for k, t in enumerate(trials) if t.size == 0]
+    if empty:
+        raise UserInputError(f"{what}: trial {empty[0]} (0-based) is empty ({len(empty)} of "
+                             f"{len(trials)} trials are); remove the empty trials")
     lengths = np.array([t.shape[t_ax] for t in trials])
     widths = sorted({t.shape[1 - t_ax] for t in trials})
+    other = "_".join([*reversed(within), "trials"] if axes[-1] == "trials"
+                     else ["trials", *reversed(within)])
     if len(widths) > 1:
         shape = " x ".join(within)
-        other = "_".join([*reversed(within), "trials"] if axes[-1] == "trials"
-                         else ["trials", *reversed(within)])
         raise UserInputError(
             f"{what}: {len(trials)} trials read as {shape} have {widths[0]} to {widths[-1]} "
             f"{within[1 - t_ax]}: every trial needs the same channels (units lost during the "
@@ -62,6 +69,10 @@ def stack_trials(data: object, layout: str, what: str, min_bins: int) -> Stacked
                              f"is cut to the shortest (LFADS needs at least {min_bins}); remove "
                              "it or cut the trials yourself")
     notes = []
+    if lengths.max() == shortest and widths[0] > shortest:  # equal lengths: which axis is time?
+        notes.append(f"{what}: each trial read as {' x '.join(within)} has {widths[0]} "
+                     f"{within[1 - t_ax]} of {shortest} bins; if each trial is "
+                     f"{' x '.join(reversed(within))}, pass --layout {other} (data.layout)")
     if lengths.max() > shortest:
         notes.append(f"{what}: {len(trials)} trials of {shortest} to {int(lengths.max())} bins: "
                      f"each is cut to its first {shortest} (trial {k}, 0-based, is the shortest)"

@@ -57,7 +57,8 @@ def as_numeric(arr: object, what: str) -> np.ndarray:
             raise UserInputError(f"{what}: is a struct with fields {', '.join(a.dtype.names)}; "
                                  "name the field that holds the data, e.g. --set "
                                  f"data.variable=S.{a.dtype.names[0]} for a struct S")
-        fix = {"O": "; save one numeric array with every trial cut to the same number of bins",
+        fix = {"O": "; give trials as a cell vector (1 x K) of channels x time arrays, or as one "
+                    "numeric array",
                "V": "; save the field that holds the data as its own variable",
                "c": "; save the real values (e.g. abs or real) instead"}.get(a.dtype.kind, "")
         raise UserInputError(f"{what}: is {kind}; expected a real numeric array (spike counts "

@@ -22,6 +22,9 @@ LARGE_STEP = 1000  # counts all multiples of this: a scale factor, not a bin wid
 # baseline of 200 had a variance 0.05 of its mean in an audit, and as poisson fitted R^2 0.06
 # against 0.94 as gaussian. (Very regular neurons at 20+ spikes per bin would read so too.)
 MIN_FANO, BIG_COUNTS = 0.2, 20.0
+# Spike counts of at least this many in every bin of every neuron do not happen at LFADS's bins:
+# raw fluorescence (a baseline of 500-3000), uint16 LFP around 32768 (Fano factors 2-13).
+NEVER_BELOW = 100.0
 ALTERNATIVES = ("model.observation=gamma (positive values), zero_inflated_gamma (non-negative, "
                 "many exact zeros), gaussian (any sign), or auto")
 
@@ -69,16 +72,17 @@ def choose(values: np.ndarray) -> tuple[str, str]:
         flat = values.reshape(-1, values.shape[-1])
         mean = flat.mean(0)
         fano = float(np.median(flat.var(0) / np.maximum(mean, 1e-12)))
-        if float(np.median(mean)) >= BIG_COUNTS and fano < MIN_FANO:
-            return "gaussian", (f"values are whole numbers but not spike counts: around "
-                                f"{float(np.median(mean)):.3g}, each channel's variance is "
-                                f"{fano:.2g} of its mean (median Fano factor; a spike count's is "
-                                "about 1): a digitised signal on a baseline; if these are counts, "
-                                "set model.observation=poisson")
+        if lo >= NEVER_BELOW or (float(np.median(mean)) >= BIG_COUNTS and fano < MIN_FANO):
+            how = (f"no bin holds fewer than {lo:g}" if lo >= NEVER_BELOW else
+                   f"around {float(np.median(mean)):.3g}, each channel's variance is {fano:.2g} "
+                   "of its mean (median Fano factor; a spike count's is about 1)")
+            return "gaussian", (f"values are whole numbers but not spike counts: {how}: a "
+                                "digitised signal on a baseline; if these are counts, set "
+                                "model.observation=poisson")
         off = float(np.abs(values - np.round(values)).max())
         within = f" to within {off:.1g}" if off else ""
         why = f"values are whole numbers{within}, spike counts: max {hi:g} per bin"
-        if hi > LARGE_COUNT:  # digitised signals are whole numbers too
+        if hi > LARGE_COUNT or lo >= BIG_COUNTS:  # digitised signals are whole numbers too
             why += ("; if these are not spike counts (e.g. digitised EMG), set "
                     "model.observation=gamma or gaussian")
         return "poisson", why
@@ -194,8 +198,10 @@ def _scaled_counts(values: np.ndarray) -> list[str]:
         return []
     step = float(positive.min())
     # Whole numbers are counts already (the poisson checks speak of them); spikes/s at bins of
-    # 1 s or less step by 1 or more (a quantised signal's steps, 0.01 mV or 1/255, are small).
-    if step <= 1 or step == round(step):
+    # 1 s or less step by 1 or more (a quantised signal's steps, 0.01 mV or 1/255, are small),
+    # and by 1000 / a whole number of ms (an ADC's 2.44 uV is 409.8 ms: not a bin).
+    bin_ms = 1000.0 / step
+    if step <= 1 or step == round(step) or abs(bin_ms - round(bin_ms)) > 1e-3:
         return []
     multiples = positive / step
     if np.abs(multiples - np.round(multiples)).max() > 1e-4 or np.median(multiples) > 20 \
