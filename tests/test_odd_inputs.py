@@ -180,6 +180,13 @@ def test_constant_channels_and_rate_like_counts_are_named() -> None:
     assert any("multiple of 20" in w and "multiply by the bin width" in w
                for w in warnings("poisson", spikes_per_s))
     assert not any("multiple" in w for w in warnings("poisson", COUNTS))
+    rare = COUNTS.transpose(2, 1, 0).copy()
+    rare[..., :3] = 0
+    rare[0, 0, 1], rare[5, 3, 2] = 1, 2  # neuron 0 never spikes, 1 and 2 once and twice
+    said = warnings("poisson", rare)
+    assert any("1 of" in w and "neurons never spike (0-based: 0)" in w for w in said)
+    assert any("2 of" in w and "neurons spike fewer than 5 times in all the data (0-based: 1, 2)"
+               in w for w in said)
     scaled = COUNTS.transpose(2, 1, 0) * 1e6  # a unit mistake: the remedy is a division
     assert any("multiple of 1000000" in w and "divide by 1000000 to get counts" in w
                for w in warnings("poisson", scaled))

@@ -122,6 +122,7 @@ def test_sampling_passes_are_larger_on_a_gpu_and_shrink_when_out_of_memory(tiny,
     assert sampling.rows_per_pass(cpu, 50) == 1024
     assert sampling.rows_per_pass(gpu, 50) == 20971
     assert sampling.rows_per_pass(gpu, 5000) == 1024
+    assert sampling.rows_per_pass(gpu, 4) == 65536  # short trials: no larger than measured
     tr = new_trainer(tiny_config(), tiny)
     tr.fit(1, early_stop=False)
     plain = sampling._passes

@@ -29,12 +29,13 @@ CPU_ROWS = 1024  # rows per pass on a CPU: larger ones fall out of cache and run
 # size; bench/gpu_probe.py). Rows x bins is bounded so that a pass stays a few GB at any trial
 # length; a pass that runs out of GPU memory is retried at a quarter of the size.
 GPU_ROW_BINS = 2**20
+GPU_MAX_ROWS = 65536  # the largest pass measured (short trials would ask for more)
 
 
 def rows_per_pass(device: torch.device, n_bins: int) -> int:
     if device.type == "cpu":
         return CPU_ROWS
-    return max(CPU_ROWS, GPU_ROW_BINS // max(1, n_bins))
+    return min(GPU_MAX_ROWS, max(CPU_ROWS, GPU_ROW_BINS // max(1, n_bins)))
 
 
 def sample_and_average(

@@ -187,6 +187,7 @@ def _check_channels(values: np.ndarray, what: str, ok: np.ndarray, problem: str)
 
 
 SPARSE_COUNTS = 0.01  # spikes per bin per neuron below which a warning says what to expect
+FEW_SPIKES_TOTAL = 5  # a neuron with fewer spikes than this in all the data: said
 
 
 def _scaled_counts(values: np.ndarray) -> list[str]:
@@ -245,6 +246,11 @@ def warnings(name: str, values: np.ndarray) -> list[str]:
         shown = listed(silent)
         out.append(f"warning: {silent.size} of {values.shape[2]} neurons never spike (0-based: "
                    f"{shown}); they are kept, with rates near zero")
+    rare = np.flatnonzero((per_neuron > 0) & (per_neuron < FEW_SPIKES_TOTAL))
+    if rare.size:
+        out.append(f"warning: {rare.size} of {values.shape[2]} neurons spike fewer than "
+                   f"{FEW_SPIKES_TOTAL} times in all the data (0-based: {listed(rare)}): too few "
+                   "to show dynamics; they are kept, with rates near their means")
     mean = float(values.mean())
     if mean < SPARSE_COUNTS:
         out.append(f"warning: very sparse data, {mean:.2g} spikes per bin per neuron on average: "
