@@ -125,8 +125,15 @@ def test_trials_padded_with_nan_after_their_ends_are_cut_to_the_shortest(tmp_pat
     assert (ds.n_trials, ds.n_time, ds.n_neurons) == (K, 38, N)
     np.testing.assert_array_equal(ds.all_data()[3], x[:, :38, 3].T)
     assert ds.all_truth().shape == (K, 38, N) and ds.behavior.shape == (K, 38, 2)
-    assert any("trials of 38 to " in w and "padded with NaN: each is cut to its first 38 (trial "
-               "6, 0-based, is the shortest)" in w for w in ds.meta["warnings"])
+    assert any("trials of 38 to " in w and "padded with NaN after their ends: each is cut to "
+               "its first 38 (trial 6, 0-based, is the shortest)" in w for w in ds.meta["warnings"])
+    ends = x[:, ::-1, :].copy()  # trials aligned to their ends: NaN before their starts
+    scipy.io.savemat(tmp_path / "ends.mat", {"data": ends, "behavior": behavior[:, ::-1]})
+    late = load_dataset(tmp_path / "ends.mat")
+    assert late.n_time == 38 and any("padded with NaN before their starts: each is cut to its "
+                                     "last 38" in w for w in late.meta["warnings"])
+    np.testing.assert_array_equal(late.all_data()[3], ends[:, -38:, 3].T)
+    np.testing.assert_allclose(late.behavior[3], behavior[3, ::-1][-38:], rtol=1e-6)
     x[2, 5, 1] = np.nan
     scipy.io.savemat(tmp_path / "hole.mat", {"data": x})
     with pytest.raises(UserInputError, match=r"but 1 NaN lie inside trials \(first: trial 1, "

@@ -18,6 +18,7 @@ class Stacked(NamedTuple):
     lengths: np.ndarray  # each trial's bins before the cut
     cut_to: int  # the shortest trial's bins: every trial's first bins kept
     notes: list[str]
+    start: int = 0  # the first bin kept (trials padded before their starts keep their last)
 
 
 def trial_list(data: object) -> list[np.ndarray] | None:
@@ -93,7 +94,7 @@ def cut_companion(values: object, stacked: Stacked, layout: str, what: str) -> o
         if isinstance(values, np.ndarray) and values.ndim == 3:
             t_ax = layout.split("_").index("time") if layout else 1
             if values.shape[t_ax] == stacked.lengths.max():
-                return np.take(values, np.arange(stacked.cut_to), axis=t_ax)
+                return np.take(values, stacked.start + np.arange(stacked.cut_to), axis=t_ax)
         return values
     if len(trials) != len(stacked.lengths):
         raise UserInputError(f"{what}: {len(trials)} trials, the data's {len(stacked.lengths)}")
@@ -106,7 +107,7 @@ def cut_companion(values: object, stacked: Stacked, layout: str, what: str) -> o
             raise UserInputError(f"{what}: trial {k} (0-based) has shape {t.shape}, but its data "
                                  f"has {n} bins")
         t_ax = within.index("time") if len(fits) == 2 else fits[0]
-        piece = np.take(t, np.arange(stacked.cut_to), axis=t_ax)
+        piece = np.take(t, stacked.start + np.arange(stacked.cut_to), axis=t_ax)
         out.append(piece if t_ax == within.index("time") else piece.T)
     return np.stack(out, axis=axes.index("trials"))
 
@@ -114,39 +115,53 @@ def cut_companion(values: object, stacked: Stacked, layout: str, what: str) -> o
 def cut_nan_padding(a: np.ndarray, layout: str, what: str, min_bins: int
                     ) -> tuple[np.ndarray, Stacked | None]:
     """Trials of different lengths in one array, padded with NaN after their ends (every channel
-    NaN from some bin on, nowhere else): (the array cut to the shortest trial, how it was cut,
-    or None when nothing was). NaN inside a padded trial is an error; other NaN come back as
-    they are (check_values names them)."""
+    NaN from some bin on, nowhere else), or before their starts (trials aligned to their ends):
+    (the array cut to the shortest trial, keeping its first or last bins, how it was cut, or
+    None when nothing was). NaN inside a padded trial is an error; other NaN come back as they
+    are (check_values names them)."""
     axes = layout.split("_")
     if a.ndim != 3 or a.dtype.kind != "f" or "trials" not in axes or not np.isnan(a).any():
         return a, None
-    x = np.moveaxis(a, (axes.index("trials"), axes.index("time")), (0, 1))
-    nan = np.isnan(x)
-    padded = nan.all(axis=2)  # trials x bins
+    t_ax = axes.index("time")
+    x = np.moveaxis(a, (axes.index("trials"), t_ax), (0, 1))
+    padded = np.isnan(x).all(axis=2)  # trials x bins
+    after = padded[:, ::-1].cumprod(axis=1).sum(axis=1)  # each trial's final NaN run
+    before = padded.cumprod(axis=1).sum(axis=1)  # and its first
+    if after.any():
+        return _cut(x, a, after, "after their ends", "first", 0, axes, what, min_bins)
+    if before.any():
+        return _cut(x[:, ::-1], a, before, "before their starts", "last", 1, axes, what, min_bins)
+    return a, None
+
+
+def _cut(x: np.ndarray, a: np.ndarray, run: np.ndarray, where: str, keep: str, from_end: int,
+         axes: list[str], what: str, min_bins: int) -> tuple[np.ndarray, Stacked]:
+    """cut_nan_padding's cut: x trials x bins x channels with the padding at the end of each
+    trial (reversed in time for padding before the starts), `run` each trial's padding."""
     n_bins = x.shape[1]
-    lengths = n_bins - padded[:, ::-1].cumprod(axis=1).sum(axis=1)  # before the final NaN run
-    if (lengths == n_bins).all():
-        return a, None  # no trial ends in NaN: not padding
-    inside = nan & (np.arange(n_bins)[None, :, None] < lengths[:, None, None])
+    lengths = n_bins - run
+    inside = np.isnan(x) & (np.arange(n_bins)[None, :, None] < lengths[:, None, None])
     if inside.any():
         trial, t, ch = (int(v[0]) for v in np.nonzero(inside))
-        raise UserInputError(f"{what}: trials padded with NaN after their ends, but "
-                             f"{int(inside.sum())} NaN lie inside trials (first: trial {trial}, "
-                             f"bin {t}, channel {ch}, 0-based); replace those (values must be "
-                             "finite)")
+        t = n_bins - 1 - t if from_end else t
+        raise UserInputError(f"{what}: trials padded with NaN {where}, but {int(inside.sum())} "
+                             f"NaN lie inside trials (first: trial {trial}, bin {t}, channel "
+                             f"{ch}, 0-based); replace those (values must be finite)")
     k, shortest = int(np.argmin(lengths)), int(lengths.min())
     if shortest < min_bins:
-        raise UserInputError(f"{what}: trial {k} (0-based) has {shortest} bins before its NaN "
+        raise UserInputError(f"{what}: trial {k} (0-based) has {shortest} bins besides its NaN "
                              f"padding, and every trial is cut to the shortest (LFADS needs at "
                              f"least {min_bins}); remove it or cut the trials yourself")
     typical = float(np.median(lengths))
-    span = (f"trials of {shortest} to {int(lengths.max())} bins, padded with NaN"
-            if lengths.max() > shortest else f"every trial ends in {n_bins - shortest} NaN bins")
-    notes = [f"{what}: {span}: each is cut to its first {shortest} (trial {k}, 0-based, is "
+    span = (f"trials of {shortest} to {int(lengths.max())} bins, padded with NaN {where}"
+            if lengths.max() > shortest else f"every trial has {n_bins - shortest} NaN bins "
+            f"{where}")
+    notes = [f"{what}: {span}: each is cut to its {keep} {shortest} (trial {k}, 0-based, is "
              "the shortest)"
              + (f"; the median trial has {typical:.0f}, so most lose much: remove the short "
                 "ones, or cut the trials around an event yourself"
                 if shortest < MIN_SHARE * typical else "")]
-    cut = np.take(a, np.arange(shortest), axis=axes.index("time"))
+    start = n_bins - shortest if from_end else 0
+    cut = np.take(a, start + np.arange(shortest), axis=axes.index("time"))
     # (companions are as long as the padded array: cut_companion cuts them by that length)
-    return cut, Stacked(cut, np.full(len(lengths), n_bins), shortest, notes)
+    return cut, Stacked(cut, np.full(len(lengths), n_bins), shortest, notes, start)
