@@ -54,6 +54,7 @@ print('kernels missing:', missing_kernels(), '| auto device:', resolve_device('a
 has tests && step gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py
 
 run_and_watch() {  # the run, with each process's GPU memory every 2 s
+    rm -f /tmp/gpu_apps.csv  # (a warm machine keeps the last call's samples)
     $PY -m autolfads.cli run --out /tmp/autolfads-gpu-run --force --workers-per-gpu 3 \
         --population 6 --generations 3 --epochs-per-generation 10 &
     local pid=$!

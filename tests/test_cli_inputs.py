@@ -89,13 +89,14 @@ def files(tmp):
          ["'behavior' (decode targets)", "NaN", "index (0, 0, 0)"]),
         ("config is data", tmp / "x.mat", ["YAML"]),
         ("config key twice", tmp / "twice.yaml", ["key 'model' appears twice", "line 5"]),
+        ("config list key", tmp / "listkey.yaml", ["not valid YAML", "line 1"]),
     ]
 
 
 @pytest.mark.parametrize("case", ["tiny values", "huge values", "outlier", "not nwb",
                                   "ragged npz",
                                   "nan condition", "nan behaviour", "config is data",
-                                  "config key twice"])
+                                  "config key twice", "config list key"])
 def test_files_that_are_almost_right(case, tmp_path, monkeypatch, capsys):
     name, path, words = next(c for c in files(tmp_path) if c[0] == case)
     args = ["train", path, "--out", tmp_path / "run", "--epochs", "1"]
@@ -104,6 +105,9 @@ def test_files_that_are_almost_right(case, tmp_path, monkeypatch, capsys):
         args = ["train", path, "--config", path, "--out", tmp_path / "run"]
     if case == "config key twice":  # YAML would keep the second model: section in silence
         path.write_text("model:\n  gen_dim: 32\ntrain:\n  lr: 0.001\nmodel:\n  fac_dim: 8\n")
+        args = ["train", "--config", path, "--out", tmp_path / "run"]
+    if case == "config list key":  # a key YAML cannot hash: YAML's own error, not a traceback
+        path.write_text("? [a, b]\n: 1\n")
         args = ["train", "--config", path, "--out", tmp_path / "run"]
     one_error(*run_cli(monkeypatch, capsys, *args)[::2], *words)
 

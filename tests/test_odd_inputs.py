@@ -231,7 +231,7 @@ def test_counts_divided_by_a_bin_width_are_recognised() -> None:
     assert not any("whole multiple" in w for w in warnings(choose(adc)[0], adc))
 
 
-def test_an_array_with_fewer_trials_than_neurons_is_questioned() -> None:
+def test_an_array_with_fewer_trials_than_neurons_is_questioned(tmp_path) -> None:
     from autolfads.config import DataConfig
     from autolfads.inputs import resolve_data
 
@@ -251,6 +251,12 @@ def test_an_array_with_fewer_trials_than_neurons_is_questioned() -> None:
     many = RNG.poisson(np.broadcast_to(rates, (150, 30, 300))).astype(np.float64)
     assert not any("Python's order" in w
                    for w in resolve_data(many, DataConfig()).meta.get("warnings", []))
+    from autolfads.data.io import load_dataset  # the same array saved from Python: its file
+
+    np.savez(tmp_path / "many.npz", data=many)  # is read in the tutorial's order, and asked
+    ds = load_dataset(tmp_path / "many.npz")
+    assert ds.n_trials == 300 and any("--layout trials_time_neurons" in w
+                                      for w in ds.meta["warnings"])
 
 
 def test_undefined_metrics_are_left_out_and_named() -> None:

@@ -138,7 +138,7 @@ def train(
     else:
         out_dir = None if out is None else prepare_run_dir(
             out, force, resumable=(Path(out) / layout.TRAIN_STATE).is_file(),
-            inputs=_files(data, config))
+            inputs=(data, config))
 
     _say_all(say, data_lines(dataset, obs_lines))
     t0 = time.perf_counter()
@@ -287,7 +287,7 @@ def run(
     if resume:
         check_same_run(store, cfg, dataset, data)
     else:
-        prepare_store(store, force, inputs=_files(data, config))
+        prepare_store(store, force, inputs=(data, config))
         write_run_json(store.local, "run", data, dataset)
     out_dir = store.local
     write_config(out_dir, cfg)
@@ -345,11 +345,6 @@ def _observation(cfg: Config, dataset: Dataset, same_run: Callable[[], None] | N
         if same_run is not None:
             same_run()
         raise
-
-
-def _files(*given: object) -> tuple[str | Path | None, ...]:
-    """The input files among the data and config arguments (not arrays, Datasets, Configs)."""
-    return tuple(g if isinstance(g, (str, Path)) else None for g in given)
 
 
 def _say_all(say: Callable[[str], None], lines: list[str]) -> None:

@@ -34,7 +34,7 @@ from autolfads.rundir.outputs import write_outputs
 
 
 def prepare_run_dir(out: str | Path, force: bool = False, resumable: bool = False,
-                    inputs: tuple[str | Path | None, ...] = ()) -> Path:
+                    inputs: tuple[object, ...] = ()) -> Path:
     """Create DIR for a new run. An earlier run there (a folder with layout.RUN_EVIDENCE) is
     replaced only with `force`, and then only what a run writes (layout.RUN_ENTRIES) is removed:
     files of the user's beside it stay. A folder of other files is never used, and `inputs`
@@ -90,7 +90,7 @@ def foreign(location: str, theirs: list[str]) -> UserInputError:
                           "--out")
 
 
-def check_inputs(location: str, inputs: tuple[str | Path | None, ...], run: bool) -> None:
+def check_inputs(location: str, inputs: tuple[object, ...], run: bool) -> None:
     """An input where the run writes (inside its output/, model/, ...) would be deleted by
     --force or written over: refused, whatever the flags; local paths and bucket URIs alike.
     The config.yaml of an earlier run may be the --config of its rerun: it is read first."""
@@ -258,7 +258,8 @@ OVERFIT_GAP = 0.05  # training score above the held-out one by this much, and tw
 
 def fit_warnings(m: dict) -> list[str]:
     """What the scores say about the fit: a model no better than the means on held-out data."""
-    unit = f"{m.get('headline_split', 'valid')} {m.get('split_unit', 'trials')}"
+    head, units = m.get("headline_split", "valid"), m.get("split_unit", "trials")
+    unit = f"{head} {units}"
     out = []
     spikes = m.get("spikes_per_neuron", float("inf"))
     if m.get("bps", 1.0) < MIN_BPS and spikes < FEW_SPIKES:
@@ -277,13 +278,11 @@ def fit_warnings(m: dict) -> list[str]:
                    f"{unit}' variance around each channel's mean: the model predicts them no "
                    "better than the means; the data may carry no dynamics shared across "
                    "channels, or training stopped too early")
-    head = m.get("headline_split", "valid")
     for key, what in (("bps", "bits/spike"), ("var_explained", "variance explained")):
         train, held = m.get(f"{key}_train"), m.get(f"{key}_{head}")
         if train is None or held is None or head == "train":
             continue
         if train > 0 and train - held >= OVERFIT_GAP and held < 0.5 * train:
-            units = m.get("split_unit", "trials")
             fix = ("widen the search space's dropout and coordinated-dropout ranges" if
                    "generations" in m else "`autolfads run` tunes dropout and coordinated "
                    "dropout against it")

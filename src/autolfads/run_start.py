@@ -31,7 +31,7 @@ def keep_old_split(cfg: Config, config_path: Path) -> None:
             cfg.data.test_fraction = 0.0
 
 
-def prepare_store(store: Location, force: bool, inputs: tuple[str | Path | None, ...] = ()
+def prepare_store(store: Location, force: bool, inputs: tuple[object, ...] = ()
                   ) -> None:
     """A new run never lands on an existing one unless --force, and never on foreign files.
     For a run with results (a completed generation, outputs) --force is never suggested: the

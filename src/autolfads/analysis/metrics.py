@@ -80,18 +80,9 @@ def bits_per_spike(rates: np.ndarray, spikes: np.ndarray) -> float:
 def variance_explained(means: np.ndarray, data: np.ndarray) -> float:
     """A continuous signal's counterpart of bits/spike: the share of the data's variance around
     each channel's mean (over the same trials and bins) that the inferred means explain, every
-    channel weighted alike. 0: no better than the channels' means; negative: worse."""
-    n = data.shape[-1]
-    m = np.asarray(means, dtype=np.float64).reshape(-1, n)
-    y = np.asarray(data, dtype=np.float64).reshape(-1, n)
-    if m.shape != y.shape:
-        raise ValueError(f"means {means.shape} and data {data.shape} differ")
-    sd = y.std(axis=0)
-    ok = sd > 0
-    if not ok.any():
-        return float("nan")
-    resid = ((y[:, ok] - m[:, ok]) / sd[ok]) ** 2
-    return float(1.0 - resid.sum() / (ok.sum() * y.shape[0]))
+    channel weighted alike. 0: no better than the channels' means; negative: worse. (It is
+    r2_per_neuron with the data in the truth's place.)"""
+    return r2_per_neuron(means, data)
 
 
 INPUT_TIME_TOLERANCE_BINS = 3

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from autolfads.data.validate import listed
+from autolfads.data.writers import SCALE_FREE
 
 FEW_VALID = 3  # fewer validation trials than this: noisy scores, said
 OUTLIER_RATIO = 50.0  # see _outlier_warnings
@@ -77,7 +78,7 @@ def truth_checks(x: np.ndarray, truth: np.ndarray | None, label: str, what: str
         hz = "; if it is in spikes/s, multiply it by the bin width in seconds" if bigger else ""
         out.append(f"{what}: on another scale than the data ({other}): it is compared by "
                    f"correlation only (r2_rates), not by 1 - SSE/SST{hz}")
-    return out, {"truth_flat": flat, "truth_scale_free": bool(other)}
+    return out, {"truth_flat": flat, SCALE_FREE: bool(other)}
 
 
 def within_share(truth: np.ndarray) -> float:
@@ -212,8 +213,9 @@ def _copies(x: np.ndarray, label: str) -> list[str]:
     psth = x.mean(axis=0, dtype=np.float64)  # time x channels
     per = max(1, min(20_000, max(2_000, 10_000_000 // x.shape[-1])) // x.shape[1])
     pick = np.random.default_rng(0).permutation(len(x))[:per]  # ~80 MB at most
-    rows = (x[np.sort(pick)] - psth).reshape(-1, x.shape[-1])
-    raw = x[np.sort(pick)].reshape(-1, x.shape[-1])
+    sample = x[np.sort(pick)]
+    rows = (sample - psth).reshape(-1, x.shape[-1])
+    raw = sample.reshape(-1, x.shape[-1])
     counts = (raw.min() >= 0 and np.array_equal(raw, np.round(raw))
               and float(np.quantile(raw, 0.99)) <= SMALL_COUNTS)
     sd = rows.std(axis=0)

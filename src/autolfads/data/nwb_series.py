@@ -65,6 +65,7 @@ class Clock(NamedTuple):
     step: float  # typical time between samples
     index: Callable[[np.ndarray], np.ndarray]  # times -> the first sample at or after each
     time: Callable[[np.ndarray], np.ndarray]  # sample indices -> times
+    flipped: bool = False  # stored channels x time (transposed)
 
 
 def transposed(series) -> bool:
@@ -81,7 +82,8 @@ def transposed(series) -> bool:
 
 
 def clock_of(series, name: str, key: str, p: Path) -> Clock:
-    n = int(series.data.shape[int(transposed(series))]) if hasattr(series.data, "shape") \
+    flipped = transposed(series)
+    n = int(series.data.shape[int(flipped)]) if hasattr(series.data, "shape") \
         else len(series.data)
     if n == 0 or not np.issubdtype(np.asarray(series.data[:1]).dtype, np.number):
         raise UserInputError(f"{p}: {key}={name} holds no numeric samples")
@@ -95,16 +97,16 @@ def clock_of(series, name: str, key: str, p: Path) -> Clock:
             raise UserInputError(f"{p}: {key}={name}: its timestamps are not in increasing order")
         step = float(np.median(np.diff(ts[:10_001]))) if n > 1 else 0.0
         return Clock(n, ts[0], ts[-1], step,
-                      lambda x: np.searchsorted(ts, x - 1e-6 * step), lambda i: ts[i])
+                      lambda x: np.searchsorted(ts, x - 1e-6 * step), lambda i: ts[i], flipped)
     t0, step = float(series.starting_time or 0.0), 1.0 / float(series.rate)
     return Clock(n, t0, t0 + (n - 1) * step, step,
                   lambda x: np.clip(np.ceil((x - t0) / step - 1e-6), 0, n).astype(np.int64),
-                  lambda i: t0 + np.asarray(i) * step)
+                  lambda i: t0 + np.asarray(i) * step, flipped)
 
 
-def _values(series, a: int, b: int) -> np.ndarray:
+def _values(series, clock: Clock, a: int, b: int) -> np.ndarray:
     """Samples a..b-1 as samples x channels, in the series' units (conversion, offset)."""
-    if transposed(series):
+    if clock.flipped:
         chunk = np.asarray(series.data[:, a:b], dtype=np.float64).T
     else:
         chunk = np.asarray(series.data[a:b], dtype=np.float64).reshape(b - a, -1)
@@ -130,14 +132,15 @@ def series_at(series, edges: np.ndarray, keep: np.ndarray, name: str, p: Path
     dropouts) are bridged from the samples beside them."""
     clock = clock_of(series, name, "data.behavior", p)
     _check_covers(clock, edges, keep, name, p, "data.behavior")
-    data, t = _values(series, 0, clock.n), clock.time(np.arange(clock.n))
+    data, t = _values(series, clock, 0, clock.n), clock.time(np.arange(clock.n))
     ok = np.isfinite(data)
     times = 0.5 * (edges[:, :-1] + edges[:, 1:])
     flat = times.ravel()
     out = np.stack([np.interp(flat, t[ok[:, d]], data[ok[:, d], d]) if ok[:, d].any()
                     else np.full(flat.shape, np.nan) for d in range(data.shape[1])], axis=-1)
     if clock.step < 0.4 * float(np.median(np.diff(edges[0]))):  # bins of several samples
-        means = np.stack([_bin_means(series, clock, e) for e in edges]).reshape(out.shape)
+        means = np.stack([_means(clock, e, lambda a, b: data[a:b]) for e in edges])
+        means = means.reshape(out.shape)  # (from the samples read above: no second read)
         out = np.where(np.isfinite(means), means, out)
     note = None
     if not ok.all():
@@ -158,21 +161,24 @@ def series_binned(series, edges: np.ndarray, keep: np.ndarray, name: str, p: Pat
     clock = clock_of(series, name, "data.signal", p)
     _check_covers(clock, edges, keep, name, p, "data.signal")
     shape = getattr(series.data, "shape", (clock.n,))
-    channels = int(shape[0]) if transposed(series) else int(np.prod(shape[1:]))
+    channels = int(shape[0]) if clock.flipped else int(np.prod(shape[1:]))
     per_bin = float(np.median(np.diff(edges[0]))) / max(clock.step, 1e-12)  # samples per bin
     stretch = max(1, int(READ_VALUES / max(per_bin * channels, 1.0)))  # bins per read
-    out = [np.concatenate([_bin_means(series, clock, edges[k, i : i + stretch + 1])
+    out = [np.concatenate([_means(clock, edges[k, i : i + stretch + 1],
+                                  lambda a, b: _values(series, clock, a, b))
                            for i in range(0, edges.shape[1] - 1, stretch)])
            for k in range(edges.shape[0])]
     return np.stack(out).astype(np.float32), clock.step
 
 
-def _bin_means(series, clock: Clock, e: np.ndarray) -> np.ndarray:
-    """Bins [e[i], e[i + 1]) of the series: the mean of their finite samples (bins x channels),
-    interpolated at a bin's centre where it has none."""
+def _means(clock: Clock, e: np.ndarray, samples: Callable[[int, int], np.ndarray]
+           ) -> np.ndarray:
+    """Bins [e[i], e[i + 1]) of a series: the mean of their finite samples (bins x channels),
+    interpolated at a bin's centre where it has none. `samples(a, b)`: samples a..b-1 (read
+    from the file, or sliced from those already read)."""
     at = clock.index(e)
     a, b = max(int(at[0]) - 1, 0), min(int(at[-1]) + 1, clock.n)  # and a neighbour each side
-    chunk = _values(series, a, b)
+    chunk = samples(a, b)
     ok = np.isfinite(chunk)
     zero = np.zeros((1, chunk.shape[1]))
     sums = np.concatenate([zero, np.cumsum(np.where(ok, chunk, 0.0), axis=0)])

@@ -64,22 +64,15 @@ def stack_trials(data: object, layout: str, what: str, min_bins: int) -> Stacked
             f"{within[1 - t_ax]}: every trial needs the same channels (units lost during the "
             f"session?); if each trial is {' x '.join(reversed(within))}, pass --layout {other} "
             "(data.layout)")
-    k, shortest, typical = int(np.argmin(lengths)), int(lengths.min()), float(np.median(lengths))
-    if shortest < min_bins:
-        raise UserInputError(f"{what}: trial {k} (0-based) has {shortest} bins, and every trial "
-                             f"is cut to the shortest (LFADS needs at least {min_bins}); remove "
-                             "it or cut the trials yourself")
+    k, shortest = _shortest(lengths, what, min_bins, "")
     notes = []
     if lengths.max() == shortest and widths[0] > shortest:  # equal lengths: which axis is time?
         notes.append(f"{what}: each trial read as {' x '.join(within)} has {widths[0]} "
                      f"{within[1 - t_ax]} of {shortest} bins; if each trial is "
                      f"{' x '.join(reversed(within))}, pass --layout {other} (data.layout)")
     if lengths.max() > shortest:
-        notes.append(f"{what}: {len(trials)} trials of {shortest} to {int(lengths.max())} bins: "
-                     f"each is cut to its first {shortest} (trial {k}, 0-based, is the shortest)"
-                     + (f"; the median trial has {typical:.0f}, so most lose much: remove the "
-                        "short ones, or cut the trials around an event yourself"
-                        if shortest < MIN_SHARE * typical else ""))
+        notes.append(_cut_note(what, f"{len(trials)} trials of {shortest} to "
+                               f"{int(lengths.max())} bins", "first", k, lengths))
     cut = [np.take(t, np.arange(shortest), axis=t_ax) for t in trials]
     return Stacked(np.stack(cut, axis=axes.index("trials")), lengths, shortest, notes)
 
@@ -89,6 +82,8 @@ def cut_companion(values: object, stacked: Stacked, layout: str, what: str) -> o
     targets, external inputs as trials x time x variables), cut to the same bins: a set of
     trials (time is the axis as long as its trial's data), or one array with the data's
     original length. Anything else comes back as it is, for its own checks to name."""
+    if isinstance(values, (list, tuple)) and values and all(np.ndim(v) == 1 for v in values):
+        values = [np.asarray(v)[:, None] for v in values]  # one variable per trial
     trials = trial_list(values)
     if trials is None:
         if isinstance(values, np.ndarray) and values.ndim == 3:
@@ -147,21 +142,30 @@ def _cut(x: np.ndarray, a: np.ndarray, run: np.ndarray, where: str, keep: str, f
         raise UserInputError(f"{what}: trials padded with NaN {where}, but {int(inside.sum())} "
                              f"NaN lie inside trials (first: trial {trial}, bin {t}, channel "
                              f"{ch}, 0-based); replace those (values must be finite)")
-    k, shortest = int(np.argmin(lengths)), int(lengths.min())
-    if shortest < min_bins:
-        raise UserInputError(f"{what}: trial {k} (0-based) has {shortest} bins besides its NaN "
-                             f"padding, and every trial is cut to the shortest (LFADS needs at "
-                             f"least {min_bins}); remove it or cut the trials yourself")
-    typical = float(np.median(lengths))
+    k, shortest = _shortest(lengths, what, min_bins, " besides its NaN padding")
     span = (f"trials of {shortest} to {int(lengths.max())} bins, padded with NaN {where}"
             if lengths.max() > shortest else f"every trial has {n_bins - shortest} NaN bins "
             f"{where}")
-    notes = [f"{what}: {span}: each is cut to its {keep} {shortest} (trial {k}, 0-based, is "
-             "the shortest)"
-             + (f"; the median trial has {typical:.0f}, so most lose much: remove the short "
-                "ones, or cut the trials around an event yourself"
-                if shortest < MIN_SHARE * typical else "")]
+    notes = [_cut_note(what, span, keep, k, lengths)]
     start = n_bins - shortest if from_end else 0
     cut = np.take(a, start + np.arange(shortest), axis=axes.index("time"))
     # (companions are as long as the padded array: cut_companion cuts them by that length)
     return cut, Stacked(cut, np.full(len(lengths), n_bins), shortest, notes, start)
+
+
+def _shortest(lengths: np.ndarray, what: str, min_bins: int, beside: str) -> tuple[int, int]:
+    """(the shortest trial, its bins), which every trial is cut to: an error when too few."""
+    k, shortest = int(np.argmin(lengths)), int(lengths.min())
+    if shortest < min_bins:
+        raise UserInputError(f"{what}: trial {k} (0-based) has {shortest} bins{beside}, and every "
+                             f"trial is cut to the shortest (LFADS needs at least {min_bins}); "
+                             "remove it or cut the trials yourself")
+    return k, shortest
+
+
+def _cut_note(what: str, span: str, keep: str, k: int, lengths: np.ndarray) -> str:
+    shortest, typical = int(lengths[k]), float(np.median(lengths))
+    return (f"{what}: {span}: each is cut to its {keep} {shortest} (trial {k}, 0-based, is the "
+            "shortest)" + (f"; the median trial has {typical:.0f}, so most lose much: remove the "
+                           "short ones, or cut the trials around an event yourself"
+                           if shortest < MIN_SHARE * typical else ""))

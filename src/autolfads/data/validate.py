@@ -46,7 +46,12 @@ def as_numeric(arr: object, what: str) -> np.ndarray:
         raise UserInputError(f"{what}: is a MATLAB object (a table, string, function, ...), not "
                              "an array; save its numbers as a numeric array (e.g. "
                              "table2array(T))")
-    a = np.asarray(arr)
+    try:
+        a = np.asarray(arr)
+    except ValueError:  # a list of arrays of different shapes, not one trial each (ragged.py)
+        raise UserInputError(f"{what}: arrays of different shapes that are not trials of 2-D "
+                             "arrays; give each trial as a 2-D array (time x channels from "
+                             "Python), or one numeric array") from None
     if a.dtype == bool:
         return a.astype(np.uint8)
     if a.dtype.kind not in "iuf":
